@@ -1,0 +1,659 @@
+/*
+ * Configuration loading. inih does the INI syntax; this file knows the
+ * settings: a table per section gives each key its type, place and range.
+ *
+ * inih's handler is not told line numbers, so the file is fed through our own
+ * reader, which counts lines, spots section headers and refuses lines longer
+ * than inih's buffer instead of letting inih split them silently.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum cfg_section { SEC_GLOBAL, SEC_IMAP, SEC_POP3, SEC_BACKEND, SEC_COUNT, SEC_NONE = -1 };
+
+static const char *const cfg_section_names[SEC_COUNT] = {"global", "imap", "pop3", "backend"};
+
+enum cfg_type {
+    CT_UINT,
+    CT_BOOL,
+    CT_TIME,
+    CT_STR,
+    CT_BINDINGS,
+    CT_LOGIN_TYPE,
+    CT_LOGIN_MODE,
+    CT_LOG_LEVEL,
+};
+
+struct cfg_key {
+    const char *name;
+    uint8_t type;
+    size_t off;  /* in the section's struct */
+    size_t size; /* of the field */
+    uint32_t min, max;
+};
+
+#define KEY(n, t, st, f, lo, hi) {n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi}
+
+static const struct cfg_key cfg_global_keys[] = {
+        KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
+        KEY("LogLevel", CT_LOG_LEVEL, struct fg_config, log_level, 0, 0),
+        KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
+        KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
+        {NULL, 0, 0, 0, 0, 0},
+};
+
+/* Ranges follow Exchange's where it documents one. */
+static const struct cfg_key cfg_proto_keys[] = {
+        KEY("UnencryptedOrTLSBindings", CT_BINDINGS, struct proto_conf, plain, 0, 0),
+        KEY("LoginType", CT_LOGIN_TYPE, struct proto_conf, sess.login_type, 0, 0),
+        KEY("Banner", CT_STR, struct proto_conf, banner, 0, 0),
+        KEY("PreAuthenticatedConnectionTimeout", CT_TIME, struct proto_conf, preauth_timeout, 10,
+            3600),
+        KEY("AuthenticatedConnectionTimeout", CT_TIME, struct proto_conf, auth_timeout, 30, 86400),
+        KEY("MaxCommandSize", CT_UINT, struct proto_conf, sess.max_command, 40, 65536),
+        KEY("MaxConnections", CT_UINT, struct proto_conf, max_connections, 1, INT32_MAX),
+        KEY("ProtocolLogEnabled", CT_BOOL, struct proto_conf, protocol_log, 0, 0),
+        KEY("ProxyTargetPort", CT_UINT, struct proto_conf, target_port, 1, 65535),
+        {NULL, 0, 0, 0, 0, 0},
+};
+
+static const struct cfg_key cfg_backend_keys[] = {
+        KEY("DefaultServer", CT_STR, struct backend_conf, server, 1, 0),
+        KEY("LoginMode", CT_LOGIN_MODE, struct backend_conf, mode, 0, 0),
+        KEY("MasterUser", CT_STR, struct backend_conf, master_user, 1, 0),
+        KEY("MasterPasswordFile", CT_STR, struct backend_conf, master_password_file, 1, 0),
+        KEY("ConnectTimeout", CT_TIME, struct backend_conf, connect_timeout, 1, 300),
+        KEY("ForwardClientAddress", CT_BOOL, struct backend_conf, forward, 0, 0),
+        KEY("ProxyTtl", CT_UINT, struct backend_conf, ttl, 1, 100),
+        KEY("AllowUncheckedMasterLogin", CT_BOOL, struct backend_conf, allow_unchecked_master, 0,
+            0),
+        {NULL, 0, 0, 0, 0, 0},
+};
+
+static const struct cfg_key *const cfg_keys[SEC_COUNT] = {
+        cfg_global_keys, cfg_proto_keys, cfg_proto_keys, cfg_backend_keys};
+
+#define CFG_MAX_KEYS 16
+
+struct cfg_parse {
+    struct fg_config *cfg;
+    FILE *fp, *err;
+    int errors;
+    unsigned line;
+    unsigned section_line[SEC_COUNT];
+    unsigned key_line[SEC_COUNT][CFG_MAX_KEYS]; /* 0: not set */
+    unsigned bad_lines[32]; /* lines with an error: later checks skip them */
+    unsigned nbad;
+};
+
+static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
+{
+    va_list ap;
+    if (line)
+        fprintf(cp->err, "%s:%u: ", cp->cfg->path, line);
+    else
+        fprintf(cp->err, "%s: ", cp->cfg->path);
+    va_start(ap, fmt);
+    vfprintf(cp->err, fmt, ap);
+    va_end(ap);
+    fputc('\n', cp->err);
+    cp->errors++;
+    if (line && cp->nbad < FG_ARRAY_SIZE(cp->bad_lines))
+        cp->bad_lines[cp->nbad++] = line;
+}
+
+/* A key whose value was refused: checks that depend on it would only add noise. */
+static bool cfg_line_bad(const struct cfg_parse *cp, unsigned line)
+{
+    for (unsigned i = 0; i < cp->nbad; i++)
+        if (line && cp->bad_lines[i] == line)
+            return true;
+    return false;
+}
+
+static int cfg_section_of(const char *name)
+{
+    for (int i = 0; i < SEC_COUNT; i++)
+        if (strcasecmp(name, cfg_section_names[i]) == 0)
+            return i;
+    return SEC_NONE;
+}
+
+static void *cfg_base(struct fg_config *cfg, int sec)
+{
+    switch (sec) {
+    case SEC_IMAP: return &cfg->proto[FG_PROTO_IMAP];
+    case SEC_POP3: return &cfg->proto[FG_PROTO_POP3];
+    case SEC_BACKEND: return &cfg->backend;
+    default: return cfg;
+    }
+}
+
+/* "[d.]hh:mm:ss" to seconds. */
+static int cfg_parse_time(const char *v, uint32_t *out)
+{
+    unsigned long d = 0, h, m, s;
+    char tail;
+    const char *dot = strchr(v, '.');
+    if (dot && sscanf(v, "%lu.%lu:%lu:%lu%c", &d, &h, &m, &s, &tail) != 4)
+        return FG_ERROR;
+    if (!dot && sscanf(v, "%lu:%lu:%lu%c", &h, &m, &s, &tail) != 3)
+        return FG_ERROR;
+    if (!isdigit((unsigned char)v[0]) || m > 59 || s > 59 || h > 23 + (dot ? 0 : 9976) ||
+        d > 365)
+        return FG_ERROR;
+    *out = (uint32_t)(((d * 24 + h) * 60 + m) * 60 + s);
+    return FG_OK;
+}
+
+static int cfg_parse_bool(const char *v, bool *out)
+{
+    static const char *const t[] = {"true", "$true", "yes", "on", "1"};
+    static const char *const f[] = {"false", "$false", "no", "off", "0"};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(t); i++) {
+        if (strcasecmp(v, t[i]) == 0) {
+            *out = true;
+            return FG_OK;
+        }
+        if (strcasecmp(v, f[i]) == 0) {
+            *out = false;
+            return FG_OK;
+        }
+    }
+    return FG_ERROR;
+}
+
+/* Matches v against names[]; returns the index or -1. */
+static int cfg_enum(const char *v, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(v, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *const cfg_login_types[] = {"PlainTextLogin", "PlainTextAuthentication",
+                                              "SecureLogin"};
+static const char *const cfg_login_modes[] = {"PassThrough", "MasterUser"};
+static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"};
+
+const char *config_login_type_name(enum login_type t)
+{
+    return cfg_login_types[t];
+}
+
+static int cfg_set_bindings(struct cfg_parse *cp, struct proto_conf *pc, const char *v)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    pc->nplain = 0;
+    for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        char *e = tok + strlen(tok);
+        while (e > tok && isspace((unsigned char)e[-1]))
+            *--e = 0;
+        if (*tok == 0)
+            continue;
+        const char *why;
+        if (pc->nplain == CFG_MAX_BINDINGS) {
+            cfg_error(cp, cp->line, "more than %d bindings", CFG_MAX_BINDINGS);
+            return FG_ERROR;
+        }
+        if (net_parse_binding(tok, &pc->plain[pc->nplain], &why) != FG_OK) {
+            cfg_error(cp, cp->line, "binding \"%s\": %s", tok, why);
+            return FG_ERROR;
+        }
+        pc->nplain++;
+    }
+    return FG_OK;
+}
+
+static void cfg_set_uint(void *field, size_t size, uint32_t v)
+{
+    if (size == sizeof(uint16_t))
+        *(uint16_t *)field = (uint16_t)v;
+    else if (size == sizeof(uint8_t))
+        *(uint8_t *)field = (uint8_t)v;
+    else
+        *(uint32_t *)field = v;
+}
+
+/* Stores one value; returns FG_ERROR (after reporting) when it is bad. */
+static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const char *v)
+{
+    void *field = (char *)cfg_base(cp->cfg, sec) + k->off;
+    char *end;
+    unsigned long u;
+    uint32_t t;
+    int e;
+
+    switch (k->type) {
+    case CT_UINT:
+        errno = 0;
+        u = strtoul(v, &end, 10);
+        if (!isdigit((unsigned char)*v) || *end || errno || u < k->min || u > k->max) {
+            cfg_error(cp, cp->line, "%s: expected a number from %u to %u, got \"%s\"", k->name,
+                      k->min, k->max, v);
+            return FG_ERROR;
+        }
+        cfg_set_uint(field, k->size, (uint32_t)u);
+        return FG_OK;
+    case CT_BOOL:
+        if (cfg_parse_bool(v, field) == FG_OK)
+            return FG_OK;
+        cfg_error(cp, cp->line, "%s: expected true or false, got \"%s\"", k->name, v);
+        return FG_ERROR;
+    case CT_TIME:
+        if (cfg_parse_time(v, &t) != FG_OK || t < k->min || t > k->max) {
+            cfg_error(cp, cp->line, "%s: expected a time hh:mm:ss from %u to %u seconds, got \"%s\"",
+                      k->name, k->min, k->max, v);
+            return FG_ERROR;
+        }
+        *(uint32_t *)field = t;
+        return FG_OK;
+    case CT_STR:
+        if (strlen(v) >= k->size || (k->min > 0 && *v == 0)) {
+            cfg_error(cp, cp->line, "%s: %s", k->name, *v ? "value too long" : "empty value");
+            return FG_ERROR;
+        }
+        memcpy(field, v, strlen(v) + 1);
+        return FG_OK;
+    case CT_BINDINGS:
+        return cfg_set_bindings(cp, cfg_base(cp->cfg, sec), v);
+    case CT_LOGIN_TYPE:
+        e = cfg_enum(v, cfg_login_types, FG_ARRAY_SIZE(cfg_login_types));
+        if (e < 0) {
+            cfg_error(cp, cp->line,
+                      "LoginType: expected PlainTextLogin, PlainTextAuthentication or "
+                      "SecureLogin, got \"%s\"", v);
+            return FG_ERROR;
+        }
+        *(uint8_t *)field = (uint8_t)e;
+        return FG_OK;
+    case CT_LOGIN_MODE:
+        e = cfg_enum(v, cfg_login_modes, FG_ARRAY_SIZE(cfg_login_modes));
+        if (e < 0) {
+            cfg_error(cp, cp->line, "LoginMode: expected PassThrough or MasterUser, got \"%s\"", v);
+            return FG_ERROR;
+        }
+        *(enum backend_login_mode *)field = (enum backend_login_mode)e;
+        return FG_OK;
+    case CT_LOG_LEVEL:
+        e = cfg_enum(v, cfg_log_levels, FG_ARRAY_SIZE(cfg_log_levels));
+        if (e < 0) {
+            cfg_error(cp, cp->line, "LogLevel: expected error, warning, info or debug, got \"%s\"",
+                      v);
+            return FG_ERROR;
+        }
+        *(enum log_level *)field = (enum log_level)e;
+        return FG_OK;
+    }
+    return FG_ERROR;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct cfg_parse *cp = user;
+    int sec = cfg_section_of(section);
+
+    if (section[0] == 0) {
+        cfg_error(cp, cp->line, "setting \"%s\" outside of any section", name);
+        return 1;
+    }
+    if (sec == SEC_NONE)
+        return 1; /* reported once, by the reader, at the section header */
+    const struct cfg_key *keys = cfg_keys[sec];
+    for (int i = 0; keys[i].name; i++) {
+        if (strcasecmp(keys[i].name, name) != 0)
+            continue;
+        if (cp->key_line[sec][i]) {
+            cfg_error(cp, cp->line, "%s is already set on line %u", keys[i].name,
+                      cp->key_line[sec][i]);
+            return 1;
+        }
+        cp->key_line[sec][i] = cp->line;
+        cfg_set(cp, sec, &keys[i], value);
+        return 1;
+    }
+    cfg_error(cp, cp->line, "unknown setting \"%s\" in [%s]", name, section);
+    return 1;
+}
+
+/* Notes a section header line: its position, or an error if it is unknown. */
+static void cfg_header(struct cfg_parse *cp, const char *s)
+{
+    const char *close = strchr(s, ']');
+    if (!close)
+        return; /* inih reports the syntax error */
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)(close - s - 1), s + 1);
+    int sec = cfg_section_of(name);
+    if (sec == SEC_NONE) {
+        cfg_error(cp, cp->line, "unknown section [%s]", name);
+        return;
+    }
+    if (cp->section_line[sec]) {
+        cfg_error(cp, cp->line, "section [%s] already started on line %u", name,
+                  cp->section_line[sec]);
+        return;
+    }
+    cp->section_line[sec] = cp->line;
+}
+
+static char *cfg_reader(char *str, int num, void *stream)
+{
+    struct cfg_parse *cp = stream;
+    if (!fgets(str, num, cp->fp))
+        return NULL;
+    cp->line++;
+    size_t n = strlen(str);
+    if (n > 0 && str[n - 1] != '\n' && !feof(cp->fp)) {
+        cfg_error(cp, cp->line, "line longer than %d bytes", num - 2);
+        int c;
+        while ((c = fgetc(cp->fp)) != EOF && c != '\n')
+            ;
+        str[0] = '\n';
+        str[1] = 0;
+        return str;
+    }
+    const char *s = str;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '[')
+        cfg_header(cp, s);
+    return str;
+}
+
+static void cfg_defaults(struct fg_config *cfg)
+{
+    static const char *const banners[FG_PROTO_COUNT] = {
+            "The forestgate IMAP4 service is ready.", "The forestgate POP3 service is ready."};
+    static const uint32_t max_command[FG_PROTO_COUNT] = {10240, 512};
+    static const uint16_t ports[FG_PROTO_COUNT] = {143, 110};
+
+    memset(cfg, 0, sizeof *cfg);
+    cfg->log_level = LOG_INFO;
+    snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
+    for (int i = 0; i < FG_PROTO_COUNT; i++) {
+        struct proto_conf *pc = &cfg->proto[i];
+        snprintf(pc->banner, sizeof pc->banner, "%s", banners[i]);
+        pc->sess.login_type = LOGIN_TYPE_SECURE;
+        pc->sess.max_command = max_command[i];
+        pc->preauth_timeout = 60;
+        pc->auth_timeout = 1800;
+        pc->max_connections = INT32_MAX;
+        pc->target_port = ports[i];
+    }
+    cfg->backend.connect_timeout = 5;
+    cfg->backend.forward = true;
+    cfg->backend.ttl = 5;
+}
+
+/* Exchange's default bindings, used when a protocol section names none. */
+static void cfg_default_bindings(struct proto_conf *pc, uint16_t port)
+{
+    const char *why;
+    char s[32];
+    snprintf(s, sizeof s, "0.0.0.0:%u", port);
+    net_parse_binding(s, &pc->plain[0], &why);
+    snprintf(s, sizeof s, "[::]:%u", port);
+    net_parse_binding(s, &pc->plain[1], &why);
+    pc->nplain = 2;
+}
+
+/* The line a key was set on, or 0. */
+static unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *name)
+{
+    const struct cfg_key *keys = cfg_keys[sec];
+    for (int i = 0; keys[i].name; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return cp->key_line[sec][i];
+    return 0;
+}
+
+static void cfg_warn(struct cfg_parse *cp, unsigned line, const char *msg)
+{
+    fprintf(cp->err, "%s:%u: warning: %s\n", cp->cfg->path, line, msg);
+}
+
+static void cfg_check_proto(struct cfg_parse *cp, int p)
+{
+    struct proto_conf *pc = &cp->cfg->proto[p];
+    int sec = SEC_IMAP + p;
+    unsigned bl = cfg_key_line(cp, sec, "UnencryptedOrTLSBindings");
+
+    if (pc->nplain == 0 && !cfg_line_bad(cp, bl))
+        cfg_error(cp, bl ? bl : cp->section_line[sec], "[%s] has no bindings to listen on",
+                  cfg_section_names[sec]);
+    /* Every binding must be unique across both protocols. */
+    for (unsigned i = 0; i < pc->nplain; i++) {
+        for (int q = 0; q <= p; q++) {
+            const struct proto_conf *oc = &cp->cfg->proto[q];
+            for (unsigned j = 0; j < (q == p ? i : oc->nplain); j++) {
+                if (net_addr_len(&oc->plain[j]) == net_addr_len(&pc->plain[i]) &&
+                    memcmp(&oc->plain[j], &pc->plain[i], net_addr_len(&pc->plain[i])) == 0) {
+                    char s[64];
+                    net_addr_str(&pc->plain[i], s, sizeof s);
+                    cfg_error(cp, bl, "binding %s is used twice", s);
+                }
+            }
+        }
+    }
+    unsigned lt = cfg_key_line(cp, sec, "LoginType");
+    if (pc->sess.login_type == LOGIN_TYPE_SECURE && !cfg_line_bad(cp, lt))
+        cfg_warn(cp, lt ? lt : cp->section_line[sec],
+                 "LoginType = SecureLogin (the default) and no TLS binding: clients cannot "
+                 "log in (TLS support is not built yet)");
+    if (pc->protocol_log && access(cp->cfg->log_dir, W_OK | X_OK) != 0) {
+        unsigned ll = cfg_key_line(cp, SEC_GLOBAL, "LogFileLocation");
+        cfg_error(cp, ll ? ll : cfg_key_line(cp, sec, "ProtocolLogEnabled"),
+                  "LogFileLocation %s is not a writable folder: %s", cp->cfg->log_dir,
+                  strerror(errno));
+    }
+}
+
+/* Keeps the master password in memory that never reaches a core dump. */
+static char *cfg_secret_alloc(size_t n)
+{
+    size_t len = (n + 4095) & ~(size_t)4095;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, len, MADV_DONTDUMP);
+    return p;
+}
+
+static void cfg_load_master_password(struct cfg_parse *cp)
+{
+    struct backend_conf *bc = &cp->cfg->backend;
+    unsigned line = cfg_key_line(cp, SEC_BACKEND, "MasterPasswordFile");
+    char tmp[CRED_PASS_MAX + 3];
+    FILE *f = fopen(bc->master_password_file, "r");
+
+    if (!f) {
+        cfg_error(cp, line, "MasterPasswordFile %s: %s", bc->master_password_file,
+                  strerror(errno));
+        return;
+    }
+    size_t n = fread(tmp, 1, sizeof tmp, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    /* One trailing newline is the file's, not the password's. */
+    if (n > 0 && tmp[n - 1] == '\n')
+        n--;
+    if (n > 0 && tmp[n - 1] == '\r')
+        n--;
+    if (more || n > CRED_PASS_MAX || n == 0 || memchr(tmp, 0, n) || memchr(tmp, '\n', n)) {
+        cfg_error(cp, line, "MasterPasswordFile %s: expected one line of 1 to %d bytes",
+                  bc->master_password_file, CRED_PASS_MAX);
+    } else if ((bc->master_pass = cfg_secret_alloc(n + 1)) != NULL) {
+        memcpy(bc->master_pass, tmp, n);
+        bc->master_pass_len = n;
+    }
+    explicit_bzero(tmp, sizeof tmp);
+}
+
+static void cfg_check_master(struct cfg_parse *cp)
+{
+    struct backend_conf *bc = &cp->cfg->backend;
+    unsigned line = cfg_key_line(cp, SEC_BACKEND, "LoginMode");
+
+    if (!bc->master_user[0])
+        cfg_error(cp, line, "LoginMode = MasterUser needs MasterUser");
+    if (!bc->master_password_file[0])
+        cfg_error(cp, line, "LoginMode = MasterUser needs MasterPasswordFile");
+    else
+        cfg_load_master_password(cp);
+    /* The backend trusts a master login for any mailbox, so somebody else has
+     * to check the client's password: the directory, once there is one. */
+    if (!bc->allow_unchecked_master)
+        cfg_error(cp, line,
+                  "LoginMode = MasterUser: no directory is configured to check client "
+                  "passwords, so every password would be accepted; set "
+                  "AllowUncheckedMasterLogin = true only for tests");
+}
+
+static void cfg_resolve_backend(struct cfg_parse *cp)
+{
+    struct backend_conf *bc = &cp->cfg->backend;
+    unsigned line = cfg_key_line(cp, SEC_BACKEND, "DefaultServer");
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    char host[256];
+
+    /* Accept "[::1]" as well as "::1". */
+    snprintf(host, sizeof host, "%s", bc->server);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        cfg_error(cp, line, "DefaultServer %s: %s", bc->server, gai_strerror(rc));
+        return;
+    }
+    snprintf(bc->target.name, sizeof bc->target.name, "%s", host);
+    for (struct addrinfo *ai = res; ai && bc->target.naddrs < CFG_MAX_BACKEND_ADDRS;
+         ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        memcpy(&bc->target.addrs[bc->target.naddrs++], ai->ai_addr, ai->ai_addrlen);
+    }
+    freeaddrinfo(res);
+}
+
+static void cfg_check(struct cfg_parse *cp)
+{
+    struct fg_config *cfg = cp->cfg;
+
+    if (!cfg->proto[FG_PROTO_IMAP].enabled && !cfg->proto[FG_PROTO_POP3].enabled)
+        cfg_error(cp, 0, "neither [imap] nor [pop3] is configured: nothing to serve");
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (cfg->proto[p].enabled)
+            cfg_check_proto(cp, p);
+    if (!cfg->backend.server[0])
+        cfg_error(cp, cp->section_line[SEC_BACKEND],
+                  "[backend] DefaultServer is required: there is no other route yet");
+    else
+        cfg_resolve_backend(cp);
+    if (cfg->backend.mode == BACKEND_LOGIN_MASTER)
+        cfg_check_master(cp);
+}
+
+int config_load(struct fg_config *cfg, const char *path, FILE *err)
+{
+    struct cfg_parse cp = {.cfg = cfg, .err = err};
+
+    cfg_defaults(cfg);
+    snprintf(cfg->path, sizeof cfg->path, "%s", path);
+    cp.fp = fopen(path, "r");
+    if (!cp.fp) {
+        cfg_error(&cp, 0, "cannot open: %s", strerror(errno));
+        return cp.errors;
+    }
+    int rc = ini_parse_stream(cfg_reader, &cp, cfg_handler, &cp);
+    fclose(cp.fp);
+    if (rc > 0)
+        cfg_error(&cp, (unsigned)rc, "syntax error: expected [section], key = value or a comment");
+    for (int i = 0; i < FG_PROTO_COUNT; i++) {
+        struct proto_conf *pc = &cfg->proto[i];
+        pc->enabled = cp.section_line[SEC_IMAP + i] != 0;
+        pc->sess.banner = pc->banner;
+        if (pc->enabled && !cp.key_line[SEC_IMAP + i][0])
+            cfg_default_bindings(pc, i == FG_PROTO_IMAP ? 143 : 110);
+    }
+    cfg_check(&cp);
+    return cp.errors;
+}
+
+void config_free(struct fg_config *cfg)
+{
+    struct backend_conf *bc = &cfg->backend;
+    if (bc->master_pass) {
+        size_t len = (bc->master_pass_len + 1 + 4095) & ~(size_t)4095;
+        explicit_bzero(bc->master_pass, bc->master_pass_len);
+        munmap(bc->master_pass, len);
+        bc->master_pass = NULL;
+        bc->master_pass_len = 0;
+    }
+}
+
+static void cfg_dump_bindings(const struct proto_conf *pc, FILE *out)
+{
+    for (unsigned i = 0; i < pc->nplain; i++) {
+        char s[64];
+        net_addr_str(&pc->plain[i], s, sizeof s);
+        fprintf(out, "%s%s", i ? ", " : "", s);
+    }
+    fputc('\n', out);
+}
+
+static void cfg_dump_time(FILE *out, const char *key, uint32_t t)
+{
+    fprintf(out, "%s = %02u:%02u:%02u\n", key, t / 3600, t / 60 % 60, t % 60);
+}
+
+void config_dump(const struct fg_config *cfg, FILE *out)
+{
+    fprintf(out, "[global]\nWorkers = %u\nLogLevel = %s\nLogFileLocation = %s\nStatsSocket = %s\n",
+            cfg->workers, cfg_log_levels[cfg->log_level], cfg->log_dir, cfg->stats_socket);
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        const struct proto_conf *pc = &cfg->proto[p];
+        if (!pc->enabled)
+            continue;
+        fprintf(out, "[%s]\nUnencryptedOrTLSBindings = ", cfg_section_names[SEC_IMAP + p]);
+        cfg_dump_bindings(pc, out);
+        fprintf(out, "LoginType = %s\nBanner = %s\n", cfg_login_types[pc->sess.login_type],
+                pc->banner);
+        cfg_dump_time(out, "PreAuthenticatedConnectionTimeout", pc->preauth_timeout);
+        cfg_dump_time(out, "AuthenticatedConnectionTimeout", pc->auth_timeout);
+        fprintf(out, "MaxCommandSize = %u\nMaxConnections = %u\nProtocolLogEnabled = %s\n"
+                     "ProxyTargetPort = %u\n",
+                pc->sess.max_command, pc->max_connections, pc->protocol_log ? "true" : "false",
+                pc->target_port);
+    }
+    const struct backend_conf *bc = &cfg->backend;
+    fprintf(out, "[backend]\nDefaultServer = %s\nLoginMode = %s\n", bc->server,
+            cfg_login_modes[bc->mode]);
+    if (bc->mode == BACKEND_LOGIN_MASTER)
+        fprintf(out, "MasterUser = %s\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = %s\n",
+                bc->master_user, bc->master_password_file,
+                bc->allow_unchecked_master ? "true" : "false");
+    cfg_dump_time(out, "ConnectTimeout", bc->connect_timeout);
+    fprintf(out, "ForwardClientAddress = %s\nProxyTtl = %u\n", bc->forward ? "true" : "false",
+            bc->ttl);
+}

@@ -1,0 +1,85 @@
+/*
+ * The configuration: one INI file, read with inih. Section and setting names
+ * follow Exchange's Get-ImapSettings / Get-PopSettings where Exchange has one.
+ * Every problem is reported as "file:line: reason"; all problems are listed,
+ * not just the first.
+ */
+#ifndef FG_CONFIG_H
+#define FG_CONFIG_H
+
+#include "../proto/backend.h"
+#include "../proto/session.h"
+#include "net.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+#define CFG_MAX_BINDINGS 16
+#define CFG_MAX_BACKEND_ADDRS 8
+
+enum log_level {
+    LOG_ERROR,
+    LOG_WARN,
+    LOG_INFO,
+    LOG_DEBUG,
+};
+
+/* The hosts of one backend server, tried in order. */
+struct backend_target {
+    char name[256];
+    unsigned naddrs;
+    union net_addr addrs[CFG_MAX_BACKEND_ADDRS];
+};
+
+struct proto_conf {
+    bool enabled; /* the section is present */
+    unsigned nplain;
+    union net_addr plain[CFG_MAX_BINDINGS]; /* UnencryptedOrTLSBindings */
+    char banner[200];
+    struct sess_conf sess; /* what the session reads; sess.banner points at banner */
+    uint32_t preauth_timeout; /* seconds */
+    uint32_t auth_timeout;
+    uint32_t max_connections;
+    bool protocol_log;
+    uint16_t target_port; /* ProxyTargetPort */
+};
+
+struct backend_conf {
+    char server[256];
+    struct backend_target target;
+    enum backend_login_mode mode;
+    char master_user[CRED_NAME_MAX + 1];
+    char master_password_file[PATH_MAX];
+    char *master_pass; /* in memory excluded from core dumps */
+    size_t master_pass_len;
+    uint32_t connect_timeout; /* seconds */
+    bool forward;
+    unsigned ttl;
+    bool allow_unchecked_master;
+};
+
+struct fg_config {
+    char path[PATH_MAX];
+    unsigned workers; /* 0: one per core */
+    enum log_level log_level;
+    char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
+    char stats_socket[108];
+    struct proto_conf proto[FG_PROTO_COUNT];
+    struct backend_conf backend;
+};
+
+/*
+ * Reads and checks the file. Problems are written to err, one per line, as
+ * "file:line: reason". Returns the number of errors (0: usable).
+ */
+int config_load(struct fg_config *cfg, const char *path, FILE *err);
+
+/* Wipes the master password and releases what the configuration holds. */
+void config_free(struct fg_config *cfg);
+
+/* Prints the effective settings, one "[section] Key = value" per line. */
+void config_dump(const struct fg_config *cfg, FILE *out);
+
+const char *config_login_type_name(enum login_type t);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * Client connections: accept, the pre-login session, timeouts and close.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const struct sess_ops *const conn_ops[FG_PROTO_COUNT] = {&imap_sess_ops, &pop3_sess_ops};
+
+void conn_sqe_data(struct conn *c, struct io_uring_sqe *sqe, enum fg_op op, uint32_t slot)
+{
+    io_uring_sqe_set_data64(sqe, ud_make(op, slot, c->gen));
+    c->inflight++;
+}
+
+void conn_set_state(struct worker *w, struct conn *c, enum conn_state st)
+{
+    _Atomic uint32_t *counters[] = {
+            [CONN_PREAUTH] = &w->stats.preauth, [CONN_LOGIN] = &w->stats.login,
+            [CONN_BACKEND] = &w->stats.login,   [CONN_RELAY] = &w->stats.relay,
+            [CONN_CLOSING] = &w->stats.closing,
+    };
+    if (c->state != CONN_FREE && counters[c->state])
+        atomic_fetch_sub_explicit(counters[c->state], 1, memory_order_relaxed);
+    if (st != CONN_FREE && counters[st])
+        atomic_fetch_add_explicit(counters[st], 1, memory_order_relaxed);
+    c->state = (uint8_t)st;
+}
+
+void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl,
+                    const char *event)
+{
+    char peer[64];
+    log_begin(l, lvl, event);
+    if (l->skip)
+        return;
+    net_addr_str(&c->peer, peer, sizeof peer);
+    log_cstr(l, "session", c->sid);
+    log_cstr(l, "proto", conn_ops[c->proto]->name);
+    log_cstr(l, "client", peer);
+    if (c->user)
+        log_cstr(l, "user", c->user);
+    else if (c->s && c->s->cred)
+        log_str(l, "user", c->s->cred->user, c->s->cred->user_len);
+    if (c->baddr.sa.sa_family != AF_UNSPEC) {
+        char b[64];
+        net_addr_str(&c->c->baddr, b, sizeof b);
+        log_cstr(l, "backend", b);
+    }
+}
+
+void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
+{
+    const struct conn *c = ctx;
+    if (plog_fds[c->proto] >= 0)
+        plog_write(plog_fds[c->proto], c->sid, dir, line, n);
+}
+
+/* A session id unique across workers and restarts: accept time, worker and a
+ * counter, in base64url so it is safe in IMAP strings and POP3 XCLIENT. */
+static void conn_make_sid(struct worker *w, struct conn *c)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    uint8_t raw[9];
+    uint32_t t = (uint32_t)time(NULL), n = ++w->sid_counter;
+
+    memcpy(raw, &t, 4);
+    raw[4] = (uint8_t)w->id;
+    memcpy(raw + 5, &n, 4);
+    for (int i = 0; i < 3; i++) {
+        uint32_t v = (uint32_t)raw[3 * i] << 16 | (uint32_t)raw[3 * i + 1] << 8 | raw[3 * i + 2];
+        for (int k = 0; k < 4; k++)
+            c->sid[4 * i + k] = a[(v >> (18 - 6 * k)) & 63];
+    }
+    c->sid[12] = 0;
+}
+
+/* Refuses a connection we have no room for, without a slot. */
+static void conn_refuse(struct worker *w, int fd, uint8_t proto, const char *why)
+{
+    const char *line = conn_ops[proto]->overload_line;
+    ssize_t FG_UNUSED rc = send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(fd);
+    STAT_ADD(w, refused, 1);
+    log_msg(LOG_WARN, "refused", "%s connection refused: %s", conn_ops[proto]->name, why);
+}
+
+static struct conn *conn_alloc(struct worker *w, struct listener *l, int fd)
+{
+    struct fg_shared *sh = w->shared;
+    uint32_t max = w->cfg->proto[l->proto].max_connections;
+
+    if (w->nfree == 0 || w->stopping) {
+        conn_refuse(w, fd, l->proto, w->stopping ? "shutting down" : "no free connection slot");
+        return NULL;
+    }
+    if (atomic_fetch_add(&sh->proto_conns[l->proto], 1) >= max) {
+        atomic_fetch_sub(&sh->proto_conns[l->proto], 1);
+        conn_refuse(w, fd, l->proto, "MaxConnections reached");
+        return NULL;
+    }
+    struct conn *c = &w->conns[w->free_slots[--w->nfree]];
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof *c);
+    c->gen = gen;
+    c->fd = fd;
+    c->bfd = -1;
+    c->proto = l->proto;
+    c->tclass = TL_COUNT;
+    c->started = w->now;
+    c->rd[0].pipe = c->rd[1].pipe = -1;
+    fg_list_init(&c->tnode);
+    STAT_ADD(w, conns, 1);
+    return c;
+}
+
+void conn_accept(struct worker *w, struct listener *l, int fd)
+{
+    int one = 1;
+    socklen_t len = sizeof(union net_addr);
+    struct conn *c = conn_alloc(w, l, fd);
+
+    if (!c)
+        return;
+    STAT_ADD(w, accepted, 1);
+    conn_make_sid(w, c);
+    if (getpeername(fd, &c->peer.sa, &len) < 0)
+        c->peer.sa.sa_family = AF_UNSPEC;
+    /* Commands and replies are small: send them at once. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->s = conn_ops[l->proto]->create(&w->cfg->proto[l->proto].sess, &c->cq.q);
+    conn_set_state(w, c, CONN_PREAUTH);
+    if (!c->s) {
+        conn_close(w, c, "out of memory");
+        return;
+    }
+    if (plog_fds[c->proto] >= 0) {
+        c->s->plog = conn_plog;
+        c->s->plog_ctx = c;
+    }
+    timer_touch(w, c, TL_PREAUTH + c->proto);
+    struct log_line ll;
+    conn_log_begin(&ll, c, LOG_DEBUG, "connect");
+    log_end(&ll);
+    c->s->ops->greeting(c->s);
+    conn_flush(w, c);
+    conn_arm_recv(w, c);
+}
+
+void conn_arm_recv(struct worker *w, struct conn *c)
+{
+    if (c->flags & (CF_C_RECV | CF_CLOSE_AFTER | CF_C_EOF))
+        return;
+    if (c->state != CONN_PREAUTH && c->state != CONN_LOGIN && c->state != CONN_BACKEND)
+        return;
+    /* Back-pressure: while a login is pending, input piles up unparsed. */
+    if (buf_avail(&c->s->in) > 2 * c->s->conf->max_command)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, NULL, FG_RECV_BUF_SZ, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = FG_BUF_GROUP;
+    conn_sqe_data(c, sqe, OP_C_RECV, conn_slot(w, c));
+    c->flags |= CF_C_RECV;
+}
+
+void conn_run_session(struct worker *w, struct conn *c)
+{
+    switch (c->s->ops->input(c->s)) {
+    case SESS_AGAIN:
+        break;
+    case SESS_LOGIN:
+        upstream_login_start(w, c);
+        break;
+    case SESS_CLOSE:
+        c->flags |= CF_CLOSE_AFTER;
+        c->why = "client logged out";
+        break;
+    }
+    if (c->state != CONN_CLOSING)
+        conn_flush(w, c);
+}
+
+void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+
+    c->flags &= ~CF_C_RECV;
+    if (res == -ENOBUFS) {
+        /* Buffers go back to the ring as completions are reaped. */
+        conn_arm_recv(w, c);
+        return;
+    }
+    if (res == 0) {
+        /* Perhaps only a half-close: scripts send their commands and shut
+         * down their side. Serve what arrived, then close. */
+        c->flags |= CF_C_EOF;
+        if (c->state == CONN_RELAY)
+            relay_maybe_go(w, c);
+        else
+            conn_input_done(w, c);
+        return;
+    }
+    if (res == -ECANCELED && c->state == CONN_RELAY) {
+        relay_maybe_go(w, c); /* relay_start cancelled it */
+        return;
+    }
+    if (res < 0) {
+        conn_close(w, c, strerror(-res));
+        return;
+    }
+    const char *data = worker_buf(w, cqe, NULL);
+    if (c->state == CONN_RELAY) {
+        /* A receive armed during the login finished after it: its bytes go
+         * to the backend ahead of anything the relay reads. */
+        buf_append(&c->lg->bq.q, data, (size_t)res);
+        relay_maybe_go(w, c);
+        return;
+    }
+    if (buf_append(&c->s->in, data, (size_t)res) != FG_OK) {
+        conn_close(w, c, "out of memory");
+        return;
+    }
+    if (c->state == CONN_PREAUTH)
+        timer_touch(w, c, TL_PREAUTH + c->proto);
+    conn_run_session(w, c);
+    conn_input_done(w, c);
+}
+
+void conn_input_done(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (!(c->flags & CF_C_EOF)) {
+        conn_arm_recv(w, c);
+    } else if (c->state == CONN_PREAUTH && !(c->flags & CF_CLOSE_AFTER)) {
+        c->flags |= CF_CLOSE_AFTER;
+        c->why = "client closed";
+        conn_flush(w, c);
+    }
+}
+
+void conn_flush(struct worker *w, struct conn *c)
+{
+    const char *p;
+    uint32_t n;
+
+    if (sendq_start(&c->cq, &p, &n)) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+        conn_sqe_data(c, sqe, OP_C_SEND, conn_slot(w, c));
+    } else if ((c->flags & CF_CLOSE_AFTER) && sendq_idle(&c->cq)) {
+        conn_close(w, c, c->why);
+    }
+}
+
+void conn_on_c_send(struct worker *w, struct conn *c, int res)
+{
+    const char *p;
+    uint32_t n;
+
+    if (res < 0) {
+        conn_close(w, c, strerror(-res));
+        return;
+    }
+    if (sendq_done(&c->cq, (uint32_t)res, &p, &n)) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+        conn_sqe_data(c, sqe, OP_C_SEND, conn_slot(w, c));
+        return;
+    }
+    if (c->state == CONN_RELAY)
+        relay_maybe_go(w, c);
+    else
+        conn_flush(w, c);
+}
+
+void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_op)
+{
+    if (io_uring_sq_space_left(&w->ring) < 2)
+        io_uring_submit(&w->ring);
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    sqe->flags |= IOSQE_IO_HARDLINK;
+    conn_sqe_data(c, sqe, cancel_op, conn_slot(w, c));
+    sqe = worker_sqe(w);
+    io_uring_prep_close(sqe, fd);
+    conn_sqe_data(c, sqe, cancel_op + 1, conn_slot(w, c));
+}
+
+void conn_close(struct worker *w, struct conn *c, const char *reason)
+{
+    struct log_line l;
+
+    if (c->state == CONN_CLOSING || c->state == CONN_FREE)
+        return;
+    conn_log_begin(&l, c, c->user ? LOG_INFO : LOG_DEBUG, "disconnect");
+    log_cstr(&l, "reason", reason ? reason : "closed");
+    log_fmt(&l, "duration_s", "%u", w->now - c->started);
+    if (c->state == CONN_RELAY)
+        log_fmt(&l, "bytes", "%llu/%llu", (unsigned long long)c->relayed[0],
+                (unsigned long long)c->relayed[1]);
+    log_end(&l);
+    timer_remove(c);
+    if (c->state == CONN_RELAY)
+        relay_release(w, c);
+    conn_close_fd(w, c, c->fd, OP_CANCEL);
+    c->fd = -1;
+    if (c->bfd >= 0) {
+        conn_close_fd(w, c, c->bfd, OP_CANCEL);
+        c->bfd = -1;
+        STAT_SUB(w, backend_fds, 1);
+    }
+    conn_set_state(w, c, CONN_CLOSING);
+}
+
+void conn_release(struct worker *w, struct conn *c)
+{
+    if (c->s)
+        c->s->ops->destroy(c->s);
+    c->s = NULL;
+    upstream_free(c);
+    sendq_free(&c->cq);
+    free(c->user);
+    c->user = NULL;
+    conn_set_state(w, c, CONN_FREE);
+    c->gen++;
+    atomic_fetch_sub(&w->shared->proto_conns[c->proto], 1);
+    STAT_SUB(w, conns, 1);
+    w->free_slots[w->nfree++] = conn_slot(w, c);
+}
+
+/* Sends a last word without waiting for it, then closes: a client that does
+ * not read must not keep its connection open. */
+static void conn_bye(struct worker *w, struct conn *c, enum sess_bye why, const char *reason)
+{
+    if (c->s && !c->cq.busy) {
+        buf_free(&c->cq.q);
+        c->s->ops->bye(c->s, why);
+        ssize_t FG_UNUSED rc = send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q),
+                                    MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    conn_close(w, c, reason);
+}
+
+void conn_expire(struct worker *w, struct conn *c)
+{
+    STAT_ADD(w, timeouts, 1);
+    switch (c->state) {
+    case CONN_BACKEND:
+        upstream_expire(w, c);
+        break;
+    case CONN_RELAY:
+        conn_close(w, c, "idle timeout");
+        break;
+    default:
+        conn_bye(w, c, SESS_BYE_TIMEOUT, "pre-login timeout");
+        break;
+    }
+}
+
+void conn_shutdown(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_RELAY || !c->s)
+        conn_close(w, c, "server shutdown");
+    else if (c->state != CONN_CLOSING && c->state != CONN_FREE)
+        conn_bye(w, c, SESS_BYE_SHUTDOWN, "server shutdown");
+}

@@ -1,0 +1,168 @@
+/*
+ * A client connection and, once it logs in, its backend connection.
+ *
+ * Lifetime rules, which keep late completions from touching freed memory:
+ *  - every SQE that names a connection bumps c->inflight; its completion
+ *    drops it;
+ *  - conn_close() cancels and closes both sockets through the ring, and the
+ *    slot is released only when inflight reaches zero;
+ *  - releasing bumps the slot's generation, so a completion from an earlier
+ *    life of the slot can be recognised (and is a bug if it ever happens).
+ * Backend operations are also counted in c->bops: after a failed backend
+ * login the next connect waits until the old socket's operations are done.
+ */
+#ifndef FG_CONN_H
+#define FG_CONN_H
+
+#include "../proto/backend.h"
+#include "log.h"
+#include "worker.h"
+
+enum conn_state {
+    CONN_FREE,
+    CONN_PREAUTH, /* reading commands */
+    CONN_LOGIN,   /* the directory is resolving the login */
+    CONN_BACKEND, /* connecting to and logging in at the backend */
+    CONN_RELAY,   /* relaying both ways */
+    CONN_CLOSING, /* sockets closed, waiting for completions */
+};
+
+enum conn_flags {
+    CF_C_RECV = 1 << 0,      /* a client receive is armed */
+    CF_B_RECV = 1 << 1,      /* a backend receive is armed */
+    CF_CLOSE_AFTER = 1 << 2, /* close once the client send queue is empty */
+    CF_B_ABORTED = 1 << 3,   /* the backend socket was given up; its completions are stale */
+    CF_B_CONNECT = 1 << 4,   /* a backend connect waits for stale completions */
+    CF_GREETED = 1 << 5,     /* the backend sent its greeting */
+    CF_C_EOF = 1 << 6,       /* the client shut down its sending side */
+};
+
+enum relay_wait {
+    RD_START, /* waiting for the login's last bytes to be sent */
+    RD_IN,    /* POLLIN armed on the source */
+    RD_OUT,   /* POLLOUT armed on the destination */
+    RD_PIPE,  /* waiting for a free pipe */
+    RD_EOF,
+};
+
+struct relay_dir {
+    int32_t pipe;     /* index in the pipe pool, -1 when none */
+    uint32_t pending; /* bytes in the pipe */
+    uint8_t wait;
+};
+
+/* State of a login, from the directory request to the backend's answer. */
+struct conn_login {
+    struct dir_request req;
+    struct backend_login bl;
+    struct backend_login_params par;
+    struct sendq bq; /* bytes to the backend */
+    unsigned addr_idx;
+    uint32_t dir_started_ms;
+    char client_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
+};
+
+struct conn {
+    uint32_t gen;
+    uint16_t inflight;
+    uint8_t state;
+    uint8_t proto;
+    uint8_t flags;
+    uint8_t tclass; /* timer list, TL_COUNT when on none */
+    uint8_t bops;   /* backend operations in flight */
+    int fd, bfd;
+    uint32_t last; /* last activity, in worker seconds */
+    uint32_t started;
+    struct fg_list tnode;
+    struct session *s;     /* until the relay starts */
+    struct conn_login *lg; /* from the first login until the relay starts */
+    struct sendq cq;       /* bytes to the client */
+    struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
+    union net_addr peer;
+    union net_addr baddr; /* the backend, once chosen */
+    char sid[16];
+    char *user;      /* the login name, for the log */
+    const char *why; /* why it closes, with CF_CLOSE_AFTER */
+    uint64_t relayed[2];
+};
+
+/* Takes a freshly accepted socket. */
+void conn_accept(struct worker *w, struct listener *l, int fd);
+
+/* Completion handlers. */
+void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void conn_on_c_send(struct worker *w, struct conn *c, int res);
+
+/* Runs the session on the bytes received so far and acts on its answer. */
+void conn_run_session(struct worker *w, struct conn *c);
+
+/* After input was handled: re-arms the receive, or closes after a client
+ * half-close once nothing more can happen. */
+void conn_input_done(struct worker *w, struct conn *c);
+
+/* Sends what is queued for the client. */
+void conn_flush(struct worker *w, struct conn *c);
+
+/* Arms a client receive, unless one is armed or too much input is buffered. */
+void conn_arm_recv(struct worker *w, struct conn *c);
+
+/* Cancels what is pending on fd and closes it: two SQEs with ops cancel_op
+ * and cancel_op + 1. */
+void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_op);
+
+/* Closes both sockets and frees the slot once its completions are in. */
+void conn_close(struct worker *w, struct conn *c, const char *reason);
+
+/* Called when inflight drops to zero on a closing connection. */
+void conn_release(struct worker *w, struct conn *c);
+
+/* The connection's phase timed out. */
+void conn_expire(struct worker *w, struct conn *c);
+
+/* Server shutdown: a last word, then close. */
+void conn_shutdown(struct worker *w, struct conn *c);
+
+void conn_set_state(struct worker *w, struct conn *c, enum conn_state st);
+
+/* Queues an SQE for c: sets user_data and counts it in flight. */
+void conn_sqe_data(struct conn *c, struct io_uring_sqe *sqe, enum fg_op op, uint32_t slot);
+
+static inline uint32_t conn_slot(const struct worker *w, const struct conn *c)
+{
+    return (uint32_t)(c - w->conns);
+}
+
+/* Starts a log line about c, with its session, client, user and backend. */
+void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl,
+                    const char *event);
+
+/* Protocol log hook for sessions and backend dialogues. */
+void conn_plog(void *ctx, const char *dir, const char *line, size_t n);
+
+/* upstream.c: the login, from directory request to relay. */
+void upstream_login_start(struct worker *w, struct conn *c);
+void upstream_on_login_done(struct worker *w, struct conn *c);
+void upstream_on_connect(struct worker *w, struct conn *c, int res);
+void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void upstream_on_send(struct worker *w, struct conn *c, int res);
+void upstream_expire(struct worker *w, struct conn *c);
+void upstream_free(struct conn *c);
+void upstream_send_queued(struct worker *w, struct conn *c);
+/* A backend operation completed: returns false when it was stale. */
+bool upstream_op_done(struct worker *w, struct conn *c);
+
+/* relay.c */
+void relay_start(struct worker *w, struct conn *c);
+void relay_maybe_go(struct worker *w, struct conn *c);
+void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res);
+void relay_release(struct worker *w, struct conn *c);
+void relay_pipe_waiters(struct worker *w);
+int pipe_pool_init(struct pipe_pool *pp, uint32_t cap, uint32_t nslots);
+void pipe_pool_free(struct pipe_pool *pp);
+
+/* worker.c: the data of a receive completion. The dispatcher gives the
+ * buffer back to the ring after the handler returns. */
+const char *worker_buf(struct worker *w, struct io_uring_cqe *cqe, uint16_t *bid_r);
+void worker_buf_recycle(struct worker *w, uint16_t bid);
+
+#endif

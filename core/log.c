@@ -1,0 +1,138 @@
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_level = LOG_INFO;
+int plog_fds[FG_PROTO_COUNT] = {-1, -1};
+
+static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
+
+static size_t log_time(char *dst, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    return (size_t)snprintf(dst, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                            ts.tv_nsec / 1000000);
+}
+
+void log_begin(struct log_line *l, enum log_level level, const char *event)
+{
+    char ts[40];
+    l->skip = !log_enabled(level);
+    l->n = 0;
+    if (l->skip)
+        return;
+    log_time(ts, sizeof ts);
+    l->n = (size_t)snprintf(l->buf, sizeof l->buf, "ts=%s level=%s event=%s", ts,
+                            log_level_names[level], event);
+}
+
+static void log_putc(struct log_line *l, char c)
+{
+    /* Leave room for the closing quote and newline. */
+    if (l->n + 3 < sizeof l->buf)
+        l->buf[l->n++] = c;
+}
+
+void log_str(struct log_line *l, const char *key, const char *v, size_t n)
+{
+    bool quote = n == 0;
+    if (l->skip)
+        return;
+    for (size_t i = 0; i < n && !quote; i++) {
+        unsigned char c = (unsigned char)v[i];
+        quote = c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f;
+    }
+    l->n += (size_t)snprintf(l->buf + l->n, sizeof l->buf - l->n, " %s=", key);
+    if (l->n >= sizeof l->buf)
+        l->n = sizeof l->buf - 3;
+    if (quote)
+        log_putc(l, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '"' || c == '\\') {
+            log_putc(l, '\\');
+            log_putc(l, (char)c);
+        } else if (c < 0x20 || c == 0x7f) {
+            char hex[5];
+            snprintf(hex, sizeof hex, "\\x%02x", c);
+            for (int k = 0; k < 4; k++)
+                log_putc(l, hex[k]);
+        } else {
+            log_putc(l, (char)c);
+        }
+    }
+    if (quote)
+        l->buf[l->n++] = '"';
+}
+
+void log_fmt(struct log_line *l, const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    if (l->skip || l->n + 3 >= sizeof l->buf)
+        return;
+    l->n += (size_t)snprintf(l->buf + l->n, sizeof l->buf - l->n, " %s=", key);
+    if (l->n >= sizeof l->buf - 2) {
+        l->n = sizeof l->buf - 3;
+        return;
+    }
+    va_start(ap, fmt);
+    int k = vsnprintf(l->buf + l->n, sizeof l->buf - 2 - l->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        l->n = FG_MIN(l->n + (size_t)k, sizeof l->buf - 3);
+}
+
+void log_end(struct log_line *l)
+{
+    if (l->skip)
+        return;
+    l->buf[l->n++] = '\n';
+    ssize_t FG_UNUSED rc = write(STDERR_FILENO, l->buf, l->n);
+}
+
+void log_msg(enum log_level level, const char *event, const char *fmt, ...)
+{
+    struct log_line l;
+    char msg[1024];
+    va_list ap;
+
+    log_begin(&l, level, event);
+    if (l.skip)
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_str(&l, "msg", msg, n < 0 ? 0 : FG_MIN((size_t)n, sizeof msg - 1));
+    log_end(&l);
+}
+
+int plog_open(const char *dir, const char *proto)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s-protocol.log", dir, proto);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    return fd < 0 ? -errno : fd;
+}
+
+void plog_write(int fd, const char *session, const char *dir, const char *line, size_t n)
+{
+    char buf[1024];
+    size_t o = log_time(buf, sizeof buf);
+    o += (size_t)snprintf(buf + o, sizeof buf - o, " %s %s ", session, dir);
+    n = FG_MIN(n, sizeof buf - o - 1);
+    memcpy(buf + o, line, n);
+    o += n;
+    buf[o++] = '\n';
+    ssize_t FG_UNUSED rc = write(fd, buf, o);
+}

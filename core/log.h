@@ -1,0 +1,62 @@
+/*
+ * Event log: one logfmt line per event on stderr (key=value, values quoted
+ * when needed). Values that come from clients are escaped, so a crafted user
+ * name cannot forge a log line. Passwords are never given to the logger.
+ *
+ * Protocol logs (ProtocolLogEnabled) go to LogFileLocation, one file per
+ * protocol.
+ */
+#ifndef FG_LOG_H
+#define FG_LOG_H
+
+#include "config.h"
+
+struct log_line {
+    char buf[2048];
+    size_t n;
+    bool skip; /* below the log level */
+};
+
+extern enum log_level log_level;
+
+#define log_enabled(level) ((level) <= log_level)
+
+/* Starts a line: ts=... level=... event=... */
+void log_begin(struct log_line *l, enum log_level level, const char *event);
+
+/* Adds key="value", escaping and quoting as logfmt needs. */
+void log_str(struct log_line *l, const char *key, const char *v, size_t n);
+
+static inline void log_cstr(struct log_line *l, const char *key, const char *v)
+{
+    log_str(l, key, v, __builtin_strlen(v));
+}
+
+/* Adds key=value with a printf-formatted value the caller knows to be safe. */
+void log_fmt(struct log_line *l, const char *key, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Writes the line with one write(2), so lines from workers never interleave. */
+void log_end(struct log_line *l);
+
+/* A line with just an event and a message. */
+void log_msg(enum log_level level, const char *event, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+#ifdef FG_DEBUG
+#define log_debug(event, ...) log_msg(LOG_DEBUG, event, __VA_ARGS__)
+#else
+#define log_debug(event, ...) ((void)0)
+#endif
+
+/* Protocol log files, by protocol; -1 when disabled. Shared by all workers:
+ * O_APPEND writes of whole lines do not interleave. */
+extern int plog_fds[FG_PROTO_COUNT];
+
+/* Opens the protocol log of one protocol for appending; returns fd or -errno. */
+int plog_open(const char *dir, const char *proto);
+
+/* Appends "ts session dir line" to a protocol log. */
+void plog_write(int fd, const char *session, const char *dir, const char *line, size_t n);
+
+#endif

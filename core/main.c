@@ -1,0 +1,214 @@
+/*
+ * forestgate: POP3/IMAP4 front end. The main thread reads the configuration,
+ * starts the workers, then only waits for signals and stats-socket clients.
+ */
+#include "stats.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <liburing.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#ifndef FG_VERSION
+#define FG_VERSION "dev"
+#endif
+
+static void main_usage(FILE *out)
+{
+    fprintf(out, "Usage: forestgate -c FILE [--check-config]\n"
+                 "       forestgate --version | --help\n\n"
+                 "  -c, --config FILE    configuration file (INI)\n"
+                 "  -t, --check-config   check the configuration, print its errors, exit\n"
+                 "  -v, --version        print the version and the libraries in use\n"
+                 "  -h, --help           print this help\n\n"
+                 "forestgate runs in the foreground and logs to stderr. SIGTERM or SIGINT\n"
+                 "stops it.\n");
+}
+
+static void main_version(void)
+{
+    printf("forestgate %s\n", FG_VERSION);
+    printf("liburing %s, jemalloc %s, TLS: not built in yet\n", FG_LIBURING_VERSION,
+#ifdef FG_JEMALLOC
+           "yes"
+#else
+           "no (system malloc)"
+#endif
+    );
+}
+
+/*
+ * Connection slots per worker, from the open-files limit: a session holds two
+ * sockets; listeners, pipes and a margin are set aside first.
+ */
+static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
+{
+    struct rlimit rl;
+    unsigned listeners = 0;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        listeners += cfg->proto[p].enabled ? cfg->proto[p].nplain : 0;
+    uint64_t reserve = 64 + (uint64_t)nworkers * (listeners + 2 * FG_PIPES_MAX + 4);
+    uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 22) : rl.rlim_cur;
+    if (nofile <= reserve + 32)
+        return 0;
+    uint64_t per = (nofile - reserve) / 2 / nworkers;
+    return (uint32_t)FG_MIN(per, (uint64_t)1 << 20);
+}
+
+static int main_open_plogs(const struct fg_config *cfg)
+{
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        if (!cfg->proto[p].enabled || !cfg->proto[p].protocol_log)
+            continue;
+        plog_fds[p] = plog_open(cfg->log_dir, p == FG_PROTO_IMAP ? "imap" : "pop3");
+        if (plog_fds[p] < 0) {
+            log_msg(LOG_ERROR, "config", "cannot open the protocol log in %s: %s", cfg->log_dir,
+                    strerror(-plog_fds[p]));
+            return FG_ERROR;
+        }
+    }
+    return FG_OK;
+}
+
+/* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. */
+static void main_wait(int sfd, struct stats *st)
+{
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = st->fd, .events = POLLIN}};
+        if (poll(pfd, st->fd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if (pfd[1].revents & POLLIN)
+            stats_serve(st);
+        if (!(pfd[0].revents & POLLIN))
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) != sizeof si)
+            continue;
+        if (si.ssi_signo == SIGHUP) {
+            log_msg(LOG_INFO, "signal", "SIGHUP: nothing to reload in this version");
+            continue;
+        }
+        log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
+        return;
+    }
+}
+
+static int main_run(struct fg_config *cfg)
+{
+    unsigned n = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t slots = main_slots(cfg, n);
+    struct fg_shared shared = {0};
+    struct dir dir;
+    struct stats st = {.fd = -1, .cfg = cfg, .nworkers = n, .slots = slots * n};
+    sigset_t set;
+    int rc = 1;
+
+    if (slots == 0) {
+        log_msg(LOG_ERROR, "limits", "the open-files limit is too low for %u workers", n);
+        return 1;
+    }
+    /* Workers inherit this mask: only the main thread takes signals. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    struct worker *ws = calloc(n, sizeof *ws);
+    if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK)
+        goto out;
+    dir_init(&dir, cfg);
+    st.workers = ws;
+    unsigned started = 0;
+    for (; started < n; started++) {
+        if (worker_init(&ws[started], started, cfg, &shared, &dir, slots) != FG_OK ||
+            worker_start(&ws[started]) != FG_OK) {
+            started++;
+            goto stop;
+        }
+    }
+    if (cfg->stats_socket[0] && stats_open(&st, cfg->stats_socket) != FG_OK)
+        goto stop;
+    log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
+            n, slots);
+    main_wait(sfd, &st);
+    rc = 0;
+stop:
+    for (unsigned i = 0; i < started; i++)
+        worker_stop(&ws[i]);
+    for (unsigned i = 0; i < started; i++)
+        worker_join(&ws[i]);
+    for (unsigned i = 0; i < started; i++)
+        worker_free(&ws[i]);
+    stats_close(&st, cfg->stats_socket);
+    if (rc == 0)
+        log_msg(LOG_INFO, "stopped", "all connections closed");
+out:
+    free(ws);
+    if (sfd >= 0)
+        close(sfd);
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (plog_fds[p] >= 0)
+            close(plog_fds[p]);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+            {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 't'},
+            {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    bool check = false;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check = true; break;
+        case 'v': main_version(); return 0;
+        case 'h': main_usage(stdout); return 0;
+        default: main_usage(stderr); return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        main_usage(stderr);
+        return 2;
+    }
+    static struct fg_config cfg;
+    int errors = config_load(&cfg, path, stderr);
+    if (errors > 0) {
+        fprintf(stderr, "%s: %d error%s\n", path, errors, errors == 1 ? "" : "s");
+        config_free(&cfg);
+        return 1;
+    }
+    if (check) {
+        printf("%s: configuration OK\n", path);
+        config_free(&cfg);
+        return 0;
+    }
+    log_level = cfg.log_level;
+    int rc = main_run(&cfg);
+    config_free(&cfg);
+    return rc;
+}

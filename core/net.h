@@ -1,0 +1,44 @@
+/* Socket addresses: parsing Exchange-style bindings, formatting, listening. */
+#ifndef FG_NET_H
+#define FG_NET_H
+
+#include "common.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* An IPv4 or IPv6 socket address, small enough to keep per connection. */
+union net_addr {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+};
+
+static inline socklen_t net_addr_len(const union net_addr *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof a->v6 : sizeof a->v4;
+}
+
+uint16_t net_addr_port(const union net_addr *a);
+void net_addr_set_port(union net_addr *a, uint16_t port);
+
+/*
+ * Parses "1.2.3.4:143" or "[::1]:143". Returns FG_OK, or FG_ERROR with a
+ * reason in *why_r.
+ */
+int net_parse_binding(const char *s, union net_addr *a, const char **why_r);
+
+/* Writes the address without port into ip (INET6_ADDRSTRLEN bytes). An
+ * IPv4-mapped IPv6 address is written as IPv4. */
+void net_addr_ip(const union net_addr *a, char *ip, size_t n);
+
+/* Writes "ip:port" or "[ip]:port". */
+void net_addr_str(const union net_addr *a, char *s, size_t n);
+
+/*
+ * Opens a non-blocking listening socket with SO_REUSEPORT, so that every
+ * worker binds its own socket to the same address. Returns the fd or -errno.
+ */
+int net_listen(const union net_addr *a, int backlog);
+
+#endif

@@ -1,0 +1,127 @@
+#include "stats.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef FG_VERSION
+#define FG_VERSION "dev"
+#endif
+
+int stats_open(struct stats *st, const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+
+    st->fd = -1;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_msg(LOG_ERROR, "stats", "StatsSocket path too long: %s", path);
+        return FG_ERROR;
+    }
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    mode_t old = umask(077); /* the socket shows settings: owner only */
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old);
+    if (rc < 0 || listen(fd, 16) < 0) {
+        log_msg(LOG_ERROR, "stats", "cannot listen on %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return FG_ERROR;
+    }
+    st->fd = fd;
+    return FG_OK;
+}
+
+void stats_close(struct stats *st, const char *path)
+{
+    if (st->fd >= 0) {
+        close(st->fd);
+        unlink(path);
+    }
+    st->fd = -1;
+}
+
+static void stats_info(const struct stats *st, FILE *out)
+{
+    uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0;
+    uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
+
+    for (unsigned i = 0; i < st->nworkers; i++) {
+        const struct worker_stats *s = &st->workers[i].stats;
+        acc += atomic_load(&s->accepted);
+        ref += atomic_load(&s->refused);
+        ok += atomic_load(&s->logins_ok);
+        fail += atomic_load(&s->logins_failed);
+        berr += atomic_load(&s->backend_errors);
+        tmo += atomic_load(&s->timeouts);
+        rel0 += atomic_load(&s->relayed[0]);
+        rel1 += atomic_load(&s->relayed[1]);
+        conns += atomic_load(&s->conns);
+        pre += atomic_load(&s->preauth);
+        login += atomic_load(&s->login);
+        relay += atomic_load(&s->relay);
+        closing += atomic_load(&s->closing);
+        bfds += atomic_load(&s->backend_fds);
+        pipes += atomic_load(&s->pipes);
+        busy += atomic_load(&s->pipes_busy);
+    }
+    fprintf(out,
+            "version: %s\nworkers: %u\nslots: %u\nconnections: %u\npreauth: %u\nlogin: %u\n"
+            "relay: %u\nclosing: %u\nbackend_connections: %u\npipes: %u\npipes_busy: %u\n"
+            "accepted_total: %llu\nrefused_total: %llu\nlogins_ok_total: %llu\n"
+            "logins_failed_total: %llu\nbackend_errors_total: %llu\ntimeouts_total: %llu\n"
+            "relayed_client_to_backend_bytes: %llu\nrelayed_backend_to_client_bytes: %llu\n",
+            FG_VERSION, st->nworkers, st->slots, conns, pre, login, relay, closing, bfds, pipes,
+            busy, (unsigned long long)acc, (unsigned long long)ref, (unsigned long long)ok,
+            (unsigned long long)fail, (unsigned long long)berr, (unsigned long long)tmo,
+            (unsigned long long)rel0, (unsigned long long)rel1);
+}
+
+void stats_command(const struct stats *st, const char *cmd, FILE *out)
+{
+    if (strcmp(cmd, "show info") == 0)
+        stats_info(st, out);
+    else if (strcmp(cmd, "show settings") == 0)
+        config_dump(st->cfg, out);
+    else if (strcmp(cmd, "help") == 0 || cmd[0] == 0)
+        fprintf(out, "show info      counters and current connections\n"
+                     "show settings  the effective configuration\n");
+    else
+        fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
+}
+
+void stats_serve(struct stats *st)
+{
+    char cmd[256];
+    size_t n = 0;
+    int fd = accept4(st->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* One line, read within a second: a silent client cannot stall us. */
+    while (n < sizeof cmd - 1) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 1000) <= 0)
+            break;
+        ssize_t r = read(fd, cmd + n, sizeof cmd - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (memchr(cmd, '\n', n))
+            break;
+    }
+    cmd[n] = 0;
+    cmd[strcspn(cmd, "\r\n")] = 0;
+    FILE *out = fdopen(fd, "w");
+    if (!out) {
+        close(fd);
+        return;
+    }
+    stats_command(st, cmd, out);
+    fclose(out);
+}

@@ -1,0 +1,30 @@
+/*
+ * The stats socket: a Unix socket that answers one command per connection,
+ * in the manner of HAProxy's. Commands: "show info", "show settings", "help".
+ */
+#ifndef FG_STATS_H
+#define FG_STATS_H
+
+#include "log.h"
+#include "worker.h"
+
+struct stats {
+    int fd;
+    const struct fg_config *cfg;
+    struct worker *workers;
+    unsigned nworkers;
+    uint32_t slots;
+};
+
+/* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */
+int stats_open(struct stats *st, const char *path);
+
+/* Serves one client that connected (the listening socket is readable). */
+void stats_serve(struct stats *st);
+
+void stats_close(struct stats *st, const char *path);
+
+/* Writes the answer to one command into out. */
+void stats_command(const struct stats *st, const char *cmd, FILE *out);
+
+#endif

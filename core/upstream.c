@@ -1,0 +1,371 @@
+/*
+ * The login, as the worker drives it: directory request, backend connect,
+ * the backend's login dialogue (proto/imap_backend.c, proto/pop3_backend.c), and the hand-over to the
+ * relay. Every step is a completion on the worker's ring.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const struct backend_login_ops *const upstream_ops[FG_PROTO_COUNT] = {&imap_backend_ops,
+                                                                             &pop3_backend_ops};
+
+static uint32_t upstream_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+static const char *upstream_status_name(enum login_status st)
+{
+    static const char *const names[] = {"ok", "failed", "denied", "expired", "unavailable",
+                                        "in-use"};
+    return names[st];
+}
+
+void upstream_login_start(struct worker *w, struct conn *c)
+{
+    if (!c->lg && !(c->lg = calloc(1, sizeof *c->lg))) {
+        c->s->ops->login_done(c->s, LOGIN_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    struct conn_login *lg = c->lg;
+    lg->req.cred = c->s->cred;
+    lg->req.proto = (enum fg_proto)c->proto;
+    lg->dir_started_ms = upstream_ms();
+    conn_set_state(w, c, CONN_LOGIN);
+    uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
+    while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
+        io_uring_submit(&w->ring);
+    c->inflight++;
+}
+
+/* Logs the outcome of a login attempt: one audit line per attempt. */
+static void upstream_log(struct conn *c, enum login_status st, const char *reason)
+{
+    struct log_line l;
+    const struct cred *cr = c->s ? c->s->cred : NULL;
+
+    conn_log_begin(&l, c, st == LOGIN_OK ? LOG_INFO : LOG_WARN, "login");
+    log_cstr(&l, "result", upstream_status_name(st));
+    if (cr && !c->user)
+        log_cstr(&l, "mech", cr->mech == CRED_MECH_PLAIN ? "plain"
+                             : cr->mech == CRED_MECH_LOGIN ? "login" : "user");
+    if (c->lg && c->lg->req.status == LOGIN_OK)
+        log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
+    if (reason)
+        log_cstr(&l, "reason", reason);
+    if (c->s && c->s->client_id[0])
+        log_cstr(&l, "client_id", c->s->client_id);
+    if (c->lg)
+        log_fmt(&l, "ms", "%u", upstream_ms() - c->lg->dir_started_ms);
+    log_end(&l);
+}
+
+/* Gives up the backend socket; its pending completions become stale. */
+static void upstream_abort(struct worker *w, struct conn *c)
+{
+    if (c->bfd < 0)
+        return;
+    conn_close_fd(w, c, c->bfd, OP_B_CANCEL);
+    c->bops += 2;
+    c->bfd = -1;
+    c->flags |= CF_B_ABORTED;
+    c->flags &= ~(CF_B_RECV | CF_GREETED);
+    STAT_SUB(w, backend_fds, 1);
+    backend_login_free(&c->lg->bl);
+    buf_free(&c->lg->bq.q);
+}
+
+/* The login failed: tell the client, and go back to reading commands. */
+static void upstream_fail(struct worker *w, struct conn *c, enum login_status st,
+                          const char *reason)
+{
+    upstream_log(c, st, reason);
+    STAT_ADD(w, logins_failed, 1);
+    if (st == LOGIN_UNAVAILABLE)
+        STAT_ADD(w, backend_errors, 1);
+    upstream_abort(w, c);
+    c->s->ops->login_done(c->s, st, NULL, 0);
+    conn_set_state(w, c, CONN_PREAUTH);
+    timer_touch(w, c, TL_PREAUTH + c->proto);
+    conn_run_session(w, c);
+    conn_input_done(w, c);
+}
+
+static void upstream_fill_params(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    struct backend_login_params *par = &lg->par;
+    const struct backend_conf *bc = &w->cfg->backend;
+    union net_addr local;
+    socklen_t len = sizeof local;
+
+    memset(par, 0, sizeof *par);
+    par->mode = bc->mode;
+    par->user = lg->req.route.mailbox;
+    par->user_len = lg->req.route.mailbox_len;
+    par->pass = lg->req.cred->pass;
+    par->pass_len = lg->req.cred->pass_len;
+    par->master_user = bc->master_user;
+    par->master_user_len = strlen(bc->master_user);
+    par->master_pass = bc->master_pass;
+    par->master_pass_len = bc->master_pass_len;
+    par->forward = bc->forward;
+    par->ttl = bc->ttl;
+    par->session_id = c->sid;
+    if (getsockname(c->fd, &local.sa, &len) < 0)
+        local.sa.sa_family = AF_UNSPEC;
+    net_addr_ip(&c->peer, lg->client_ip, sizeof lg->client_ip);
+    net_addr_ip(&local, lg->local_ip, sizeof lg->local_ip);
+    par->client_ip = lg->client_ip;
+    par->local_ip = lg->local_ip;
+    par->client_port = net_addr_port(&c->peer);
+    par->local_port = local.sa.sa_family == AF_UNSPEC ? 0 : net_addr_port(&local);
+}
+
+static void upstream_connect(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    const struct backend_target *t = lg->req.route.target;
+    int one = 1;
+
+    if (c->bops > 0) {
+        c->flags |= CF_B_CONNECT; /* after the old socket's completions */
+        return;
+    }
+    c->flags &= ~(CF_B_CONNECT | CF_B_ABORTED | CF_GREETED);
+    if (lg->addr_idx >= t->naddrs) {
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, "no backend host reachable");
+        return;
+    }
+    c->baddr = t->addrs[lg->addr_idx];
+    net_addr_set_port(&c->baddr, lg->req.route.port);
+    int fd = socket(c->baddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, strerror(errno));
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->bfd = fd;
+    STAT_ADD(w, backend_fds, 1);
+    conn_set_state(w, c, CONN_BACKEND);
+    timer_touch(w, c, TL_BACKEND);
+    backend_login_init(&lg->bl, upstream_ops[c->proto], &lg->par, &lg->bq.q);
+    if (plog_fds[c->proto] >= 0) {
+        lg->bl.plog = conn_plog;
+        lg->bl.plog_ctx = c;
+    }
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_connect(sqe, fd, &c->baddr.sa, net_addr_len(&c->baddr));
+    conn_sqe_data(c, sqe, OP_B_CONNECT, conn_slot(w, c));
+    c->bops++;
+}
+
+/* This host failed before it greeted us: try the next one. */
+static void upstream_next_host(struct worker *w, struct conn *c, const char *why)
+{
+    struct log_line l;
+    conn_log_begin(&l, c, LOG_WARN, "backend_error");
+    log_cstr(&l, "reason", why);
+    log_end(&l);
+    upstream_abort(w, c);
+    c->lg->addr_idx++;
+    upstream_connect(w, c);
+}
+
+void upstream_on_login_done(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+
+    if (lg->req.status != LOGIN_OK) {
+        upstream_fail(w, c, lg->req.status, "refused before the backend");
+        return;
+    }
+    upstream_fill_params(w, c);
+    lg->addr_idx = 0;
+    upstream_connect(w, c);
+}
+
+bool upstream_op_done(struct worker *w, struct conn *c)
+{
+    c->bops--;
+    if (!(c->flags & CF_B_ABORTED))
+        return true;
+    if (c->bops == 0 && (c->flags & CF_B_CONNECT))
+        upstream_connect(w, c);
+    return false;
+}
+
+static void upstream_arm_recv(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, c->bfd, NULL, FG_RECV_BUF_SZ, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = FG_BUF_GROUP;
+    conn_sqe_data(c, sqe, OP_B_RECV, conn_slot(w, c));
+    c->bops++;
+    c->flags |= CF_B_RECV;
+}
+
+static void upstream_flush(struct worker *w, struct conn *c)
+{
+    const char *p;
+    uint32_t n;
+    if (!sendq_start(&c->lg->bq, &p, &n))
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
+    conn_sqe_data(c, sqe, OP_B_SEND, conn_slot(w, c));
+    c->bops++;
+}
+
+void upstream_on_connect(struct worker *w, struct conn *c, int res)
+{
+    if (!upstream_op_done(w, c))
+        return;
+    if (res < 0) {
+        upstream_next_host(w, c, strerror(-res));
+        return;
+    }
+    upstream_arm_recv(w, c);
+}
+
+/* Logged in at the backend: answer the client and start relaying. */
+static void upstream_success(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    struct session *s = c->s;
+
+    c->user = strndup(s->cred->user, s->cred->user_len);
+    upstream_log(c, LOGIN_OK, NULL);
+    STAT_ADD(w, logins_ok, 1);
+    s->ops->login_done(s, LOGIN_OK, lg->bl.caps, lg->bl.caps_len);
+    /* Bytes that followed the login on either side belong to the session. */
+    buf_append(&c->cq.q, buf_head(&lg->bl.in), buf_avail(&lg->bl.in));
+    buf_append(&lg->bq.q, buf_head(&s->in), buf_avail(&s->in));
+    s->ops->destroy(s);
+    c->s = NULL;
+    backend_login_free(&lg->bl);
+    timer_touch(w, c, TL_AUTH + c->proto);
+    conn_set_state(w, c, CONN_RELAY);
+    relay_start(w, c);
+}
+
+/* Bytes from the backend during the login dialogue. */
+static void upstream_input(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    enum backend_login_result r = lg->bl.ops->input(&lg->bl);
+
+    upstream_flush(w, c);
+    switch (r) {
+    case BACKEND_AGAIN:
+        upstream_arm_recv(w, c);
+        break;
+    case BACKEND_OK:
+        upstream_success(w, c);
+        break;
+    case BACKEND_NO:
+        upstream_fail(w, c, lg->bl.status, lg->bl.reason);
+        break;
+    case BACKEND_FAIL:
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, lg->bl.reason[0] ? lg->bl.reason : "backend error");
+        break;
+    }
+}
+
+void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+
+    c->flags &= ~CF_B_RECV;
+    if (!upstream_op_done(w, c))
+        return;
+    if (res == -ENOBUFS) {
+        upstream_arm_recv(w, c); /* the buffer ring refills as completions are reaped */
+        return;
+    }
+    if (res <= 0) {
+        const char *why = res == 0 ? "backend closed the connection" : strerror(-res);
+        if (c->flags & CF_GREETED)
+            upstream_fail(w, c, LOGIN_UNAVAILABLE, why);
+        else
+            upstream_next_host(w, c, why);
+        return;
+    }
+    const char *data = worker_buf(w, cqe, NULL);
+    int rc = buf_append(&c->lg->bl.in, data, (size_t)res);
+    if (rc != FG_OK || buf_avail(&c->lg->bl.in) > 256 * 1024) {
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend sent too much");
+        return;
+    }
+    c->flags |= CF_GREETED;
+    timer_touch(w, c, TL_BACKEND);
+    upstream_input(w, c);
+}
+
+void upstream_on_send(struct worker *w, struct conn *c, int res)
+{
+    struct sendq *bq = &c->lg->bq;
+    const char *p;
+    uint32_t n;
+
+    if (!upstream_op_done(w, c)) {
+        /* The socket was given up: drop what it was sending. */
+        bq->busy = false;
+        buf_free(&bq->fly);
+        return;
+    }
+    if (res < 0) {
+        if (c->state == CONN_RELAY)
+            conn_close(w, c, strerror(-res));
+        else
+            upstream_fail(w, c, LOGIN_UNAVAILABLE, strerror(-res));
+        return;
+    }
+    if (sendq_done(bq, (uint32_t)res, &p, &n)) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
+        conn_sqe_data(c, sqe, OP_B_SEND, conn_slot(w, c));
+        c->bops++;
+        return;
+    }
+    if (c->state == CONN_RELAY)
+        relay_maybe_go(w, c);
+    else
+        upstream_flush(w, c);
+}
+
+void upstream_expire(struct worker *w, struct conn *c)
+{
+    if (c->flags & CF_GREETED)
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend did not answer in time");
+    else
+        upstream_next_host(w, c, "backend connect or greeting timed out");
+}
+
+void upstream_free(struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    if (!lg)
+        return;
+    backend_login_free(&lg->bl);
+    sendq_free(&lg->bq);
+    explicit_bzero(lg, sizeof *lg);
+    free(lg);
+    c->lg = NULL;
+}
+
+/* Sends the last login bytes queued for the backend; used by the relay. */
+void upstream_send_queued(struct worker *w, struct conn *c)
+{
+    upstream_flush(w, c);
+}

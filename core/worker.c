@@ -1,0 +1,435 @@
+/*
+ * The worker: one thread, one io_uring ring, one event loop.
+ *
+ * The loop submits and waits in one system call, then reaps completions in a
+ * batch and dispatches each on the operation encoded in its user_data.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORKER_SQ_ENTRIES 1024
+#define WORKER_CQ_ENTRIES 8192
+
+static uint32_t worker_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)ts.tv_sec;
+}
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&w->ring)))
+        io_uring_submit(&w->ring);
+    return sqe;
+}
+
+void timer_touch(struct worker *w, struct conn *c, enum timer_class tc)
+{
+    /* Within the same second the order of the list does not change. */
+    if (c->tclass == tc && c->last == w->now)
+        return;
+    fg_list_del(&c->tnode);
+    c->last = w->now;
+    c->tclass = (uint8_t)tc;
+    fg_list_add_tail(&w->tl[tc].head, &c->tnode);
+}
+
+void timer_remove(struct conn *c)
+{
+    fg_list_del(&c->tnode);
+    c->tclass = TL_COUNT;
+}
+
+static void worker_expire(struct worker *w)
+{
+    for (int i = 0; i < TL_COUNT; i++) {
+        struct timer_list *tl = &w->tl[i];
+        while (!fg_list_empty(&tl->head)) {
+            struct conn *c = FG_CONTAINER_OF(tl->head.next, struct conn, tnode);
+            if (w->now - c->last < tl->timeout)
+                break;
+            conn_expire(w, c);
+            /* Every expiry closes the connection or moves it to another list. */
+        }
+    }
+}
+
+const char *worker_buf(struct worker *w, struct io_uring_cqe *cqe, uint16_t *bid_r)
+{
+    uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (bid_r)
+        *bid_r = bid;
+    return w->bufs + (size_t)bid * FG_RECV_BUF_SZ;
+}
+
+void worker_buf_recycle(struct worker *w, uint16_t bid)
+{
+    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ, bid,
+                          io_uring_buf_ring_mask(FG_RECV_BUFS), 0);
+    io_uring_buf_ring_advance(w->br, 1);
+}
+
+static void worker_arm_accept(struct worker *w, unsigned i)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_multishot_accept(sqe, w->ls[i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, i, 0));
+}
+
+static void worker_arm_tick(struct worker *w)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_TICK, 0, 0));
+}
+
+static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
+{
+    unsigned i = ud_slot(cqe->user_data);
+    int res = cqe->res;
+
+    if (res >= 0) {
+        conn_accept(w, &w->ls[i], res);
+    } else if (res != -ECANCELED && res != -EBADF) {
+        /* Out of descriptors or memory: the kernel ends the multishot
+         * accept; wait a little before arming it again. */
+        log_msg(LOG_ERROR, "accept", "accept failed: %s", strerror(-res));
+    }
+    if ((cqe->flags & IORING_CQE_F_MORE) || w->stopping)
+        return;
+    if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_timeout(sqe, &w->retry_ts, 0, 0);
+        io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_RETRY, i, 0));
+    } else {
+        worker_arm_accept(w, i);
+    }
+}
+
+static void worker_begin_stop(struct worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    for (unsigned i = 0; i < w->nls; i++) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_cancel_fd(sqe, w->ls[i].fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, ud_make(OP_NONE, 0, 0));
+    }
+    io_uring_submit(&w->ring);
+    for (unsigned i = 0; i < w->nls; i++) {
+        close(w->ls[i].fd);
+        w->ls[i].fd = -1;
+    }
+    for (uint32_t s = 0; s < w->nslots; s++) {
+        struct conn *c = &w->conns[s];
+        if (c->state != CONN_FREE && c->state != CONN_CLOSING)
+            conn_shutdown(w, c);
+    }
+}
+
+/* A completion for a connection. */
+static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum fg_op op)
+{
+    uint32_t slot = ud_slot(cqe->user_data);
+    struct conn *c = &w->conns[slot];
+
+    if (slot >= w->nslots || ud_gen(cqe->user_data) != c->gen || c->inflight == 0) {
+        log_msg(LOG_ERROR, "bug", "completion op %d for slot %u gen %u (now gen %u)", op, slot,
+                ud_gen(cqe->user_data), slot < w->nslots ? c->gen : 0);
+        return;
+    }
+    c->inflight--;
+    if (c->state == CONN_CLOSING) {
+        if (c->inflight == 0)
+            conn_release(w, c);
+        return;
+    }
+    switch (op) {
+    case OP_C_RECV: conn_on_c_recv(w, c, cqe); break;
+    case OP_C_SEND: conn_on_c_send(w, c, cqe->res); break;
+    case OP_LOGIN_DONE: upstream_on_login_done(w, c); break;
+    case OP_B_CONNECT: upstream_on_connect(w, c, cqe->res); break;
+    case OP_B_RECV: upstream_on_recv(w, c, cqe); break;
+    case OP_B_SEND: upstream_on_send(w, c, cqe->res); break;
+    case OP_B_CANCEL:
+    case OP_B_CLOSE: upstream_op_done(w, c); break;
+    case OP_C_POLLIN:
+    case OP_C_POLLOUT:
+    case OP_B_POLLIN:
+    case OP_B_POLLOUT: relay_on_poll(w, c, op, cqe->res); break;
+    default: break;
+    }
+}
+
+static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+    enum fg_op op = ud_op(cqe->user_data);
+
+    switch (op) {
+    case OP_ACCEPT:
+        worker_on_accept(w, cqe);
+        break;
+    case OP_ACCEPT_RETRY:
+        if (!w->stopping)
+            worker_arm_accept(w, ud_slot(cqe->user_data));
+        break;
+    case OP_TICK:
+        worker_expire(w);
+        worker_arm_tick(w);
+        break;
+    case OP_STOP:
+        worker_begin_stop(w);
+        break;
+    case OP_NONE:
+        break;
+    default:
+        worker_conn_event(w, cqe, op);
+        break;
+    }
+    /* Handlers copy what they need; the buffer goes straight back. */
+    if (cqe->flags & IORING_CQE_F_BUFFER)
+        worker_buf_recycle(w, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+}
+
+static int worker_ring_setup(struct worker *w)
+{
+    /* Prefer one issuer and deferred task work (6.1+): completions are then
+     * processed only when this thread asks, in batches. */
+    static const unsigned flag_sets[] = {
+            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
+            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
+            IORING_SETUP_COOP_TASKRUN,
+            0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < FG_ARRAY_SIZE(flag_sets); i++) {
+        struct io_uring_params p = {.flags = flag_sets[i] | IORING_SETUP_CQSIZE,
+                                    .cq_entries = WORKER_CQ_ENTRIES};
+        rc = io_uring_queue_init_params(WORKER_SQ_ENTRIES, &w->ring, &p);
+        if (rc == 0) {
+            if (i > 0 && w->id == 0)
+                log_msg(LOG_WARN, "io_uring", "kernel lacks some ring flags; using set %zu", i);
+            return FG_OK;
+        }
+        if (rc != -EINVAL)
+            break;
+    }
+    log_msg(LOG_ERROR, "io_uring", "cannot create a ring: %s", strerror(-rc));
+    return FG_ERROR;
+}
+
+static int worker_buffers_setup(struct worker *w)
+{
+    size_t ring_sz = FG_RECV_BUFS * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, ring_sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return FG_ERROR;
+    w->br = mem;
+    io_uring_buf_ring_init(w->br);
+    struct io_uring_buf_reg reg = {
+            .ring_addr = (uintptr_t)mem, .ring_entries = FG_RECV_BUFS, .bgid = FG_BUF_GROUP};
+    int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+    if (rc < 0) {
+        log_msg(LOG_ERROR, "io_uring", "cannot register the buffer ring: %s", strerror(-rc));
+        return FG_ERROR;
+    }
+    w->bufs = malloc((size_t)FG_RECV_BUFS * FG_RECV_BUF_SZ);
+    if (!w->bufs)
+        return FG_ERROR;
+    for (unsigned i = 0; i < FG_RECV_BUFS; i++)
+        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ,
+                              (unsigned short)i, io_uring_buf_ring_mask(FG_RECV_BUFS), (int)i);
+    io_uring_buf_ring_advance(w->br, FG_RECV_BUFS);
+    return FG_OK;
+}
+
+static void worker_loop(struct worker *w)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_read(sqe, w->stop_fd, &w->stop_val, sizeof w->stop_val, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_STOP, 0, 0));
+    for (unsigned i = 0; i < w->nls; i++)
+        worker_arm_accept(w, i);
+    worker_arm_tick(w);
+
+    while (!(w->stopping && atomic_load(&w->stats.conns) == 0)) {
+        int rc = io_uring_submit_and_wait(&w->ring, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
+            log_msg(LOG_ERROR, "io_uring", "submit failed: %s", strerror(-rc));
+            break;
+        }
+        w->now = worker_clock();
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            worker_dispatch(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+        relay_pipe_waiters(w);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    int ok = worker_ring_setup(w) == FG_OK && worker_buffers_setup(w) == FG_OK;
+
+    pthread_mutex_lock(&w->ready_lock);
+    w->ready = ok ? 1 : -1;
+    pthread_cond_signal(&w->ready_cond);
+    pthread_mutex_unlock(&w->ready_lock);
+    if (ok)
+        worker_loop(w);
+    return NULL;
+}
+
+static int worker_listen(struct worker *w)
+{
+    const struct fg_config *cfg = w->cfg;
+    unsigned n = 0;
+
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        n += cfg->proto[p].enabled ? cfg->proto[p].nplain : 0;
+    w->ls = calloc(n, sizeof *w->ls);
+    if (!w->ls)
+        return FG_ERROR;
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        for (unsigned i = 0; cfg->proto[p].enabled && i < cfg->proto[p].nplain; i++) {
+            struct listener *l = &w->ls[w->nls];
+            l->proto = (uint8_t)p;
+            l->addr = cfg->proto[p].plain[i];
+            l->fd = net_listen(&l->addr, 4096);
+            if (l->fd < 0) {
+                char s[64];
+                net_addr_str(&l->addr, s, sizeof s);
+                log_msg(LOG_ERROR, "listen", "cannot listen on %s: %s", s, strerror(-l->fd));
+                return FG_ERROR;
+            }
+            w->nls++;
+        }
+    }
+    return FG_OK;
+}
+
+static int worker_slots(struct worker *w, uint32_t nslots)
+{
+    size_t sz = (size_t)nslots * sizeof(struct conn);
+    /* Untouched slots cost no memory; a LIFO free list keeps the used ones dense. */
+    void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (mem == MAP_FAILED)
+        return FG_ERROR;
+    w->conns = mem;
+    w->nslots = nslots;
+    w->free_slots = malloc(sizeof *w->free_slots * nslots);
+    if (!w->free_slots)
+        return FG_ERROR;
+    for (uint32_t i = 0; i < nslots; i++)
+        w->free_slots[i] = nslots - 1 - i;
+    w->nfree = nslots;
+    return FG_OK;
+}
+
+int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
+                struct fg_shared *shared, struct dir *dir, uint32_t nslots)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->cfg = cfg;
+    w->shared = shared;
+    w->dir = dir;
+    w->stop_fd = -1;
+    w->now = worker_clock();
+    w->tick_ts.tv_sec = 1;
+    w->retry_ts.tv_nsec = 100 * 1000 * 1000;
+    pthread_mutex_init(&w->ready_lock, NULL);
+    pthread_cond_init(&w->ready_cond, NULL);
+    for (int i = 0; i < TL_COUNT; i++)
+        fg_list_init(&w->tl[i].head);
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        w->tl[TL_PREAUTH + p].timeout = cfg->proto[p].preauth_timeout;
+        w->tl[TL_AUTH + p].timeout = cfg->proto[p].auth_timeout;
+    }
+    w->tl[TL_BACKEND].timeout = cfg->backend.connect_timeout;
+    w->stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK ||
+        pipe_pool_init(&w->pipes, FG_PIPES_MAX, nslots) != FG_OK) {
+        log_msg(LOG_ERROR, "worker", "worker %u: out of memory", id);
+        return FG_ERROR;
+    }
+    return worker_listen(w);
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0) {
+        log_msg(LOG_ERROR, "worker", "cannot start worker %u: %s", w->id, strerror(rc));
+        return FG_ERROR;
+    }
+    w->started = true;
+    pthread_mutex_lock(&w->ready_lock);
+    while (w->ready == 0)
+        pthread_cond_wait(&w->ready_cond, &w->ready_lock);
+    pthread_mutex_unlock(&w->ready_lock);
+    return w->ready > 0 ? FG_OK : FG_ERROR;
+}
+
+void worker_stop(struct worker *w)
+{
+    uint64_t one = 1;
+    if (w->stop_fd >= 0) {
+        ssize_t FG_UNUSED rc = write(w->stop_fd, &one, sizeof one);
+    }
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_free(struct worker *w)
+{
+    if (w->ready > 0)
+        io_uring_queue_exit(&w->ring);
+    for (unsigned i = 0; i < w->nls; i++)
+        if (w->ls[i].fd >= 0)
+            close(w->ls[i].fd);
+    for (uint32_t s = 0; w->conns && s < w->nslots; s++) {
+        struct conn *c = &w->conns[s];
+        if (c->state != CONN_FREE) {
+            /* Only after a failed start or a broken loop. */
+            if (c->fd >= 0)
+                close(c->fd);
+            if (c->bfd >= 0)
+                close(c->bfd);
+            conn_release(w, c);
+        }
+    }
+    pipe_pool_free(&w->pipes);
+    free(w->ls);
+    free(w->free_slots);
+    free(w->bufs);
+    if (w->conns)
+        munmap(w->conns, (size_t)w->nslots * sizeof(struct conn));
+    if (w->br)
+        munmap(w->br, FG_RECV_BUFS * sizeof(struct io_uring_buf));
+    if (w->stop_fd >= 0)
+        close(w->stop_fd);
+    pthread_mutex_destroy(&w->ready_lock);
+    pthread_cond_destroy(&w->ready_cond);
+}

@@ -1,0 +1,72 @@
+/* Parts of the backend login dialogue shared by IMAP and POP3. */
+#include "backend.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void backend_login_init(struct backend_login *bl, const struct backend_login_ops *ops,
+                        const struct backend_login_params *par, struct buf *out)
+{
+    memset(bl, 0, sizeof *bl);
+    bl->ops = ops;
+    bl->par = par;
+    bl->out = out;
+    bl->status = LOGIN_UNAVAILABLE;
+    ops->start(bl);
+}
+
+void backend_login_free(struct backend_login *bl)
+{
+    buf_free(&bl->in);
+    buf_free(&bl->held);
+    free(bl->caps);
+    bl->caps = NULL;
+    bl->caps_len = 0;
+}
+
+void backend_send(struct backend_login *bl, bool secret, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line - 2) {
+        explicit_bzero(line, sizeof line);
+        return;
+    }
+    if (bl->plog)
+        bl->plog(bl->plog_ctx, "B>", secret ? "<login command redacted>" : line,
+                 secret ? 24 : (size_t)n);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    buf_append(bl->out, line, (size_t)n);
+    explicit_bzero(line, sizeof line);
+}
+
+void backend_log_in(struct backend_login *bl, const char *line, size_t n)
+{
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    if (bl->plog)
+        bl->plog(bl->plog_ctx, "B<", line, FG_MIN(n, 300u));
+}
+
+void backend_reason(struct backend_login *bl, const char *what, const char *line, size_t n)
+{
+    size_t o = (size_t)snprintf(bl->reason, sizeof bl->reason, "%s", what);
+    if (line && o + 2 < sizeof bl->reason) {
+        bl->reason[o++] = ':';
+        bl->reason[o++] = ' ';
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        for (size_t i = 0; i < n && o + 1 < sizeof bl->reason; i++) {
+            unsigned char c = (unsigned char)line[i];
+            bl->reason[o++] = (c < 0x20 || c == 0x7f || c == '"') ? '_' : (char)c;
+        }
+        bl->reason[o] = 0;
+    }
+}

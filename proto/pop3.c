@@ -1,0 +1,363 @@
+/*
+ * POP3 client session in the AUTHORIZATION state (RFC 1939, RFC 2449,
+ * RFC 5034, RFC 3206 response codes).
+ */
+#include "pop3_parse.h"
+#include "base64.h"
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum pop3_sess_state {
+    POP3_S_COMMAND,
+    POP3_S_SASL,  /* waiting for the AUTH PLAIN response line */
+    POP3_S_LOGIN, /* a login is being checked */
+};
+
+struct pop3_session {
+    struct session s;
+    struct pop3_parser p;
+    uint8_t state;
+    uint16_t user_len; /* from USER, waiting for PASS */
+    char user[CRED_NAME_MAX + 1];
+};
+
+struct pop3_cmd_ctx {
+    struct pop3_session *ps;
+    const char *arg;
+    uint32_t arg_len;
+};
+
+struct pop3_cmd_def {
+    const char *name;
+    enum sess_action (*fn)(struct pop3_cmd_ctx *c);
+};
+
+static struct pop3_session *pop3_of(struct session *s)
+{
+    return FG_CONTAINER_OF(s, struct pop3_session, s);
+}
+
+static bool pop3_userpass_allowed(const struct session *s)
+{
+    return s->tls || s->conf->login_type == LOGIN_TYPE_PLAIN_TEXT_LOGIN;
+}
+
+static bool pop3_auth_allowed(const struct session *s)
+{
+    return s->tls || s->conf->login_type != LOGIN_TYPE_SECURE;
+}
+
+static enum sess_action pop3_invalid(struct session *s, const char *text)
+{
+    sess_reply(s, "-ERR %s", text);
+    if (sess_invalid(s)) {
+        sess_reply(s, "-ERR Too many invalid commands.");
+        return SESS_CLOSE;
+    }
+    return SESS_AGAIN;
+}
+
+static enum sess_action pop3_cmd_capa(struct pop3_cmd_ctx *c)
+{
+    struct session *s = &c->ps->s;
+    sess_reply(s, "+OK Capability list follows");
+    sess_reply(s, "TOP");
+    sess_reply(s, "UIDL");
+    if (pop3_userpass_allowed(s))
+        sess_reply(s, "USER");
+    if (pop3_auth_allowed(s))
+        sess_reply(s, "SASL PLAIN");
+    sess_reply(s, "RESP-CODES");
+    sess_reply(s, "AUTH-RESP-CODE");
+    sess_reply(s, "PIPELINING");
+    sess_reply(s, ".");
+    return SESS_AGAIN;
+}
+
+static enum sess_action pop3_cmd_quit(struct pop3_cmd_ctx *c)
+{
+    sess_reply(&c->ps->s, "+OK Logging out.");
+    return SESS_CLOSE;
+}
+
+static enum sess_action pop3_cmd_user(struct pop3_cmd_ctx *c)
+{
+    struct pop3_session *ps = c->ps;
+    struct session *s = &ps->s;
+
+    ps->user_len = 0;
+    if (c->arg_len == 0)
+        return pop3_invalid(s, "USER needs a user name.");
+    if (!pop3_userpass_allowed(s)) {
+        sess_reply(s, "-ERR [AUTH] USER/PASS is not allowed without TLS on this server.");
+        return SESS_AGAIN;
+    }
+    /* An over-long or NUL-bearing name fails later, at PASS, like a wrong
+     * password: the client learns nothing from USER alone. */
+    if (cred_set(ps->user, &ps->user_len, CRED_NAME_MAX, c->arg, c->arg_len) != FG_OK)
+        ps->user_len = UINT16_MAX;
+    sess_reply(s, "+OK");
+    return SESS_AGAIN;
+}
+
+static enum sess_action pop3_start_login(struct pop3_session *ps, struct cred *cr)
+{
+    ps->s.cred = cr;
+    ps->state = POP3_S_LOGIN;
+    ps->user_len = 0;
+    return SESS_LOGIN;
+}
+
+static enum sess_action pop3_refused(struct session *s, struct cred *cr)
+{
+    cred_free(cr);
+    sess_reply(s, "-ERR [AUTH] Logon failure: unknown user name or bad password.");
+    return SESS_AGAIN;
+}
+
+static enum sess_action pop3_cmd_pass(struct pop3_cmd_ctx *c)
+{
+    struct pop3_session *ps = c->ps;
+    struct session *s = &ps->s;
+
+    if (!pop3_userpass_allowed(s)) {
+        sess_reply(s, "-ERR [AUTH] USER/PASS is not allowed without TLS on this server.");
+        return SESS_AGAIN;
+    }
+    if (ps->user_len == 0)
+        return pop3_invalid(s, "No user name given: send USER first.");
+    struct cred *cr = cred_new();
+    if (!cr) {
+        sess_reply(s, "-ERR [SYS/TEMP] Out of memory.");
+        return SESS_AGAIN;
+    }
+    cr->mech = CRED_MECH_USERPASS;
+    bool bad_user = ps->user_len == UINT16_MAX;
+    ps->user_len = bad_user ? 0 : ps->user_len;
+    if (bad_user || cred_set(cr->user, &cr->user_len, CRED_NAME_MAX, ps->user, ps->user_len) ||
+        cred_set(cr->pass, &cr->pass_len, CRED_PASS_MAX, c->arg, c->arg_len)) {
+        ps->user_len = 0;
+        return pop3_refused(s, cr);
+    }
+    return pop3_start_login(ps, cr);
+}
+
+/* Decodes a SASL PLAIN response and starts the login. */
+static enum sess_action pop3_sasl_response(struct pop3_session *ps, const char *b64, size_t n)
+{
+    struct cred *cr = cred_new();
+    uint8_t raw[2048];
+
+    if (!cr) {
+        sess_reply(&ps->s, "-ERR [SYS/TEMP] Out of memory.");
+        return SESS_AGAIN;
+    }
+    if (n == 1 && b64[0] == '=')
+        n = 0;
+    long len = n <= 2 * sizeof raw ? base64_decode(b64, n, raw) : -1;
+    if (len < 0) {
+        cred_free(cr);
+        return pop3_invalid(&ps->s, "Invalid base64 in AUTH response.");
+    }
+    int rc = sasl_plain_decode(raw, (size_t)len, cr);
+    explicit_bzero(raw, sizeof raw);
+    if (rc != FG_OK)
+        return pop3_refused(&ps->s, cr);
+    return pop3_start_login(ps, cr);
+}
+
+static enum sess_action pop3_cmd_auth(struct pop3_cmd_ctx *c)
+{
+    struct pop3_session *ps = c->ps;
+    struct session *s = &ps->s;
+    const char *sp = memchr(c->arg, ' ', c->arg_len);
+    uint32_t mech_len = sp ? (uint32_t)(sp - c->arg) : c->arg_len;
+
+    if (c->arg_len == 0) {
+        /* The pre-RFC 5034 listing that Outlook-era clients send. */
+        sess_reply(s, "+OK");
+        if (pop3_auth_allowed(s))
+            sess_reply(s, "PLAIN");
+        sess_reply(s, ".");
+        return SESS_AGAIN;
+    }
+    if (!fg_ieq(c->arg, mech_len, "PLAIN")) {
+        sess_reply(s, "-ERR Unsupported authentication mechanism.");
+        return SESS_AGAIN;
+    }
+    if (!pop3_auth_allowed(s)) {
+        sess_reply(s, "-ERR [AUTH] Authentication is not allowed without TLS on this server.");
+        return SESS_AGAIN;
+    }
+    if (sp)
+        return pop3_sasl_response(ps, sp + 1, c->arg_len - mech_len - 1);
+    ps->state = POP3_S_SASL;
+    sess_reply(s, "+ ");
+    return SESS_AGAIN;
+}
+
+/* TRANSACTION-state commands: refused before login. */
+static const char *const pop3_later_cmds[] = {
+        "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "LAST",
+};
+
+static const struct pop3_cmd_def pop3_cmds[] = {
+        {"CAPA", pop3_cmd_capa}, {"USER", pop3_cmd_user}, {"PASS", pop3_cmd_pass},
+        {"AUTH", pop3_cmd_auth}, {"QUIT", pop3_cmd_quit},
+};
+
+/* Writes the command to the protocol log, hiding passwords and SASL data. */
+static void pop3_log_command(struct session *s, const char *line, uint32_t n,
+                             const struct pop3_cmd_def *def)
+{
+    if (def == NULL || (def->fn != pop3_cmd_pass && def->fn != pop3_cmd_auth)) {
+        sess_log_client(s, line, FG_MIN(n, 300u));
+        return;
+    }
+    char red[64];
+    int len = snprintf(red, sizeof red, "%s <redacted>", def->name);
+    sess_log_client(s, red, (size_t)len);
+}
+
+/* The line answering "+ " after AUTH PLAIN. */
+static enum sess_action pop3_sasl_line(struct pop3_session *ps, const char *line, uint32_t n)
+{
+    sess_log_client(&ps->s, "<SASL response redacted>", 24);
+    ps->state = POP3_S_COMMAND;
+    if (n == 1 && line[0] == '*') {
+        sess_reply(&ps->s, "-ERR Authentication cancelled.");
+        return SESS_AGAIN;
+    }
+    return pop3_sasl_response(ps, line, n);
+}
+
+static enum sess_action pop3_line(struct pop3_session *ps, const char *line,
+                                  const struct pop3_cmd *cmd)
+{
+    struct session *s = &ps->s;
+    uint32_t n = cmd->arg_off + cmd->arg_len;
+    struct pop3_cmd_ctx c = {ps, line + cmd->arg_off, cmd->arg_len};
+
+    if (ps->state == POP3_S_SASL)
+        return pop3_sasl_line(ps, line, n);
+    if (cmd->has_nul) {
+        sess_log_client(s, line, FG_MIN(n, 300u));
+        return pop3_invalid(s, "NUL bytes are not allowed.");
+    }
+    for (size_t i = 0; i < FG_ARRAY_SIZE(pop3_cmds); i++) {
+        if (fg_ieq(line, cmd->name_len, pop3_cmds[i].name)) {
+            pop3_log_command(s, line, n, &pop3_cmds[i]);
+            return pop3_cmds[i].fn(&c);
+        }
+    }
+    pop3_log_command(s, line, n, NULL);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(pop3_later_cmds); i++) {
+        if (fg_ieq(line, cmd->name_len, pop3_later_cmds[i]))
+            return pop3_invalid(s, "Command not valid in this state.");
+    }
+    return pop3_invalid(s, "Unknown command.");
+}
+
+static enum sess_action pop3_input(struct session *s)
+{
+    struct pop3_session *ps = pop3_of(s);
+
+    while (ps->state != POP3_S_LOGIN && buf_avail(&s->in) > 0) {
+        struct pop3_cmd cmd;
+        int rc = pop3_parse_line(&ps->p, buf_head(&s->in), buf_avail(&s->in), &cmd);
+
+        if (rc == POP3_PARSE_AGAIN)
+            return SESS_AGAIN;
+        if (rc == POP3_PARSE_TOO_LONG) {
+            sess_reply(s, "-ERR Command line too long.");
+            return SESS_CLOSE;
+        }
+        uint8_t invalid_before = s->invalid;
+        enum sess_action act = pop3_line(ps, buf_head(&s->in), &cmd);
+        if (act == SESS_CLOSE)
+            return act;
+        if (s->invalid == invalid_before)
+            s->invalid = 0;
+        buf_consume(&s->in, cmd.line_len);
+        if (act == SESS_LOGIN)
+            return act;
+    }
+    return SESS_AGAIN;
+}
+
+static void pop3_greeting(struct session *s)
+{
+    /* No APOP timestamp: APOP cannot be checked against a directory. */
+    sess_reply(s, "+OK %s", s->conf->banner);
+}
+
+static void pop3_login_done(struct session *s, enum login_status st, const char *caps, size_t n)
+{
+    struct pop3_session *ps = pop3_of(s);
+    (void)caps;
+    (void)n;
+
+    cred_free(s->cred);
+    s->cred = NULL;
+    ps->state = POP3_S_COMMAND;
+    switch (st) {
+    case LOGIN_OK: sess_reply(s, "+OK Logged in."); break;
+    case LOGIN_DENIED:
+        sess_reply(s, "-ERR [AUTH] You are not allowed to open this mailbox.");
+        break;
+    case LOGIN_EXPIRED: sess_reply(s, "-ERR [AUTH] The password has expired."); break;
+    case LOGIN_UNAVAILABLE:
+        sess_reply(s, "-ERR [SYS/TEMP] The server is unavailable. Try again later.");
+        break;
+    case LOGIN_IN_USE: sess_reply(s, "-ERR [IN-USE] The mailbox is in use."); break;
+    case LOGIN_FAILED:
+    default:
+        sess_reply(s, "-ERR [AUTH] Logon failure: unknown user name or bad password.");
+        break;
+    }
+}
+
+static void pop3_bye(struct session *s, enum sess_bye why)
+{
+    switch (why) {
+    case SESS_BYE_TIMEOUT: sess_reply(s, "-ERR Disconnected for inactivity."); break;
+    case SESS_BYE_SHUTDOWN: sess_reply(s, "-ERR [SYS/TEMP] Server shutting down."); break;
+    case SESS_BYE_OVERLOAD: sess_reply(s, "-ERR [SYS/TEMP] Too many connections."); break;
+    }
+}
+
+static struct session *pop3_create(const struct sess_conf *conf, struct buf *out)
+{
+    struct pop3_session *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return NULL;
+    ps->s.ops = &pop3_sess_ops;
+    ps->s.conf = conf;
+    ps->s.out = out;
+    pop3_parser_init(&ps->p, conf->max_command);
+    return &ps->s;
+}
+
+static void pop3_destroy(struct session *s)
+{
+    if (!s)
+        return;
+    sess_release(s);
+    struct pop3_session *ps = pop3_of(s);
+    explicit_bzero(ps, sizeof *ps);
+    free(ps);
+}
+
+const struct sess_ops pop3_sess_ops = {
+        .name = "pop3",
+        .create = pop3_create,
+        .destroy = pop3_destroy,
+        .greeting = pop3_greeting,
+        .input = pop3_input,
+        .login_done = pop3_login_done,
+        .bye = pop3_bye,
+        .overload_line = "-ERR [SYS/TEMP] Too many connections.\r\n",
+};

@@ -1,0 +1,76 @@
+/* SASL PLAIN (RFC 4616) in both directions, plus the credential record. */
+#include "base64.h"
+#include "cred.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int cred_set(char *dst, uint16_t *len_r, size_t max, const char *src, size_t n)
+{
+    if (n > max || memchr(src, 0, n) != NULL)
+        return FG_ERROR;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+    *len_r = (uint16_t)n;
+    return FG_OK;
+}
+
+struct cred *cred_new(void)
+{
+    return calloc(1, sizeof(struct cred));
+}
+
+void cred_free(struct cred *c)
+{
+    if (!c)
+        return;
+    explicit_bzero(c, sizeof *c);
+    free(c);
+}
+
+int sasl_plain_decode(const uint8_t *msg, size_t n, struct cred *c)
+{
+    const uint8_t *nul1 = memchr(msg, 0, n);
+    if (!nul1)
+        return FG_ERROR;
+    size_t zn = (size_t)(nul1 - msg);
+    const uint8_t *user = nul1 + 1;
+    const uint8_t *nul2 = memchr(user, 0, n - zn - 1);
+    if (!nul2)
+        return FG_ERROR;
+    size_t un = (size_t)(nul2 - user);
+    const uint8_t *pass = nul2 + 1;
+    size_t pn = n - zn - un - 2;
+
+    /* Lengths come from the NUL positions, never from strlen on the password:
+     * a third NUL inside it is refused by cred_set, not silently cut. */
+    if (un == 0)
+        return FG_ERROR;
+    if (cred_set(c->authzid, &c->authzid_len, CRED_NAME_MAX, (const char *)msg, zn) ||
+        cred_set(c->user, &c->user_len, CRED_NAME_MAX, (const char *)user, un) ||
+        cred_set(c->pass, &c->pass_len, CRED_PASS_MAX, (const char *)pass, pn))
+        return FG_ERROR;
+    c->mech = CRED_MECH_PLAIN;
+    return FG_OK;
+}
+
+size_t sasl_plain_encode(const char *authzid, size_t zn, const char *authcid, size_t cn,
+                         const char *pass, size_t pn, char *dst)
+{
+    uint8_t raw[2 * CRED_NAME_MAX + CRED_PASS_MAX + 2];
+    size_t n = 0;
+
+    if (zn > CRED_NAME_MAX || cn > CRED_NAME_MAX || pn > CRED_PASS_MAX)
+        return 0;
+    memcpy(raw, authzid, zn);
+    n += zn;
+    raw[n++] = 0;
+    memcpy(raw + n, authcid, cn);
+    n += cn;
+    raw[n++] = 0;
+    memcpy(raw + n, pass, pn);
+    n += pn;
+    base64_encode(raw, n, dst);
+    explicit_bzero(raw, sizeof raw);
+    return base64_encoded_len(n);
+}

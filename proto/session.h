@@ -1,0 +1,110 @@
+/*
+ * One interface for both protocols (STYLE.md): core/ drives an IMAP or a POP3
+ * client session through struct sess_ops without knowing which it is.
+ *
+ * A session is pure: it reads bytes from s->in and appends replies to s->out.
+ * It never touches a socket, so the same code runs under a worker, in a unit
+ * test and in a fuzzer. When it needs the login checked it returns SESS_LOGIN
+ * with s->cred filled; the core resolves the login asynchronously and hands
+ * the outcome back through ops->login_done.
+ */
+#ifndef FG_SESSION_H
+#define FG_SESSION_H
+
+#include "../core/buf.h"
+#include "cred.h"
+
+enum fg_proto {
+    FG_PROTO_IMAP,
+    FG_PROTO_POP3,
+    FG_PROTO_COUNT,
+};
+
+/* Exchange's LoginType: what may be sent in clear text. */
+enum login_type {
+    LOGIN_TYPE_PLAIN_TEXT_LOGIN, /* LOGIN, USER/PASS and AUTHENTICATE allowed */
+    LOGIN_TYPE_PLAIN_TEXT_AUTH,  /* AUTHENTICATE/AUTH only */
+    LOGIN_TYPE_SECURE,           /* nothing that reveals a password */
+};
+
+/* The settings a session reads. */
+struct sess_conf {
+    const char *banner;
+    uint32_t max_command; /* MaxCommandSize: a command, literals included */
+    uint8_t login_type;
+};
+
+enum sess_action {
+    SESS_AGAIN, /* waiting for more input */
+    SESS_LOGIN, /* s->cred is ready: start the login */
+    SESS_CLOSE, /* send what is queued, then close */
+};
+
+/* Outcome of a login, as the client is told. */
+enum login_status {
+    LOGIN_OK,
+    LOGIN_FAILED,      /* unknown name or wrong password: never say which */
+    LOGIN_DENIED,      /* authenticated, but may not open that mailbox */
+    LOGIN_EXPIRED,     /* password expired or must be changed */
+    LOGIN_UNAVAILABLE, /* directory or backend down */
+    LOGIN_IN_USE,      /* the backend says the mailbox is locked (POP3) */
+};
+
+enum sess_bye {
+    SESS_BYE_TIMEOUT,
+    SESS_BYE_SHUTDOWN,
+    SESS_BYE_OVERLOAD,
+};
+
+/* Protocol log hook: dir is "C" (from client) or "S" (to client). */
+typedef void sess_plog_fn(void *ctx, const char *dir, const char *line, size_t n);
+
+struct session {
+    const struct sess_ops *ops;
+    const struct sess_conf *conf;
+    struct buf in;     /* client bytes not yet consumed */
+    struct buf *out;   /* replies go here */
+    struct cred *cred; /* set from SESS_LOGIN until login_done */
+    sess_plog_fn *plog;
+    void *plog_ctx;
+    uint8_t invalid; /* invalid commands in a row */
+    bool tls;        /* the client connection is encrypted */
+    char client_id[256]; /* the client's ID fields, for the log */
+};
+
+struct sess_ops {
+    const char *name; /* "imap" or "pop3" */
+    /* Allocates a session; returns NULL when out of memory. */
+    struct session *(*create)(const struct sess_conf *conf, struct buf *out);
+    void (*destroy)(struct session *s);
+    void (*greeting)(struct session *s);
+    /* Consumes complete commands from s->in, appending replies to s->out. */
+    enum sess_action (*input)(struct session *s);
+    /* The pending login finished. caps is the backend's post-login capability
+     * list (IMAP), or NULL. The session wipes and frees s->cred. */
+    void (*login_done)(struct session *s, enum login_status st, const char *caps, size_t caps_n);
+    /* Appends a last word before the core closes the connection. */
+    void (*bye)(struct session *s, enum sess_bye why);
+    /* The line sent to a client refused before any session exists. */
+    const char *overload_line;
+};
+
+extern const struct sess_ops imap_sess_ops;
+extern const struct sess_ops pop3_sess_ops;
+
+/* Appends a reply line (CRLF added) and writes it to the protocol log. */
+void sess_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes a client line to the protocol log, escaping control bytes. */
+void sess_log_client(struct session *s, const char *line, size_t n);
+
+/* Common part of destroy: wipes input and credentials. */
+void sess_release(struct session *s);
+
+/* Counts an invalid command; true when the limit of five in a row is hit. */
+static inline bool sess_invalid(struct session *s)
+{
+    return ++s->invalid >= 5;
+}
+
+#endif
