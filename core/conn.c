@@ -50,7 +50,7 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
         log_str(l, "user", c->s->cred->user, c->s->cred->user_len);
     if (c->baddr.sa.sa_family != AF_UNSPEC) {
         char b[64];
-        net_addr_str(&c->c->baddr, b, sizeof b);
+        net_addr_str(&c->baddr, b, sizeof b);
         log_cstr(l, "backend", b);
     }
 }
