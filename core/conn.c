@@ -62,23 +62,30 @@ void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
         plog_write(plog_fds[c->proto], c->sid, dir, line, n);
 }
 
-/* A session id unique across workers and restarts: accept time, worker and a
- * counter, in base64url so it is safe in IMAP strings and POP3 XCLIENT. */
+/*
+ * A session id unique across workers, restarts and instances behind one load
+ * balancer: accept time, a random per-worker salt, the worker and a counter,
+ * 12 bytes in base64url (16 characters, like Dovecot's), safe in IMAP strings
+ * and POP3 XCLIENT.
+ */
 static void conn_make_sid(struct worker *w, struct conn *c)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    uint8_t raw[9];
+    uint8_t raw[12];
     uint32_t t = (uint32_t)time(NULL), n = ++w->sid_counter;
 
-    memcpy(raw, &t, 4);
-    raw[4] = (uint8_t)w->id;
-    memcpy(raw + 5, &n, 4);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
+        raw[i] = (uint8_t)(t >> (24 - 8 * i));
+        raw[8 + i] = (uint8_t)(n >> (24 - 8 * i));
+    }
+    memcpy(raw + 4, w->sid_salt, 3);
+    raw[7] = (uint8_t)w->id;
+    for (int i = 0; i < 4; i++) {
         uint32_t v = (uint32_t)raw[3 * i] << 16 | (uint32_t)raw[3 * i + 1] << 8 | raw[3 * i + 2];
         for (int k = 0; k < 4; k++)
             c->sid[4 * i + k] = a[(v >> (18 - 6 * k)) & 63];
     }
-    c->sid[12] = 0;
+    c->sid[16] = 0;
 }
 
 /* Refuses a connection we have no room for, without a slot. */
@@ -198,13 +205,20 @@ void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     if (res == 0) {
-        /* Perhaps only a half-close: scripts send their commands and shut
-         * down their side. Serve what arrived, then close. */
         c->flags |= CF_C_EOF;
-        if (c->state == CONN_RELAY)
+        if (c->state == CONN_RELAY) {
+            /* Relaying has begun: pass the half-close on to the backend. */
             relay_maybe_go(w, c);
-        else
-            conn_input_done(w, c);
+        } else if (c->state == CONN_PREAUTH) {
+            /* Commands that arrived were served; send their replies. */
+            c->flags |= CF_CLOSE_AFTER;
+            c->why = "client closed";
+            conn_flush(w, c);
+        } else {
+            /* Nobody is left to log in for: free the backend at once, as
+             * Dovecot's and nginx's login processes do. */
+            conn_close(w, c, "client closed during login");
+        }
         return;
     }
     if (res == -ECANCELED && c->state == CONN_RELAY) {
@@ -235,15 +249,8 @@ void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 
 void conn_input_done(struct worker *w, struct conn *c)
 {
-    if (c->state == CONN_CLOSING)
-        return;
-    if (!(c->flags & CF_C_EOF)) {
+    if (c->state != CONN_CLOSING)
         conn_arm_recv(w, c);
-    } else if (c->state == CONN_PREAUTH && !(c->flags & CF_CLOSE_AFTER)) {
-        c->flags |= CF_CLOSE_AFTER;
-        c->why = "client closed";
-        conn_flush(w, c);
-    }
 }
 
 void conn_flush(struct worker *w, struct conn *c)

@@ -80,7 +80,7 @@ struct conn {
     struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
     union net_addr peer;
     union net_addr baddr; /* the backend, once chosen */
-    char sid[16];
+    char sid[17];
     char *user;      /* the login name, for the log */
     const char *why; /* why it closes, with CF_CLOSE_AFTER */
     uint64_t relayed[2];
@@ -96,8 +96,7 @@ void conn_on_c_send(struct worker *w, struct conn *c, int res);
 /* Runs the session on the bytes received so far and acts on its answer. */
 void conn_run_session(struct worker *w, struct conn *c);
 
-/* After input was handled: re-arms the receive, or closes after a client
- * half-close once nothing more can happen. */
+/* After input was handled: re-arms the receive unless the connection ends. */
 void conn_input_done(struct worker *w, struct conn *c);
 
 /* Sends what is queued for the client. */

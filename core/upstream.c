@@ -178,6 +178,9 @@ static void upstream_next_host(struct worker *w, struct conn *c, const char *why
     log_end(&l);
     upstream_abort(w, c);
     c->lg->addr_idx++;
+    /* The next connect may wait for the old socket's completions; the
+     * timeout starts again for it (and leaves the expiry list's head). */
+    timer_touch(w, c, TL_BACKEND);
     upstream_connect(w, c);
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -363,6 +364,8 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
         w->tl[TL_AUTH + p].timeout = cfg->proto[p].auth_timeout;
     }
     w->tl[TL_BACKEND].timeout = cfg->backend.connect_timeout;
+    if (getrandom(w->sid_salt, sizeof w->sid_salt, 0) != sizeof w->sid_salt)
+        w->sid_salt[0] = (uint8_t)getpid();
     w->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK ||
         pipe_pool_init(&w->pipes, FG_PIPES_MAX, nslots) != FG_OK) {

@@ -149,6 +149,7 @@ struct worker {
     pthread_cond_t ready_cond;
     struct __kernel_timespec tick_ts, retry_ts;
     uint32_t sid_counter;
+    uint8_t sid_salt[3];
     int plog_fd[FG_PROTO_COUNT];
     struct worker_stats stats;
 };

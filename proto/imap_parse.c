@@ -43,6 +43,11 @@ bool imap_is_atom_char(unsigned char c)
 
 bool imap_is_tag_char(unsigned char c)
 {
+    /* Stricter than RFC 3501: tags are echoed, and no client uses markup
+     * characters in them, so refusing < > & ' keeps a browser's cross-protocol
+     * POST to port 143 from getting its own HTML reflected back. */
+    if (c == '<' || c == '>' || c == '&' || c == '\'')
+        return false;
     return (imap_is_atom_char(c) || c == ']') && c != '+';
 }
 

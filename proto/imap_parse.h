@@ -94,7 +94,7 @@ static inline bool imap_parse_fatal(const struct imap_parser *p)
 /* True for an ATOM-CHAR (RFC 3501 section 9). */
 bool imap_is_atom_char(unsigned char c);
 
-/* True for a byte allowed in a tag: ASTRING-CHAR except "+". */
+/* True for a byte allowed in a tag: ASTRING-CHAR except "+" and < > & '. */
 bool imap_is_tag_char(unsigned char c);
 
 /*

@@ -221,6 +221,14 @@ def process_memory(pids) -> dict:
     return out
 
 
+def mem_available_kb() -> int:
+    with open("/proc/meminfo") as f:
+        for ln in f:
+            if ln.startswith("MemAvailable:"):
+                return int(ln.split()[1])
+    return 0
+
+
 def mem_summary(mem: dict, n_sessions: int) -> str:
     n = max(1, n_sessions)
     return (f"per session: USS {mem['uss'] / n:.0f} kB, Pss {mem['pss'] / n:.0f} kB, "
@@ -527,13 +535,16 @@ def main() -> int:
                             r"[^\n]*session=<abc123>")
         return m.group(0).split("Login: ")[1]
 
-    @check("untrusted client cannot forward (ID ignored when not in login_trusted_networks)")
+    @check("untrusted client cannot forward (ID / XCLIENT ignored outside login_trusted_networks)")
     def _():
         # A second instance that trusts nobody on loopback.
         w2 = tempfile.mkdtemp(prefix="fg-dovecot-untrusted-")
-        d2 = Dovecot(w2, {"alice": "pw"}, trusted_networks="10.255.255.0/24")
+        port = free_port()      # fixed ports work too
+        d2 = Dovecot(w2, {"alice": "pw"}, trusted_networks="10.255.255.0/24",
+                     imap_port=port, auth_failure_delay=0)
         try:
             d2.start()
+            expect(d2.imap_port == port, "imap_port not used")
             r = Raw(d2.imap_port)
             r.line()
             r.send(b'i1 ID ("x-originating-ip" "127.0.0.9" "x-session-id" "untrusted9")\r\n')
@@ -542,7 +553,20 @@ def main() -> int:
             expect(r.until_tag(b"i2")[-1].startswith(b"i2 OK"), "login")
             r.close()
             d2.wait_for_log(r"imap-login: Info: Login: user=<alice>[^\n]*rip=127\.0\.0\.1,")
+            # POP3: an untrusted XCLIENT is answered +OK but ignored.
+            r = Raw(d2.pop3_port)
+            greeting = r.line()
+            expect(b"XCLIENT" not in greeting, f"untrusted greeting offers XCLIENT: {greeting!r}")
+            r.send(b"XCLIENT ADDR=127.0.0.9 SESSION=untrusted9\r\n")
+            xresp = r.line()
+            r.send(b"USER alice\r\n")
+            r.line()
+            r.send(b"PASS pw\r\n")
+            expect(r.line().startswith(b"+OK"), "pop3 login")
+            r.close()
+            d2.wait_for_log(r"pop3-login: Info: Login: user=<alice>[^\n]*rip=127\.0\.0\.1,")
             expect("127.0.0.9" not in d2.log_text(), "untrusted forwarding was honoured")
+            return f"POP3 XCLIENT answer when untrusted: {xresp.strip().decode()!r}"
         finally:
             d2.stop()
             shutil.rmtree(w2, ignore_errors=True)
@@ -635,6 +659,17 @@ def main() -> int:
         expect(not left, f"processes still referring to {work}: {left}")
         return f"{len(all_pids)} processes gone"
 
+    @check("start() again after stop() (restart keeps the mail)")
+    def _():
+        dc.start()
+        try:
+            m = imap_login(dc, "alice", USERS["alice"])
+            expect(b"Subject: alice-1" in imap_fetch(m, 1), "mail gone after restart")
+            m.logout()
+        finally:
+            dc.stop()
+        expect(not dc.pids(), "processes left")
+
     if args.idle:
         idle_test(args)
 
@@ -661,12 +696,14 @@ def idle_test(args):
     def measure():
         imap = comm_pids(d, "imap")
         info.update(process_memory(imap), n=len(imap),
-                    allpss=process_memory(d.pids())["pss"])
+                    allpss=process_memory(d.pids())["pss"],
+                    avail_after=mem_available_kb())
 
     @check(f"{n} idle IMAP sessions at once (process_limit={plimit}, "
            f"imap_client_limit={args.imap_client_limit})")
     def _():
         try:
+            avail_before = mem_available_kb()
             d.start()
             ok, errs, t_ready, _ = parallel_logins(d, "imap", n, "idle", "idlepw", measure)
             expect(ok == n, f"{ok}/{n} ok; errors {errs}")
@@ -681,7 +718,9 @@ def idle_test(args):
             return (f"all in after {t_ready:.1f}s; {len(warns) - 1} benign overload warnings; "
                     f"{info['n']} imap processes; "
                     + mem_summary(info, n)
-                    + f"; whole instance Pss {info['allpss'] / 1024:.0f} MB")
+                    + f"; whole instance Pss {info['allpss'] / 1024:.0f} MB; system "
+                    f"MemAvailable dropped {(avail_before - info['avail_after']) / 1024:.0f} MB "
+                    f"(incl. kernel + this client)")
         finally:
             d.stop()
             if not args.keep:

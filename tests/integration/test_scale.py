@@ -1,0 +1,76 @@
+"""Many sessions at once: all succeed, and every count returns to zero."""
+
+import asyncio
+
+from conftest import PASSWORDS
+
+SESSIONS = 1000
+
+
+async def imap_session(port, user, password, held, release):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert (await r.readline()).startswith(b"* OK")
+        w.write(b'a LOGIN %s "%s"\r\n' % (user.encode(), password.encode()))
+        line = await r.readline()
+        while line.startswith(b"*"):
+            line = await r.readline()
+        assert line.startswith(b"a OK"), line
+        held.append(1)
+        await release.wait()
+        w.write(b"b SELECT INBOX\r\nc LOGOUT\r\n")
+        lines = []
+        while not (lines and lines[-1].startswith(b"c ")):
+            lines.append(await r.readline())
+        assert any(l.startswith(b"b OK") for l in lines) and lines[-1].startswith(b"c OK")
+        return True
+    finally:
+        w.close()
+
+
+async def pop3_session(port, user, password, held, release):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert (await r.readline()).startswith(b"+OK")
+        w.write(b"USER %s\r\nPASS %s\r\n" % (user.encode(), password.encode()))
+        assert (await r.readline()).startswith(b"+OK")
+        assert (await r.readline()).startswith(b"+OK Logged in")
+        held.append(1)
+        await release.wait()
+        w.write(b"STAT\r\nQUIT\r\n")
+        assert (await r.readline()).startswith(b"+OK")
+        assert (await r.readline()).startswith(b"+OK")
+        return True
+    finally:
+        w.close()
+
+
+async def run_all(fg):
+    held, release = [], asyncio.Event()
+    tasks = []
+    for i in range(SESSIONS):
+        user = "alice" if i % 2 else "space"
+        fn = imap_session if i % 2 else pop3_session
+        port = fg.imap_port if i % 2 else fg.pop3_port
+        tasks.append(asyncio.create_task(fn(port, user, PASSWORDS[user], held, release)))
+    for _ in range(1200):
+        if len(held) == SESSIONS or any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.05)
+    during = fg.stats()
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return during, results
+
+
+def test_thousand_parallel_sessions(fg):
+    base_fds = fg.fd_count()
+    during, results = asyncio.run(run_all(fg))
+    failures = [r for r in results if r is not True]
+    assert not failures, failures[:5]
+    assert during["relay"] == SESSIONS and during["backend_connections"] == SESSIONS
+    st = fg.wait_idle(timeout=30)
+    assert st["logins_ok_total"] == SESSIONS
+    assert st["logins_failed_total"] == 0
+    assert st["relay"] == 0 and st["login"] == 0 and st["closing"] == 0
+    assert fg.fd_count() == base_fds

@@ -1,0 +1,256 @@
+"""Start a real forestgate binary for integration tests and the demo.
+
+The binary is FG_BIN from the environment, else build/forestgate. Its
+configuration is generated from keyword settings; its stderr (the event log)
+goes to a file that tests read. stop() returns the exit code and fails on any
+sanitizer report, so every test that runs forestgate also checks for memory
+errors when the binary was built with ASan/UBSan.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                          r"SUMMARY: (Address|Undefined|Leak)Sanitizer")
+
+
+def binary() -> str:
+    return os.environ.get("FG_BIN", os.path.join(ROOT, "build", "forestgate"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as s:
+                # Read the greeting so the probe does not count as a bad client.
+                s.settimeout(1)
+                s.recv(512)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Forestgate:
+    """One forestgate process with its own configuration file."""
+
+    def __init__(self, workdir: str, imap_backend_port: int | None = None,
+                 pop3_backend_port: int | None = None, settings: dict | None = None,
+                 workers: int = 2, backend: str = "127.0.0.1"):
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.imap_port = free_port()
+        self.pop3_port = free_port()
+        self.stats_path = os.path.join(workdir, "stats.sock")
+        self.config_path = os.path.join(workdir, "forestgate.ini")
+        self.log_path = os.path.join(workdir, "forestgate.log")
+        self.sections = {
+            "global": {"Workers": str(workers), "StatsSocket": self.stats_path,
+                       "LogFileLocation": workdir},
+            "imap": {"UnencryptedOrTLSBindings": f"127.0.0.1:{self.imap_port}",
+                     "LoginType": "PlainTextLogin",
+                     "ProxyTargetPort": str(imap_backend_port or 1)},
+            "pop3": {"UnencryptedOrTLSBindings": f"127.0.0.1:{self.pop3_port}",
+                     "LoginType": "PlainTextLogin",
+                     "ProxyTargetPort": str(pop3_backend_port or 1)},
+            "backend": {"DefaultServer": backend, "LoginMode": "PassThrough",
+                        "ConnectTimeout": "00:00:05"},
+        }
+        for section, values in (settings or {}).items():
+            if values is None:
+                self.sections.pop(section, None)
+            else:
+                self.sections.setdefault(section, {}).update(values)
+        self.proc = None
+        self._log = None
+
+    def config_text(self) -> str:
+        out = []
+        for section, values in self.sections.items():
+            out.append(f"[{section}]")
+            out.extend(f"{k} = {v}" for k, v in values.items())
+        return "\n".join(out) + "\n"
+
+    def start(self, timeout: float = 10.0) -> "Forestgate":
+        with open(self.config_path, "w") as f:
+            f.write(self.config_text())
+        self._log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self.proc = subprocess.Popen([binary(), "-c", self.config_path], stdout=self._log,
+                                     stderr=self._log, env=env)
+        deadline = time.monotonic() + timeout
+        while "event=started" not in self.log_text():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"forestgate exited with {self.proc.returncode}:\n"
+                                   + self.log_text())
+            if time.monotonic() > deadline:
+                raise RuntimeError("forestgate did not start:\n" + self.log_text())
+            time.sleep(0.02)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if not self.proc:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("forestgate did not stop within %ss" % timeout)
+        rc = self.proc.returncode
+        self.proc = None
+        self._log.close()
+        errors = self.sanitizer_errors()
+        assert not errors, "sanitizer reports:\n" + self.log_text()
+        return rc
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def sanitizer_errors(self) -> list[str]:
+        return [l for l in self.log_text().splitlines() if SANITIZER_RE.search(l)]
+
+    def events(self, event: str) -> list[dict]:
+        """The log lines of one event, parsed from logfmt."""
+        out = []
+        for line in self.log_text().splitlines():
+            if f" event={event} " in line + " ":
+                out.append(parse_logfmt(line))
+        return out
+
+    def stats(self, command: str = "show info") -> dict:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(self.stats_path)
+            s.sendall(command.encode() + b"\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        text = data.decode()
+        if command != "show info":
+            return {"text": text}
+        return {k: (int(v) if v.strip().isdigit() else v.strip())
+                for k, v in (l.split(":", 1) for l in text.splitlines() if ":" in l)}
+
+    def fd_count(self) -> int:
+        """Open descriptors, not counting the idle pipes kept for reuse."""
+        pipes = self.stats()["pipes"]
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd")) - 2 * pipes
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def wait_idle(self, timeout: float = 10.0) -> dict:
+        """Waits until no connection, backend socket or busy pipe is left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if st["connections"] == 0 and st["backend_connections"] == 0 and \
+                    st["pipes_busy"] == 0:
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not idle after {timeout}s: {st}")
+            time.sleep(0.05)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def parse_logfmt(line: str) -> dict:
+    out = {}
+    for m in re.finditer(r'(\w+)=("((?:[^"\\]|\\.)*)"|\S*)', line):
+        out[m.group(1)] = m.group(3) if m.group(3) is not None else m.group(2)
+    return out
+
+
+class Raw:
+    """A raw line-oriented client socket, for what imaplib cannot send."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", source: str | None = None,
+                 timeout: float = 10.0):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; have %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def until(self, prefix: bytes) -> list[bytes]:
+        """Lines up to and including the first that starts with prefix."""
+        lines = []
+        while True:
+            lines.append(self.line())
+            if lines[-1].startswith(prefix):
+                return lines
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection (after any pending lines)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
