@@ -245,7 +245,7 @@ static enum sess_action imap_sasl_response(struct imap_cmd_ctx *c, const char *b
     }
     if (n == 1 && b64[0] == '=')
         n = 0;
-    long len = n <= 2 * sizeof raw ? base64_decode(b64, n, raw) : -1;
+    long len = base64_decoded_max(n) <= sizeof raw ? base64_decode(b64, n, raw) : -1;
     if (len < 0) {
         cred_free(cr);
         return imap_bad(c, "Invalid base64 in AUTHENTICATE response.");

@@ -314,7 +314,16 @@ static enum backend_login_result imap_backend_line(struct backend_login *bl, con
     case IB_POSTCAPS:
         if (r.untagged && imap_backend_take_caps(bl, r.data, r.data_len))
             return BACKEND_AGAIN;
-        return imap_tag_is(&r, "F3") ? BACKEND_OK : BACKEND_AGAIN;
+        if (!imap_tag_is(&r, "F3"))
+            return BACKEND_AGAIN;
+        if (r.status != R_OK) {
+            /* Logged in all the same; only the list is unknown. Never pass
+             * on the pre-login one. */
+            free(bl->caps);
+            bl->caps = NULL;
+            bl->caps_len = 0;
+        }
+        return BACKEND_OK;
     }
     return BACKEND_FAIL;
 }

@@ -157,7 +157,7 @@ static enum sess_action pop3_sasl_response(struct pop3_session *ps, const char *
     }
     if (n == 1 && b64[0] == '=')
         n = 0;
-    long len = n <= 2 * sizeof raw ? base64_decode(b64, n, raw) : -1;
+    long len = base64_decoded_max(n) <= sizeof raw ? base64_decode(b64, n, raw) : -1;
     if (len < 0) {
         cred_free(cr);
         return pop3_invalid(&ps->s, "Invalid base64 in AUTH response.");
@@ -243,17 +243,17 @@ static enum sess_action pop3_line(struct pop3_session *ps, const char *line,
 
     if (ps->state == POP3_S_SASL)
         return pop3_sasl_line(ps, line, n);
-    if (cmd->has_nul) {
-        sess_log_client(s, line, FG_MIN(n, 300u));
-        return pop3_invalid(s, "NUL bytes are not allowed.");
-    }
     for (size_t i = 0; i < FG_ARRAY_SIZE(pop3_cmds); i++) {
         if (fg_ieq(line, cmd->name_len, pop3_cmds[i].name)) {
             pop3_log_command(s, line, n, &pop3_cmds[i]);
+            if (cmd->has_nul)
+                return pop3_invalid(s, "NUL bytes are not allowed.");
             return pop3_cmds[i].fn(&c);
         }
     }
     pop3_log_command(s, line, n, NULL);
+    if (cmd->has_nul)
+        return pop3_invalid(s, "NUL bytes are not allowed.");
     for (size_t i = 0; i < FG_ARRAY_SIZE(pop3_later_cmds); i++) {
         if (fg_ieq(line, cmd->name_len, pop3_later_cmds[i]))
             return pop3_invalid(s, "Command not valid in this state.");

@@ -76,8 +76,8 @@ static enum login_status pop3_backend_err_status(const char *line, uint32_t n)
 static enum backend_login_result pop3_backend_line(struct backend_login *bl, const char *line,
                                                    uint32_t n)
 {
-    bool ok = n >= 3 && memcmp(line, "+OK", 3) == 0;
-    bool err = n >= 4 && memcmp(line, "-ERR", 4) == 0;
+    bool ok = n >= 3 && memcmp(line, "+OK", 3) == 0 && (n == 3 || line[3] == ' ');
+    bool err = n >= 4 && memcmp(line, "-ERR", 4) == 0 && (n == 4 || line[4] == ' ');
 
     switch (bl->state) {
     case PB_GREETING:
