@@ -10,13 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FG_LIKELY(x)   __builtin_expect(!!(x), 1)
-#define FG_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define FG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define FG_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define FG_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define FG_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define FG_UNUSED __attribute__((unused))
+#define FG_LIKELY(x)                       __builtin_expect(!!(x), 1)
+#define FG_UNLIKELY(x)                     __builtin_expect(!!(x), 0)
+#define FG_ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
+#define FG_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define FG_MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define FG_MAX(a, b)                       ((a) > (b) ? (a) : (b))
+#define FG_UNUSED                          __attribute__((unused))
 
 /* One vocabulary of return codes, shared by every module. */
 enum {

@@ -42,7 +42,10 @@ struct cfg_key {
     uint32_t min, max;
 };
 
-#define KEY(n, t, st, f, lo, hi) {n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi}
+#define KEY(n, t, st, f, lo, hi)                                                                   \
+    {                                                                                              \
+        n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi                                        \
+    }
 
 static const struct cfg_key cfg_global_keys[] = {
         KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
@@ -80,8 +83,8 @@ static const struct cfg_key cfg_backend_keys[] = {
         {NULL, 0, 0, 0, 0, 0},
 };
 
-static const struct cfg_key *const cfg_keys[SEC_COUNT] = {
-        cfg_global_keys, cfg_proto_keys, cfg_proto_keys, cfg_backend_keys};
+static const struct cfg_key *const cfg_keys[SEC_COUNT] = {cfg_global_keys, cfg_proto_keys,
+                                                          cfg_proto_keys, cfg_backend_keys};
 
 #define CFG_MAX_KEYS 16
 
@@ -92,7 +95,7 @@ struct cfg_parse {
     unsigned line;
     unsigned section_line[SEC_COUNT];
     unsigned key_line[SEC_COUNT][CFG_MAX_KEYS]; /* 0: not set */
-    unsigned bad_lines[32]; /* lines with an error: later checks skip them */
+    unsigned bad_lines[32];                     /* lines with an error: later checks skip them */
     unsigned nbad;
 };
 
@@ -135,10 +138,14 @@ static int cfg_section_of(const char *name)
 static void *cfg_base(struct fg_config *cfg, int sec)
 {
     switch (sec) {
-    case SEC_IMAP: return &cfg->proto[FG_PROTO_IMAP];
-    case SEC_POP3: return &cfg->proto[FG_PROTO_POP3];
-    case SEC_BACKEND: return &cfg->backend;
-    default: return cfg;
+    case SEC_IMAP:
+        return &cfg->proto[FG_PROTO_IMAP];
+    case SEC_POP3:
+        return &cfg->proto[FG_PROTO_POP3];
+    case SEC_BACKEND:
+        return &cfg->backend;
+    default:
+        return cfg;
     }
 }
 
@@ -152,8 +159,7 @@ static int cfg_parse_time(const char *v, uint32_t *out)
         return FG_ERROR;
     if (!dot && sscanf(v, "%lu:%lu:%lu%c", &h, &m, &s, &tail) != 3)
         return FG_ERROR;
-    if (!isdigit((unsigned char)v[0]) || m > 59 || s > 59 || h > 23 + (dot ? 0 : 9976) ||
-        d > 365)
+    if (!isdigit((unsigned char)v[0]) || m > 59 || s > 59 || h > 23 + (dot ? 0 : 9976) || d > 365)
         return FG_ERROR;
     *out = (uint32_t)(((d * 24 + h) * 60 + m) * 60 + s);
     return FG_OK;
@@ -260,8 +266,9 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         return FG_ERROR;
     case CT_TIME:
         if (cfg_parse_time(v, &t) != FG_OK || t < k->min || t > k->max) {
-            cfg_error(cp, cp->line, "%s: expected a time hh:mm:ss from %u to %u seconds, got \"%s\"",
-                      k->name, k->min, k->max, v);
+            cfg_error(cp, cp->line,
+                      "%s: expected a time hh:mm:ss from %u to %u seconds, got \"%s\"", k->name,
+                      k->min, k->max, v);
             return FG_ERROR;
         }
         *(uint32_t *)field = t;
@@ -280,7 +287,8 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         if (e < 0) {
             cfg_error(cp, cp->line,
                       "LoginType: expected PlainTextLogin, PlainTextAuthentication or "
-                      "SecureLogin, got \"%s\"", v);
+                      "SecureLogin, got \"%s\"",
+                      v);
             return FG_ERROR;
         }
         *(uint8_t *)field = (uint8_t)e;
@@ -381,8 +389,8 @@ static char *cfg_reader(char *str, int num, void *stream)
 
 static void cfg_defaults(struct fg_config *cfg)
 {
-    static const char *const banners[FG_PROTO_COUNT] = {
-            "The forestgate IMAP4 service is ready.", "The forestgate POP3 service is ready."};
+    static const char *const banners[FG_PROTO_COUNT] = {"The forestgate IMAP4 service is ready.",
+                                                        "The forestgate POP3 service is ready."};
     static const uint32_t max_command[FG_PROTO_COUNT] = {10240, 512};
     static const uint16_t ports[FG_PROTO_COUNT] = {143, 110};
 
@@ -486,8 +494,7 @@ static void cfg_load_master_password(struct cfg_parse *cp)
     FILE *f = fopen(bc->master_password_file, "r");
 
     if (!f) {
-        cfg_error(cp, line, "MasterPasswordFile %s: %s", bc->master_password_file,
-                  strerror(errno));
+        cfg_error(cp, line, "MasterPasswordFile %s: %s", bc->master_password_file, strerror(errno));
         return;
     }
     size_t n = fread(tmp, 1, sizeof tmp, f);
@@ -641,8 +648,9 @@ void config_dump(const struct fg_config *cfg, FILE *out)
                 pc->banner);
         cfg_dump_time(out, "PreAuthenticatedConnectionTimeout", pc->preauth_timeout);
         cfg_dump_time(out, "AuthenticatedConnectionTimeout", pc->auth_timeout);
-        fprintf(out, "MaxCommandSize = %u\nMaxConnections = %u\nProtocolLogEnabled = %s\n"
-                     "ProxyTargetPort = %u\n",
+        fprintf(out,
+                "MaxCommandSize = %u\nMaxConnections = %u\nProtocolLogEnabled = %s\n"
+                "ProxyTargetPort = %u\n",
                 pc->sess.max_command, pc->max_connections, pc->protocol_log ? "true" : "false",
                 pc->target_port);
     }

@@ -14,7 +14,7 @@
 #include <limits.h>
 #include <stdio.h>
 
-#define CFG_MAX_BINDINGS 16
+#define CFG_MAX_BINDINGS      16
 #define CFG_MAX_BACKEND_ADDRS 8
 
 enum log_level {
@@ -36,7 +36,7 @@ struct proto_conf {
     unsigned nplain;
     union net_addr plain[CFG_MAX_BINDINGS]; /* UnencryptedOrTLSBindings */
     char banner[200];
-    struct sess_conf sess; /* what the session reads; sess.banner points at banner */
+    struct sess_conf sess;    /* what the session reads; sess.banner points at banner */
     uint32_t preauth_timeout; /* seconds */
     uint32_t auth_timeout;
     uint32_t max_connections;

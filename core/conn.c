@@ -33,8 +33,7 @@ void conn_set_state(struct worker *w, struct conn *c, enum conn_state st)
     c->state = (uint8_t)st;
 }
 
-void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl,
-                    const char *event)
+void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl, const char *event)
 {
     char peer[64];
     log_begin(l, lvl, event);
@@ -350,8 +349,8 @@ static void conn_bye(struct worker *w, struct conn *c, enum sess_bye why, const 
     if (c->s && !c->cq.busy) {
         buf_free(&c->cq.q);
         c->s->ops->bye(c->s, why);
-        ssize_t FG_UNUSED rc = send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q),
-                                    MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t FG_UNUSED rc =
+                send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q), MSG_DONTWAIT | MSG_NOSIGNAL);
     }
     conn_close(w, c, reason);
 }

@@ -74,9 +74,9 @@ struct conn {
     uint32_t last; /* last activity, in worker seconds */
     uint32_t started;
     struct fg_list tnode;
-    struct session *s;     /* until the relay starts */
-    struct conn_login *lg; /* from the first login until the relay starts */
-    struct sendq cq;       /* bytes to the client */
+    struct session *s;      /* until the relay starts */
+    struct conn_login *lg;  /* from the first login until the relay starts */
+    struct sendq cq;        /* bytes to the client */
     struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
     union net_addr peer;
     union net_addr baddr; /* the backend, once chosen */

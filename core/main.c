@@ -174,8 +174,10 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-            {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 't'},
-            {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+            {"config", required_argument, NULL, 'c'},
+            {"check-config", no_argument, NULL, 't'},
+            {"version", no_argument, NULL, 'v'},
+            {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
@@ -184,11 +186,21 @@ int main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (opt) {
-        case 'c': path = optarg; break;
-        case 't': check = true; break;
-        case 'v': main_version(); return 0;
-        case 'h': main_usage(stdout); return 0;
-        default: main_usage(stderr); return 2;
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check = true;
+            break;
+        case 'v':
+            main_version();
+            return 0;
+        case 'h':
+            main_usage(stdout);
+            return 0;
+        default:
+            main_usage(stderr);
+            return 2;
         }
     }
     if (!path || optind != argc) {

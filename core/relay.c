@@ -152,6 +152,7 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
 static void relay_pump(struct worker *w, struct conn *c, int d)
 {
     struct relay_dir *rd = &c->rd[d];
+    bool full = true;
 
     for (int round = 0; round < RELAY_ROUNDS; round++) {
         if (rd->pending == 0) {
@@ -159,8 +160,8 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
                 relay_wait_pipe(w, c, d);
                 return;
             }
-            ssize_t n = splice(relay_src(c, d), NULL, w->pipes.fds[rd->pipe][1], NULL,
-                               FG_PIPE_SZ, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            ssize_t n = splice(relay_src(c, d), NULL, w->pipes.fds[rd->pipe][1], NULL, FG_PIPE_SZ,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n == 0) {
                 relay_eof(w, c, d);
                 return;
@@ -175,6 +176,7 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
                 return;
             }
             rd->pending = (uint32_t)n;
+            full = n == FG_PIPE_SZ;
             c->relayed[d] += (uint64_t)n;
             STAT_ADD(w, relayed[d], (uint64_t)n);
             timer_touch(w, c, TL_AUTH + c->proto);
@@ -191,8 +193,12 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
             relay_arm(w, c, d, true);
             return;
         }
+        /* A short read drained the socket: another splice would only say
+         * EAGAIN. Wait for the next POLLIN instead. */
+        if (!full)
+            break;
     }
-    /* Out of turns: let other sessions run, then carry on. */
+    /* Drained, or out of turns so that other sessions run: wait for more. */
     pipe_put(w, rd);
     relay_arm(w, c, d, false);
 }

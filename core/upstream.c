@@ -1,7 +1,7 @@
 /*
  * The login, as the worker drives it: directory request, backend connect,
- * the backend's login dialogue (proto/imap_backend.c, proto/pop3_backend.c), and the hand-over to the
- * relay. Every step is a completion on the worker's ring.
+ * the backend's login dialogue (proto/imap_backend.c, proto/pop3_backend.c), and the hand-over to
+ * the relay. Every step is a completion on the worker's ring.
  */
 #include "conn.h"
 
@@ -25,8 +25,8 @@ static uint32_t upstream_ms(void)
 
 static const char *upstream_status_name(enum login_status st)
 {
-    static const char *const names[] = {"ok", "failed", "denied", "expired", "unavailable",
-                                        "in-use"};
+    static const char *const names[] = {"ok",      "failed",      "denied",
+                                        "expired", "unavailable", "in-use"};
     return names[st];
 }
 
@@ -56,8 +56,10 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
     conn_log_begin(&l, c, st == LOGIN_OK ? LOG_INFO : LOG_WARN, "login");
     log_cstr(&l, "result", upstream_status_name(st));
     if (cr && !c->user)
-        log_cstr(&l, "mech", cr->mech == CRED_MECH_PLAIN ? "plain"
-                             : cr->mech == CRED_MECH_LOGIN ? "login" : "user");
+        log_cstr(&l, "mech",
+                 cr->mech == CRED_MECH_PLAIN   ? "plain"
+                 : cr->mech == CRED_MECH_LOGIN ? "login"
+                                               : "user");
     if (c->lg && c->lg->req.status == LOGIN_OK)
         log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
     if (reason)

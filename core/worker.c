@@ -156,19 +156,36 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
         return;
     }
     switch (op) {
-    case OP_C_RECV: conn_on_c_recv(w, c, cqe); break;
-    case OP_C_SEND: conn_on_c_send(w, c, cqe->res); break;
-    case OP_LOGIN_DONE: upstream_on_login_done(w, c); break;
-    case OP_B_CONNECT: upstream_on_connect(w, c, cqe->res); break;
-    case OP_B_RECV: upstream_on_recv(w, c, cqe); break;
-    case OP_B_SEND: upstream_on_send(w, c, cqe->res); break;
+    case OP_C_RECV:
+        conn_on_c_recv(w, c, cqe);
+        break;
+    case OP_C_SEND:
+        conn_on_c_send(w, c, cqe->res);
+        break;
+    case OP_LOGIN_DONE:
+        upstream_on_login_done(w, c);
+        break;
+    case OP_B_CONNECT:
+        upstream_on_connect(w, c, cqe->res);
+        break;
+    case OP_B_RECV:
+        upstream_on_recv(w, c, cqe);
+        break;
+    case OP_B_SEND:
+        upstream_on_send(w, c, cqe->res);
+        break;
     case OP_B_CANCEL:
-    case OP_B_CLOSE: upstream_op_done(w, c); break;
+    case OP_B_CLOSE:
+        upstream_op_done(w, c);
+        break;
     case OP_C_POLLIN:
     case OP_C_POLLOUT:
     case OP_B_POLLIN:
-    case OP_B_POLLOUT: relay_on_poll(w, c, op, cqe->res); break;
-    default: break;
+    case OP_B_POLLOUT:
+        relay_on_poll(w, c, op, cqe->res);
+        break;
+    default:
+        break;
     }
 }
 

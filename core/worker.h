@@ -14,12 +14,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define FG_BUF_GROUP    0
-#define FG_RECV_BUF_SZ  4096
-#define FG_RECV_BUFS    512 /* a power of two */
-#define FG_PIPE_SZ      (64 * 1024)
-#define FG_PIPES_IDLE   32  /* idle pipes kept for reuse */
-#define FG_PIPES_MAX    256 /* pipes per worker: bytes in flight in 256 directions at once */
+#define FG_BUF_GROUP   0
+#define FG_RECV_BUF_SZ 4096
+#define FG_RECV_BUFS   512 /* a power of two */
+#define FG_PIPE_SZ     (64 * 1024)
+#define FG_PIPES_IDLE  32  /* idle pipes kept for reuse */
+#define FG_PIPES_MAX   256 /* pipes per worker: bytes in flight in 256 directions at once */
 
 /*
  * user_data of every SQE: the operation, the connection slot and the slot's
@@ -42,7 +42,7 @@ enum fg_op {
     OP_C_POLLOUT, /* relay, backend to client, client full */
     OP_B_POLLIN,  /* relay, backend to client */
     OP_B_POLLOUT, /* relay, client to backend, backend full */
-    OP_CANCEL,   /* closing the connection */
+    OP_CANCEL,    /* closing the connection */
     OP_CLOSE,
     OP_B_CANCEL, /* giving up a backend socket during the login */
     OP_B_CLOSE,
@@ -71,7 +71,7 @@ static inline uint32_t ud_gen(uint64_t ud)
 /* Connections idle in one phase share a timeout, so a list in order of last
  * activity is also in order of expiry: touching is O(1), expiring O(expired). */
 enum timer_class {
-    TL_PREAUTH,              /* + proto */
+    TL_PREAUTH,               /* + proto */
     TL_AUTH = FG_PROTO_COUNT, /* + proto */
     TL_BACKEND = 2 * FG_PROTO_COUNT,
     TL_COUNT,
@@ -92,12 +92,12 @@ struct pipe_waiter;
 
 /* Pipes for the relay, taken only while bytes are in flight. */
 struct pipe_pool {
-    int (*fds)[2];    /* [i][0] read end, [i][1] write end */
-    uint32_t *free;   /* stack of open, empty pipes */
+    int (*fds)[2];  /* [i][0] read end, [i][1] write end */
+    uint32_t *free; /* stack of open, empty pipes */
     uint32_t nfree;
-    uint32_t *holes;  /* stack of closed indexes below count */
+    uint32_t *holes; /* stack of closed indexes below count */
     uint32_t nholes;
-    uint32_t count;   /* indexes handed out so far */
+    uint32_t count; /* indexes handed out so far */
     uint32_t cap;
     struct pipe_waiter *waiters; /* FIFO of relay directions waiting for a pipe */
     uint32_t whead, nwait, wcap;

@@ -52,7 +52,7 @@ struct backend_login {
     uint8_t nheld;
     uint8_t state;
     bool lit_plus, sasl_ir, auth_plain, has_id; /* backend capabilities */
-    enum login_status status; /* with BACKEND_NO */
+    enum login_status status;                   /* with BACKEND_NO */
     struct imap_resp_scanner scan;
     struct pop3_parser pop3;
     char *caps; /* IMAP: the post-login capability list, malloc'd */

@@ -5,8 +5,8 @@
  * clients or scripts are known to match on it ("Command received in Invalid
  * state.", "LOGIN failed."), and carry RFC 5530 response codes.
  */
-#include "imap_parse.h"
 #include "base64.h"
+#include "imap_parse.h"
 #include "session.h"
 
 #include <stdio.h>
@@ -18,9 +18,9 @@
 #endif
 
 enum imap_sess_state {
-    IMAP_S_COMMAND,   /* reading commands */
-    IMAP_S_SASL,      /* waiting for the AUTHENTICATE response line */
-    IMAP_S_LOGIN,     /* a login is being checked */
+    IMAP_S_COMMAND, /* reading commands */
+    IMAP_S_SASL,    /* waiting for the AUTHENTICATE response line */
+    IMAP_S_LOGIN,   /* a login is being checked */
 };
 
 struct imap_session {
@@ -192,7 +192,8 @@ static void imap_log_redacted(struct imap_cmd_ctx *c, unsigned keep)
 }
 
 /* Takes ownership of fresh credentials and asks the core for a login. */
-static enum sess_action imap_start_login(struct imap_session *is, struct cred *cr, bool authenticate)
+static enum sess_action imap_start_login(struct imap_session *is, struct cred *cr,
+                                         bool authenticate)
 {
     is->s.cred = cr;
     is->authenticate = authenticate;
@@ -201,7 +202,8 @@ static enum sess_action imap_start_login(struct imap_session *is, struct cred *c
     return SESS_LOGIN;
 }
 
-static enum sess_action imap_login_refused(struct imap_cmd_ctx *c, struct cred *cr, const char *what)
+static enum sess_action imap_login_refused(struct imap_cmd_ctx *c, struct cred *cr,
+                                           const char *what)
 {
     cred_free(cr);
     sess_reply(&c->is->s, "%s NO [AUTHENTICATIONFAILED] %s failed.", imap_tag(c), what);
@@ -271,8 +273,10 @@ static enum sess_action imap_cmd_authenticate(struct imap_cmd_ctx *c)
         return SESS_AGAIN;
     }
     if (!imap_auth_allowed(s)) {
-        sess_reply(s, "%s NO [PRIVACYREQUIRED] Authentication is not allowed without TLS on "
-                      "this server.", imap_tag(c));
+        sess_reply(s,
+                   "%s NO [PRIVACYREQUIRED] Authentication is not allowed without TLS on "
+                   "this server.",
+                   imap_tag(c));
         return SESS_AGAIN;
     }
     if (c->nargs == 4)
@@ -284,20 +288,19 @@ static enum sess_action imap_cmd_authenticate(struct imap_cmd_ctx *c)
 
 /* Commands of the authenticated and selected states: refused before login. */
 static const char *const imap_later_cmds[] = {
-        "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST",
-        "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE",
-        "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "UNSELECT", "GETQUOTA",
-        "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS", "LISTRIGHTS", "XLIST",
-        "COMPRESS", "NOTIFY", "SORT", "THREAD", "GETMETADATA", "SETMETADATA",
+        "SELECT",      "EXAMINE",      "CREATE",   "DELETE", "RENAME",    "SUBSCRIBE",
+        "UNSUBSCRIBE", "LIST",         "LSUB",     "STATUS", "APPEND",    "CHECK",
+        "CLOSE",       "EXPUNGE",      "SEARCH",   "FETCH",  "STORE",     "COPY",
+        "MOVE",        "UID",          "IDLE",     "ENABLE", "NAMESPACE", "UNSELECT",
+        "GETQUOTA",    "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL",    "MYRIGHTS",
+        "LISTRIGHTS",  "XLIST",        "COMPRESS", "NOTIFY", "SORT",      "THREAD",
+        "GETMETADATA", "SETMETADATA",
 };
 
 static const struct imap_cmd imap_cmds[] = {
-        {"CAPABILITY", imap_cmd_capability},
-        {"NOOP", imap_cmd_noop},
-        {"LOGOUT", imap_cmd_logout},
-        {"ID", imap_cmd_id},
-        {"LOGIN", imap_cmd_login},
-        {"AUTHENTICATE", imap_cmd_authenticate},
+        {"CAPABILITY", imap_cmd_capability}, {"NOOP", imap_cmd_noop},
+        {"LOGOUT", imap_cmd_logout},         {"ID", imap_cmd_id},
+        {"LOGIN", imap_cmd_login},           {"AUTHENTICATE", imap_cmd_authenticate},
 };
 
 static enum sess_action imap_dispatch(struct imap_cmd_ctx *c)
@@ -440,8 +443,7 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
         break;
     case LOGIN_UNAVAILABLE:
     case LOGIN_IN_USE:
-        sess_reply(s, "%s NO [UNAVAILABLE] The server is unavailable. Try again later.",
-                   is->tag);
+        sess_reply(s, "%s NO [UNAVAILABLE] The server is unavailable. Try again later.", is->tag);
         break;
     case LOGIN_FAILED:
     default:
@@ -453,9 +455,15 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
 static void imap_bye(struct session *s, enum sess_bye why)
 {
     switch (why) {
-    case SESS_BYE_TIMEOUT: sess_reply(s, "* BYE Disconnected for inactivity."); break;
-    case SESS_BYE_SHUTDOWN: sess_reply(s, "* BYE Server shutting down."); break;
-    case SESS_BYE_OVERLOAD: sess_reply(s, "* BYE [UNAVAILABLE] Too many connections."); break;
+    case SESS_BYE_TIMEOUT:
+        sess_reply(s, "* BYE Disconnected for inactivity.");
+        break;
+    case SESS_BYE_SHUTDOWN:
+        sess_reply(s, "* BYE Server shutting down.");
+        break;
+    case SESS_BYE_OVERLOAD:
+        sess_reply(s, "* BYE [UNAVAILABLE] Too many connections.");
+        break;
     }
 }
 

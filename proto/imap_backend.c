@@ -145,8 +145,7 @@ static void imap_backend_cut(struct backend_login *bl, uint32_t *start)
 }
 
 /* Appends s as an astring; a synchronising literal cuts the command. */
-static void imap_backend_astring(struct backend_login *bl, uint32_t *start, const char *s,
-                                 size_t n)
+static void imap_backend_astring(struct backend_login *bl, uint32_t *start, const char *s, size_t n)
 {
     char quoted[2 * CRED_PASS_MAX + 2];
 
@@ -174,8 +173,8 @@ static void imap_backend_forward(struct backend_login *bl)
                  "F1 ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
                  "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" \"x-session-id\" \"%s\" "
                  "\"x-proxy-ttl\" \"%u\")",
-                 par->client_ip, par->client_port, par->local_ip, par->local_port,
-                 par->session_id, par->ttl);
+                 par->client_ip, par->client_port, par->local_ip, par->local_port, par->session_id,
+                 par->ttl);
 }
 
 /* Builds the login command into bl->held and sends its first part. */
@@ -190,9 +189,9 @@ static void imap_backend_login(struct backend_login *bl)
     bl->nheld = 0;
     if (par->mode == BACKEND_LOGIN_MASTER) {
         char b64[sasl_plain_encoded_max() + 1];
-        size_t n = sasl_plain_encode(par->user, par->user_len, par->master_user,
-                                     par->master_user_len, par->master_pass,
-                                     par->master_pass_len, b64);
+        size_t n =
+                sasl_plain_encode(par->user, par->user_len, par->master_user, par->master_user_len,
+                                  par->master_pass, par->master_pass_len, b64);
         buf_puts(&bl->held, "F2 AUTHENTICATE PLAIN");
         if (bl->sasl_ir) {
             buf_puts(&bl->held, " ");
@@ -213,7 +212,7 @@ static void imap_backend_login(struct backend_login *bl)
     if (bl->plog)
         bl->plog(bl->plog_ctx, "B>",
                  par->mode == BACKEND_LOGIN_MASTER ? "F2 AUTHENTICATE PLAIN <redacted>"
-                                                    : "F2 LOGIN <redacted>",
+                                                   : "F2 LOGIN <redacted>",
                  par->mode == BACKEND_LOGIN_MASTER ? 32 : 19);
     imap_backend_release(bl);
     bl->state = IB_LOGIN;
@@ -236,8 +235,8 @@ static enum login_status imap_backend_no_status(const struct imap_resp *r)
 }
 
 static enum backend_login_result imap_backend_greeting(struct backend_login *bl,
-                                                       const struct imap_resp *r,
-                                                       const char *line, uint32_t n)
+                                                       const struct imap_resp *r, const char *line,
+                                                       uint32_t n)
 {
     if (!r->untagged || r->status != R_OK) {
         backend_reason(bl, r->status == R_PREAUTH ? "backend sent PREAUTH" : "backend refused",
@@ -255,8 +254,8 @@ static enum backend_login_result imap_backend_greeting(struct backend_login *bl,
 
 /* The reply to the login command. */
 static enum backend_login_result imap_backend_logged_in(struct backend_login *bl,
-                                                        const struct imap_resp *r,
-                                                        const char *line, uint32_t n)
+                                                        const struct imap_resp *r, const char *line,
+                                                        uint32_t n)
 {
     if (r->status == R_OK) {
         if (r->code && imap_backend_take_caps(bl, r->code, r->code_len))

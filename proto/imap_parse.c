@@ -34,7 +34,15 @@ bool imap_is_atom_char(unsigned char c)
     if (c <= 0x1f || c >= 0x7f)
         return false;
     switch (c) {
-    case '(': case ')': case '{': case ' ': case '%': case '*': case '"': case '\\': case ']':
+    case '(':
+    case ')':
+    case '{':
+    case ' ':
+    case '%':
+    case '*':
+    case '"':
+    case '\\':
+    case ']':
         return false;
     default:
         return true;

@@ -15,8 +15,8 @@
 #include "../core/common.h"
 
 /* Enough for ID with its 30 field/value pairs, two list markers, tag and name. */
-#define IMAP_MAX_ARGS 70
-#define IMAP_MAX_TAG  64
+#define IMAP_MAX_ARGS       70
+#define IMAP_MAX_TAG        64
 #define IMAP_MAX_LIST_DEPTH 4
 
 enum imap_arg_type {
@@ -42,13 +42,13 @@ enum imap_parse_rc {
 
 enum imap_parse_err {
     IMAP_ERR_NONE,
-    IMAP_ERR_SYNTAX,      /* malformed command; the whole line was consumed */
-    IMAP_ERR_TAG,         /* missing or invalid tag: never echo it */
-    IMAP_ERR_NUL,         /* a NUL byte in a string or literal */
-    IMAP_ERR_ARGS,        /* more than IMAP_MAX_ARGS arguments or lists nested too deep */
-    IMAP_ERR_LITERAL,     /* a {n} literal over the size limit; the client sends no data */
-    IMAP_ERR_TOO_LONG,    /* fatal: the command exceeds the size limit */
-    IMAP_ERR_LITERAL_NS,  /* fatal: a {n+} literal over the limit; its data is on its way */
+    IMAP_ERR_SYNTAX,     /* malformed command; the whole line was consumed */
+    IMAP_ERR_TAG,        /* missing or invalid tag: never echo it */
+    IMAP_ERR_NUL,        /* a NUL byte in a string or literal */
+    IMAP_ERR_ARGS,       /* more than IMAP_MAX_ARGS arguments or lists nested too deep */
+    IMAP_ERR_LITERAL,    /* a {n} literal over the size limit; the client sends no data */
+    IMAP_ERR_TOO_LONG,   /* fatal: the command exceeds the size limit */
+    IMAP_ERR_LITERAL_NS, /* fatal: a {n+} literal over the limit; its data is on its way */
 };
 
 struct imap_parser {

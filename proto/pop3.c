@@ -2,8 +2,8 @@
  * POP3 client session in the AUTHORIZATION state (RFC 1939, RFC 2449,
  * RFC 5034, RFC 3206 response codes).
  */
-#include "pop3_parse.h"
 #include "base64.h"
+#include "pop3_parse.h"
 #include "session.h"
 
 #include <stdio.h>
@@ -304,15 +304,21 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
     s->cred = NULL;
     ps->state = POP3_S_COMMAND;
     switch (st) {
-    case LOGIN_OK: sess_reply(s, "+OK Logged in."); break;
+    case LOGIN_OK:
+        sess_reply(s, "+OK Logged in.");
+        break;
     case LOGIN_DENIED:
         sess_reply(s, "-ERR [AUTH] You are not allowed to open this mailbox.");
         break;
-    case LOGIN_EXPIRED: sess_reply(s, "-ERR [AUTH] The password has expired."); break;
+    case LOGIN_EXPIRED:
+        sess_reply(s, "-ERR [AUTH] The password has expired.");
+        break;
     case LOGIN_UNAVAILABLE:
         sess_reply(s, "-ERR [SYS/TEMP] The server is unavailable. Try again later.");
         break;
-    case LOGIN_IN_USE: sess_reply(s, "-ERR [IN-USE] The mailbox is in use."); break;
+    case LOGIN_IN_USE:
+        sess_reply(s, "-ERR [IN-USE] The mailbox is in use.");
+        break;
     case LOGIN_FAILED:
     default:
         sess_reply(s, "-ERR [AUTH] Logon failure: unknown user name or bad password.");
@@ -323,9 +329,15 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
 static void pop3_bye(struct session *s, enum sess_bye why)
 {
     switch (why) {
-    case SESS_BYE_TIMEOUT: sess_reply(s, "-ERR Disconnected for inactivity."); break;
-    case SESS_BYE_SHUTDOWN: sess_reply(s, "-ERR [SYS/TEMP] Server shutting down."); break;
-    case SESS_BYE_OVERLOAD: sess_reply(s, "-ERR [SYS/TEMP] Too many connections."); break;
+    case SESS_BYE_TIMEOUT:
+        sess_reply(s, "-ERR Disconnected for inactivity.");
+        break;
+    case SESS_BYE_SHUTDOWN:
+        sess_reply(s, "-ERR [SYS/TEMP] Server shutting down.");
+        break;
+    case SESS_BYE_OVERLOAD:
+        sess_reply(s, "-ERR [SYS/TEMP] Too many connections.");
+        break;
     }
 }
 

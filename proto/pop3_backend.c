@@ -29,9 +29,9 @@ static bool pop3_backend_userpass_safe(const struct backend_login_params *par)
 {
     return par->mode == BACKEND_LOGIN_PASSTHROUGH && par->user_len > 0 &&
            !memchr(par->user, ' ', par->user_len) && !memchr(par->user, '\r', par->user_len) &&
-           !memchr(par->user, '\n', par->user_len) && par->pass_len > 0 &&
-           par->pass[0] != ' ' && par->pass[par->pass_len - 1] != ' ' &&
-           !memchr(par->pass, '\r', par->pass_len) && !memchr(par->pass, '\n', par->pass_len);
+           !memchr(par->user, '\n', par->user_len) && par->pass_len > 0 && par->pass[0] != ' ' &&
+           par->pass[par->pass_len - 1] != ' ' && !memchr(par->pass, '\r', par->pass_len) &&
+           !memchr(par->pass, '\n', par->pass_len);
 }
 
 static void pop3_backend_login(struct backend_login *bl)

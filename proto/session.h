@@ -67,8 +67,8 @@ struct session {
     struct cred *cred; /* set from SESS_LOGIN until login_done */
     sess_plog_fn *plog;
     void *plog_ctx;
-    uint8_t invalid; /* invalid commands in a row */
-    bool tls;        /* the client connection is encrypted */
+    uint8_t invalid;     /* invalid commands in a row */
+    bool tls;            /* the client connection is encrypted */
     char client_id[256]; /* the client's ID fields, for the log */
 };
 

@@ -94,7 +94,8 @@ class Forestgate:
         self.proc = subprocess.Popen([binary(), "-c", self.config_path], stdout=self._log,
                                      stderr=self._log, env=env)
         deadline = time.monotonic() + timeout
-        while "event=started" not in self.log_text():
+        # The stats socket opens once every worker runs.
+        while not self._stats_ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"forestgate exited with {self.proc.returncode}:\n"
                                    + self.log_text())
@@ -102,6 +103,13 @@ class Forestgate:
                 raise RuntimeError("forestgate did not start:\n" + self.log_text())
             time.sleep(0.02)
         return self
+
+    def _stats_ready(self) -> bool:
+        try:
+            self.stats()
+            return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if not self.proc:

@@ -34,8 +34,8 @@ char *th_guard_copy(const void *data, size_t n)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t pages = (n + page - 1) / page + 1;
-    char *base = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+    char *base =
+            mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED)
         abort();
     mprotect(base + (pages - 1) * page, page, PROT_NONE);

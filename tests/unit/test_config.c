@@ -106,7 +106,7 @@ static const struct bad_case bad[] = {
          "MasterUser = m\nMasterPasswordFile = /nonexistent/pw\nAllowUncheckedMasterLogin = true\n",
          "t.ini:6: MasterPasswordFile /nonexistent/pw: No such file"},
         {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\n", "t.ini:1: warning: LoginType = "
-                                                            "SecureLogin"},
+                                                           "SecureLogin"},
         {"[global]\n", "neither [imap] nor [pop3] is configured"},
         {"[global]\nLogFileLocation = /nonexistent\n[imap]\nProtocolLogEnabled = true\n"
          "LoginType = PlainTextLogin\n[backend]\nDefaultServer = 127.0.0.1\n",
@@ -122,8 +122,8 @@ static void test_bad_inputs_name_file_and_line(void)
         bool warning_only = strstr(bad[i].message, "warning") != NULL;
         th_checks++;
         if ((warning_only ? errors != 0 : errors == 0) || !strstr(msgs, bad[i].message))
-            th_fail(__FILE__, __LINE__, "case %zu: %d errors, output:\n%s\nexpected: %s", i,
-                    errors, msgs, bad[i].message);
+            th_fail(__FILE__, __LINE__, "case %zu: %d errors, output:\n%s\nexpected: %s", i, errors,
+                    msgs, bad[i].message);
         free(msgs);
         config_free(&cfg);
     }

@@ -15,8 +15,8 @@ static void test_base64_vectors(void)
 {
     /* RFC 4648 section 10. */
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                      "Zm9vYmFy"};
+    static const char *const enc[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (int i = 0; i < 7; i++) {
         char out[16];
         uint8_t dec[16];
@@ -31,8 +31,8 @@ static void test_base64_vectors(void)
 static void test_base64_rejects_noncanonical(void)
 {
     uint8_t dec[16];
-    static const char *const bad[] = {"Zg=", "Zg=a", "Z===", "Zh==", "Zm9=", "Zm 9v", "Zm9v!A==",
-                                      "=Zm9", "Zg==Zg=="};
+    static const char *const bad[] = {
+            "Zg=", "Zg=a", "Z===", "Zh==", "Zm9=", "Zm 9v", "Zm9v!A==", "=Zm9", "Zg==Zg=="};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         th_checks++;
         if (base64_decode(bad[i], strlen(bad[i]), dec) != -1)
@@ -79,9 +79,35 @@ static void test_plain_encode_roundtrip(void)
 
 /* Passwords of every class, as REFERENCE.md lists them. */
 static const char *const classes[] = {
-        "secret", "a+b", "a/b", "a&b", "a%b", "a(b", "a)b", "a=b", "a?b", "a[b", "a]b", "a\\b",
-        "a\"b", "a{b", "a}b", "{5}", "{5+}", "a b", " lead", "trail ", "p\xc3\xa4ss\xe2\x82\xac",
-        "\xf0\x9f\x94\x91key", "tab\tbed", "ctl\x01x", "\"\\\"", "*", "%", "NIL", "x\x7fy",
+        "secret",
+        "a+b",
+        "a/b",
+        "a&b",
+        "a%b",
+        "a(b",
+        "a)b",
+        "a=b",
+        "a?b",
+        "a[b",
+        "a]b",
+        "a\\b",
+        "a\"b",
+        "a{b",
+        "a}b",
+        "{5}",
+        "{5+}",
+        "a b",
+        " lead",
+        "trail ",
+        "p\xc3\xa4ss\xe2\x82\xac",
+        "\xf0\x9f\x94\x91key",
+        "tab\tbed",
+        "ctl\x01x",
+        "\"\\\"",
+        "*",
+        "%",
+        "NIL",
+        "x\x7fy",
 };
 
 /* Encodes user and password the way the backend dialogue does, parses the
@@ -93,8 +119,13 @@ static void reencode_one(const char *pass, bool lit_plus)
     size_t n = strlen(pass);
 
     switch (imap_astring_kind(pass, n)) {
-    case IMAP_ASTRING_ATOM: memcpy(cmd + o, pass, n); o += n; break;
-    case IMAP_ASTRING_QUOTED: o += imap_quote(pass, n, cmd + o); break;
+    case IMAP_ASTRING_ATOM:
+        memcpy(cmd + o, pass, n);
+        o += n;
+        break;
+    case IMAP_ASTRING_QUOTED:
+        o += imap_quote(pass, n, cmd + o);
+        break;
     case IMAP_ASTRING_LITERAL:
         o += (size_t)snprintf(cmd + o, sizeof cmd - o, "{%zu%s}\r\n", n, lit_plus ? "+" : "");
         memcpy(cmd + o, pass, n);

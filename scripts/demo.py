@@ -1,0 +1,106 @@
+"""The demo: Dovecot with three users, and forestgate in front of it.
+
+Ports default to 1143 (IMAP) and 1110 (POP3) and can be changed with
+FG_DEMO_IMAP_PORT / FG_DEMO_POP3_PORT. Everything lives in a temporary
+folder that is removed on exit.
+"""
+
+import os
+import signal
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.lib.dovecot import Dovecot  # noqa: E402
+from tests.lib.forestgate import Forestgate, wait_port  # noqa: E402
+
+USERS = {"alice": "alice-pw", "bob": "b0b pass wörd", "carol": 'c"a(r)o{l}+'}
+
+
+def follow(path, stop):
+    """Copies forestgate's event log to the terminal as it grows."""
+    with open(path, errors="replace") as f:
+        while not stop.is_set():
+            line = f.readline()
+            if line:
+                sys.stdout.write("  log | " + line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+def main():
+    imap_port = int(os.environ.get("FG_DEMO_IMAP_PORT", "1143"))
+    pop3_port = int(os.environ.get("FG_DEMO_POP3_PORT", "1110"))
+    work = tempfile.mkdtemp(prefix="forestgate-demo-", dir="/tmp")
+    os.chmod(work, 0o755)
+    dc = Dovecot(os.path.join(work, "dovecot"), USERS, auth_failure_delay=2)
+    fg = None
+    stop = threading.Event()
+    try:
+        dc.start()
+        for user in USERS:
+            dc.deliver(user, (f"From: forestgate demo <demo@example.org>\r\nTo: {user}\r\n"
+                              f"Subject: Welcome, {user}\r\n\r\nThis message reached you through "
+                              f"forestgate.\r\n").encode())
+        fg = Forestgate(os.path.join(work, "forestgate"), dc.imap_port, dc.pop3_port,
+                        settings={"global": {"Workers": "0"},
+                                  "imap": {"UnencryptedOrTLSBindings": f"127.0.0.1:{imap_port}",
+                                           "ProtocolLogEnabled": "true"},
+                                  "pop3": {"UnencryptedOrTLSBindings": f"127.0.0.1:{pop3_port}"}})
+        fg.imap_port, fg.pop3_port = imap_port, pop3_port
+        fg.start()
+        wait_port(imap_port)
+        print(f"""
+forestgate is running in front of a private Dovecot ({work}).
+
+  config:        {fg.config_path}
+  stats socket:  {fg.stats_path}
+                 python3 -c "import socket as s; c=s.socket(s.AF_UNIX); c.connect('{fg.stats_path}'); c.send(b'show info\\n'); print(c.recv(9999).decode())"
+  protocol log:  {work}/forestgate/imap-protocol.log
+
+Users: {", ".join(f"{u} / {p}" for u, p in USERS.items())}
+
+IMAP with curl (list, then fetch message 1):
+  curl -u alice:alice-pw imap://127.0.0.1:{imap_port}/
+  curl -u alice:alice-pw 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
+POP3 with curl:
+  curl -u alice:alice-pw pop3://127.0.0.1:{pop3_port}/1
+By hand (telnet, or openssl s_client once TLS lands in the next release):
+  telnet 127.0.0.1 {imap_port}
+    a LOGIN alice alice-pw
+    b SELECT INBOX
+    c FETCH 1 BODY[]
+    d LOGOUT
+  telnet 127.0.0.1 {pop3_port}
+    USER bob
+    PASS b0b pass wörd
+    RETR 1
+    QUIT
+Python:
+  python3 -c "import imaplib; m=imaplib.IMAP4('127.0.0.1',{imap_port}); print(m.login('alice','alice-pw'))"
+
+Ctrl-C stops forestgate and Dovecot.
+""", flush=True)
+        threading.Thread(target=follow, args=(fg.log_path, stop), daemon=True).start()
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stop.set()
+        if fg:
+            fg.stop()
+        dc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        print("demo stopped")
+
+
+if __name__ == "__main__":
+    # A background job may inherit SIGINT ignored, and an ignored signal is
+    # discarded even while blocked: install a handler, then block and wait.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main()

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds forestgate and runs every test:
+#   1. unit tests (meson), release build
+#   2. integration tests against a real Dovecot with real clients (pytest)
+#   3. the same two under AddressSanitizer + UndefinedBehaviorSanitizer
+#   4. each libFuzzer target for FG_FUZZ_SECONDS (default 30)
+#   5. formatting against .clang-format
+# Ends with the line "N passed, N failed". Exit status 0 only if none failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
+
+PY=/usr/bin/python3 # Debian's: it sees python3-pytest
+FUZZ_SECONDS=${FG_FUZZ_SECONDS:-30}
+passed=0
+failed=0
+failures=()
+
+# Adds the counts of one stage: count NAME PASSED FAILED
+count() {
+    passed=$((passed + $2))
+    failed=$((failed + $3))
+    [ "$3" -eq 0 ] || failures+=("$1: $3 failed")
+}
+
+build() { # build DIR MESON-OPTIONS...
+    local dir=$1
+    shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >/dev/null || return 1
+    fi
+    ninja -C "$dir" >/dev/null
+}
+
+unit() { # unit DIR LABEL
+    local log
+    log=$(meson test -C "$1" --suite unit --print-errorlogs 2>&1)
+    echo "$log" | grep -E "^ *[0-9]+/[0-9]+ " || true
+    local ok fail
+    ok=$(echo "$log" | sed -n 's/^Ok: *\([0-9]*\).*/\1/p')
+    fail=$(echo "$log" | sed -n 's/^Fail: *\([0-9]*\).*/\1/p')
+    [ -n "$ok" ] || { count "$2 unit" 0 1; return; }
+    count "$2 unit" "$ok" "${fail:-0}"
+    [ "${fail:-0}" -eq 0 ] || echo "$log" | tail -50
+}
+
+integration() { # integration BINARY LABEL
+    local out=/tmp/fg-pytest-$$.txt
+    FG_BIN=$1 $PY -m pytest -q -p no:cacheprovider tests/integration 2>&1 | tee "$out" | tail -40
+    local summary ok fail err
+    summary=$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)" "$out" | tail -1)
+    ok=$(echo "$summary" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || echo 0)
+    fail=$(echo "$summary" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+" || echo 0)
+    err=$(echo "$summary" | grep -oE "[0-9]+ error" | grep -oE "[0-9]+" || echo 0)
+    [ -n "$summary" ] || fail=1
+    count "$2 integration" "${ok:-0}" $((${fail:-0} + ${err:-0}))
+    rm -f "$out"
+}
+
+echo "== release build"
+if build build -Dbuildtype=release; then
+    count "build" 1 0
+    unit build release
+    integration build/forestgate release
+else
+    count "release build" 0 1
+fi
+
+echo "== ASan + UBSan build"
+if build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Djemalloc=false; then
+    count "asan build" 1 0
+    unit build-asan asan
+    integration build-asan/forestgate asan
+else
+    count "asan build" 0 1
+fi
+
+echo "== fuzzing, ${FUZZ_SECONDS}s per target"
+if CC=clang build build-fuzz -Dfuzz=true -Djemalloc=false; then
+    for f in fuzz_imap_parse fuzz_session fuzz_backend; do
+        work=$(mktemp -d)
+        if build-fuzz/tests/$f -max_total_time="$FUZZ_SECONDS" -dict=tests/fuzz/imap.dict \
+            -artifact_prefix="$work/" "$work" tests/fuzz/corpus >"$work/log" 2>&1; then
+            echo "$f: $(grep -oE 'Done [0-9]+ runs' "$work/log")"
+            count "$f" 1 0
+        else
+            tail -30 "$work/log"
+            count "$f" 0 1
+        fi
+        rm -rf "$work"
+    done
+else
+    count "fuzz build" 0 1
+fi
+
+echo "== formatting"
+unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] 2>&1 |
+    grep -c "warning:" || true)
+if [ "$unformatted" -eq 0 ]; then
+    count "clang-format" 1 0
+else
+    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory"
+    count "clang-format" 0 1
+fi
+
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
