@@ -54,25 +54,37 @@ int buf_puts(struct buf *b, const char *s)
     return buf_append(b, s, strlen(s));
 }
 
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    char tmp[512];
+    va_list again;
+
+    va_copy(again, ap);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    if (n < 0 || (size_t)n < sizeof tmp) {
+        va_end(again);
+        int rc = n < 0 ? FG_ERROR : buf_append(b, tmp, (size_t)n);
+        explicit_bzero(tmp, sizeof tmp); /* it may have held a password */
+        return rc;
+    }
+    explicit_bzero(tmp, sizeof tmp);
+    if (buf_reserve(b, (size_t)n + 1) != FG_OK) {
+        va_end(again);
+        return FG_ERROR;
+    }
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+    va_end(again);
+    b->len += (uint32_t)n;
+    return FG_OK;
+}
+
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
-    char tmp[512];
-
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int rc = buf_vprintf(b, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return FG_ERROR;
-    if ((size_t)n < sizeof tmp)
-        return buf_append(b, tmp, (size_t)n);
-    if (buf_reserve(b, (size_t)n + 1) != FG_OK)
-        return FG_ERROR;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (uint32_t)n;
-    return FG_OK;
+    return rc;
 }
 
 void buf_consume(struct buf *b, size_t n)

@@ -10,6 +10,8 @@
 
 #include "common.h"
 
+#include <stdarg.h>
+
 struct buf {
     char *data;
     uint32_t off; /* first unread byte */
@@ -37,8 +39,9 @@ int buf_append(struct buf *b, const void *p, size_t n);
 /* Appends a C string. */
 int buf_puts(struct buf *b, const char *s);
 
-/* Appends printf-formatted text. */
+/* Appends printf-formatted text, of any length. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Marks n bytes read; an emptied buffer is rewound (and its old bytes wiped). */
 void buf_consume(struct buf *b, size_t n);

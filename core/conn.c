@@ -94,7 +94,14 @@ static void conn_refuse(struct worker *w, int fd, uint8_t proto, const char *why
     ssize_t FG_UNUSED rc = send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
     close(fd);
     STAT_ADD(w, refused, 1);
-    log_msg(LOG_WARN, "refused", "%s connection refused: %s", conn_ops[proto]->name, why);
+    /* Under a flood, one line a second per worker says it all. */
+    w->refused_quiet++;
+    if (w->refused_logged != w->now) {
+        log_msg(LOG_WARN, "refused", "%u %s connection(s) refused: %s", w->refused_quiet,
+                conn_ops[proto]->name, why);
+        w->refused_logged = w->now;
+        w->refused_quiet = 0;
+    }
 }
 
 static struct conn *conn_alloc(struct worker *w, struct listener *l, int fd)

@@ -103,7 +103,9 @@ static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
     } else if (res != -ECANCELED && res != -EBADF) {
         /* Out of descriptors or memory: the kernel ends the multishot
          * accept; wait a little before arming it again. */
-        log_msg(LOG_ERROR, "accept", "accept failed: %s", strerror(-res));
+        if (w->refused_logged != w->now)
+            log_msg(LOG_ERROR, "accept", "accept failed: %s", strerror(-res));
+        w->refused_logged = w->now;
     }
     if ((cqe->flags & IORING_CQE_F_MORE) || w->stopping)
         return;

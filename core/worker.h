@@ -148,6 +148,7 @@ struct worker {
     pthread_mutex_t ready_lock;
     pthread_cond_t ready_cond;
     struct __kernel_timespec tick_ts, retry_ts;
+    uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
     uint32_t sid_counter;
     uint8_t sid_salt[3];
     int plog_fd[FG_PROTO_COUNT];

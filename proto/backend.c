@@ -28,23 +28,19 @@ void backend_login_free(struct backend_login *bl)
 
 void backend_send(struct backend_login *bl, bool secret, const char *fmt, ...)
 {
-    char line[2048];
     va_list ap;
+    uint32_t before = buf_avail(bl->out);
 
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
+    int rc = buf_vprintf(bl->out, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line - 2) {
-        explicit_bzero(line, sizeof line);
+    if (rc != FG_OK)
         return;
-    }
     if (bl->plog)
-        bl->plog(bl->plog_ctx, "B>", secret ? "<login command redacted>" : line,
-                 secret ? 24 : (size_t)n);
-    line[n++] = '\r';
-    line[n++] = '\n';
-    buf_append(bl->out, line, (size_t)n);
-    explicit_bzero(line, sizeof line);
+        bl->plog(bl->plog_ctx, "B>",
+                 secret ? "<login command redacted>" : buf_head(bl->out) + before,
+                 secret ? 24 : buf_avail(bl->out) - before);
+    buf_append(bl->out, "\r\n", 2);
 }
 
 void backend_log_in(struct backend_login *bl, const char *line, size_t n)

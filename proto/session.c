@@ -7,21 +7,17 @@
 
 void sess_reply(struct session *s, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
+    uint32_t before = buf_avail(s->out);
 
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    int rc = buf_vprintf(s->out, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (rc != FG_OK)
         return;
-    if ((size_t)n > sizeof line - 3)
-        n = (int)sizeof line - 3;
     if (s->plog)
-        s->plog(s->plog_ctx, "S", line, (size_t)n);
-    line[n++] = '\r';
-    line[n++] = '\n';
-    buf_append(s->out, line, (size_t)n);
+        s->plog(s->plog_ctx, "S", buf_head(s->out) + before, buf_avail(s->out) - before);
+    buf_append(s->out, "\r\n", 2);
 }
 
 void sess_log_client(struct session *s, const char *line, size_t n)

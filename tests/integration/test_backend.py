@@ -216,3 +216,27 @@ def test_maxconnections_refuses_with_bye(make_fg):
         h.close()
     fg.wait_idle()
     assert fg.stats()["refused_total"] == 1
+
+
+def test_ipv6_listener_forwards_an_ipv6_client_address(make_fg, dovecot):
+    fg = make_fg(start=False)
+    fg.sections["imap"]["UnencryptedOrTLSBindings"] = \
+        f"127.0.0.1:{fg.imap_port}, [::1]:{fg.imap_port}"
+    fg.sections["pop3"]["UnencryptedOrTLSBindings"] = f"[::1]:{fg.pop3_port}"
+    fg.start()
+    c = Raw(fg.imap_port, host="::1")
+    assert c.line().startswith(b"* OK")
+    c.send(b"a LOGIN alice secret\r\n")
+    c.until(b"a OK")
+    ev = fg.events("login")[-1]
+    assert ev["client"].startswith("[::1]:")
+    line = dovecot.wait_for_log(r"imap-login: Info: Login: user=<alice>.*session=<%s>"
+                                % ev["session"]).group(0)
+    assert "rip=::1" in line
+    p = Raw(fg.pop3_port, host="::1")
+    p.line()
+    p.send(b"USER alice\r\nPASS secret\r\n")
+    p.until(b"+OK Logged in")
+    sid = fg.events("login")[-1]["session"]
+    line = dovecot.wait_for_log(r"pop3-login: Info: Login: user=<alice>.*session=<%s>" % sid)
+    assert "rip=::1" in line.group(0)

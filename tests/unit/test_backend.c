@@ -5,6 +5,7 @@
  * real server would read it, so that every credential byte is checked.
  */
 #include "../../proto/backend.h"
+#include "../../proto/base64.h"
 #include "harness.h"
 
 #include <stdlib.h>
@@ -843,6 +844,58 @@ static void test_pop3_plog_never_shows_pass_or_plain(void)
     }
 }
 
+static void test_imap_failed_capability_after_login_drops_stale_caps(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_FULL), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "F1 OK\r\nF2 OK Logged in\r\n"), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "F3 BAD no\r\n"), BACKEND_OK);
+    /* The pre-login list must never be passed on as the post-login one. */
+    CHECK(b.bl.caps == NULL && b.bl.caps_len == 0);
+    bx_free(&b);
+}
+
+static void test_pop3_longest_credentials_are_sent_whole(void)
+{
+    char user[CRED_NAME_MAX + 1], pass[CRED_PASS_MAX + 1];
+    struct bx b;
+    memset(user, 'u', CRED_NAME_MAX);
+    user[CRED_NAME_MAX] = 0;
+    memset(pass, 'p', CRED_PASS_MAX);
+    pass[CRED_PASS_MAX] = 0;
+    pass[0] = ' '; /* forces AUTH PLAIN, the longest line the dialogue sends */
+    bx_params(&b, user, pass);
+    b.par.forward = false;
+    bx_start(&b, &pop3_backend_ops);
+    CHECK_INT(bx_feed(&b, "+OK ready\r\n"), BACKEND_AGAIN);
+    CHECK(buf_avail(&b.out) > 1700);
+    CHECK(memcmp(buf_head(&b.out), "AUTH PLAIN ", 11) == 0);
+    uint8_t raw[2048];
+    long n = base64_decode(buf_head(&b.out) + 11, buf_avail(&b.out) - 13, raw);
+    CHECK_INT(n, 2 + CRED_NAME_MAX + CRED_PASS_MAX);
+    CHECK(n > 0 && memcmp(raw + 1 + CRED_NAME_MAX + 1, pass, CRED_PASS_MAX) == 0);
+    bx_free(&b);
+}
+
+static void test_pop3_status_words_must_stand_alone(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    bx_start(&b, &pop3_backend_ops);
+    /* "+OKAY" is not "+OK": a greeting like that is a failure. */
+    CHECK_INT(bx_feed(&b, "+OKAY hi\r\n"), BACKEND_FAIL);
+    bx_free(&b);
+    bx_params(&b, "alice", "secret");
+    b.par.forward = false;
+    bx_start(&b, &pop3_backend_ops);
+    CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "-ERRor\r\n"), BACKEND_FAIL);
+    bx_free(&b);
+}
+
 int main(void)
 {
     test_imap_sends_forwarding_id_and_login_in_one_go();
@@ -872,5 +925,8 @@ int main(void)
     test_pop3_err_greeting_fails_before_sending();
     test_pop3_backend_bytes_one_at_a_time();
     test_pop3_plog_never_shows_pass_or_plain();
+    test_imap_failed_capability_after_login_drops_stale_caps();
+    test_pop3_longest_credentials_are_sent_whole();
+    test_pop3_status_words_must_stand_alone();
     return th_finish("test_backend");
 }

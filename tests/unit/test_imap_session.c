@@ -970,6 +970,25 @@ static void test_bye_lines_for_timeout_and_shutdown(void)
     CHECK(strncmp(ov, "* BYE ", 6) == 0 && strcmp(ov + strlen(ov) - 2, "\r\n") == 0);
 }
 
+static void test_long_backend_capability_list_is_passed_whole(void)
+{
+    struct fx f;
+    char caps[4000];
+    size_t o = 0;
+    while (o < sizeof caps - 40)
+        o += (size_t)snprintf(caps + o, sizeof caps - o, "X-EXTENSION-%04zu ", o);
+    caps[o - 1] = 0;
+    fx_open(&f, LOGIN_TYPE_PLAIN_TEXT_LOGIN);
+    CHECK_INT(fx_cmd(&f, "a LOGIN u p\r\n"), SESS_LOGIN);
+    fx_done(&f, LOGIN_OK, caps);
+    /* One line: "a OK [CAPABILITY <all of it>] LOGIN completed." */
+    CHECK(out_starts(&f, "a OK [CAPABILITY X-EXTENSION-0000 "));
+    CHECK(out_has(&f, caps));
+    CHECK(out_has(&f, "] LOGIN completed.\r\n"));
+    CHECK_INT(out_lines(&f), 1);
+    fx_close(&f);
+}
+
 int main(void)
 {
     test_greeting_has_capability_code_and_banner();
@@ -1023,5 +1042,6 @@ int main(void)
     test_byte_at_a_time_invalid_commands_match_bulk();
     test_plog_never_shows_password_or_sasl_response();
     test_bye_lines_for_timeout_and_shutdown();
+    test_long_backend_capability_list_is_passed_whole();
     return th_finish("test_imap_session");
 }
