@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -90,8 +91,9 @@ static void conn_make_sid(struct worker *w, struct conn *c)
 /* Refuses a connection we have no room for, without a slot. */
 static void conn_refuse(struct worker *w, int fd, uint8_t proto, const char *why)
 {
-    const char *line = conn_ops[proto]->overload_line;
-    ssize_t FG_UNUSED rc = send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+    char line[128];
+    int n = snprintf(line, sizeof line, "%s\r\n", conn_ops[proto]->bye[SESS_BYE_OVERLOAD]);
+    ssize_t FG_UNUSED rc = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     close(fd);
     STAT_ADD(w, refused, 1);
     /* Under a flood, one line a second per worker says it all. */
@@ -355,7 +357,7 @@ static void conn_bye(struct worker *w, struct conn *c, enum sess_bye why, const 
 {
     if (c->s && !c->cq.busy) {
         buf_free(&c->cq.q);
-        c->s->ops->bye(c->s, why);
+        sess_bye(c->s, why);
         ssize_t FG_UNUSED rc =
                 send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q), MSG_DONTWAIT | MSG_NOSIGNAL);
     }

@@ -452,21 +452,6 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
     }
 }
 
-static void imap_bye(struct session *s, enum sess_bye why)
-{
-    switch (why) {
-    case SESS_BYE_TIMEOUT:
-        sess_reply(s, "* BYE Disconnected for inactivity.");
-        break;
-    case SESS_BYE_SHUTDOWN:
-        sess_reply(s, "* BYE Server shutting down.");
-        break;
-    case SESS_BYE_OVERLOAD:
-        sess_reply(s, "* BYE [UNAVAILABLE] Too many connections.");
-        break;
-    }
-}
-
 static struct session *imap_create(const struct sess_conf *conf, struct buf *out)
 {
     struct imap_session *is = calloc(1, sizeof *is);
@@ -496,6 +481,7 @@ const struct sess_ops imap_sess_ops = {
         .greeting = imap_greeting,
         .input = imap_input,
         .login_done = imap_login_done,
-        .bye = imap_bye,
-        .overload_line = "* BYE [UNAVAILABLE] Too many connections.\r\n",
+        .bye = {[SESS_BYE_TIMEOUT] = "* BYE Disconnected for inactivity.",
+                [SESS_BYE_SHUTDOWN] = "* BYE Server shutting down.",
+                [SESS_BYE_OVERLOAD] = "* BYE [UNAVAILABLE] Too many connections."},
 };

@@ -326,21 +326,6 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
     }
 }
 
-static void pop3_bye(struct session *s, enum sess_bye why)
-{
-    switch (why) {
-    case SESS_BYE_TIMEOUT:
-        sess_reply(s, "-ERR Disconnected for inactivity.");
-        break;
-    case SESS_BYE_SHUTDOWN:
-        sess_reply(s, "-ERR [SYS/TEMP] Server shutting down.");
-        break;
-    case SESS_BYE_OVERLOAD:
-        sess_reply(s, "-ERR [SYS/TEMP] Too many connections.");
-        break;
-    }
-}
-
 static struct session *pop3_create(const struct sess_conf *conf, struct buf *out)
 {
     struct pop3_session *ps = calloc(1, sizeof *ps);
@@ -370,6 +355,7 @@ const struct sess_ops pop3_sess_ops = {
         .greeting = pop3_greeting,
         .input = pop3_input,
         .login_done = pop3_login_done,
-        .bye = pop3_bye,
-        .overload_line = "-ERR [SYS/TEMP] Too many connections.\r\n",
+        .bye = {[SESS_BYE_TIMEOUT] = "-ERR Disconnected for inactivity.",
+                [SESS_BYE_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down.",
+                [SESS_BYE_OVERLOAD] = "-ERR [SYS/TEMP] Too many connections."},
 };

@@ -53,7 +53,8 @@ enum login_status {
 enum sess_bye {
     SESS_BYE_TIMEOUT,
     SESS_BYE_SHUTDOWN,
-    SESS_BYE_OVERLOAD,
+    SESS_BYE_OVERLOAD, /* sent without a session, to a connection refused at once */
+    SESS_BYE_COUNT,
 };
 
 /* Protocol log hook: dir is "C" (from client) or "S" (to client). */
@@ -83,10 +84,8 @@ struct sess_ops {
     /* The pending login finished. caps is the backend's post-login capability
      * list (IMAP), or NULL. The session wipes and frees s->cred. */
     void (*login_done)(struct session *s, enum login_status st, const char *caps, size_t caps_n);
-    /* Appends a last word before the core closes the connection. */
-    void (*bye)(struct session *s, enum sess_bye why);
-    /* The line sent to a client refused before any session exists. */
-    const char *overload_line;
+    /* Last words before the core closes the connection, without CRLF. */
+    const char *bye[SESS_BYE_COUNT];
 };
 
 extern const struct sess_ops imap_sess_ops;
@@ -97,6 +96,12 @@ void sess_reply(struct session *s, const char *fmt, ...) __attribute__((format(p
 
 /* Writes a client line to the protocol log, escaping control bytes. */
 void sess_log_client(struct session *s, const char *line, size_t n);
+
+/* Appends the session's last word for why. */
+static inline void sess_bye(struct session *s, enum sess_bye why)
+{
+    sess_reply(s, "%s", s->ops->bye[why]);
+}
 
 /* Common part of destroy: wipes input and credentials. */
 void sess_release(struct session *s);

@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         buf_consume(&out, buf_avail(&out));
     }
-    ops->bye(s, SESS_BYE_TIMEOUT);
+    sess_bye(s, SESS_BYE_TIMEOUT);
     ops->destroy(s);
     buf_free(&out);
     return 0;

@@ -715,7 +715,7 @@ static void test_bye_lines_are_err(void)
     for (size_t i = 0; i < FG_ARRAY_SIZE(whys); i++) {
         struct fx f;
         fx_open(&f, LT_LOGIN);
-        f.s->ops->bye(f.s, whys[i]);
+        sess_bye(f.s, whys[i]);
         CHECKF(out_starts(&f, "-ERR "), "bye %d: got \"%.*s\"", whys[i], OUT(&f));
         CHECK_INT(out_lines(&f), 1);
         fx_close(&f);
