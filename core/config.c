@@ -49,6 +49,7 @@ struct cfg_key {
 
 static const struct cfg_key cfg_global_keys[] = {
         KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
+        KEY("RelayPipes", CT_UINT, struct fg_config, relay_pipes, 1, 4096),
         KEY("LogLevel", CT_LOG_LEVEL, struct fg_config, log_level, 0, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
@@ -396,6 +397,7 @@ static void cfg_defaults(struct fg_config *cfg)
 
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = LOG_INFO;
+    cfg->relay_pipes = 256;
     snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
     for (int i = 0; i < FG_PROTO_COUNT; i++) {
         struct proto_conf *pc = &cfg->proto[i];
@@ -636,8 +638,11 @@ static void cfg_dump_time(FILE *out, const char *key, uint32_t t)
 
 void config_dump(const struct fg_config *cfg, FILE *out)
 {
-    fprintf(out, "[global]\nWorkers = %u\nLogLevel = %s\nLogFileLocation = %s\nStatsSocket = %s\n",
-            cfg->workers, cfg_log_levels[cfg->log_level], cfg->log_dir, cfg->stats_socket);
+    fprintf(out,
+            "[global]\nWorkers = %u\nRelayPipes = %u\nLogLevel = %s\nLogFileLocation = %s\n"
+            "StatsSocket = %s\n",
+            cfg->workers, cfg->relay_pipes, cfg_log_levels[cfg->log_level], cfg->log_dir,
+            cfg->stats_socket);
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
         const struct proto_conf *pc = &cfg->proto[p];
         if (!pc->enabled)

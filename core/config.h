@@ -60,7 +60,8 @@ struct backend_conf {
 
 struct fg_config {
     char path[PATH_MAX];
-    unsigned workers; /* 0: one per core */
+    unsigned workers;     /* 0: one per core */
+    uint32_t relay_pipes; /* per worker */
     enum log_level log_level;
     char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
     char stats_socket[108];

@@ -41,13 +41,17 @@ enum relay_wait {
     RD_START, /* waiting for the login's last bytes to be sent */
     RD_IN,    /* POLLIN armed on the source */
     RD_OUT,   /* POLLOUT armed on the destination */
-    RD_PIPE,  /* waiting for a free pipe */
-    RD_EOF,
+    RD_EOF,   /* the client half-closed; passed on to the backend */
 };
 
+struct relay_buf;
+
+/* One direction of the relay. Pipe and buffer exist only while bytes are
+ * in flight; at most one of them. */
 struct relay_dir {
-    int32_t pipe;     /* index in the pipe pool, -1 when none */
-    uint32_t pending; /* bytes in the pipe */
+    int32_t pipe;          /* index in the pipe pool, -1 when none */
+    uint32_t pending;      /* bytes in the pipe or the buffer */
+    struct relay_buf *buf; /* copy buffer, when no pipe was free */
     uint8_t wait;
 };
 
@@ -155,8 +159,7 @@ void relay_start(struct worker *w, struct conn *c);
 void relay_maybe_go(struct worker *w, struct conn *c);
 void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res);
 void relay_release(struct worker *w, struct conn *c);
-void relay_pipe_waiters(struct worker *w);
-int pipe_pool_init(struct pipe_pool *pp, uint32_t cap, uint32_t nslots);
+int pipe_pool_init(struct pipe_pool *pp, uint32_t cap);
 void pipe_pool_free(struct pipe_pool *pp);
 
 /* worker.c: the data of a receive completion. The dispatcher gives the

@@ -61,7 +61,7 @@ static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
     getrlimit(RLIMIT_NOFILE, &rl);
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         listeners += cfg->proto[p].enabled ? cfg->proto[p].nplain : 0;
-    uint64_t reserve = 64 + (uint64_t)nworkers * (listeners + 2 * FG_PIPES_MAX + 4);
+    uint64_t reserve = 64 + (uint64_t)nworkers * (listeners + 2 * cfg->relay_pipes + 4);
     uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 22) : rl.rlim_cur;
     if (nofile <= reserve + 32)
         return 0;

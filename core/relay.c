@@ -11,6 +11,11 @@
  * An idle session holds no pipe and no buffer, only its two sockets, so
  * thousands of idle sessions cost almost nothing and stay far from the
  * open-files limit. A pipe that is empty again goes back to the pool.
+ *
+ * When the pool is empty (RelayPipes directions are all stuck behind slow
+ * readers), a direction copies through a small buffer instead, like
+ * HAProxy past maxpipes: never waiting for a pipe means one stalled client
+ * can never hold up another session.
  */
 #include "conn.h"
 
@@ -23,21 +28,21 @@
 #include <unistd.h>
 
 #define RELAY_ROUNDS 8 /* chunks per wake-up, so that one session cannot starve the others */
+#define RELAY_BUF_SZ (16 * 1024)
 
-struct pipe_waiter {
-    uint32_t slot, gen;
-    uint8_t dir;
+/* The copy buffer of a direction that got no pipe, while bytes are pending. */
+struct relay_buf {
+    uint32_t off;
+    char data[RELAY_BUF_SZ];
 };
 
-int pipe_pool_init(struct pipe_pool *pp, uint32_t cap, uint32_t nslots)
+int pipe_pool_init(struct pipe_pool *pp, uint32_t cap)
 {
     memset(pp, 0, sizeof *pp);
     pp->fds = malloc(sizeof *pp->fds * cap);
     pp->free = malloc(sizeof *pp->free * cap);
     pp->holes = malloc(sizeof *pp->holes * cap);
-    pp->wcap = 2 * nslots;
-    pp->waiters = malloc(sizeof *pp->waiters * pp->wcap);
-    if (!pp->fds || !pp->free || !pp->holes || !pp->waiters)
+    if (!pp->fds || !pp->free || !pp->holes)
         return FG_ERROR;
     pp->cap = cap;
     return FG_OK;
@@ -52,7 +57,6 @@ void pipe_pool_free(struct pipe_pool *pp)
     free(pp->fds);
     free(pp->free);
     free(pp->holes);
-    free(pp->waiters);
     memset(pp, 0, sizeof *pp);
 }
 
@@ -100,6 +104,14 @@ static void pipe_put(struct worker *w, struct relay_dir *rd)
     } else {
         pp->free[pp->nfree++] = i;
     }
+}
+
+/* Drops what a direction holds while bytes are in flight. */
+static void relay_idle(struct worker *w, struct relay_dir *rd)
+{
+    pipe_put(w, rd);
+    free(rd->buf);
+    rd->buf = NULL;
     rd->pending = 0;
 }
 
@@ -123,22 +135,10 @@ static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
     c->rd[d].wait = out ? RD_OUT : RD_IN;
 }
 
-static void relay_wait_pipe(struct worker *w, struct conn *c, int d)
-{
-    struct pipe_pool *pp = &w->pipes;
-    /* Each direction of each slot waits at most once, so this never fills. */
-    struct pipe_waiter *pw = &pp->waiters[(pp->whead + pp->nwait) % pp->wcap];
-    pw->slot = conn_slot(w, c);
-    pw->gen = c->gen;
-    pw->dir = (uint8_t)d;
-    pp->nwait++;
-    c->rd[d].wait = RD_PIPE;
-}
-
 /* The source has nothing more to say. */
 static void relay_eof(struct worker *w, struct conn *c, int d)
 {
-    pipe_put(w, &c->rd[d]);
+    relay_idle(w, &c->rd[d]);
     if (d == 1) {
         conn_close(w, c, "backend closed");
         return;
@@ -146,6 +146,49 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
     /* The client half-closed: pass that on and let the backend finish. */
     c->rd[0].wait = RD_EOF;
     shutdown(c->bfd, SHUT_WR);
+}
+
+/*
+ * Reads a chunk from the source into the direction's pipe, or into a copy
+ * buffer when no pipe is free. Returns the bytes read, 0 at end of stream,
+ * or -errno.
+ */
+static ssize_t relay_read(struct worker *w, struct conn *c, int d)
+{
+    struct relay_dir *rd = &c->rd[d];
+    ssize_t n;
+
+    if (rd->pipe < 0 && !rd->buf && (rd->pipe = pipe_get(w)) < 0) {
+        if (!(rd->buf = malloc(sizeof *rd->buf)))
+            return -ENOMEM;
+        STAT_ADD(w, relay_copies, 1);
+    }
+    if (rd->pipe >= 0) {
+        n = splice(relay_src(c, d), NULL, w->pipes.fds[rd->pipe][1], NULL, FG_PIPE_SZ,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } else {
+        n = recv(relay_src(c, d), rd->buf->data, RELAY_BUF_SZ, MSG_DONTWAIT);
+        rd->buf->off = 0;
+    }
+    return n < 0 ? -errno : n;
+}
+
+/* Writes pending bytes to the destination. Returns bytes written or -errno. */
+static ssize_t relay_write(struct worker *w, struct conn *c, int d)
+{
+    struct relay_dir *rd = &c->rd[d];
+    ssize_t m;
+
+    if (rd->pipe >= 0) {
+        m = splice(w->pipes.fds[rd->pipe][0], NULL, relay_dst(c, d), NULL, rd->pending,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } else {
+        m = send(relay_dst(c, d), rd->buf->data + rd->buf->off, rd->pending,
+                 MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (m > 0)
+            rd->buf->off += (uint32_t)m;
+    }
+    return m < 0 ? -errno : m;
 }
 
 /* Moves bytes from source to destination until one of them would block. */
@@ -156,50 +199,43 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
 
     for (int round = 0; round < RELAY_ROUNDS; round++) {
         if (rd->pending == 0) {
-            if (rd->pipe < 0 && (rd->pipe = pipe_get(w)) < 0) {
-                relay_wait_pipe(w, c, d);
-                return;
-            }
-            ssize_t n = splice(relay_src(c, d), NULL, w->pipes.fds[rd->pipe][1], NULL, FG_PIPE_SZ,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            ssize_t n = relay_read(w, c, d);
             if (n == 0) {
                 relay_eof(w, c, d);
                 return;
             }
-            if (n < 0) {
-                if (errno == EAGAIN) {
-                    pipe_put(w, rd);
-                    relay_arm(w, c, d, false);
-                } else {
-                    conn_close(w, c, strerror(errno));
-                }
-                return;
+            if (n == -EAGAIN) {
+                relay_idle(w, rd);
+                relay_arm(w, c, d, false);
+            } else if (n < 0) {
+                conn_close(w, c, strerror((int)-n));
             }
+            if (n < 0)
+                return;
             rd->pending = (uint32_t)n;
-            full = n == FG_PIPE_SZ;
+            full = n == (rd->pipe >= 0 ? FG_PIPE_SZ : RELAY_BUF_SZ);
             c->relayed[d] += (uint64_t)n;
             STAT_ADD(w, relayed[d], (uint64_t)n);
             timer_touch(w, c, TL_AUTH + c->proto);
         }
-        ssize_t m = splice(w->pipes.fds[rd->pipe][0], NULL, relay_dst(c, d), NULL, rd->pending,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (m < 0 && errno != EAGAIN) {
-            conn_close(w, c, strerror(errno));
+        ssize_t m = relay_write(w, c, d);
+        if (m < 0 && m != -EAGAIN) {
+            conn_close(w, c, strerror((int)-m));
             return;
         }
         if (m > 0)
             rd->pending -= (uint32_t)m;
         if (rd->pending > 0) {
-            relay_arm(w, c, d, true);
+            relay_arm(w, c, d, true); /* the destination is full */
             return;
         }
-        /* A short read drained the socket: another splice would only say
+        /* A short read drained the socket: another read would only say
          * EAGAIN. Wait for the next POLLIN instead. */
         if (!full)
             break;
     }
     /* Drained, or out of turns so that other sessions run: wait for more. */
-    pipe_put(w, rd);
+    relay_idle(w, rd);
     relay_arm(w, c, d, false);
 }
 
@@ -215,8 +251,8 @@ void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res)
 
 void relay_start(struct worker *w, struct conn *c)
 {
-    c->rd[0] = (struct relay_dir){-1, 0, RD_START};
-    c->rd[1] = (struct relay_dir){-1, 0, RD_START};
+    c->rd[0] = (struct relay_dir){.pipe = -1, .wait = RD_START};
+    c->rd[1] = (struct relay_dir){.pipe = -1, .wait = RD_START};
     /* A receive armed during the login may still bring client bytes; they
      * must reach the backend before anything the relay reads. */
     if (c->flags & CF_C_RECV) {
@@ -256,22 +292,6 @@ void relay_maybe_go(struct worker *w, struct conn *c)
 
 void relay_release(struct worker *w, struct conn *c)
 {
-    pipe_put(w, &c->rd[0]);
-    pipe_put(w, &c->rd[1]);
-}
-
-/* Hands freed pipes to the sessions that waited for one. */
-void relay_pipe_waiters(struct worker *w)
-{
-    struct pipe_pool *pp = &w->pipes;
-
-    while (pp->nwait > 0 && (pp->nfree > 0 || pp->count < pp->cap || pp->nholes > 0)) {
-        struct pipe_waiter pw = pp->waiters[pp->whead];
-        pp->whead = (pp->whead + 1) % pp->wcap;
-        pp->nwait--;
-        struct conn *c = &w->conns[pw.slot];
-        if (c->gen != pw.gen || c->state != CONN_RELAY || c->rd[pw.dir].wait != RD_PIPE)
-            continue;
-        relay_pump(w, c, pw.dir);
-    }
+    relay_idle(w, &c->rd[0]);
+    relay_idle(w, &c->rd[1]);
 }

@@ -49,7 +49,7 @@ void stats_close(struct stats *st, const char *path)
 
 static void stats_info(const struct stats *st, FILE *out)
 {
-    uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0;
+    uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -60,6 +60,7 @@ static void stats_info(const struct stats *st, FILE *out)
         fail += atomic_load(&s->logins_failed);
         berr += atomic_load(&s->backend_errors);
         tmo += atomic_load(&s->timeouts);
+        pw += atomic_load(&s->relay_copies);
         rel0 += atomic_load(&s->relayed[0]);
         rel1 += atomic_load(&s->relayed[1]);
         conns += atomic_load(&s->conns);
@@ -76,11 +77,12 @@ static void stats_info(const struct stats *st, FILE *out)
             "relay: %u\nclosing: %u\nbackend_connections: %u\npipes: %u\npipes_busy: %u\n"
             "accepted_total: %llu\nrefused_total: %llu\nlogins_ok_total: %llu\n"
             "logins_failed_total: %llu\nbackend_errors_total: %llu\ntimeouts_total: %llu\n"
-            "relayed_client_to_backend_bytes: %llu\nrelayed_backend_to_client_bytes: %llu\n",
+            "relayed_client_to_backend_bytes: %llu\nrelayed_backend_to_client_bytes: %llu\n"
+            "relay_copies_total: %llu\n",
             FG_VERSION, st->nworkers, st->slots, conns, pre, login, relay, closing, bfds, pipes,
             busy, (unsigned long long)acc, (unsigned long long)ref, (unsigned long long)ok,
             (unsigned long long)fail, (unsigned long long)berr, (unsigned long long)tmo,
-            (unsigned long long)rel0, (unsigned long long)rel1);
+            (unsigned long long)rel0, (unsigned long long)rel1, (unsigned long long)pw);
 }
 
 void stats_command(const struct stats *st, const char *cmd, FILE *out)

@@ -297,7 +297,6 @@ static void worker_loop(struct worker *w)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
-        relay_pipe_waiters(w);
     }
 }
 
@@ -387,7 +386,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
         w->sid_salt[0] = (uint8_t)getpid();
     w->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK ||
-        pipe_pool_init(&w->pipes, FG_PIPES_MAX, nslots) != FG_OK) {
+        pipe_pool_init(&w->pipes, cfg->relay_pipes) != FG_OK) {
         log_msg(LOG_ERROR, "worker", "worker %u: out of memory", id);
         return FG_ERROR;
     }

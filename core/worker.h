@@ -18,8 +18,7 @@
 #define FG_RECV_BUF_SZ 4096
 #define FG_RECV_BUFS   512 /* a power of two */
 #define FG_PIPE_SZ     (64 * 1024)
-#define FG_PIPES_IDLE  32  /* idle pipes kept for reuse */
-#define FG_PIPES_MAX   256 /* pipes per worker: bytes in flight in 256 directions at once */
+#define FG_PIPES_IDLE  32 /* idle pipes kept for reuse */
 
 /*
  * user_data of every SQE: the operation, the connection slot and the slot's
@@ -88,8 +87,6 @@ struct listener {
     union net_addr addr;
 };
 
-struct pipe_waiter;
-
 /* Pipes for the relay, taken only while bytes are in flight. */
 struct pipe_pool {
     int (*fds)[2];  /* [i][0] read end, [i][1] write end */
@@ -98,15 +95,14 @@ struct pipe_pool {
     uint32_t *holes; /* stack of closed indexes below count */
     uint32_t nholes;
     uint32_t count; /* indexes handed out so far */
-    uint32_t cap;
-    struct pipe_waiter *waiters; /* FIFO of relay directions waiting for a pipe */
-    uint32_t whead, nwait, wcap;
+    uint32_t cap;   /* RelayPipes */
 };
 
 /* Counters, written by the worker only and read by the stats socket. */
 struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
-    _Atomic uint64_t relayed[2]; /* bytes: client to backend, backend to client */
+    _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
+    _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
 

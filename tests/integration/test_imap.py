@@ -4,6 +4,7 @@ import base64
 import imaplib
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -273,3 +274,49 @@ def test_curl_imap_lists_and_fetches(fg, dovecot):
     out = subprocess.run(["curl", "-sS", "--max-time", "20", "-u", "percent:nope",
                           f"imap://127.0.0.1:{fg.imap_port}/"], capture_output=True)
     assert out.returncode != 0
+
+
+def test_stalled_reader_holds_up_no_other_session(make_fg, dovecot):
+    """RelayPipes = 1: a client that stops reading keeps the only pipe busy;
+    every other session is relayed through the copy path, byte-exact."""
+    import concurrent.futures
+    import socket
+    body = b"".join(b"stall %06d %s\r\n" % (i, b"q" * 70) for i in range(14000))
+    msg = b"Subject: stalled\r\n\r\n" + body
+    dovecot.deliver("question", msg)
+    fg = make_fg({"global": {"RelayPipes": "1", "Workers": "1"}})
+
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", fg.imap_port))
+    f = stalled.makefile("rb")
+    f.readline()
+    # Ten copies of the message: more than the kernel's socket buffers hold.
+    stalled.sendall(b'a LOGIN question "why?"\r\nb SELECT INBOX\r\n' +
+                    b"".join(b"f%d UID FETCH 1:* BODY.PEEK[]\r\n" % i for i in range(10)))
+    time.sleep(1)  # the buffers fill; the pipe holds the next chunk
+    assert fg.stats()["pipes_busy"] == 1
+
+    def fetch(_):
+        m = imap(fg)
+        m.login("question", PASSWORDS["question"])
+        m.select("INBOX", readonly=True)
+        uid = m.uid("SEARCH", None, "ALL")[1][0].split()[-1]
+        data = m.uid("FETCH", uid, "(BODY.PEEK[])")[1][0][1]
+        m.logout()
+        return data == msg
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(fetch, range(16)))
+    assert fg.stats()["relay_copies_total"] > 0
+    # The stalled client reads at last and gets every byte too.
+    for _ in range(10):
+        line = f.readline()
+        while not line.startswith(b"* 1 FETCH"):
+            line = f.readline()
+        size = int(line[line.rindex(b"{") + 1:line.rindex(b"}")])
+        assert f.read(size) == msg
+    f.close()  # the file object holds the socket open too
+    stalled.close()
+    st = fg.wait_idle()
+    assert st["pipes"] <= 1 and st["pipes_busy"] == 0
