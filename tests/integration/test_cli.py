@@ -101,3 +101,14 @@ def test_port_in_use_is_reported(make_fg):
         clash.proc = None  # its failure was the point
     finally:
         s.close()
+
+
+def test_stats_socket_commands(fg):
+    text = fg.stats("show settings")["text"]
+    assert "[backend]\nDefaultServer = 127.0.0.1\nLoginMode = PassThrough\n" in text
+    assert f"UnencryptedOrTLSBindings = 127.0.0.1:{fg.imap_port}\n" in text
+    assert "MasterPassword" not in text
+    assert "show info" in fg.stats("help")["text"]
+    assert fg.stats("drop everything")["text"].startswith('Unknown command "drop everything"')
+    info = fg.stats()
+    assert info["workers"] == 2 and info["connections"] == 0 and info["slots"] > 1000
