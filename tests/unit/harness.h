@@ -30,6 +30,14 @@ void th_fail(const char *file, int line, const char *fmt, ...)
             th_fail(__FILE__, __LINE__, "%s == %lld, expected %lld", #a, th_a, th_b);              \
     } while (0)
 
+/* A CHECK with a printf-style message. */
+#define CHECKF(cond, ...)                                                                          \
+    do {                                                                                           \
+        th_checks++;                                                                               \
+        if (!(cond))                                                                               \
+            th_fail(__FILE__, __LINE__, __VA_ARGS__);                                              \
+    } while (0)
+
 /* Compares n bytes at p with a C string. */
 #define CHECK_MEM(p, n, s)                                                                         \
     do {                                                                                           \

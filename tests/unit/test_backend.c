@@ -23,13 +23,6 @@
 #define GREET_NO_IR  "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN ID] ready.\r\n"
 #define XCLIENT_LINE "XCLIENT ADDR=" CLIENT_IP " PORT=50123 SESSION=" SESSION_ID " TTL=4\r\n"
 
-#define CHECKF(cond, ...)                                                                          \
-    do {                                                                                           \
-        th_checks++;                                                                               \
-        if (!(cond))                                                                               \
-            th_fail(__FILE__, __LINE__, __VA_ARGS__);                                              \
-    } while (0)
-
 #define SENT(b)          (int)buf_avail(&(b)->out), buf_head(&(b)->out)
 #define CHECK_SENT(b, s) CHECK_MEM(buf_head(&(b)->out), buf_avail(&(b)->out), s)
 #define CHECK_SENT_HAS(b, s)                                                                       \

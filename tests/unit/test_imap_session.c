@@ -3,8 +3,6 @@
  * as the core drives it: client bytes go into s->in, input() answers into the
  * output buffer, and a SESS_LOGIN is finished with login_done().
  */
-#include "../../proto/session.h"
-#include "harness.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -12,117 +10,8 @@
 
 #define BANNER  "Forestgate IMAP4 service ready."
 #define MAX_CMD 10240
-
-#define LT_LOGIN  LOGIN_TYPE_PLAIN_TEXT_LOGIN
-#define LT_AUTH   LOGIN_TYPE_PLAIN_TEXT_AUTH
-#define LT_SECURE LOGIN_TYPE_SECURE
-
-/* base64 of "\0alice\0secret", "admin\0alice\0secret" and "\0alice\0Sup3r$ecret" */
-#define B64_ALICE       "AGFsaWNlAHNlY3JldA=="
-#define B64_ALICE_AUTHZ "YWRtaW4AYWxpY2UAc2VjcmV0"
-#define B64_SECRET      "AGFsaWNlAFN1cDNyJGVjcmV0"
-#define SECRET          "Sup3r$ecret"
-
-/* A CHECK with a printf-style message. */
-#define CHECKF(cond, ...)                                                                          \
-    do {                                                                                           \
-        th_checks++;                                                                               \
-        if (!(cond))                                                                               \
-            th_fail(__FILE__, __LINE__, __VA_ARGS__);                                              \
-    } while (0)
-
-/* The replies to the last input, compared whole, by prefix, or searched. */
-#define OUT(f)          (int)buf_avail(&(f)->out), buf_head(&(f)->out)
-#define FEED(f, lit)    fx_feed(f, lit, sizeof(lit) - 1) /* literal strings holding a NUL */
-#define CHECK_OUT(f, s) CHECK_MEM(buf_head(&(f)->out), buf_avail(&(f)->out), s)
-#define CHECK_PREFIX(f, s)                                                                         \
-    CHECKF(out_starts(f, s), "output \"%.*s\" should start \"%s\"", OUT(f), s)
-#define CHECK_HAS(f, s) CHECKF(out_has(f, s), "output \"%.*s\" should contain \"%s\"", OUT(f), s)
-#define CHECK_LACKS(f, s)                                                                          \
-    CHECKF(!out_has(f, s), "output \"%.*s\" must not contain \"%s\"", OUT(f), s)
-
-/* The pending credentials, byte for byte. */
-#define CHECK_CRED(f, u, p)                                                                        \
-    do {                                                                                           \
-        CHECK((f)->s->cred != NULL);                                                               \
-        if ((f)->s->cred) {                                                                        \
-            CHECK_MEM((f)->s->cred->user, (f)->s->cred->user_len, u);                              \
-            CHECK_MEM((f)->s->cred->pass, (f)->s->cred->pass_len, p);                              \
-        }                                                                                          \
-    } while (0)
-
-struct fx {
-    struct sess_conf conf;
-    struct buf out;
-    struct session *s;
-};
-
-static void fx_open_max(struct fx *f, uint8_t login_type, bool tls, uint32_t max)
-{
-    memset(f, 0, sizeof *f);
-    f->conf.banner = BANNER;
-    f->conf.max_command = max;
-    f->conf.login_type = login_type;
-    f->s = imap_sess_ops.create(&f->conf, &f->out);
-    if (!f->s)
-        abort();
-    f->s->tls = tls;
-}
-
-static void fx_open(struct fx *f, uint8_t login_type)
-{
-    fx_open_max(f, login_type, false, MAX_CMD);
-}
-
-static void fx_clear(struct fx *f)
-{
-    buf_consume(&f->out, buf_avail(&f->out));
-}
-
-/* Appends client bytes and runs input(); the output holds only the new replies. */
-static enum sess_action fx_feed(struct fx *f, const char *p, size_t n)
-{
-    fx_clear(f);
-    buf_append(&f->s->in, p, n);
-    return f->s->ops->input(f->s);
-}
-
-static enum sess_action fx_cmd(struct fx *f, const char *line)
-{
-    return fx_feed(f, line, strlen(line));
-}
-
-static void fx_done(struct fx *f, enum login_status st, const char *caps)
-{
-    fx_clear(f);
-    f->s->ops->login_done(f->s, st, caps, caps ? strlen(caps) : 0);
-}
-
-static void fx_close(struct fx *f)
-{
-    f->s->ops->destroy(f->s);
-    buf_free(&f->out);
-}
-
-static bool out_starts(const struct fx *f, const char *s)
-{
-    size_t n = strlen(s);
-    return buf_avail(&f->out) >= n && memcmp(buf_head(&f->out), s, n) == 0;
-}
-
-static bool out_has(const struct fx *f, const char *s)
-{
-    return th_contains(buf_head(&f->out), buf_avail(&f->out), s);
-}
-
-/* Lines (CRLF-terminated) in the output. */
-static int out_lines(const struct fx *f)
-{
-    int n = 0;
-    for (uint32_t i = 1; i < buf_avail(&f->out); i++)
-        n += buf_head(&f->out)[i - 1] == '\r' && buf_head(&f->out)[i] == '\n';
-    return n;
-}
+#define FX_OPS  imap_sess_ops
+#include "sess_fixture.h"
 
 /* True when the space-separated list caps (n bytes) holds the word w. */
 static bool cap_has(const char *caps, size_t n, const char *w)
@@ -150,22 +39,6 @@ static const char *greeting_caps(const struct fx *f, size_t *n)
         return NULL;
     *n = (size_t)(close - p) - (sizeof pre - 1);
     return p + sizeof pre - 1;
-}
-
-static void b64_encode(const unsigned char *src, size_t n, char *dst)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)src[i] << 16;
-        v |= i + 1 < n ? (unsigned)src[i + 1] << 8 : 0;
-        v |= i + 2 < n ? src[i + 2] : 0;
-        dst[o++] = a[v >> 18];
-        dst[o++] = a[(v >> 12) & 63];
-        dst[o++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        dst[o++] = i + 2 < n ? a[v & 63] : '=';
-    }
-    dst[o] = 0;
 }
 
 /* ---- greeting and capabilities ---------------------------------------- */

@@ -3,8 +3,6 @@
  * pop3_sess_ops as the core drives it: client bytes go into s->in, input()
  * answers into the output buffer, and a SESS_LOGIN ends with login_done().
  */
-#include "../../proto/session.h"
-#include "harness.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -12,112 +10,8 @@
 
 #define BANNER  "Forestgate POP3 service ready."
 #define MAX_CMD 512
-
-#define LT_LOGIN  LOGIN_TYPE_PLAIN_TEXT_LOGIN
-#define LT_AUTH   LOGIN_TYPE_PLAIN_TEXT_AUTH
-#define LT_SECURE LOGIN_TYPE_SECURE
-
-/* base64 of "\0alice\0secret", "admin\0alice\0secret" and "\0alice\0Sup3r$ecret" */
-#define B64_ALICE       "AGFsaWNlAHNlY3JldA=="
-#define B64_ALICE_AUTHZ "YWRtaW4AYWxpY2UAc2VjcmV0"
-#define B64_SECRET      "AGFsaWNlAFN1cDNyJGVjcmV0"
-#define SECRET          "Sup3r$ecret"
-
-#define CHECKF(cond, ...)                                                                          \
-    do {                                                                                           \
-        th_checks++;                                                                               \
-        if (!(cond))                                                                               \
-            th_fail(__FILE__, __LINE__, __VA_ARGS__);                                              \
-    } while (0)
-
-#define OUT(f)          (int)buf_avail(&(f)->out), buf_head(&(f)->out)
-#define FEED(f, lit)    fx_feed(f, lit, sizeof(lit) - 1) /* literal strings holding a NUL */
-#define CHECK_OUT(f, s) CHECK_MEM(buf_head(&(f)->out), buf_avail(&(f)->out), s)
-#define CHECK_PREFIX(f, s)                                                                         \
-    CHECKF(out_starts(f, s), "output \"%.*s\" should start \"%s\"", OUT(f), s)
-#define CHECK_HAS(f, s) CHECKF(out_has(f, s), "output \"%.*s\" should contain \"%s\"", OUT(f), s)
-#define CHECK_LACKS(f, s)                                                                          \
-    CHECKF(!out_has(f, s), "output \"%.*s\" must not contain \"%s\"", OUT(f), s)
-
-#define CHECK_CRED(f, u, p)                                                                        \
-    do {                                                                                           \
-        CHECK((f)->s->cred != NULL);                                                               \
-        if ((f)->s->cred) {                                                                        \
-            CHECK_MEM((f)->s->cred->user, (f)->s->cred->user_len, u);                              \
-            CHECK_MEM((f)->s->cred->pass, (f)->s->cred->pass_len, p);                              \
-        }                                                                                          \
-    } while (0)
-
-struct fx {
-    struct sess_conf conf;
-    struct buf out;
-    struct session *s;
-};
-
-static void fx_open_max(struct fx *f, uint8_t login_type, bool tls, uint32_t max)
-{
-    memset(f, 0, sizeof *f);
-    f->conf.banner = BANNER;
-    f->conf.max_command = max;
-    f->conf.login_type = login_type;
-    f->s = pop3_sess_ops.create(&f->conf, &f->out);
-    if (!f->s)
-        abort();
-    f->s->tls = tls;
-}
-
-static void fx_open(struct fx *f, uint8_t login_type)
-{
-    fx_open_max(f, login_type, false, MAX_CMD);
-}
-
-static void fx_clear(struct fx *f)
-{
-    buf_consume(&f->out, buf_avail(&f->out));
-}
-
-static enum sess_action fx_feed(struct fx *f, const char *p, size_t n)
-{
-    fx_clear(f);
-    buf_append(&f->s->in, p, n);
-    return f->s->ops->input(f->s);
-}
-
-static enum sess_action fx_cmd(struct fx *f, const char *line)
-{
-    return fx_feed(f, line, strlen(line));
-}
-
-static void fx_done(struct fx *f, enum login_status st)
-{
-    fx_clear(f);
-    f->s->ops->login_done(f->s, st, NULL, 0);
-}
-
-static void fx_close(struct fx *f)
-{
-    f->s->ops->destroy(f->s);
-    buf_free(&f->out);
-}
-
-static bool out_starts(const struct fx *f, const char *s)
-{
-    size_t n = strlen(s);
-    return buf_avail(&f->out) >= n && memcmp(buf_head(&f->out), s, n) == 0;
-}
-
-static bool out_has(const struct fx *f, const char *s)
-{
-    return th_contains(buf_head(&f->out), buf_avail(&f->out), s);
-}
-
-static int out_lines(const struct fx *f)
-{
-    int n = 0;
-    for (uint32_t i = 1; i < buf_avail(&f->out); i++)
-        n += buf_head(&f->out)[i - 1] == '\r' && buf_head(&f->out)[i] == '\n';
-    return n;
-}
+#define FX_OPS  pop3_sess_ops
+#include "sess_fixture.h"
 
 /* True when the multi-line reply in the output has the line l. */
 static bool out_has_line(const struct fx *f, const char *l)
@@ -125,22 +19,6 @@ static bool out_has_line(const struct fx *f, const char *l)
     char want[64];
     snprintf(want, sizeof want, "\r\n%s\r\n", l);
     return out_has(f, want);
-}
-
-static void b64_encode(const unsigned char *src, size_t n, char *dst)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)src[i] << 16;
-        v |= i + 1 < n ? (unsigned)src[i + 1] << 8 : 0;
-        v |= i + 2 < n ? src[i + 2] : 0;
-        dst[o++] = a[v >> 18];
-        dst[o++] = a[(v >> 12) & 63];
-        dst[o++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        dst[o++] = i + 2 < n ? a[v & 63] : '=';
-    }
-    dst[o] = 0;
 }
 
 /* USER then PASS; returns what PASS returned. */
@@ -242,7 +120,7 @@ static void test_user_needed_again_after_failed_login(void)
     struct fx f;
     fx_open(&f, LT_LOGIN);
     CHECK_INT(fx_userpass(&f, "USER alice\r\n", "PASS secret\r\n"), SESS_LOGIN);
-    fx_done(&f, LOGIN_FAILED);
+    fx_done(&f, LOGIN_FAILED, NULL);
     CHECK_INT(fx_cmd(&f, "PASS guess2\r\n"), SESS_AGAIN);
     CHECK_PREFIX(&f, "-ERR");
     CHECK(f.s->cred == NULL);
@@ -409,7 +287,7 @@ static void test_login_done_maps_status_to_reply(void)
         struct fx f;
         fx_open(&f, LT_LOGIN);
         CHECK_INT(fx_userpass(&f, "USER alice\r\n", "PASS secret\r\n"), SESS_LOGIN);
-        fx_done(&f, cases[i].st);
+        fx_done(&f, cases[i].st, NULL);
         CHECKF(out_starts(&f, cases[i].reply), "status %d: got \"%.*s\", expected \"%s...\"",
                cases[i].st, OUT(&f), cases[i].reply);
         CHECK_INT(out_lines(&f), 1);
@@ -522,7 +400,7 @@ static void test_pipelined_command_after_pass_waits_for_login_done(void)
     CHECK_MEM(buf_head(&f.s->in), buf_avail(&f.s->in), "STAT\r\n");
     CHECK_INT(f.s->ops->input(f.s), SESS_AGAIN); /* STAT is not answered before login_done */
     CHECK_INT(buf_avail(&f.s->in), 6);
-    fx_done(&f, LOGIN_FAILED);
+    fx_done(&f, LOGIN_FAILED, NULL);
     CHECK_PREFIX(&f, "-ERR [AUTH]");
     CHECK_INT(fx_feed(&f, "", 0), SESS_AGAIN);
     CHECK_PREFIX(&f, "-ERR");
@@ -612,7 +490,7 @@ static void check_plog(uint8_t lt, const char *script, size_t n, int min_client_
     f.s->plog = plog_capture;
     f.s->plog_ctx = &cap;
     if (fx_feed(&f, script, n) == SESS_LOGIN)
-        fx_done(&f, LOGIN_FAILED);
+        fx_done(&f, LOGIN_FAILED, NULL);
     CHECKF(!th_contains(cap.text, cap.len, SECRET), "log shows the password:\n%s", cap.text);
     CHECKF(!th_contains(cap.text, cap.len, B64_SECRET), "log shows the SASL response:\n%s",
            cap.text);
