@@ -14,9 +14,9 @@
 
 static const struct sess_ops *const conn_ops[FG_PROTO_COUNT] = {&imap_sess_ops, &pop3_sess_ops};
 
-void conn_sqe_data(struct conn *c, struct io_uring_sqe *sqe, enum fg_op op, uint32_t slot)
+void conn_sqe_data(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op)
 {
-    io_uring_sqe_set_data64(sqe, ud_make(op, slot, c->gen));
+    io_uring_sqe_set_data64(sqe, ud_make(op, conn_slot(w, c), c->gen));
     c->inflight++;
 }
 
@@ -160,9 +160,11 @@ void conn_accept(struct worker *w, struct listener *l, int fd)
         c->s->plog_ctx = c;
     }
     timer_touch(w, c, TL_PREAUTH + c->proto);
+#ifdef FG_DEBUG
     struct log_line ll;
     conn_log_begin(&ll, c, LOG_DEBUG, "connect");
     log_end(&ll);
+#endif
     c->s->ops->greeting(c->s);
     conn_flush(w, c);
     conn_arm_recv(w, c);
@@ -181,7 +183,7 @@ void conn_arm_recv(struct worker *w, struct conn *c)
     io_uring_prep_recv(sqe, c->fd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    conn_sqe_data(c, sqe, OP_C_RECV, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, OP_C_RECV);
     c->flags |= CF_C_RECV;
 }
 
@@ -269,7 +271,7 @@ void conn_flush(struct worker *w, struct conn *c)
     if (sendq_start(&c->cq, &p, &n)) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(c, sqe, OP_C_SEND, conn_slot(w, c));
+        conn_sqe_data(w, c, sqe, OP_C_SEND);
     } else if ((c->flags & CF_CLOSE_AFTER) && sendq_idle(&c->cq)) {
         conn_close(w, c, c->why);
     }
@@ -287,7 +289,7 @@ void conn_on_c_send(struct worker *w, struct conn *c, int res)
     if (sendq_done(&c->cq, (uint32_t)res, &p, &n)) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(c, sqe, OP_C_SEND, conn_slot(w, c));
+        conn_sqe_data(w, c, sqe, OP_C_SEND);
         return;
     }
     if (c->state == CONN_RELAY)
@@ -303,10 +305,10 @@ void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_o
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     sqe->flags |= IOSQE_IO_HARDLINK;
-    conn_sqe_data(c, sqe, cancel_op, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, cancel_op);
     sqe = worker_sqe(w);
     io_uring_prep_close(sqe, fd);
-    conn_sqe_data(c, sqe, cancel_op + 1, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, cancel_op + 1);
 }
 
 void conn_close(struct worker *w, struct conn *c, const char *reason)

@@ -128,7 +128,7 @@ void conn_shutdown(struct worker *w, struct conn *c);
 void conn_set_state(struct worker *w, struct conn *c, enum conn_state st);
 
 /* Queues an SQE for c: sets user_data and counts it in flight. */
-void conn_sqe_data(struct conn *c, struct io_uring_sqe *sqe, enum fg_op op, uint32_t slot);
+void conn_sqe_data(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op);
 
 static inline uint32_t conn_slot(const struct worker *w, const struct conn *c)
 {
@@ -150,7 +150,8 @@ void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
 void upstream_on_send(struct worker *w, struct conn *c, int res);
 void upstream_expire(struct worker *w, struct conn *c);
 void upstream_free(struct conn *c);
-void upstream_send_queued(struct worker *w, struct conn *c);
+/* Sends what is queued for the backend, if no send is in flight. */
+void upstream_flush(struct worker *w, struct conn *c);
 /* A backend operation completed: returns false when it was stale. */
 bool upstream_op_done(struct worker *w, struct conn *c);
 

@@ -43,12 +43,6 @@ void log_end(struct log_line *l);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-#ifdef FG_DEBUG
-#define log_debug(event, ...) log_msg(LOG_DEBUG, event, __VA_ARGS__)
-#else
-#define log_debug(event, ...) ((void)0)
-#endif
-
 /* Protocol log files, by protocol; -1 when disabled. Shared by all workers:
  * O_APPEND writes of whole lines do not interleave. */
 extern int plog_fds[FG_PROTO_COUNT];

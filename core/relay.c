@@ -131,7 +131,7 @@ static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
     struct io_uring_sqe *sqe = worker_sqe(w);
 
     io_uring_prep_poll_add(sqe, out ? relay_dst(c, d) : relay_src(c, d), out ? POLLOUT : POLLIN);
-    conn_sqe_data(c, sqe, ops[d][out], conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, ops[d][out]);
     c->rd[d].wait = out ? RD_OUT : RD_IN;
 }
 
@@ -258,7 +258,7 @@ void relay_start(struct worker *w, struct conn *c)
     if (c->flags & CF_C_RECV) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_cancel64(sqe, ud_make(OP_C_RECV, conn_slot(w, c), c->gen), 0);
-        conn_sqe_data(c, sqe, OP_CANCEL, conn_slot(w, c));
+        conn_sqe_data(w, c, sqe, OP_CANCEL);
     }
     conn_flush(w, c);
     relay_maybe_go(w, c);
@@ -271,7 +271,7 @@ void relay_maybe_go(struct worker *w, struct conn *c)
     if (c->state != CONN_RELAY)
         return;
     if (c->rd[0].wait == RD_START && !(c->flags & CF_C_RECV)) {
-        upstream_send_queued(w, c);
+        upstream_flush(w, c);
         if (sendq_idle(&lg->bq)) {
             if (c->flags & CF_C_EOF) {
                 c->rd[0].wait = RD_EOF;

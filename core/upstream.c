@@ -167,7 +167,7 @@ static void upstream_connect(struct worker *w, struct conn *c)
     }
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_connect(sqe, fd, &c->baddr.sa, net_addr_len(&c->baddr));
-    conn_sqe_data(c, sqe, OP_B_CONNECT, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, OP_B_CONNECT);
     c->bops++;
 }
 
@@ -215,12 +215,12 @@ static void upstream_arm_recv(struct worker *w, struct conn *c)
     io_uring_prep_recv(sqe, c->bfd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    conn_sqe_data(c, sqe, OP_B_RECV, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, OP_B_RECV);
     c->bops++;
     c->flags |= CF_B_RECV;
 }
 
-static void upstream_flush(struct worker *w, struct conn *c)
+void upstream_flush(struct worker *w, struct conn *c)
 {
     const char *p;
     uint32_t n;
@@ -228,7 +228,7 @@ static void upstream_flush(struct worker *w, struct conn *c)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
-    conn_sqe_data(c, sqe, OP_B_SEND, conn_slot(w, c));
+    conn_sqe_data(w, c, sqe, OP_B_SEND);
     c->bops++;
 }
 
@@ -339,7 +339,7 @@ void upstream_on_send(struct worker *w, struct conn *c, int res)
     if (sendq_done(bq, (uint32_t)res, &p, &n)) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(c, sqe, OP_B_SEND, conn_slot(w, c));
+        conn_sqe_data(w, c, sqe, OP_B_SEND);
         c->bops++;
         return;
     }
@@ -367,10 +367,4 @@ void upstream_free(struct conn *c)
     explicit_bzero(lg, sizeof *lg);
     free(lg);
     c->lg = NULL;
-}
-
-/* Sends the last login bytes queued for the backend; used by the relay. */
-void upstream_send_queued(struct worker *w, struct conn *c)
-{
-    upstream_flush(w, c);
 }

@@ -522,55 +522,6 @@ static void test_plog_never_shows_pass_line_holding_nul(void)
 
 /* ---- byte-at-a-time --------------------------------------------------------- */
 
-struct run {
-    struct buf out;
-    enum sess_action last;
-    int early;
-    char user[300], pass[300];
-    uint16_t user_len, pass_len;
-};
-
-static void run_script(const char *script, bool bytewise, struct run *r)
-{
-    struct sess_conf conf = {BANNER, MAX_CMD, LT_LOGIN};
-    size_t n = strlen(script);
-    memset(r, 0, sizeof *r);
-    struct session *s = pop3_sess_ops.create(&conf, &r->out);
-    s->ops->greeting(s);
-    for (size_t i = 0; i < n; i += bytewise ? 1 : n) {
-        buf_append(&s->in, script + i, bytewise ? 1 : n);
-        r->last = s->ops->input(s);
-        if (r->last != SESS_AGAIN && i + 1 < n && bytewise)
-            r->early++;
-    }
-    if (s->cred) {
-        memcpy(r->user, s->cred->user, s->cred->user_len);
-        memcpy(r->pass, s->cred->pass, s->cred->pass_len);
-        r->user_len = s->cred->user_len;
-        r->pass_len = s->cred->pass_len;
-    }
-    s->ops->destroy(s);
-}
-
-static void check_bytewise(const char *script, enum sess_action want, const char *must_have)
-{
-    struct run a, b;
-    run_script(script, false, &a);
-    run_script(script, true, &b);
-    CHECK_INT(a.last, want);
-    CHECK_INT(b.last, want);
-    CHECK_INT(b.early, 0);
-    CHECKF(th_contains(a.out.data, a.out.len, must_have), "bulk output \"%.*s\" lacks \"%s\"",
-           (int)a.out.len, a.out.data, must_have);
-    CHECKF(a.out.len == b.out.len && memcmp(a.out.data, b.out.data, a.out.len) == 0,
-           "bulk output \"%.*s\" != byte-at-a-time output \"%.*s\"", (int)a.out.len, a.out.data,
-           (int)b.out.len, b.out.data);
-    CHECK(a.user_len == b.user_len && memcmp(a.user, b.user, a.user_len) == 0);
-    CHECK(a.pass_len == b.pass_len && memcmp(a.pass, b.pass, a.pass_len) == 0);
-    buf_free(&a.out);
-    buf_free(&b.out);
-}
-
 static void test_byte_at_a_time_user_pass_matches_bulk(void)
 {
     check_bytewise("CAPA\r\nSTAT\r\nAUTH\r\nUSER alice\r\nPASS  a b \r\n", SESS_LOGIN,
