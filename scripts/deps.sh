@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Installs what forestgate needs on Debian 12, with apt-get, skipping what is
-# already there. Usage: scripts/deps.sh build|test|demo
+# already there. Usage: scripts/deps.sh build|test|demo|bench
 set -euo pipefail
 
-build_pkgs=(meson ninja-build pkgconf gcc liburing-dev libjemalloc-dev libinih-dev)
+build_pkgs=(meson ninja-build pkgconf gcc liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev)
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
            curl openssl procps iproute2)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
+# bench/compare: the peers it measures forestgate against. nginx-light only
+# when no nginx flavour (core, full, extras) is installed: they conflict.
+bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d python3)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx-light)
 
 case "${1:-build}" in
 build) want=("${build_pkgs[@]}") ;;
 test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
 demo) want=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
-*) echo "usage: $0 build|test|demo" >&2; exit 2 ;;
+bench) want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+*) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
 esac
 
 missing=()

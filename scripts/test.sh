@@ -47,7 +47,8 @@ unit() { # unit DIR LABEL
 
 integration() { # integration BINARY LABEL
     local out=/tmp/fg-pytest-$$.txt
-    FG_BIN=$1 $PY -m pytest -q -p no:cacheprovider tests/integration 2>&1 | tee "$out" | tail -40
+    FG_BIN=$1 FGB_BIN=$(dirname "$1")/bench/forestgate-bench \
+        FGB_REFPOINTS=$(dirname "$1")/bench/forestgate-refpoints $PY -m pytest -q -p no:cacheprovider tests/integration 2>&1 | tee "$out" | tail -40
     local summary ok fail err
     summary=$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)" "$out" | tail -1)
     ok=$(echo "$summary" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || echo 0)
@@ -95,12 +96,12 @@ else
 fi
 
 echo "== formatting"
-unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] 2>&1 |
+unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
     grep -c "warning:" || true)
 if [ "$unformatted" -eq 0 ]; then
     count "clang-format" 1 0
 else
-    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory"
+    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory bench tests/unit"
     count "clang-format" 0 1
 fi
 

@@ -23,6 +23,19 @@ def binary() -> str:
     return os.environ.get("FG_BIN", os.path.join(ROOT, "build", "forestgate"))
 
 
+def bench_binary() -> str:
+    """FGB_BIN, else the forestgate-bench beside FG_BIN (so the ASan run of
+    scripts/test.sh tests the ASan build), else the release build."""
+    if os.environ.get("FGB_BIN"):
+        return os.environ["FGB_BIN"]
+    fg = os.environ.get("FG_BIN")
+    if fg:
+        near = os.path.join(os.path.dirname(fg), "bench", "forestgate-bench")
+        if os.path.exists(near):
+            return near
+    return os.path.join(ROOT, "build", "bench", "forestgate-bench")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,513 @@
+/*
+ * forestgate-bench: the load generator of forestgate, and (--serve) a MOCK
+ * IMAP/POP3 backend to measure a proxy without measuring a mail server.
+ * This file reads the command line and runs one or the other.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "client.h"
+#include "fgb.h"
+#include "report.h"
+
+#define MAX_CONNS   1000000
+#define MAX_THREADS 256
+#define MAX_USERS   10000000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: forestgate-bench [OPTIONS]                 load generator\n"
+            "       forestgate-bench --serve imap|pop3 --port P [SERVE OPTIONS]   MOCK backend\n"
+            "\n"
+            "Load generator:\n"
+            "  --proto imap|pop3        protocol (default imap)\n"
+            "  --host H                 server address or name (default 127.0.0.1)\n"
+            "  --port P                 server port (default 143 / 110)\n"
+            "  --tls, --starttls        TLS from the start / after STARTTLS or STLS\n"
+            "  --scenario S             login | fetch | idle | mixed (default login)\n"
+            "      login: connect, greeting, login, logout, repeat; reports logins/s\n"
+            "      fetch: log in once, then UID FETCH n BODY.PEEK[] / RETR n in a loop\n"
+            "      idle:  hold --conns sessions logged in and idle\n"
+            "      mixed: short POP3 polls (login, STAT, UIDL, QUIT) beside IMAP\n"
+            "             sessions that stay (login, SELECT, FETCH FLAGS, NOOPs, LOGOUT)\n"
+            "  --conns N                concurrent sessions (default 10)\n"
+            "  --rate R                 open loop: R logins/s scheduled (login scenario);\n"
+            "                           latency counts from the scheduled time\n"
+            "  --duration S             seconds measured (default 10); then log out and stop\n"
+            "  --warmup S               seconds run before measuring (default 0)\n"
+            "  --threads T              event loops (default 1)\n"
+            "  --timeout S              no progress for S seconds is an error (default 10)\n"
+            "  --ramp N                 logins in flight per thread at most (default 256)\n"
+            "  --users FILE|PATTERN     FILE: lines 'user' or 'user:password';\n"
+            "                           PATTERN: %%d becomes 1..--user-count (default user%%d)\n"
+            "  --user-count N           users of a PATTERN (default 1)\n"
+            "  --password-pattern P     %%d = the user's number, %%u = the user name (default "
+            "pass)\n"
+            "  --auth login|plain       IMAP LOGIN or AUTHENTICATE PLAIN, POP3 USER/PASS or\n"
+            "                           AUTH PLAIN (default login)\n"
+            "  --imap-port P, --pop3-port P   ports of the mixed scenario (default 143, 110)\n"
+            "  --mix pop3=W,imap=W      shares of the sessions in mixed (default pop3=80,imap=20)\n"
+            "  --stay S, --noop S       mixed: an IMAP session stays S s (default 30), with a\n"
+            "                           NOOP every S s (default 5)\n"
+            "  --ready-file PATH        written with the count once all sessions are logged in\n"
+            "  --json PATH              the result as JSON ('-' = stdout)\n"
+            "  --quiet                  no progress line\n"
+            "\n"
+            "MOCK backend (accepts any login but an empty password):\n"
+            "  --serve imap|pop3 --port P [--host H] [--threads N] [--messages N]\n"
+            "  [--msg-size BYTES] [--duration S]   (default 10 messages of 102400 bytes)\n"
+            "\n"
+            "  --version, --help\n");
+}
+
+static int bad(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "forestgate-bench: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(see forestgate-bench --help)\n");
+    return 2;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_proto(const char *s, enum fgb_proto *p)
+{
+    if (strcmp(s, "imap") == 0)
+        *p = FGB_IMAP;
+    else if (strcmp(s, "pop3") == 0)
+        *p = FGB_POP3;
+    else
+        return -1;
+    return 0;
+}
+
+/* Replaces %d with n and %u with user (if given) in pattern; "%%" is a '%'. */
+static char *expand(const char *pattern, unsigned long n, const char *user)
+{
+    size_t cap = strlen(pattern) + 32 + (user ? strlen(user) * 4 : 0);
+    char *out = malloc(cap), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = pattern; *p; p++) {
+        if (p[0] == '%' && p[1] == 'd') {
+            o += sprintf(o, "%lu", n);
+            p++;
+        } else if (p[0] == '%' && p[1] == 'u' && user) {
+            o += sprintf(o, "%s", user);
+            p++;
+        } else if (p[0] == '%' && p[1] == '%') {
+            *o++ = '%';
+            p++;
+        } else {
+            *o++ = *p;
+        }
+        if ((size_t)(o - out) + 32 + (user ? strlen(user) : 0) > cap) {
+            free(out);
+            return NULL;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static void users_free(struct fgb_user *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(u[i].name);
+        if (u[i].pass)
+            explicit_bzero(u[i].pass, strlen(u[i].pass));
+        free(u[i].pass);
+    }
+    free(u);
+}
+
+/* Reads users from a file: "user" or "user:password" per line; # comments. */
+static int users_from_file(const char *path, const char *pw_pattern, struct fgb_opts *o)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "forestgate-bench: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    size_t cap = 0;
+    unsigned long lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        size_t len = strcspn(line, "\r\n");
+        if (line[len] == 0 && !feof(f)) {
+            fprintf(stderr, "forestgate-bench: %s:%lu: line too long\n", path, lineno);
+            rc = -1;
+            break;
+        }
+        line[len] = 0;
+        if (len == 0 || line[0] == '#')
+            continue;
+        if (o->nusers == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct fgb_user *nu = realloc(o->users, cap * sizeof(*nu));
+            if (!nu) {
+                rc = -1;
+                break;
+            }
+            o->users = nu;
+        }
+        char *colon = strchr(line, ':');
+        if (colon)
+            *colon = 0;
+        struct fgb_user *u = &o->users[o->nusers++];
+        u->name = strdup(line);
+        u->pass = colon ? strdup(colon + 1) : expand(pw_pattern, o->nusers, line);
+        if (!u->name || !u->pass) {
+            rc = -1;
+            break;
+        }
+    }
+    explicit_bzero(line, sizeof(line));
+    fclose(f);
+    if (rc == 0 && o->nusers == 0) {
+        fprintf(stderr, "forestgate-bench: %s: no users in the file\n", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+static int users_from_pattern(const char *pattern, long count, const char *pw_pattern,
+                              struct fgb_opts *o)
+{
+    o->users = calloc((size_t)count, sizeof(*o->users));
+    if (!o->users)
+        return -1;
+    for (long i = 0; i < count; i++) {
+        struct fgb_user *u = &o->users[o->nusers++];
+        u->name = expand(pattern, (unsigned long)i + 1, NULL);
+        u->pass = u->name ? expand(pw_pattern, (unsigned long)i + 1, u->name) : NULL;
+        if (!u->name || !u->pass)
+            return -1;
+    }
+    return 0;
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    char service[16];
+    snprintf(service, sizeof(service), "%d", port);
+    int e = getaddrinfo(host, service, &hints, &res);
+    if (e != 0) {
+        fprintf(stderr, "forestgate-bench: %s: %s\n", host, gai_strerror(e));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* "pop3=80,imap=20" */
+static int parse_mix(const char *s, struct fgb_opts *o)
+{
+    char buf[64];
+    if (strlen(s) >= sizeof(buf))
+        return -1;
+    strcpy(buf, s);
+    o->mix_pop3 = o->mix_imap = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long w;
+        char *eq = strchr(tok, '=');
+        if (!eq || parse_long(eq + 1, 0, 1000000, &w) < 0)
+            return -1;
+        *eq = 0;
+        if (strcmp(tok, "pop3") == 0)
+            o->mix_pop3 = (int)w;
+        else if (strcmp(tok, "imap") == 0)
+            o->mix_imap = (int)w;
+        else
+            return -1;
+    }
+    return o->mix_pop3 + o->mix_imap > 0 ? 0 : -1;
+}
+
+struct cli {
+    struct fgb_opts o;
+    struct fgb_serve_opts so;
+    int serve;
+    const char *users;
+    const char *pw_pattern;
+    long user_count;
+    int port_set;
+};
+
+/* Takes one option and its value; returns 0, 1 to stop with exit 0, or 2 on error. */
+static int take(struct cli *c, const char *opt, const char *val, int *used)
+{
+    struct fgb_opts *o = &c->o;
+    long l;
+    double d;
+    *used = 1;
+#define NEED()                                                                                     \
+    do {                                                                                           \
+        if (!val)                                                                                  \
+            return bad("%s needs a value", opt);                                                   \
+    } while (0)
+#define LONG(lo, hi, dst)                                                                          \
+    do {                                                                                           \
+        NEED();                                                                                    \
+        if (parse_long(val, lo, hi, &l) < 0)                                                       \
+            return bad("bad value for %s", opt);                                                   \
+        dst = (int)l;                                                                              \
+    } while (0)
+#define DOUBLE(lo, hi, dst)                                                                        \
+    do {                                                                                           \
+        NEED();                                                                                    \
+        if (parse_double(val, lo, hi, &d) < 0)                                                     \
+            return bad("bad value for %s", opt);                                                   \
+        dst = d;                                                                                   \
+    } while (0)
+    if (strcmp(opt, "--proto") == 0) {
+        NEED();
+        if (parse_proto(val, &o->proto) < 0)
+            return bad("--proto must be imap or pop3, not '%s'", val);
+    } else if (strcmp(opt, "--serve") == 0) {
+        NEED();
+        if (parse_proto(val, &c->so.proto) < 0)
+            return bad("--serve must be imap or pop3, not '%s'", val);
+        c->serve = 1;
+    } else if (strcmp(opt, "--host") == 0) {
+        NEED();
+        o->host = c->so.host = val;
+    } else if (strcmp(opt, "--port") == 0) {
+        LONG(1, 65535, o->port);
+        c->so.port = o->port;
+        c->port_set = 1;
+    } else if (strcmp(opt, "--imap-port") == 0) {
+        LONG(1, 65535, o->imap_port);
+    } else if (strcmp(opt, "--pop3-port") == 0) {
+        LONG(1, 65535, o->pop3_port);
+    } else if (strcmp(opt, "--scenario") == 0) {
+        NEED();
+        int found = 0;
+        for (int i = 0; i <= SC_MIXED; i++)
+            if (strcmp(val, fgb_scenario_names[i]) == 0) {
+                o->scenario = (enum fgb_scenario)i;
+                found = 1;
+            }
+        if (!found)
+            return bad("--scenario must be login, fetch, idle or mixed, not '%s'", val);
+    } else if (strcmp(opt, "--conns") == 0) {
+        LONG(1, MAX_CONNS, o->conns);
+    } else if (strcmp(opt, "--threads") == 0) {
+        LONG(1, MAX_THREADS, o->threads);
+        c->so.threads = o->threads;
+    } else if (strcmp(opt, "--ramp") == 0) {
+        LONG(1, MAX_CONNS, o->ramp);
+    } else if (strcmp(opt, "--rate") == 0) {
+        DOUBLE(0, 1e7, o->rate);
+    } else if (strcmp(opt, "--duration") == 0) {
+        DOUBLE(0.01, 86400, o->duration);
+        c->so.duration = o->duration;
+    } else if (strcmp(opt, "--warmup") == 0) {
+        DOUBLE(0, 3600, o->warmup);
+    } else if (strcmp(opt, "--timeout") == 0) {
+        DOUBLE(0.01, 3600, o->timeout);
+    } else if (strcmp(opt, "--stay") == 0) {
+        DOUBLE(0, 86400, o->stay_s);
+    } else if (strcmp(opt, "--noop") == 0) {
+        DOUBLE(0.001, 3600, o->noop_s);
+    } else if (strcmp(opt, "--users") == 0) {
+        NEED();
+        c->users = val;
+    } else if (strcmp(opt, "--user-count") == 0) {
+        NEED();
+        if (parse_long(val, 1, MAX_USERS, &c->user_count) < 0)
+            return bad("bad value for %s", opt);
+    } else if (strcmp(opt, "--password-pattern") == 0) {
+        NEED();
+        c->pw_pattern = val;
+    } else if (strcmp(opt, "--auth") == 0) {
+        NEED();
+        if (strcmp(val, "login") != 0 && strcmp(val, "plain") != 0)
+            return bad("--auth must be login or plain, not '%s'", val);
+        o->auth_plain = strcmp(val, "plain") == 0;
+    } else if (strcmp(opt, "--mix") == 0) {
+        NEED();
+        if (parse_mix(val, o) < 0)
+            return bad("--mix wants pop3=W,imap=W with whole weights, not '%s'", val);
+    } else if (strcmp(opt, "--ready-file") == 0) {
+        NEED();
+        o->ready_file = val;
+    } else if (strcmp(opt, "--json") == 0) {
+        NEED();
+        o->json = val;
+    } else if (strcmp(opt, "--messages") == 0) {
+        LONG(1, 1000000, c->so.messages);
+    } else if (strcmp(opt, "--msg-size") == 0) {
+        NEED();
+        if (parse_long(val, 1, 1L << 30, &l) < 0)
+            return bad("bad value for %s", opt);
+        c->so.msg_size = (size_t)l;
+    } else {
+        *used = 0;
+        if (strcmp(opt, "--tls") == 0)
+            o->tls = 1;
+        else if (strcmp(opt, "--starttls") == 0)
+            o->starttls = 1;
+        else if (strcmp(opt, "--quiet") == 0)
+            o->quiet = c->so.quiet = 1;
+        else if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
+            usage(stdout);
+            return 1;
+        } else if (strcmp(opt, "--version") == 0) {
+            printf("forestgate-bench %s\n", FG_VERSION);
+            return 1;
+        } else
+            return bad("unknown option '%s'", opt);
+    }
+    return 0;
+#undef NEED
+#undef LONG
+#undef DOUBLE
+}
+
+static void defaults(struct cli *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->o.proto = FGB_IMAP;
+    c->o.host = c->so.host = "127.0.0.1";
+    c->o.conns = 10;
+    c->o.threads = c->so.threads = 1;
+    c->o.duration = 10;
+    c->o.timeout = 10;
+    c->o.ramp = 256;
+    c->o.mix_pop3 = 80;
+    c->o.mix_imap = 20;
+    c->o.stay_s = 30;
+    c->o.noop_s = 5;
+    c->o.imap_port = 143;
+    c->o.pop3_port = 110;
+    c->so.messages = 10;
+    c->so.msg_size = 102400;
+    c->users = "user%d";
+    c->pw_pattern = "pass";
+    c->user_count = 1;
+}
+
+/* Checks what depends on several options; resolves addresses. Returns 0 or 2. */
+static int finish(struct cli *c)
+{
+    struct fgb_opts *o = &c->o;
+    if (c->serve)
+        return c->port_set ? 0 : bad("%s needs --port", "--serve");
+    if (o->tls || o->starttls)
+        return bad("%s: TLS is not built into forestgate-bench yet",
+                   o->tls ? "--tls" : "--starttls");
+    if (o->rate > 0 && o->scenario != SC_LOGIN)
+        return bad("--rate applies to the login scenario, not %s", fgb_scenario_names[o->scenario]);
+    if (o->threads > o->conns)
+        o->threads = o->conns;
+    if (!c->port_set)
+        o->port = o->proto == FGB_IMAP ? 143 : 110;
+    if (o->scenario == SC_MIXED) {
+        if (resolve(o->host, o->imap_port, &o->addr[FGB_IMAP], &o->addrlen[FGB_IMAP]) < 0 ||
+            resolve(o->host, o->pop3_port, &o->addr[FGB_POP3], &o->addrlen[FGB_POP3]) < 0)
+            return 2;
+    } else if (resolve(o->host, o->port, &o->addr[o->proto], &o->addrlen[o->proto]) < 0) {
+        return 2;
+    }
+    struct stat st;
+    int rc = stat(c->users, &st) == 0 && S_ISREG(st.st_mode)
+                     ? users_from_file(c->users, c->pw_pattern, o)
+                     : users_from_pattern(c->users, c->user_count, c->pw_pattern, o);
+    if (rc < 0)
+        return bad("cannot set up the users from '%s'", c->users);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)o->conns + 64 > rl.rlim_cur) {
+        fprintf(stderr,
+                "forestgate-bench: %d sessions need more descriptors than the limit of "
+                "%llu (ulimit -n)\n",
+                o->conns, (unsigned long long)rl.rlim_cur);
+        return 2;
+    }
+    return 0;
+}
+
+static int run_client(struct cli *c)
+{
+    struct fgb_result res;
+    if (fgb_client_run(&c->o, &res) < 0) {
+        fprintf(stderr, "forestgate-bench: cannot start the threads: %s\n", strerror(errno));
+        return 1;
+    }
+    report_table(stderr, &c->o, &res);
+    int rc = 0;
+    if (c->o.json && report_json(c->o.json, &c->o, &res) < 0)
+        rc = 1;
+    uint64_t ops = 0;
+    for (int k = 0; k < K_N; k++)
+        ops += res.k[k].ops;
+    if (ops == 0) {
+        fprintf(stderr, "forestgate-bench: no operation succeeded\n");
+        rc = 1;
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c;
+    defaults(&c);
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        char buf[64];
+        /* --opt=value is the same as --opt value. */
+        const char *eq = strchr(opt, '=');
+        if (opt[0] == '-' && opt[1] == '-' && eq && (size_t)(eq - opt) < sizeof(buf)) {
+            memcpy(buf, opt, (size_t)(eq - opt));
+            buf[eq - opt] = 0;
+            opt = buf;
+            val = eq + 1;
+        }
+        int used;
+        int rc = take(&c, opt, val, &used);
+        if (rc)
+            return rc == 1 ? 0 : rc;
+        if (used && !eq)
+            i++;
+    }
+    int rc = finish(&c);
+    if (rc == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        rc = c.serve ? fgb_serve(&c.so) : run_client(&c);
+    }
+    users_free(c.o.users, c.o.nusers);
+    return rc;
+}

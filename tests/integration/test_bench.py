@@ -1,0 +1,245 @@
+"""forestgate-bench, the load generator, against a real Dovecot and through forestgate.
+
+Each test checks what the tool reports against what the servers saw or
+what the data must be: a bench that miscounts, mis-encodes a password or
+mis-parses a literal or a dot-stuffed line fails here.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.integration.conftest import PASSWORDS
+from tests.lib.dovecot import wire_bytes
+from tests.lib.forestgate import SANITIZER_RE, bench_binary
+
+BENCH = bench_binary()
+USER, PASSWORD = "benchuser", "bench pw \"q\" \\"
+
+
+def message(n: int) -> bytes:
+    """A message of about n bytes with lines that start with a dot."""
+    lines = [b"From: bench@example.org", b"Subject: bench", b""]
+    i = 0
+    while sum(len(l) + 2 for l in lines) < n:
+        lines.append(b".dotted line %06d" % i if i % 7 == 0 else b"line %06d %s" % (i, b"x" * 50))
+        i += 1
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+MESSAGES = [message(300_000), message(2_000), message(70_000)]
+
+
+@pytest.fixture(scope="module")
+def mailbox(dovecot):
+    dovecot.add_user(USER, PASSWORD)
+    for m in MESSAGES:
+        dovecot.deliver(USER, m)
+    return [len(wire_bytes(m)) for m in MESSAGES]
+
+
+def bench(*args, timeout=60, check_rc=0, tmp_path=None):
+    """Runs forestgate-bench with --json; returns (result dict or None, stderr)."""
+    out = os.path.join(tmp_path, "out.json") if tmp_path else None
+    cmd = [BENCH, "--quiet", *args] + (["--json", out] if out else [])
+    start = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    took = time.monotonic() - start
+    assert not SANITIZER_RE.search(p.stderr), p.stderr
+    if check_rc is not None:
+        assert p.returncode == check_rc, f"{cmd}: rc {p.returncode}\n{p.stderr}"
+    result = None
+    if out and os.path.exists(out):
+        with open(out) as f:
+            result = json.load(f)
+        os.unlink(out)
+    return result, p.stderr, took
+
+
+def users_file(tmp_path, users: dict) -> str:
+    path = os.path.join(tmp_path, "users")
+    with open(path, "w", encoding="utf-8") as f:
+        for u, p in users.items():
+            f.write(f"{u}:{p}\n")
+    return path
+
+
+# Passwords a LOGIN line can carry as an atom, a quoted string or a LITERAL+.
+ENCODABLE = {u: p for u, p in PASSWORDS.items() if "\n" not in p}
+
+
+@pytest.mark.parametrize("auth", ["login", "plain"])
+def test_imap_login_every_password_class(dovecot, tmp_path, auth):
+    users = users_file(str(tmp_path), ENCODABLE)
+    r, err, _ = bench("--port", str(dovecot.imap_port), "--users", users, "--auth", auth,
+                      "--conns", "4", "--duration", "1.5", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    assert r["ops"] >= len(ENCODABLE), r  # every user logged in at least once
+    assert r["scenario"] == "login" and r["proto"] == "imap"
+    lat = r["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert r["connections"]["opened"] >= r["ops"]
+
+
+@pytest.mark.parametrize("auth", ["login", "plain"])
+def test_pop3_login(dovecot, tmp_path, auth):
+    # USER/PASS carries the rest of the line: every printable password works.
+    users = users_file(str(tmp_path), {u: p for u, p in ENCODABLE.items() if p.isascii()})
+    r, err, _ = bench("--proto", "pop3", "--port", str(dovecot.pop3_port), "--users", users,
+                      "--auth", auth, "--conns", "3", "--duration", "1.5", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    assert r["ops"] > 0
+
+
+def test_wrong_password_counts_login_errors(dovecot, tmp_path):
+    r, err, took = bench("--port", str(dovecot.imap_port), "--users", "alice",
+                         "--password-pattern", "wrong", "--conns", "2", "--duration", "1",
+                         check_rc=1, tmp_path=str(tmp_path))
+    assert r["ops"] == 0
+    assert r["errors"]["login"] > 0
+    assert "no operation succeeded" in err
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+def test_fetch_checks_every_byte_count(dovecot, mailbox, tmp_path, proto):
+    port = dovecot.imap_port if proto == "imap" else dovecot.pop3_port
+    r, err, _ = bench("--proto", proto, "--scenario", "fetch", "--port", str(port),
+                      "--users", USER, "--password-pattern", PASSWORD, "--conns", "3",
+                      "--duration", "1.5", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    assert r["ops"] > 3
+    # Each session cycles through the three messages from its own start, so
+    # the bytes are sums of whole messages: at least the smallest per op.
+    assert min(mailbox) * r["ops"] <= r["bytes"] <= max(mailbox) * r["ops"]
+    assert r["mb_per_s"] > 0
+
+
+def test_fetch_through_forestgate(make_fg, dovecot, mailbox, tmp_path):
+    fg = make_fg()
+    for proto, port in (("imap", fg.imap_port), ("pop3", fg.pop3_port)):
+        r, err, _ = bench("--proto", proto, "--scenario", "fetch", "--port", str(port),
+                          "--users", USER, "--password-pattern", PASSWORD, "--conns", "2",
+                          "--duration", "1", tmp_path=str(tmp_path))
+        assert r["errors_total"] == 0, err
+        assert min(mailbox) * r["ops"] <= r["bytes"] <= max(mailbox) * r["ops"]
+    fg.wait_idle()
+
+
+def test_idle_ready_file_matches_forestgate(make_fg, dovecot, tmp_path):
+    fg = make_fg()
+    ready = os.path.join(str(tmp_path), "ready")
+    users = users_file(str(tmp_path), {"alice": PASSWORDS["alice"]})
+    p = subprocess.Popen([BENCH, "--quiet", "--scenario", "idle", "--port", str(fg.imap_port),
+                          "--users", users, "--conns", "40", "--duration", "30",
+                          "--ready-file", ready], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready):
+            assert p.poll() is None and time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert open(ready).read().strip() == "40"
+        assert fg.stats()["relay"] == 40  # forestgate holds the same 40 sessions
+    finally:
+        p.terminate()
+        p.wait(10)
+    fg.wait_idle()
+
+
+def test_mixed_through_forestgate(make_fg, dovecot, mailbox, tmp_path):
+    fg = make_fg()
+    r, err, _ = bench("--scenario", "mixed", "--imap-port", str(fg.imap_port), "--pop3-port",
+                      str(fg.pop3_port), "--users", USER, "--password-pattern", PASSWORD,
+                      "--conns", "6", "--mix", "pop3=2,imap=1", "--stay", "0.6", "--noop", "0.2",
+                      "--duration", "2", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    kinds = r["kinds"]
+    assert kinds["pop3_poll"]["ops"] > 0 and kinds["imap_stay"]["ops"] > 0
+    assert r["ops"] == kinds["pop3_poll"]["ops"] + kinds["imap_stay"]["ops"]
+    fg.wait_idle()
+
+
+def test_open_loop_never_exceeds_the_schedule(dovecot, tmp_path):
+    r, err, _ = bench("--port", str(dovecot.imap_port), "--users", "alice",
+                      "--password-pattern", PASSWORDS["alice"], "--rate", "40", "--conns", "20",
+                      "--duration", "1.5", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    assert 0 < r["ops"] <= 40 * 1.5 + 1
+    assert r["rate"] == 40
+
+
+def test_server_down_is_bounded(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens
+    r, err, took = bench("--port", str(port), "--conns", "5", "--duration", "1", check_rc=1,
+                         tmp_path=str(tmp_path))
+    assert r["errors"]["connect"] > 0 and r["ops"] == 0
+    assert took < 15
+
+
+def test_silent_server_times_out_and_stops(tmp_path):
+    """A server that accepts and never greets: timeouts are counted, the tool stops by itself."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept)
+    t.start()
+    try:
+        r, err, took = bench("--port", str(srv.getsockname()[1]), "--conns", "3", "--duration",
+                             "1.5", "--timeout", "0.3", check_rc=1, tmp_path=str(tmp_path))
+        assert r["errors"]["timeout"] > 0
+        assert took < 15
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--proto", "smtp"], "--proto must be imap or pop3"),
+    (["--conns", "0"], "bad value for --conns"),
+    (["--conns", "abc"], "bad value for --conns"),
+    (["--duration"], "--duration needs a value"),
+    (["--scenario", "bogus"], "--scenario must be"),
+    (["--rate", "10", "--scenario", "fetch"], "--rate applies to the login scenario"),
+    (["--mix", "pop3=x"], "--mix wants"),
+    (["--tls"], "TLS is not built"),
+    (["--serve", "imap"], "needs --port"),
+    (["--frobnicate"], "unknown option"),
+])
+def test_bad_options(args, message):
+    p = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr
+
+
+def test_empty_users_file(tmp_path):
+    path = users_file(str(tmp_path), {})
+    p = subprocess.run([BENCH, "--users", path, "--port", "1"], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 2 and "no users in the file" in p.stderr
+
+
+def test_help_and_version():
+    p = subprocess.run([BENCH, "--help"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0 and "--scenario" in p.stdout and "MOCK" in p.stdout
+    p = subprocess.run([BENCH, "--version"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0 and p.stdout.startswith("forestgate-bench ")
