@@ -313,17 +313,6 @@ static void imap_login(struct sess *s)
     explicit_bzero(pass, sizeof(pass));
 }
 
-static void imap_fetch_next(struct sess *s)
-{
-    uint32_t k = s->next_msg;
-    s->next_msg = s->next_msg % s->nmsgs + 1;
-    s->step = ST_CMD;
-    s->cmd = C_FETCH;
-    s->announced = -1;
-    s->body = 0;
-    sess_cmd(s, "%s UID FETCH %u (RFC822.SIZE BODY.PEEK[])\r\n", next_tag(s), k);
-}
-
 /* "* 3 EXISTS" */
 static int imap_exists(const char *l, size_t n, uint32_t *count)
 {
@@ -395,16 +384,22 @@ static void pop3_login(struct sess *s)
     sess_cmd(s, "USER %s\r\n", u->name);
 }
 
-static void pop3_retr_next(struct sess *s)
+/* The fetch loop: the next message, in turn, with UID FETCH or RETR. */
+static void sess_fetch_next(struct sess *s)
 {
     uint32_t k = s->next_msg;
     s->next_msg = s->next_msg % s->nmsgs + 1;
     s->step = ST_CMD;
-    s->cmd = C_RETR;
     s->announced = -1;
     s->body = 0;
-    p3r_expect(&s->rd.p3r, 1, 0);
-    sess_cmd(s, "RETR %u\r\n", k);
+    if (s->proto == FGB_IMAP) {
+        s->cmd = C_FETCH;
+        sess_cmd(s, "%s UID FETCH %u (RFC822.SIZE BODY.PEEK[])\r\n", next_tag(s), k);
+    } else {
+        s->cmd = C_RETR;
+        p3r_expect(&s->rd.p3r, 1, 0);
+        sess_cmd(s, "RETR %u\r\n", k);
+    }
 }
 
 /* After the login's OK: what the scenario does next. */
@@ -465,10 +460,7 @@ static void sess_selected(struct sess *s)
         return;
     }
     s->next_msg = 1 + s->idx % s->nmsgs; /* sessions spread over the messages */
-    if (s->proto == FGB_IMAP)
-        imap_fetch_next(s);
-    else
-        pop3_retr_next(s);
+    sess_fetch_next(s);
 }
 
 static void sess_logout(struct sess *s)
@@ -507,10 +499,8 @@ static void sess_cmd_done(struct sess *s)
             s->step = ST_HOLD;
             q_push(&t->q_noop, s, fgb_now_ns());
         }
-    } else if (s->proto == FGB_IMAP) {
-        imap_fetch_next(s);
     } else {
-        pop3_retr_next(s);
+        sess_fetch_next(s);
     }
 }
 

@@ -2,6 +2,23 @@
 
 #include <string.h>
 
+/*
+ * Appends the bytes of p from *used up to a LF to line (of length *len, at
+ * most cap), and moves *used past them and the LF. Returns 1 when a LF ended
+ * the line, 0 when the input ran out first, -1 when the line is too long.
+ */
+static int line_take(char *line, size_t *len, size_t cap, const char *p, size_t n, size_t *used)
+{
+    const char *nl = memchr(p + *used, '\n', n - *used);
+    size_t chunk = nl ? (size_t)(nl - (p + *used)) : n - *used;
+    if (*len + chunk > cap)
+        return -1;
+    memcpy(line + *len, p + *used, chunk);
+    *len += chunk;
+    *used += chunk + (nl != NULL);
+    return nl != NULL;
+}
+
 void imr_init(struct imr *r)
 {
     r->in_literal = 0;
@@ -106,20 +123,20 @@ ssize_t imr_feed(struct imr *r, const char *p, size_t n, struct imr_resp *out, i
             r->in_literal = r->lit_left > 0;
             continue;
         }
-        const char *nl = memchr(p + used, '\n', n - used);
-        size_t chunk = nl ? (size_t)(nl - (p + used)) : n - used;
+        int ended;
         if (r->first_done) {
+            const char *nl = memchr(p + used, '\n', n - used);
+            size_t chunk = nl ? (size_t)(nl - (p + used)) : n - used;
             imr_tail_add(r, p + used, chunk);
+            used += chunk + (nl != NULL);
+            ended = nl != NULL;
         } else {
-            if (r->len + chunk > sizeof(r->line))
-                return -1;
-            memcpy(r->line + r->len, p + used, chunk);
-            r->len += chunk;
+            ended = line_take(r->line, &r->len, sizeof(r->line), p, n, &used);
         }
-        used += chunk;
-        if (!nl)
+        if (ended < 0)
+            return -1;
+        if (!ended)
             break;
-        used++;
         if (imr_segment_end(r, out, done) < 0)
             return -1;
     }
@@ -261,16 +278,11 @@ ssize_t p3r_feed(struct p3r *r, const char *p, size_t n, struct p3r_resp *out, i
             used += p3r_body(r, p + used, n - used, out, done);
             continue;
         }
-        const char *nl = memchr(p + used, '\n', n - used);
-        size_t chunk = nl ? (size_t)(nl - (p + used)) : n - used;
-        if (r->len + chunk > sizeof(r->line))
+        int ended = line_take(r->line, &r->len, sizeof(r->line), p, n, &used);
+        if (ended < 0)
             return -1;
-        memcpy(r->line + r->len, p + used, chunk);
-        r->len += chunk;
-        used += chunk;
-        if (!nl)
+        if (!ended)
             break;
-        used++;
         if (p3r_status_end(r, out, done) < 0)
             return -1;
     }

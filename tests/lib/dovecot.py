@@ -99,6 +99,18 @@ Capacity
     ("net_connect_unix(imap) succeeded only after retrying": Dovecot caps
     unix socket backlogs at 511).
 
+Proxy mode
+    ``proxy_to=(imap_port, pop3_port)`` makes the instance a pure proxy
+    (as in Dovecot's "Proxying" wiki page): one static passdb
+    ``proxy=y host=127.0.0.1 port=<imap_port or pop3_port> nopassword=y``
+    (the port picked per protocol with ``%{if;%s;eq;imap;...}``), so every
+    login is accepted by the proxy and checked by the backend with the
+    password the client sent; ``auth_cache`` on; login processes
+    ``service_count = 0``, ``client_limit = proxy_login_clients``,
+    ``process_min_avail = proxy_login_procs``; no mail process is ever
+    started.  ``users`` may be empty then.  ``info_log = False`` sends
+    info-level lines (one per login and per disconnect) to /dev/null.
+
 Lifetime
     stop() (also __exit__ and an atexit hook) sends SIGTERM to the master,
     waits, then SIGKILLs the whole process group.  If the Python process
@@ -186,7 +198,10 @@ class Dovecot:
                  trusted_networks: str = "127.0.0.0/8 ::1",
                  auth_failure_delay: int = 0,
                  imap_client_limit: int = 1, process_limit: int = 2000,
-                 auth_penalty: bool = False):
+                 auth_penalty: bool = False,
+                 proxy_to: tuple[int, int] | None = None,
+                 proxy_login_procs: int = 2, proxy_login_clients: int = 10000,
+                 proxy_host: str = "127.0.0.1", info_log: bool = True):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError("workdir may only contain [A-Za-z0-9._/+-] "
@@ -209,6 +224,15 @@ class Dovecot:
         self.imap_client_limit = int(imap_client_limit)
         self.process_limit = int(process_limit)
         self.auth_penalty = bool(auth_penalty)
+        if proxy_to is not None:
+            if len(proxy_to) != 2 or proxy_to[0] == proxy_to[1]:
+                raise ValueError("proxy_to must be (imap_port, pop3_port), two different ports")
+            proxy_to = (int(proxy_to[0]), int(proxy_to[1]))
+        self.proxy_to = proxy_to
+        self.proxy_login_procs = int(proxy_login_procs)
+        self.proxy_login_clients = int(proxy_login_clients)
+        self.proxy_host = proxy_host
+        self.info_log = bool(info_log)
 
         self.conf_path = os.path.join(self.workdir, "dovecot.conf")
         self.passwd_path = os.path.join(self.workdir, "passwd")
@@ -396,8 +420,38 @@ class Dovecot:
         # 2 * process_limit plus the login processes.  Capped below the
         # 20000 open-files limit.
         client_limit = min(_FD_LIMIT_CAP, max(1000, 2 * p + 4 * login_procs + 200))
+        if self.proxy_to is not None:
+            # A proxied session holds two descriptors in its login process.
+            login_procs = self.proxy_login_procs
+            login_clients = self.proxy_login_clients
+            client_limit = _FD_LIMIT_CAP
         return dict(login_procs=login_procs, login_clients=login_clients,
                     default_client_limit=client_limit, default_process_limit=100)
+
+    def _passdb_text(self) -> str:
+        if self.proxy_to is None:
+            return f"""\
+passdb {{
+  driver = passwd-file
+  args = scheme=SSHA512 username_format=%u {self.master_passwd_path}
+  master = yes
+  result_success = continue
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=SSHA512 username_format=%u {self.passwd_path}
+}}
+"""
+        imap, pop3 = self.proxy_to
+        # %s = the service (imap or pop3): one passdb, the port per protocol.
+        return f"""\
+auth_cache_size = 10M
+auth_cache_ttl = 1 hours
+passdb {{
+  driver = static
+  args = proxy=y host={self.proxy_host} port=%{{if;%s;eq;imap;{imap};{pop3}}} nopassword=y
+}}
+"""
 
     def config_text(self) -> str:
         ids = self._ids
@@ -421,7 +475,7 @@ instance_name = fgtest-{os.getpid()}-{self._instance_no}
 shutdown_clients = yes
 
 log_path = {self.log_path}
-info_log_path = {self.log_path}
+info_log_path = {self.log_path if self.info_log else "/dev/null"}
 debug_log_path = {self.log_path}
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 verbose_proctitle = yes
@@ -450,19 +504,9 @@ mail_max_userip_connections = {big}
 
 default_process_limit = {lim["default_process_limit"]}
 default_client_limit = {lim["default_client_limit"]}
-default_vsz_limit = 256M
+default_vsz_limit = {"1G" if self.proxy_to else "256M"}
 
-passdb {{
-  driver = passwd-file
-  args = scheme=SSHA512 username_format=%u {self.master_passwd_path}
-  master = yes
-  result_success = continue
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=SSHA512 username_format=%u {self.passwd_path}
-}}
-userdb {{
+{self._passdb_text()}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={self.mail_root}/%u
 }}
