@@ -14,7 +14,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx
 
 case "${1:-build}" in
 build) want=("${build_pkgs[@]}") ;;
-test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;; # test_compare runs the peers
 demo) want=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
 bench) want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
 *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;

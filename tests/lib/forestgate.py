@@ -62,7 +62,7 @@ class Forestgate:
 
     def __init__(self, workdir: str, imap_backend_port: int | None = None,
                  pop3_backend_port: int | None = None, settings: dict | None = None,
-                 workers: int = 2, backend: str = "127.0.0.1"):
+                 workers: int = 2, backend: str = "127.0.0.1", new_session: bool = False):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.imap_port = free_port()
@@ -89,6 +89,9 @@ class Forestgate:
                 self.sections.setdefault(section, {}).update(values)
         self.proc = None
         self._log = None
+        # True: its own session, so a terminal's Ctrl-C reaches only the
+        # caller, which then stops forestgate itself (bench/compare).
+        self.new_session = new_session
 
     def config_text(self) -> str:
         out = []
@@ -105,7 +108,8 @@ class Forestgate:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen([binary(), "-c", self.config_path], stdout=self._log,
-                                     stderr=self._log, env=env)
+                                     stderr=self._log, env=env,
+                                     start_new_session=self.new_session)
         deadline = time.monotonic() + timeout
         # The stats socket opens once every worker runs.
         while not self._stats_ready():

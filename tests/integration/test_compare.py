@@ -1,0 +1,64 @@
+"""bench/compare --quick end to end on the mock backend: every target and
+scenario runs, the JSON, the SVG and the markdown tables are complete."""
+
+import json
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGETS = ["direct", "forestgate", "nginx", "dovecot-proxy"]
+SCENARIOS = ["login-imap", "login-pop3", "fetch-imap", "fetch-pop3", "idle-imap", "mixed"]
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def test_compare_quick_mock(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ)     # FG_BIN, if set, is the forestgate compare runs
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"), "--quick",
+                        "--backend", "mock", "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+
+    doc = json.loads((out / "compare-mock.json").read_text())
+    assert doc["backend"] == "mock"
+    for key in ("uname", "cpus", "nginx", "dovecot", "forestgate"):
+        assert doc["machine"].get(key), key
+    for sc in SCENARIOS:
+        for t in TARGETS:
+            rec = doc["results"][sc][t]
+            b = rec["bench"]
+            assert b is not None, (sc, t, rec.get("error"), rec.get("output_tail"))
+            assert b["ops"] > 0, (sc, t, b)
+            if sc.startswith(("login", "fetch")):
+                assert b["errors_total"] == 0, (sc, t, b["errors"])
+            if t != "direct":
+                assert rec["proxy_cpu_s"] is not None and rec["proxy_cpu_s"] >= 0, (sc, t)
+        for t in TARGETS[1:]:
+            assert doc["results"]["fetch-imap"][t]["bench"]["bytes"] > 0, t
+            idle = doc["results"]["idle-imap"][t]
+            assert idle["sessions_ready"] == doc["params"]["idle_sessions"], (t, idle)
+            assert idle["rss_per_session_kb"] > 0, (t, idle)
+
+    tree = ET.parse(out / "compare-mock.svg")
+    root = tree.getroot()
+    assert root.tag == SVG_NS + "svg"
+    for t in TARGETS:
+        bars = root.findall(f".//{SVG_NS}rect[@data-target='{t}'][@class='bar']")
+        lines = root.findall(f".//{SVG_NS}polyline[@data-target='{t}']")
+        legend = root.findall(f".//{SVG_NS}rect[@data-target='{t}'][@class='legend-swatch']")
+        # one bar per scenario (direct has none in idle: no proxy to measure)
+        assert len(bars) == len(SCENARIOS) - (t == "direct"), (t, len(bars))
+        assert len(lines) == len(SCENARIOS), (t, len(lines))
+        assert len(legend) == 1, t
+    rows = root.findall(f".//{SVG_NS}g[@class='row']")
+    assert [g.get("data-scenario") for g in rows] == SCENARIOS
+
+    md = r.stdout
+    assert "bench/compare --quick --backend mock" in md
+    for title in ("IMAP login", "POP3 login", "IMAP fetch", "POP3 fetch", "IMAP idle", "mixed"):
+        assert f"**{title}" in md, title
+    table_rows = [l for l in md.splitlines() if l.startswith("| ")]
+    for t in TARGETS:
+        assert sum(1 for l in table_rows if l.startswith(f"| {t} |")) == len(SCENARIOS), t
+    assert "auth_http" in md
