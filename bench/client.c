@@ -856,12 +856,19 @@ static int thr_wait_ms(struct thr *t, uint64_t now)
     return next <= now ? 0 : (int)((next - now + 999999) / 1000000);
 }
 
+volatile sig_atomic_t fgb_interrupted;
+
 static void *thr_main(void *arg)
 {
     struct thr *t = arg;
     struct epoll_event evs[256];
     for (;;) {
         uint64_t now = fgb_now_ns();
+        if (!t->stopping && fgb_interrupted && now < t->m_end) {
+            /* Ctrl-C: the measurement ends now; sessions still log out. */
+            t->m_end = now;
+            t->drain_end = now + DRAIN_NS;
+        }
         if (!t->stopping && now >= t->m_end)
             thr_stop(t);
         if (t->stopping && (t->open_now == 0 || now >= t->drain_end))

@@ -10,6 +10,7 @@
 #ifndef FGB_CLIENT_H
 #define FGB_CLIENT_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -78,6 +79,9 @@ struct fgb_result {
 extern const char *const fgb_err_names[E_N];
 extern const char *const fgb_kind_names[K_N];
 extern const char *const fgb_scenario_names[];
+
+/* Set by SIGINT/SIGTERM: the run ends early, with its results. */
+extern volatile sig_atomic_t fgb_interrupted;
 
 /* Runs the load as o says; fills *res. Returns 0, or -1 if the threads could not start. */
 int fgb_client_run(const struct fgb_opts *o, struct fgb_result *res);

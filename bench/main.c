@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  --rate R                 open loop: R logins/s scheduled (login scenario);\n"
             "                           latency counts from the scheduled time\n"
             "  --duration S             seconds measured (default 10); then log out and stop\n"
+            "                           (Ctrl-C or SIGTERM ends the run early, with results)\n"
             "  --warmup S               seconds run before measuring (default 0)\n"
             "  --threads T              event loops (default 1)\n"
             "  --timeout S              no progress for S seconds is an error (default 10)\n"
@@ -460,13 +461,26 @@ static int finish(struct cli *c)
     return 0;
 }
 
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    fgb_interrupted = 1;
+}
+
 static int run_client(struct cli *c)
 {
     struct fgb_result res;
+    /* The first Ctrl-C ends the run early with its results; a second kills. */
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESETHAND};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     if (fgb_client_run(&c->o, &res) < 0) {
         fprintf(stderr, "forestgate-bench: cannot start the threads: %s\n", strerror(errno));
         return 1;
     }
+    if (fgb_interrupted)
+        fprintf(stderr, "forestgate-bench: interrupted; results of the %.1f s measured\n",
+                res.measured_s);
     report_table(stderr, &c->o, &res);
     int rc = 0;
     if (c->o.json && report_json(c->o.json, &c->o, &res) < 0)
