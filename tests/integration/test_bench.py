@@ -247,3 +247,35 @@ def test_help_and_version():
     assert p.returncode == 0 and "--scenario" in p.stdout and "MOCK" in p.stdout
     p = subprocess.run([BENCH, "--version"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0 and p.stdout.startswith("forestgate-bench ")
+
+
+@pytest.fixture
+def mock_imap():
+    """The MOCK IMAP backend (forestgate-bench --serve imap) on a free port."""
+    from tests.lib.forestgate import free_port, wait_port
+    port = free_port()
+    p = subprocess.Popen([BENCH, "--serve", "imap", "--port", str(port), "--threads", "2",
+                          "--messages", "4", "--msg-size", "50000", "--quiet"],
+                         stderr=subprocess.PIPE, text=True)
+    wait_port(port)
+    yield port
+    p.terminate()
+    err = p.communicate(timeout=15)[1]
+    assert p.returncode == 0 and not SANITIZER_RE.search(err), err
+
+
+def test_thousands_of_sessions_on_one_thread(mock_imap, tmp_path):
+    ready = os.path.join(str(tmp_path), "ready")
+    r, err, _ = bench("--scenario", "idle", "--port", str(mock_imap), "--conns", "3000",
+                      "--threads", "1", "--duration", "3", "--timeout", "20",
+                      "--ready-file", ready, tmp_path=str(tmp_path))
+    assert open(ready).read().strip() == "3000", err
+    assert r["errors_total"] == 0 and r["connections"]["logged_in_peak"] == 3000, r
+
+
+def test_threads_share_the_sessions(mock_imap, tmp_path):
+    r, err, _ = bench("--scenario", "fetch", "--port", str(mock_imap), "--conns", "6",
+                      "--threads", "3", "--duration", "1", tmp_path=str(tmp_path))
+    assert r["threads"] == 3 and r["errors_total"] == 0, err
+    assert r["connections"]["opened"] == 6  # each session logged in once and stayed
+    assert r["bytes"] == r["ops"] * 50000   # every mock message is exactly --msg-size
