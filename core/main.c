@@ -16,6 +16,8 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
 
 #ifndef FG_VERSION
 #define FG_VERSION "dev"
@@ -36,13 +38,24 @@ static void main_usage(FILE *out)
 static void main_version(void)
 {
     printf("forestgate %s\n", FG_VERSION);
-    printf("liburing %s, jemalloc %s, TLS: not built in yet\n", FG_LIBURING_VERSION,
+    printf("liburing %s, jemalloc %s\n", FG_LIBURING_VERSION,
 #ifdef FG_JEMALLOC
            "yes"
 #else
            "no (system malloc)"
 #endif
     );
+    /* The library linked, not only the headers: a different .so would show. */
+    printf("TLS library: %s, loaded %s\n", FG_WOLFSSL_BUILD, wolfSSL_lib_version());
+}
+
+/* A slow wolfSSL is a deployment mistake worth a line at every start. */
+static void main_warn_wolfssl(void)
+{
+#ifndef FG_WOLFSSL_FAST
+    log_msg(LOG_WARN, "tls", "linked with %s; build with scripts/build.sh for the fast one",
+            FG_WOLFSSL_BUILD);
+#endif
 }
 
 /*
@@ -147,6 +160,7 @@ static int main_run(struct fg_config *cfg)
     }
     if (cfg->stats_socket[0] && stats_open(&st, cfg->stats_socket) != FG_OK)
         goto stop;
+    main_warn_wolfssl();
     log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
             n, slots);
     main_wait(sfd, &st);

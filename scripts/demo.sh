@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh demo
-[ -f build/build.ninja ] || meson setup build -Dbuildtype=release >/dev/null
-ninja -C build >/dev/null
+scripts/build.sh build -Dbuildtype=release
 exec /usr/bin/python3 scripts/demo.py "$@"

@@ -3,7 +3,10 @@
 # already there. Usage: scripts/deps.sh build|test|demo|bench
 set -euo pipefail
 
-build_pkgs=(meson ninja-build pkgconf gcc liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev)
+# libwolfssl-dev is the fallback; scripts/wolfssl.sh builds a faster one from
+# Debian's source with dpkg-dev and the autotools.
+build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev
+            dpkg-dev autoconf automake libtool)
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
            curl openssl procps iproute2)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)

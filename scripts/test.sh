@@ -25,12 +25,7 @@ count() {
 }
 
 build() { # build DIR MESON-OPTIONS...
-    local dir=$1
-    shift
-    if [ ! -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "$@" >/dev/null || return 1
-    fi
-    ninja -C "$dir" >/dev/null
+    scripts/build.sh "$@"
 }
 
 unit() { # unit DIR LABEL

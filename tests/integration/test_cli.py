@@ -64,6 +64,7 @@ def test_version_and_help():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("forestgate ")
     assert "liburing" in r.stdout
+    assert "TLS library: " in r.stdout
     r = run("--help")
     assert r.returncode == 0 and "--check-config" in r.stdout
 
@@ -112,3 +113,11 @@ def test_stats_socket_commands(fg):
     assert fg.stats("drop everything")["text"].startswith('Unknown command "drop everything"')
     info = fg.stats()
     assert info["workers"] == 2 and info["connections"] == 0 and info["slots"] > 1000
+
+
+def test_wolfssl_build_is_named_and_a_slow_one_is_warned_about(make_fg):
+    """--version names the wolfSSL linked; only the system (slow) one warns at start-up."""
+    fast = "built for speed" in run("--version").stdout
+    fg = make_fg()
+    warned = [e for e in fg.events("tls") if "scripts/build.sh" in e.get("msg", str(e))]
+    assert bool(warned) != fast, (fast, fg.log_text())
