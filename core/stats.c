@@ -73,16 +73,18 @@ static void stats_info(const struct stats *st, FILE *out)
         busy += atomic_load(&s->pipes_busy);
     }
     fprintf(out,
-            "version: %s\nworkers: %u\nslots: %u\nconnections: %u\npreauth: %u\nlogin: %u\n"
+            "version: %s\ntls_library: %s\nworkers: %u\nslots: %u\nconnections: %u\npreauth: %u\n"
+            "login: %u\n"
             "relay: %u\nclosing: %u\nbackend_connections: %u\npipes: %u\npipes_busy: %u\n"
             "accepted_total: %llu\nrefused_total: %llu\nlogins_ok_total: %llu\n"
             "logins_failed_total: %llu\nbackend_errors_total: %llu\ntimeouts_total: %llu\n"
             "relayed_client_to_backend_bytes: %llu\nrelayed_backend_to_client_bytes: %llu\n"
             "relay_copies_total: %llu\n",
-            FG_VERSION, st->nworkers, st->slots, conns, pre, login, relay, closing, bfds, pipes,
-            busy, (unsigned long long)acc, (unsigned long long)ref, (unsigned long long)ok,
-            (unsigned long long)fail, (unsigned long long)berr, (unsigned long long)tmo,
-            (unsigned long long)rel0, (unsigned long long)rel1, (unsigned long long)pw);
+            FG_VERSION, FG_WOLFSSL_BUILD, st->nworkers, st->slots, conns, pre, login, relay,
+            closing, bfds, pipes, busy, (unsigned long long)acc, (unsigned long long)ref,
+            (unsigned long long)ok, (unsigned long long)fail, (unsigned long long)berr,
+            (unsigned long long)tmo, (unsigned long long)rel0, (unsigned long long)rel1,
+            (unsigned long long)pw);
 }
 
 void stats_command(const struct stats *st, const char *cmd, FILE *out)

@@ -87,11 +87,13 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 say "building wolfSSL $version for speed into $prefix (once; a few minutes)"
-(cd "$work" && apt-get source -qq wolfssl >&2) || fail "apt-get source wolfssl failed"
+(cd "$work" && apt-get source -qq wolfssl >"$work/source.log" 2>&1) ||
+    { tail -30 "$work/source.log" >&2; fail "apt-get source wolfssl failed"; }
 src=$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'wolfssl-*' | head -1)
 [ -n "$src" ] || fail "no source tree after apt-get source"
 cd "$src"
-[ -x configure ] || ./autogen.sh >&2 || fail "autogen.sh failed"
+[ -x configure ] || ./autogen.sh >"$work/autogen.log" 2>&1 ||
+    { tail -30 "$work/autogen.log" >&2; fail "autogen.sh failed"; }
 ./configure --prefix="$prefix" "${FLAGS[@]}" >"$work/configure.log" 2>&1 ||
     { tail -30 "$work/configure.log" >&2; fail "configure failed"; }
 make -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; fail "make failed"; }

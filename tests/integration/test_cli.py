@@ -117,7 +117,10 @@ def test_stats_socket_commands(fg):
 
 def test_wolfssl_build_is_named_and_a_slow_one_is_warned_about(make_fg):
     """--version names the wolfSSL linked; only the system (slow) one warns at start-up."""
-    fast = "built for speed" in run("--version").stdout
+    version = run("--version").stdout
+    fast = "built for speed" in version
     fg = make_fg()
+    # The stats socket names the same library as --version.
+    assert f"TLS library: {fg.stats()['tls_library']}," in version
     warned = [e for e in fg.events("tls") if "scripts/build.sh" in e.get("msg", str(e))]
     assert bool(warned) != fast, (fast, fg.log_text())
