@@ -91,12 +91,12 @@ else
 fi
 
 echo "== formatting"
-unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
+unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
     grep -c "warning:" || true)
 if [ "$unformatted" -eq 0 ]; then
     count "clang-format" 1 0
 else
-    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory bench tests/unit"
+    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory tls bench tests/unit"
     count "clang-format" 0 1
 fi
 

@@ -1,0 +1,289 @@
+/*
+ * tls/: real handshakes between a wolfSSL client and tls_conn, in memory,
+ * the bytes handed over one at a time (the worker may receive any split).
+ * The certificates come from make_certs.sh at build time (FG_CERT_DIR).
+ */
+#include <stdlib.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "../../core/common.h"
+#include "../../tls/tls.h"
+#include "harness.h"
+
+static char cert_dir[512];
+
+static const char *path(const char *file)
+{
+    static char buf[16][600]; /* enough for one initializer's calls */
+    static int i;
+    i = (i + 1) % 16;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", cert_dir, file);
+    return buf[i];
+}
+
+/* The client's side of the wire: what the server queued, not yet read. */
+struct wire {
+    const uint8_t *p;
+    size_t n;
+    struct tls_conn *srv;
+    size_t step; /* bytes handed over per call */
+};
+
+static int cli_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+    struct wire *w = ctx;
+    (void)ssl;
+    const uint8_t *p;
+    size_t n = tls_conn_pending(w->srv, &p);
+    if (n == 0)
+        return WOLFSSL_CBIO_ERR_WANT_READ;
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    if (n > w->step)
+        n = w->step;
+    memcpy(buf, p, n);
+    tls_conn_sent(w->srv, n);
+    return (int)n;
+}
+
+static int cli_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+    struct wire *w = ctx;
+    (void)ssl;
+    /* Hand the server the bytes in steps, driving it after each. */
+    for (int off = 0; off < sz; off += (int)w->step) {
+        size_t n = (size_t)(sz - off) < w->step ? (size_t)(sz - off) : w->step;
+        if (tls_conn_feed(w->srv, buf + off, n) != FG_OK)
+            return WOLFSSL_CBIO_ERR_GENERAL;
+        int rc = tls_conn_handshake(w->srv);
+        if (rc == FG_ERROR)
+            return WOLFSSL_CBIO_ERR_GENERAL;
+    }
+    return sz;
+}
+
+struct client {
+    WOLFSSL_CTX *ctx;
+    WOLFSSL *ssl;
+    struct wire wire;
+};
+
+/* A client that trusts only `trust` (a PEM file), offers `sni`, and speaks `method`. */
+static void client_new(struct client *cl, WOLFSSL_METHOD *method, const char *trust,
+                       const char *sni, struct tls_conn *srv, size_t step)
+{
+    cl->ctx = wolfSSL_CTX_new(method);
+    CHECK(cl->ctx != NULL);
+    CHECK_INT(wolfSSL_CTX_load_verify_locations(cl->ctx, trust, NULL), WOLFSSL_SUCCESS);
+    wolfSSL_CTX_set_verify(cl->ctx, WOLFSSL_VERIFY_PEER, NULL);
+    cl->ssl = wolfSSL_new(cl->ctx);
+    if (sni)
+        CHECK_INT(wolfSSL_UseSNI(cl->ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)strlen(sni)),
+                  WOLFSSL_SUCCESS);
+    cl->wire = (struct wire){.srv = srv, .step = step};
+    wolfSSL_SSLSetIORecv(cl->ssl, cli_recv);
+    wolfSSL_SSLSetIOSend(cl->ssl, cli_send);
+    wolfSSL_SetIOReadCtx(cl->ssl, &cl->wire);
+    wolfSSL_SetIOWriteCtx(cl->ssl, &cl->wire);
+}
+
+static void client_free(struct client *cl)
+{
+    wolfSSL_free(cl->ssl);
+    wolfSSL_CTX_free(cl->ctx);
+}
+
+/* Runs the handshake to its end; returns 1 if both sides completed it. */
+static int handshake(struct client *cl, struct tls_conn *srv)
+{
+    for (int round = 0; round < 100000; round++) {
+        int ret = wolfSSL_connect(cl->ssl);
+        int srv_rc = tls_conn_handshake(srv);
+        if (ret == WOLFSSL_SUCCESS && srv_rc == FG_OK)
+            return 1;
+        if (srv_rc == FG_ERROR)
+            return 0;
+        if (ret != WOLFSSL_SUCCESS) {
+            int e = wolfSSL_get_error(cl->ssl, ret);
+            if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
+                return 0;
+        }
+    }
+    return 0;
+}
+
+static struct tls_server *two_sites(void)
+{
+    struct tls_cert certs[] = {
+            {NULL, path("a.crt"), path("a.key")},
+            {"a.example", path("a.crt"), path("a.key")},
+            {"b.example", path("b.crt"), path("b.key")},
+    };
+    char err[256] = "";
+    struct tls_server *s = tls_server_new(certs, 3, err, sizeof(err));
+    CHECKF(s != NULL, "tls_server_new: %s", err);
+    return s;
+}
+
+/* Plaintext both ways after the handshake, the wire split byte by byte. */
+static void check_data(struct client *cl, struct tls_conn *srv)
+{
+    const char req[] = "a1 CAPABILITY\r\n";
+    CHECK_INT(wolfSSL_write(cl->ssl, req, (int)strlen(req)), (int)strlen(req));
+    char got[64] = "";
+    ssize_t n = tls_conn_read(srv, got, sizeof(got) - 1);
+    CHECKF(n == (ssize_t)strlen(req) && memcmp(got, req, strlen(req)) == 0, "server read %zd bytes",
+           n);
+    CHECK_INT(tls_conn_read(srv, got, sizeof(got)), FG_AGAIN); /* nothing more */
+    char big[40000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)('a' + i % 26);
+    CHECK_INT(tls_conn_write(srv, big, sizeof(big)), FG_OK);
+    char back[40000];
+    size_t have = 0;
+    while (have < sizeof(back)) {
+        int r = wolfSSL_read(cl->ssl, back + have, (int)(sizeof(back) - have));
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    CHECK_INT(have, sizeof(big));
+    CHECK(memcmp(back, big, sizeof(big)) == 0);
+}
+
+static void test_tls13_byte_at_a_time(void)
+{
+    struct tls_server *s = two_sites();
+    struct tls_conn *srv = tls_conn_new(s);
+    struct client cl;
+    client_new(&cl, wolfTLSv1_3_client_method(), path("a.crt"), NULL, srv, 1);
+    CHECKF(handshake(&cl, srv), "handshake: %s", tls_conn_error(srv));
+    CHECK(strcmp(tls_conn_version(srv), "TLSv1.3") == 0);
+    CHECKF(strstr(tls_conn_cipher(srv), "GCM") || strstr(tls_conn_cipher(srv), "CHACHA"),
+           "cipher %s", tls_conn_cipher(srv));
+    CHECK(strcmp(tls_conn_sni(srv), "") == 0);
+    check_data(&cl, srv);
+    client_free(&cl);
+    tls_conn_free(srv);
+    tls_server_free(s);
+}
+
+/* The SNI picks the certificate: a client trusting only b's accepts it only for b. */
+static void test_sni(void)
+{
+    struct tls_server *s = two_sites();
+    struct {
+        const char *sni, *trust;
+        int ok;
+    } cases[] = {
+            {"b.example", "b.crt", 1}, {"B.EXAMPLE", "b.crt", 1}, {"a.example", "a.crt", 1},
+            {"b.example", "a.crt", 0}, {"c.example", "a.crt", 1}, /* unknown: the default */
+            {"c.example", "b.crt", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        struct tls_conn *srv = tls_conn_new(s);
+        struct client cl;
+        client_new(&cl, wolfSSLv23_client_method(), path(cases[i].trust), cases[i].sni, srv, 7);
+        int ok = handshake(&cl, srv);
+        CHECKF(ok == cases[i].ok, "SNI %s trusting %s: handshake %d", cases[i].sni, cases[i].trust,
+               ok);
+        if (ok)
+            CHECK(strcasecmp(tls_conn_sni(srv), cases[i].sni) == 0);
+        client_free(&cl);
+        tls_conn_free(srv);
+    }
+    tls_server_free(s);
+}
+
+static void test_tls12(void)
+{
+    struct tls_server *s = two_sites();
+    const char *sites[][2] = {{"a.example", "a.crt"}, {"b.example", "b.crt"}};
+    for (size_t i = 0; i < 2; i++) {
+        struct tls_conn *srv = tls_conn_new(s);
+        struct client cl;
+        client_new(&cl, wolfTLSv1_2_client_method(), path(sites[i][1]), sites[i][0], srv, 3);
+        CHECKF(handshake(&cl, srv), "TLS 1.2 handshake: %s", tls_conn_error(srv));
+        CHECK(strcmp(tls_conn_version(srv), "TLSv1.2") == 0);
+        /* ECDHE and an AEAD, with the certificate's own signature type. */
+        const char *cipher = tls_conn_cipher(srv);
+        CHECKF(strstr(cipher, "ECDHE") && (strstr(cipher, "GCM") || strstr(cipher, "CHACHA")),
+               "cipher %s", cipher);
+        CHECKF(strstr(cipher, i == 0 ? "ECDSA" : "RSA") != NULL, "cipher %s", cipher);
+        check_data(&cl, srv);
+        client_free(&cl);
+        tls_conn_free(srv);
+    }
+    tls_server_free(s);
+}
+
+static void test_not_tls(void)
+{
+    struct tls_server *s = two_sites();
+    struct tls_conn *srv = tls_conn_new(s);
+    CHECK_INT(tls_conn_handshake(srv), FG_AGAIN); /* nothing yet */
+    CHECK_INT(tls_conn_feed(srv, "\x16\x03\x01", 3), FG_OK);
+    CHECK_INT(tls_conn_handshake(srv), FG_AGAIN); /* a partial record header */
+    tls_conn_free(srv);
+
+    srv = tls_conn_new(s);
+    CHECK_INT(tls_conn_feed(srv, "a LOGIN u p\r\n", 13), FG_OK);
+    CHECK_INT(tls_conn_handshake(srv), FG_ERROR);
+    CHECK(strstr(tls_conn_error(srv), "not a TLS ClientHello") != NULL);
+    tls_conn_free(srv);
+
+    /* A handshake record of garbage: wolfSSL refuses it. */
+    srv = tls_conn_new(s);
+    uint8_t junk[5 + 64] = {0x16, 0x03, 0x01, 0x00, 64};
+    memset(junk + 5, 0xee, 64);
+    CHECK_INT(tls_conn_feed(srv, junk, sizeof(junk)), FG_OK);
+    CHECK_INT(tls_conn_handshake(srv), FG_ERROR);
+    tls_conn_free(srv);
+
+    /* Input beyond the limit is refused, not buffered. */
+    srv = tls_conn_new(s);
+    static uint8_t lots[TLS_IN_MAX + 1];
+    CHECK_INT(tls_conn_feed(srv, lots, sizeof(lots)), FG_ERROR);
+    tls_conn_free(srv);
+    tls_server_free(s);
+}
+
+static void test_bad_certificates(void)
+{
+    char err[256];
+    struct {
+        struct tls_cert cert;
+        const char *says;
+    } cases[] = {
+            {{NULL, "/nonexistent.crt", "/nonexistent.key"}, "cannot load the certificate chain"},
+            {{NULL, path("a.crt"), "/nonexistent.key"}, "cannot load the private key"},
+            {{NULL, path("a.crt"), path("b.key")}, "does not match"},
+            {{NULL, path("a.key"), path("a.key")}, "cannot load the certificate chain"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        err[0] = 0;
+        struct tls_server *s = tls_server_new(&cases[i].cert, 1, err, sizeof(err));
+        CHECKF(s == NULL && strstr(err, cases[i].says), "case %zu: %s", i, err);
+        tls_server_free(s);
+    }
+    CHECK(tls_server_new(NULL, 0, err, sizeof(err)) == NULL);
+}
+
+int main(void)
+{
+    const char *dir = getenv("FG_CERT_DIR");
+    if (!dir) {
+        fprintf(stderr, "FG_CERT_DIR is not set (meson test sets it)\n");
+        return 1;
+    }
+    snprintf(cert_dir, sizeof(cert_dir), "%s", dir);
+    CHECK_INT(tls_init(), FG_OK);
+    test_tls13_byte_at_a_time();
+    test_sni();
+    test_tls12();
+    test_not_tls();
+    test_bad_certificates();
+    tls_cleanup();
+    return th_finish("test_tls");
+}

@@ -1,0 +1,365 @@
+/*
+ * wolfSSL through memory: see tls.h. The WOLFSSL object is created only once
+ * the first record (the ClientHello) is buffered, so that its SNI can pick
+ * the certificate's context before wolfSSL sees a byte.
+ */
+#include "tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "../core/common.h"
+
+/* AEAD with ECDHE only; TLS 1.3's three suites first. */
+static const char TLS_CIPHERS[] =
+        "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+#define TLS_RECORD_HEADER 5
+#define TLS_HANDSHAKE     0x16
+
+struct tls_site {
+    char *name; /* NULL: the default */
+    WOLFSSL_CTX *ctx;
+};
+
+struct tls_server {
+    struct tls_site *sites;
+    size_t n;
+    size_t dflt;
+};
+
+struct tls_buf {
+    uint8_t *p;
+    size_t off, len, cap;
+};
+
+struct tls_conn {
+    struct tls_server *srv;
+    WOLFSSL *ssl;
+    struct tls_buf in, out;
+    int done; /* handshake complete */
+    char sni[TLS_NAME_MAX + 1];
+    char err[128];
+};
+
+int tls_init(void)
+{
+    return wolfSSL_Init() == WOLFSSL_SUCCESS ? FG_OK : FG_ERROR;
+}
+
+void tls_cleanup(void)
+{
+    wolfSSL_Cleanup();
+}
+
+/* ---- byte queues ---- */
+
+static void tbuf_wipe(struct tls_buf *b)
+{
+    if (b->p) {
+        explicit_bzero(b->p, b->cap);
+        free(b->p);
+    }
+    memset(b, 0, sizeof(*b));
+}
+
+/* Appends n bytes, compacting or growing up to max. FG_OK or FG_ERROR. */
+static int tbuf_add(struct tls_buf *b, const void *p, size_t n, size_t max)
+{
+    if (b->off > 0 && b->len + n > b->cap) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > max)
+            return FG_ERROR;
+        /* Not realloc: plaintext-derived bytes must not stay in freed memory. */
+        uint8_t *np = malloc(cap);
+        if (!np)
+            return FG_ERROR;
+        if (b->p) {
+            memcpy(np, b->p, b->len);
+            explicit_bzero(b->p, b->cap);
+            free(b->p);
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return FG_OK;
+}
+
+static size_t tbuf_avail(const struct tls_buf *b)
+{
+    return b->len - b->off;
+}
+
+static void tbuf_consume(struct tls_buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off == b->len)
+        b->off = b->len = 0;
+}
+
+/* ---- wolfSSL's I/O callbacks: memory only ---- */
+
+static int tls_io_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+    struct tls_conn *c = ctx;
+    (void)ssl;
+    size_t n = tbuf_avail(&c->in);
+    if (n == 0)
+        return WOLFSSL_CBIO_ERR_WANT_READ;
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    memcpy(buf, c->in.p + c->in.off, n);
+    tbuf_consume(&c->in, n);
+    return (int)n;
+}
+
+static int tls_io_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+    struct tls_conn *c = ctx;
+    (void)ssl;
+    if (tbuf_add(&c->out, buf, (size_t)sz, TLS_OUT_MAX) != FG_OK)
+        return WOLFSSL_CBIO_ERR_GENERAL; /* the peer does not read: give up */
+    return sz;
+}
+
+/* ---- certificates ---- */
+
+static WOLFSSL_CTX *tls_ctx_load(const struct tls_cert *cert, char *err, size_t errlen)
+{
+    WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *why = NULL;
+    if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
+        why = "cannot require TLS 1.2";
+    else if (wolfSSL_CTX_set_cipher_list(ctx, TLS_CIPHERS) != WOLFSSL_SUCCESS)
+        why = "the AEAD cipher suites are not in this wolfSSL";
+    else if (wolfSSL_CTX_use_certificate_chain_file(ctx, cert->cert_file) != WOLFSSL_SUCCESS)
+        why = "cannot load the certificate chain (PEM)";
+    else if (wolfSSL_CTX_use_PrivateKey_file(ctx, cert->key_file, WOLFSSL_FILETYPE_PEM) !=
+             WOLFSSL_SUCCESS)
+        why = "cannot load the private key (PEM)";
+    else if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS)
+        why = "the private key does not match the certificate";
+    if (why) {
+        snprintf(err, errlen, "%s: %s", cert->cert_file, why);
+        wolfSSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+struct tls_server *tls_server_new(const struct tls_cert *certs, size_t n, char *err, size_t errlen)
+{
+    struct tls_server *s = calloc(1, sizeof(*s));
+    if (!s || n == 0 || !(s->sites = calloc(n, sizeof(*s->sites)))) {
+        snprintf(err, errlen, n == 0 ? "no certificate" : "out of memory");
+        free(s);
+        return NULL;
+    }
+    int have_default = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct tls_site *site = &s->sites[s->n];
+        if (!(site->ctx = tls_ctx_load(&certs[i], err, errlen))) {
+            tls_server_free(s);
+            return NULL;
+        }
+        site->name = certs[i].name ? strdup(certs[i].name) : NULL;
+        s->n++;
+        if (!certs[i].name && !have_default) {
+            s->dflt = i;
+            have_default = 1;
+        }
+    }
+    return s;
+}
+
+void tls_server_free(struct tls_server *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        wolfSSL_CTX_free(s->sites[i].ctx);
+        free(s->sites[i].name);
+    }
+    free(s->sites);
+    free(s);
+}
+
+/* ---- connections ---- */
+
+struct tls_conn *tls_conn_new(struct tls_server *s)
+{
+    struct tls_conn *c = calloc(1, sizeof(*c));
+    if (c)
+        c->srv = s;
+    return c;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    if (!c)
+        return;
+    if (c->ssl)
+        wolfSSL_free(c->ssl);
+    tbuf_wipe(&c->in);
+    tbuf_wipe(&c->out);
+    free(c);
+}
+
+int tls_conn_feed(struct tls_conn *c, const void *p, size_t n)
+{
+    if (tbuf_add(&c->in, p, n, TLS_IN_MAX) != FG_OK) {
+        snprintf(c->err, sizeof(c->err), "too much input buffered");
+        return FG_ERROR;
+    }
+    return FG_OK;
+}
+
+/* The site whose name the ClientHello's SNI gives, or the default. */
+static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
+{
+    unsigned char name[TLS_NAME_MAX + 1];
+    unsigned int len = TLS_NAME_MAX;
+    struct tls_server *s = c->srv;
+    if (wolfSSL_SNI_GetFromBuffer(c->in.p + c->in.off, (unsigned int)record_len,
+                                  WOLFSSL_SNI_HOST_NAME, name, &len) == WOLFSSL_SUCCESS &&
+        len <= TLS_NAME_MAX) {
+        memcpy(c->sni, name, len);
+        c->sni[len] = 0;
+        for (size_t i = 0; i < s->n; i++)
+            if (s->sites[i].name && strcasecmp(s->sites[i].name, c->sni) == 0)
+                return &s->sites[i];
+    }
+    return &s->sites[s->dflt];
+}
+
+/* Creates the WOLFSSL once the first record is in. FG_OK, FG_AGAIN or FG_ERROR. */
+static int tls_conn_start(struct tls_conn *c)
+{
+    size_t have = tbuf_avail(&c->in);
+    const uint8_t *p = c->in.p + c->in.off;
+    if (have >= 1 && p[0] != TLS_HANDSHAKE) {
+        snprintf(c->err, sizeof(c->err), "not a TLS ClientHello");
+        return FG_ERROR;
+    }
+    if (have < TLS_RECORD_HEADER)
+        return FG_AGAIN;
+    size_t record = TLS_RECORD_HEADER + ((size_t)p[3] << 8 | p[4]);
+    if (have < record)
+        return FG_AGAIN;
+    struct tls_site *site = tls_pick_site(c, record);
+    if (!(c->ssl = wolfSSL_new(site->ctx))) {
+        snprintf(c->err, sizeof(c->err), "out of memory");
+        return FG_ERROR;
+    }
+    wolfSSL_SSLSetIORecv(c->ssl, tls_io_recv);
+    wolfSSL_SSLSetIOSend(c->ssl, tls_io_send);
+    wolfSSL_SetIOReadCtx(c->ssl, c);
+    wolfSSL_SetIOWriteCtx(c->ssl, c);
+    return FG_OK;
+}
+
+/* Maps a wolfSSL result to FG_AGAIN or FG_ERROR, keeping the reason. */
+static int tls_fail(struct tls_conn *c, int ret)
+{
+    int e = wolfSSL_get_error(c->ssl, ret);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE)
+        return FG_AGAIN;
+    if (e == WOLFSSL_ERROR_ZERO_RETURN)
+        snprintf(c->err, sizeof(c->err), "the peer closed TLS");
+    else
+        wolfSSL_ERR_error_string_n((unsigned long)e, c->err, sizeof(c->err));
+    return FG_ERROR;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    if (c->done)
+        return FG_OK;
+    if (!c->ssl) {
+        int rc = tls_conn_start(c);
+        if (rc != FG_OK)
+            return rc;
+    }
+    int ret = wolfSSL_accept(c->ssl);
+    if (ret != WOLFSSL_SUCCESS)
+        return tls_fail(c, ret);
+    c->done = 1;
+    return FG_OK;
+}
+
+ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n)
+{
+    if (!c->done)
+        return FG_ERROR;
+    int want = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+    int ret = wolfSSL_read(c->ssl, buf, want);
+    return ret > 0 ? ret : tls_fail(c, ret);
+}
+
+int tls_conn_write(struct tls_conn *c, const void *p, size_t n)
+{
+    if (!c->done)
+        return FG_ERROR;
+    while (n > 0) {
+        int chunk = n > 16384 ? 16384 : (int)n;
+        int ret = wolfSSL_write(c->ssl, p, chunk);
+        if (ret <= 0) {
+            tls_fail(c, ret);
+            return FG_ERROR; /* the output queue takes everything: no "again" */
+        }
+        p = (const uint8_t *)p + ret;
+        n -= (size_t)ret;
+    }
+    return FG_OK;
+}
+
+size_t tls_conn_pending(const struct tls_conn *c, const uint8_t **p_r)
+{
+    *p_r = c->out.p ? c->out.p + c->out.off : NULL;
+    return tbuf_avail(&c->out);
+}
+
+void tls_conn_sent(struct tls_conn *c, size_t n)
+{
+    tbuf_consume(&c->out, n);
+}
+
+const char *tls_conn_version(struct tls_conn *c)
+{
+    return c->ssl ? wolfSSL_get_version(c->ssl) : "";
+}
+
+const char *tls_conn_cipher(struct tls_conn *c)
+{
+    return c->ssl ? wolfSSL_get_cipher_name(c->ssl) : "";
+}
+
+const char *tls_conn_sni(const struct tls_conn *c)
+{
+    return c->sni;
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+    return c->err[0] ? c->err : "no error";
+}

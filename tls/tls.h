@@ -1,0 +1,83 @@
+/*
+ * TLS for forestgate's connections, with wolfSSL driven through memory only.
+ *
+ * The worker's ring does every socket read and write. A TLS connection is a
+ * pair of byte queues around a WOLFSSL object: the worker feeds the
+ * ciphertext it received (tls_conn_feed), drives the handshake or reads the
+ * plaintext, and sends whatever ciphertext the engine queued
+ * (tls_conn_pending / tls_conn_sent). wolfSSL's I/O callbacks
+ * (wolfSSL_SSLSetIORecv/IOSend) only move bytes between those queues and
+ * answer "want read" when the input is empty, so no call here ever blocks or
+ * touches a socket -- the same contract as proto/'s parsers.
+ *
+ * Certificates: one per name, chosen by the client's SNI before the
+ * handshake starts (read from the buffered ClientHello), or the default one.
+ * TLS 1.2 and 1.3 only, AEAD ciphers with ECDHE only.
+ */
+#ifndef FG_TLS_H
+#define FG_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TLS_IN_MAX   (64 * 1024)   /* ciphertext buffered before it is consumed */
+#define TLS_OUT_MAX  (1024 * 1024) /* ciphertext queued before the peer reads it */
+#define TLS_NAME_MAX 255           /* longest SNI host name */
+
+struct tls_cert {
+    const char *name; /* host name the certificate serves; NULL for the default */
+    const char *cert_file;
+    const char *key_file;
+};
+
+struct tls_server;
+struct tls_conn;
+
+/* Once per process, before any other call. Returns FG_OK or FG_ERROR. */
+int tls_init(void);
+void tls_cleanup(void);
+
+/*
+ * Loads the certificates (PEM chain and key); the first without a name, or
+ * else the first, is the default. Returns NULL with a reason in err.
+ */
+struct tls_server *tls_server_new(const struct tls_cert *certs, size_t n, char *err, size_t errlen);
+void tls_server_free(struct tls_server *s);
+
+/* A server-side connection; NULL when out of memory. */
+struct tls_conn *tls_conn_new(struct tls_server *s);
+/* Frees the connection; its buffers are wiped. */
+void tls_conn_free(struct tls_conn *c);
+
+/* Appends ciphertext received from the peer. FG_ERROR if over TLS_IN_MAX. */
+int tls_conn_feed(struct tls_conn *c, const void *p, size_t n);
+
+/*
+ * Drives the handshake. FG_OK once it is complete; FG_AGAIN when it needs
+ * more input (send what tls_conn_pending() holds first); FG_ERROR when it
+ * failed (a reason is in tls_conn_error()).
+ */
+int tls_conn_handshake(struct tls_conn *c);
+
+/*
+ * Decrypts into buf. Returns the bytes, FG_AGAIN when a whole record has not
+ * arrived, or FG_ERROR on a failure or the peer's close_notify.
+ */
+ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n);
+
+/* Encrypts n bytes into the output queue. FG_OK or FG_ERROR. */
+int tls_conn_write(struct tls_conn *c, const void *p, size_t n);
+
+/* The queued ciphertext to send, and how much of it was sent. */
+size_t tls_conn_pending(const struct tls_conn *c, const uint8_t **p_r);
+void tls_conn_sent(struct tls_conn *c, size_t n);
+
+/* After the handshake: "TLSv1.3", the cipher suite, the SNI name or "". */
+const char *tls_conn_version(struct tls_conn *c);
+const char *tls_conn_cipher(struct tls_conn *c);
+const char *tls_conn_sni(const struct tls_conn *c);
+/* Why the last call failed, for the event log. */
+const char *tls_conn_error(const struct tls_conn *c);
+
+#endif
