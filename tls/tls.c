@@ -359,6 +359,11 @@ const char *tls_conn_sni(const struct tls_conn *c)
     return c->sni;
 }
 
+int tls_conn_resumed(struct tls_conn *c)
+{
+    return c->done && wolfSSL_session_reused(c->ssl) ? 1 : 0;
+}
+
 const char *tls_conn_error(const struct tls_conn *c)
 {
     return c->err[0] ? c->err : "no error";

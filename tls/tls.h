@@ -13,6 +13,11 @@
  * Certificates: one per name, chosen by the client's SNI before the
  * handshake starts (read from the buffered ClientHello), or the default one.
  * TLS 1.2 and 1.3 only, AEAD ciphers with ECDHE only.
+ *
+ * Resumption is stateless, with session tickets: wolfSSL's ticket callback
+ * encrypts them with keys kept per certificate context (shared by every
+ * worker, so a ticket from one worker resumes on another) and rotates the
+ * keys itself (WOLFSSL_TICKET_KEY_LIFETIME, one hour by default).
  */
 #ifndef FG_TLS_H
 #define FG_TLS_H
@@ -77,6 +82,8 @@ void tls_conn_sent(struct tls_conn *c, size_t n);
 const char *tls_conn_version(struct tls_conn *c);
 const char *tls_conn_cipher(struct tls_conn *c);
 const char *tls_conn_sni(const struct tls_conn *c);
+/* After the handshake: 1 when it resumed a session (from a ticket), else 0. */
+int tls_conn_resumed(struct tls_conn *c);
 /* Why the last call failed, for the event log. */
 const char *tls_conn_error(const struct tls_conn *c);
 

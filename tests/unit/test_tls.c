@@ -218,6 +218,43 @@ static void test_tls12(void)
     tls_server_free(s);
 }
 
+/* A ticket from a first handshake resumes a second, in TLS 1.3 and 1.2. */
+static void test_resumption(void)
+{
+    struct tls_server *s = two_sites();
+    WOLFSSL_METHOD *(*methods[])(void) = {wolfTLSv1_3_client_method, wolfTLSv1_2_client_method};
+    for (size_t m = 0; m < 2; m++) {
+        WOLFSSL_CTX *cctx = wolfSSL_CTX_new(methods[m]());
+        CHECK_INT(wolfSSL_CTX_load_verify_locations(cctx, path("b.crt"), NULL), WOLFSSL_SUCCESS);
+        wolfSSL_CTX_set_verify(cctx, WOLFSSL_VERIFY_PEER, NULL);
+        WOLFSSL_SESSION *ticket = NULL;
+        for (int round = 0; round < 2; round++) {
+            struct tls_conn *srv = tls_conn_new(s);
+            struct client cl = {.ctx = cctx, .ssl = wolfSSL_new(cctx)};
+            wolfSSL_UseSNI(cl.ssl, WOLFSSL_SNI_HOST_NAME, "b.example", 9);
+            wolfSSL_UseSessionTicket(cl.ssl);
+            cl.wire = (struct wire){.srv = srv, .step = 5};
+            wolfSSL_SSLSetIORecv(cl.ssl, cli_recv);
+            wolfSSL_SSLSetIOSend(cl.ssl, cli_send);
+            wolfSSL_SetIOReadCtx(cl.ssl, &cl.wire);
+            wolfSSL_SetIOWriteCtx(cl.ssl, &cl.wire);
+            if (ticket)
+                CHECK_INT(wolfSSL_set_session(cl.ssl, ticket), WOLFSSL_SUCCESS);
+            CHECKF(handshake(&cl, srv), "round %d: %s", round, tls_conn_error(srv));
+            check_data(&cl, srv); /* TLS 1.3 sends its ticket after the handshake */
+            CHECKF(tls_conn_resumed(srv) == round, "method %zu round %d: resumed %d", m, round,
+                   tls_conn_resumed(srv));
+            if (!ticket)
+                ticket = wolfSSL_get1_session(cl.ssl);
+            wolfSSL_free(cl.ssl);
+            tls_conn_free(srv);
+        }
+        wolfSSL_SESSION_free(ticket);
+        wolfSSL_CTX_free(cctx);
+    }
+    tls_server_free(s);
+}
+
 static void test_not_tls(void)
 {
     struct tls_server *s = two_sites();
@@ -282,6 +319,7 @@ int main(void)
     test_tls13_byte_at_a_time();
     test_sni();
     test_tls12();
+    test_resumption();
     test_not_tls();
     test_bad_certificates();
     tls_cleanup();
