@@ -5,6 +5,8 @@
  */
 #include "tls.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,12 @@ struct tls_server {
     struct tls_site *sites;
     size_t n;
     size_t dflt;
+    _Atomic unsigned refs; /* the owner's, and one per connection */
+};
+
+struct tls_store {
+    pthread_mutex_t lock; /* taken once per TLS accept and per reload */
+    struct tls_server *cur;
 };
 
 struct tls_buf {
@@ -175,6 +183,7 @@ struct tls_server *tls_server_new(const struct tls_cert *certs, size_t n, char *
         free(s);
         return NULL;
     }
+    atomic_init(&s->refs, 1);
     int have_default = 0;
     for (size_t i = 0; i < n; i++) {
         struct tls_site *site = &s->sites[s->n];
@@ -192,9 +201,10 @@ struct tls_server *tls_server_new(const struct tls_cert *certs, size_t n, char *
     return s;
 }
 
+/* Frees the server when its last reference goes. */
 void tls_server_free(struct tls_server *s)
 {
-    if (!s)
+    if (!s || atomic_fetch_sub(&s->refs, 1) > 1)
         return;
     for (size_t i = 0; i < s->n; i++) {
         wolfSSL_CTX_free(s->sites[i].ctx);
@@ -209,8 +219,10 @@ void tls_server_free(struct tls_server *s)
 struct tls_conn *tls_conn_new(struct tls_server *s)
 {
     struct tls_conn *c = calloc(1, sizeof(*c));
-    if (c)
+    if (c) {
         c->srv = s;
+        atomic_fetch_add(&s->refs, 1); /* a reload must not free it under us */
+    }
     return c;
 }
 
@@ -222,7 +234,49 @@ void tls_conn_free(struct tls_conn *c)
         wolfSSL_free(c->ssl);
     tbuf_wipe(&c->in);
     tbuf_wipe(&c->out);
+    tls_server_free(c->srv);
     free(c);
+}
+
+struct tls_store *tls_store_new(struct tls_server *s)
+{
+    struct tls_store *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->lock, NULL);
+    st->cur = s;
+    return st;
+}
+
+void tls_store_free(struct tls_store *st)
+{
+    if (!st)
+        return;
+    tls_server_free(st->cur);
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+}
+
+struct tls_conn *tls_store_conn(struct tls_store *st)
+{
+    pthread_mutex_lock(&st->lock);
+    struct tls_conn *c = tls_conn_new(st->cur);
+    pthread_mutex_unlock(&st->lock);
+    return c;
+}
+
+int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t n, char *err,
+                     size_t errlen)
+{
+    struct tls_server *s = tls_server_new(certs, n, err, errlen);
+    if (!s)
+        return FG_ERROR; /* the old certificates stay */
+    pthread_mutex_lock(&st->lock);
+    struct tls_server *old = st->cur;
+    st->cur = s;
+    pthread_mutex_unlock(&st->lock);
+    tls_server_free(old); /* freed when its last connection ends */
+    return FG_OK;
 }
 
 int tls_conn_feed(struct tls_conn *c, const void *p, size_t n)

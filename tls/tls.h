@@ -48,7 +48,22 @@ void tls_cleanup(void);
  * else the first, is the default. Returns NULL with a reason in err.
  */
 struct tls_server *tls_server_new(const struct tls_cert *certs, size_t n, char *err, size_t errlen);
+/* Drops the caller's reference; connections keep theirs until they end. */
 void tls_server_free(struct tls_server *s);
+
+/*
+ * The certificates in force, shared by the workers and replaced by SIGHUP:
+ * a new connection takes the current set, a connection keeps the set it
+ * started with, and a set is freed with its last connection. A reload that
+ * fails keeps the current set.
+ */
+struct tls_store;
+struct tls_store *tls_store_new(struct tls_server *s); /* takes s's reference */
+void tls_store_free(struct tls_store *st);
+struct tls_conn *tls_store_conn(struct tls_store *st);
+/* FG_OK, or FG_ERROR with the reason in err and the old certificates kept. */
+int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t n, char *err,
+                     size_t errlen);
 
 /* A server-side connection; NULL when out of memory. */
 struct tls_conn *tls_conn_new(struct tls_server *s);

@@ -28,6 +28,7 @@ struct wire {
     size_t n;
     struct tls_conn *srv;
     size_t step; /* bytes handed over per call */
+    int hold;    /* the server's bytes are held back: the client waits */
 };
 
 static int cli_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
@@ -36,7 +37,7 @@ static int cli_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
     (void)ssl;
     const uint8_t *p;
     size_t n = tls_conn_pending(w->srv, &p);
-    if (n == 0)
+    if (n == 0 || w->hold)
         return WOLFSSL_CBIO_ERR_WANT_READ;
     if (n > (size_t)sz)
         n = (size_t)sz;
@@ -255,6 +256,62 @@ static void test_resumption(void)
     tls_server_free(s);
 }
 
+static struct tls_server *one_site(const char *crt, const char *key)
+{
+    struct tls_cert cert = {NULL, path(crt), path(key)};
+    char err[256] = "";
+    struct tls_server *s = tls_server_new(&cert, 1, err, sizeof(err));
+    CHECKF(s != NULL, "tls_server_new: %s", err);
+    return s;
+}
+
+/* SIGHUP's reload: sessions keep their certificate, new ones get the new one. */
+static void test_reload(void)
+{
+    struct tls_store *st = tls_store_new(one_site("a.crt", "a.key"));
+    /* One session done with a, one in the middle of its handshake. */
+    struct tls_conn *done = tls_store_conn(st), *mid = tls_store_conn(st);
+    struct client c1, c2;
+    client_new(&c1, wolfSSLv23_client_method(), path("a.crt"), NULL, done, 64);
+    CHECK(handshake(&c1, done));
+    client_new(&c2, wolfSSLv23_client_method(), path("a.crt"), NULL, mid, 64);
+    c2.wire.hold = 1;
+    wolfSSL_connect(c2.ssl); /* the ClientHello is in; the answer waits on the wire */
+    CHECK(tls_conn_handshake(mid) == FG_AGAIN);
+    const uint8_t *pending;
+    CHECK(tls_conn_pending(mid, &pending) > 0);
+
+    struct tls_cert b = {NULL, path("b.crt"), path("b.key")};
+    char err[256] = "";
+    CHECKF(tls_store_reload(st, &b, 1, err, sizeof(err)) == FG_OK, "reload: %s", err);
+    c2.wire.hold = 0;
+    CHECK(handshake(&c2, mid)); /* finishes with a, the certificate it began with */
+    check_data(&c1, done);
+    check_data(&c2, mid);
+
+    struct tls_conn *next = tls_store_conn(st);
+    struct client c3;
+    client_new(&c3, wolfSSLv23_client_method(), path("b.crt"), NULL, next, 64);
+    CHECK(handshake(&c3, next)); /* new sessions get b */
+
+    /* A bad certificate at reload: refused with the reason, b stays. */
+    struct tls_cert bad = {NULL, path("b.crt"), path("a.key")};
+    CHECK(tls_store_reload(st, &bad, 1, err, sizeof(err)) == FG_ERROR);
+    CHECKF(strstr(err, "does not match") != NULL, "%s", err);
+    struct tls_conn *after = tls_store_conn(st);
+    struct client c4;
+    client_new(&c4, wolfSSLv23_client_method(), path("b.crt"), NULL, after, 64);
+    CHECK(handshake(&c4, after));
+
+    struct client *cls[] = {&c1, &c2, &c3, &c4};
+    struct tls_conn *conns[] = {done, mid, next, after};
+    for (size_t i = 0; i < 4; i++) {
+        client_free(cls[i]);
+        tls_conn_free(conns[i]); /* the last of a's frees a */
+    }
+    tls_store_free(st);
+}
+
 static void test_not_tls(void)
 {
     struct tls_server *s = two_sites();
@@ -320,6 +377,7 @@ int main(void)
     test_sni();
     test_tls12();
     test_resumption();
+    test_reload();
     test_not_tls();
     test_bad_certificates();
     tls_cleanup();
