@@ -70,15 +70,22 @@ struct client {
     struct wire wire;
 };
 
-/* A client that trusts only `trust` (a PEM file), offers `sni`, and speaks `method`. */
-static void client_new(struct client *cl, WOLFSSL_METHOD *method, const char *trust,
-                       const char *sni, struct tls_conn *srv, size_t step)
+/* A client context that trusts only `trust` (a PEM file) and speaks `method`. */
+static WOLFSSL_CTX *client_ctx(WOLFSSL_METHOD *method, const char *trust)
 {
-    cl->ctx = wolfSSL_CTX_new(method);
-    CHECK(cl->ctx != NULL);
-    CHECK_INT(wolfSSL_CTX_load_verify_locations(cl->ctx, trust, NULL), WOLFSSL_SUCCESS);
-    wolfSSL_CTX_set_verify(cl->ctx, WOLFSSL_VERIFY_PEER, NULL);
-    cl->ssl = wolfSSL_new(cl->ctx);
+    WOLFSSL_CTX *ctx = wolfSSL_CTX_new(method);
+    CHECK(ctx != NULL);
+    CHECK_INT(wolfSSL_CTX_load_verify_locations(ctx, trust, NULL), WOLFSSL_SUCCESS);
+    wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
+/* A client on ctx, offering `sni` (or none), wired to srv in steps of `step` bytes. */
+static void client_attach(struct client *cl, WOLFSSL_CTX *ctx, const char *sni,
+                          struct tls_conn *srv, size_t step)
+{
+    cl->ctx = ctx;
+    cl->ssl = wolfSSL_new(ctx);
     if (sni)
         CHECK_INT(wolfSSL_UseSNI(cl->ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)strlen(sni)),
                   WOLFSSL_SUCCESS);
@@ -87,6 +94,12 @@ static void client_new(struct client *cl, WOLFSSL_METHOD *method, const char *tr
     wolfSSL_SSLSetIOSend(cl->ssl, cli_send);
     wolfSSL_SetIOReadCtx(cl->ssl, &cl->wire);
     wolfSSL_SetIOWriteCtx(cl->ssl, &cl->wire);
+}
+
+static void client_new(struct client *cl, WOLFSSL_METHOD *method, const char *trust,
+                       const char *sni, struct tls_conn *srv, size_t step)
+{
+    client_attach(cl, client_ctx(method, trust), sni, srv, step);
 }
 
 static void client_free(struct client *cl)
@@ -225,20 +238,13 @@ static void test_resumption(void)
     struct tls_server *s = two_sites();
     WOLFSSL_METHOD *(*methods[])(void) = {wolfTLSv1_3_client_method, wolfTLSv1_2_client_method};
     for (size_t m = 0; m < 2; m++) {
-        WOLFSSL_CTX *cctx = wolfSSL_CTX_new(methods[m]());
-        CHECK_INT(wolfSSL_CTX_load_verify_locations(cctx, path("b.crt"), NULL), WOLFSSL_SUCCESS);
-        wolfSSL_CTX_set_verify(cctx, WOLFSSL_VERIFY_PEER, NULL);
+        WOLFSSL_CTX *cctx = client_ctx(methods[m](), path("b.crt"));
         WOLFSSL_SESSION *ticket = NULL;
         for (int round = 0; round < 2; round++) {
             struct tls_conn *srv = tls_conn_new(s);
-            struct client cl = {.ctx = cctx, .ssl = wolfSSL_new(cctx)};
-            wolfSSL_UseSNI(cl.ssl, WOLFSSL_SNI_HOST_NAME, "b.example", 9);
+            struct client cl;
+            client_attach(&cl, cctx, "b.example", srv, 5);
             wolfSSL_UseSessionTicket(cl.ssl);
-            cl.wire = (struct wire){.srv = srv, .step = 5};
-            wolfSSL_SSLSetIORecv(cl.ssl, cli_recv);
-            wolfSSL_SSLSetIOSend(cl.ssl, cli_send);
-            wolfSSL_SetIOReadCtx(cl.ssl, &cl.wire);
-            wolfSSL_SetIOWriteCtx(cl.ssl, &cl.wire);
             if (ticket)
                 CHECK_INT(wolfSSL_set_session(cl.ssl, ticket), WOLFSSL_SUCCESS);
             CHECKF(handshake(&cl, srv), "round %d: %s", round, tls_conn_error(srv));
