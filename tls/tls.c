@@ -48,8 +48,12 @@ struct tls_buf {
     size_t off, len, cap;
 };
 
+struct tls_client {
+    WOLFSSL_CTX *ctx;
+};
+
 struct tls_conn {
-    struct tls_server *srv;
+    struct tls_server *srv; /* NULL on the client side */
     WOLFSSL *ssl;
     struct tls_buf in, out;
     int done; /* handshake complete */
@@ -214,6 +218,64 @@ void tls_server_free(struct tls_server *s)
     free(s);
 }
 
+/* ---- the backend side ---- */
+
+struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
+{
+    struct tls_client *cl = calloc(1, sizeof(*cl));
+    const char *why = NULL;
+    if (!cl || !(cl->ctx = wolfSSL_CTX_new(wolfSSLv23_client_method())))
+        why = "out of memory";
+    else if (wolfSSL_CTX_SetMinVersion(cl->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
+        why = "cannot require TLS 1.2";
+    else if (wolfSSL_CTX_set_cipher_list(cl->ctx, TLS_CIPHERS) != WOLFSSL_SUCCESS)
+        why = "the AEAD cipher suites are not in this wolfSSL";
+    else if (wolfSSL_CTX_load_verify_locations(cl->ctx, ca_file, NULL) != WOLFSSL_SUCCESS)
+        why = "cannot load the CA certificates (PEM)";
+    if (why) {
+        snprintf(err, errlen, "%s: %s", ca_file, why);
+        tls_client_free(cl);
+        return NULL;
+    }
+    wolfSSL_CTX_set_verify(cl->ctx, WOLFSSL_VERIFY_PEER, NULL);
+    return cl;
+}
+
+void tls_client_free(struct tls_client *cl)
+{
+    if (!cl)
+        return;
+    if (cl->ctx)
+        wolfSSL_CTX_free(cl->ctx); /* connections keep it alive through wolfSSL's count */
+    free(cl);
+}
+
+static void tls_set_io(struct tls_conn *c)
+{
+    wolfSSL_SSLSetIORecv(c->ssl, tls_io_recv);
+    wolfSSL_SSLSetIOSend(c->ssl, tls_io_send);
+    wolfSSL_SetIOReadCtx(c->ssl, c);
+    wolfSSL_SetIOWriteCtx(c->ssl, c);
+}
+
+struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name)
+{
+    struct tls_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    size_t len = strlen(name);
+    if (len > TLS_NAME_MAX || !(c->ssl = wolfSSL_new(cl->ctx)) ||
+        wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, name, (unsigned short)len) !=
+                WOLFSSL_SUCCESS ||
+        wolfSSL_check_domain_name(c->ssl, name) != WOLFSSL_SUCCESS) {
+        tls_conn_free(c);
+        return NULL;
+    }
+    memcpy(c->sni, name, len + 1);
+    tls_set_io(c);
+    return c;
+}
+
 /* ---- connections ---- */
 
 struct tls_conn *tls_conn_new(struct tls_server *s)
@@ -234,7 +296,8 @@ void tls_conn_free(struct tls_conn *c)
         wolfSSL_free(c->ssl);
     tbuf_wipe(&c->in);
     tbuf_wipe(&c->out);
-    tls_server_free(c->srv);
+    if (c->srv)
+        tls_server_free(c->srv);
     free(c);
 }
 
@@ -325,10 +388,7 @@ static int tls_conn_start(struct tls_conn *c)
         snprintf(c->err, sizeof(c->err), "out of memory");
         return FG_ERROR;
     }
-    wolfSSL_SSLSetIORecv(c->ssl, tls_io_recv);
-    wolfSSL_SSLSetIOSend(c->ssl, tls_io_send);
-    wolfSSL_SetIOReadCtx(c->ssl, c);
-    wolfSSL_SetIOWriteCtx(c->ssl, c);
+    tls_set_io(c);
     return FG_OK;
 }
 
@@ -354,7 +414,7 @@ int tls_conn_handshake(struct tls_conn *c)
         if (rc != FG_OK)
             return rc;
     }
-    int ret = wolfSSL_accept(c->ssl);
+    int ret = c->srv ? wolfSSL_accept(c->ssl) : wolfSSL_connect(c->ssl);
     if (ret != WOLFSSL_SUCCESS)
         return tls_fail(c, ret);
     c->done = 1;

@@ -65,6 +65,17 @@ struct tls_conn *tls_store_conn(struct tls_store *st);
 int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t n, char *err,
                      size_t errlen);
 
+/*
+ * The backend side: forestgate as a TLS client that verifies the backend's
+ * certificate against a CA file and a name (the name is also sent as SNI).
+ */
+struct tls_client;
+/* Returns NULL with a reason in err. */
+struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen);
+void tls_client_free(struct tls_client *cl);
+/* A client-side connection to the host `name`; NULL when out of memory. */
+struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name);
+
 /* A server-side connection; NULL when out of memory. */
 struct tls_conn *tls_conn_new(struct tls_server *s);
 /* Frees the connection; its buffers are wiped. */

@@ -318,6 +318,69 @@ static void test_reload(void)
     tls_store_free(st);
 }
 
+/* Moves pending ciphertext from one engine to the other; returns bytes moved. */
+static size_t pump(struct tls_conn *from, struct tls_conn *to)
+{
+    const uint8_t *p;
+    size_t n = tls_conn_pending(from, &p);
+    if (n && tls_conn_feed(to, p, n) == FG_OK)
+        tls_conn_sent(from, n);
+    return n;
+}
+
+/* Both engines, ours on both ends: 1 if both completed the handshake. */
+static int engines_handshake(struct tls_conn *cli, struct tls_conn *srv)
+{
+    for (int round = 0; round < 100; round++) {
+        int a = tls_conn_handshake(cli), b = tls_conn_handshake(srv);
+        if (a == FG_ERROR || b == FG_ERROR)
+            return 0;
+        if (a == FG_OK && b == FG_OK)
+            return 1;
+        if (pump(cli, srv) + pump(srv, cli) == 0 && !(a == FG_OK && b == FG_OK))
+            return 0;
+    }
+    return 0;
+}
+
+/* The backend side: the certificate checked against the CA file and the name. */
+static void test_backend_client(void)
+{
+    struct tls_server *s = two_sites();
+    char err[256] = "";
+    struct {
+        const char *ca, *name;
+        int ok;
+    } cases[] = {
+            {"b.crt", "b.example", 1}, /* the right CA and name */
+            {"b.crt", "x.example", 0}, /* the right CA, another name */
+            {"a.crt", "b.example", 0}, /* a CA that did not sign it */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        struct tls_client *cl = tls_client_new(path(cases[i].ca), err, sizeof(err));
+        CHECKF(cl != NULL, "tls_client_new: %s", err);
+        struct tls_conn *cli = tls_client_conn(cl, cases[i].name);
+        struct tls_conn *srv = tls_conn_new(s);
+        int ok = engines_handshake(cli, srv);
+        CHECKF(ok == cases[i].ok, "CA %s name %s: %d (%s)", cases[i].ca, cases[i].name, ok,
+               tls_conn_error(cli));
+        if (ok) {
+            /* The name went out as SNI: the server chose b's certificate by it. */
+            CHECK(strcmp(tls_conn_sni(srv), "b.example") == 0);
+            CHECK_INT(tls_conn_write(cli, "x LOGIN u p\r\n", 13), FG_OK);
+            pump(cli, srv);
+            char got[32];
+            CHECK_INT(tls_conn_read(srv, got, sizeof(got)), 13);
+        }
+        tls_conn_free(cli);
+        tls_conn_free(srv);
+        tls_client_free(cl);
+    }
+    CHECK(tls_client_new("/nonexistent-ca.pem", err, sizeof(err)) == NULL);
+    CHECKF(strstr(err, "cannot load the CA") != NULL, "%s", err);
+    tls_server_free(s);
+}
+
 static void test_not_tls(void)
 {
     struct tls_server *s = two_sites();
@@ -384,6 +447,7 @@ int main(void)
     test_tls12();
     test_resumption();
     test_reload();
+    test_backend_client();
     test_not_tls();
     test_bad_certificates();
     tls_cleanup();
