@@ -202,6 +202,8 @@ static int sess_flush(struct sess *s)
             return -1;
         s->out_off += (size_t)w;
     }
+    /* Sent: a PASS or LOGIN line must not linger in memory. */
+    explicit_bzero(s->out, s->out_len);
     s->out_off = s->out_len = 0;
     if (s->want_out && ep_mod(s, EPOLLIN) == 0)
         s->want_out = 0;
@@ -647,6 +649,7 @@ static void sess_close(struct sess *s)
     s->logged_in = 0;
     s->step = ST_FREE;
     s->gen++;
+    explicit_bzero(s->out, s->out_len);
     s->out_len = s->out_off = 0;
     s->want_out = 0;
 }
