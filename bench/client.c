@@ -24,11 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
 #include "../proto/base64.h"
 #include "resp.h"
 
-const char *const fgb_err_names[E_N] = {"connect",  "greeting", "login",   "command",
-                                        "protocol", "closed",   "timeout", "size"};
+const char *const fgb_err_names[E_N] = {"connect", "greeting", "login", "command", "protocol",
+                                        "closed",  "timeout",  "size",  "tls"};
 const char *const fgb_kind_names[K_N] = {"main", "pop3_poll", "imap_stay"};
 const char *const fgb_scenario_names[] = {"login", "fetch", "idle", "mixed"};
 
@@ -48,6 +51,8 @@ uint64_t fgb_now_ns(void)
 enum step {
     ST_FREE,     /* not started, or done */
     ST_CONNECT,  /* connect() in progress */
+    ST_TLS,      /* TLS handshake in progress */
+    ST_STARTTLS, /* STARTTLS / STLS sent */
     ST_GREETING, /* waiting for the greeting */
     ST_USER,     /* POP3 USER sent */
     ST_LOGIN,    /* LOGIN / AUTHENTICATE / PASS / AUTH sent */
@@ -89,6 +94,10 @@ struct sess {
     struct queue *q;
     struct sess *prev, *next;
     uint64_t due;
+    /* TLS: the connection, and the session kept to resume the next login. */
+    WOLFSSL *ssl;
+    WOLFSSL_SESSION *resume;
+    int tls_up;
     /* Output not yet written. */
     size_t out_len, out_off;
     int want_out;
@@ -117,12 +126,16 @@ struct thr {
     /* Counters: ops/bytes/errors/open are read by the main thread. */
     struct fgb_kstats k[K_N];
     uint64_t open_now, logged_in_now, opened, failed, peak_open, peak_logged_in;
+    uint64_t tls_handshakes, tls_resumed;
     char rbuf[65536];
 };
 
 static void sess_close(struct sess *s);
 static void sess_fail(struct sess *s, enum fgb_err e);
 static void sess_logout(struct sess *s);
+static void sess_readable(struct sess *s);
+static void imap_login(struct sess *s);
+static void pop3_login(struct sess *s);
 
 static void ctr_add(uint64_t *p, uint64_t v)
 {
@@ -175,15 +188,43 @@ static int ep_mod(struct sess *s, uint32_t events)
     return epoll_ctl(s->t->epfd, EPOLL_CTL_MOD, s->fd, &ev);
 }
 
-/* The transport's send: plain TCP today; TLS will wrap here. */
+static WOLFSSL_CTX *tls_ctx; /* shared by the threads: wolfSSL allows it */
+
+/* A wolfSSL result as the socket calls would give it: -1 with EAGAIN, or 0 at close. */
+static ssize_t tls_result(struct sess *s, int ret)
+{
+    if (ret > 0)
+        return ret;
+    int e = wolfSSL_get_error(s->ssl, ret);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == WOLFSSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = EPROTO;
+    return -1;
+}
+
+/* The transport: plain TCP, or TLS once the handshake is done. */
 static ssize_t sess_send_raw(struct sess *s, const char *p, size_t n)
 {
+    if (s->tls_up)
+        return tls_result(s, wolfSSL_write(s->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n));
     return send(s->fd, p, n, MSG_NOSIGNAL);
 }
 
 static ssize_t sess_recv(struct sess *s, char *p, size_t n)
 {
+    if (s->tls_up)
+        return tls_result(s, wolfSSL_read(s->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n));
     return recv(s->fd, p, n, 0);
+}
+
+/* Bytes wolfSSL decrypted already: epoll cannot report them. */
+static int sess_tls_pending(struct sess *s)
+{
+    return s->tls_up && wolfSSL_pending(s->ssl) > 0;
 }
 
 /* Writes what is queued; returns -1 if the connection failed. */
@@ -355,6 +396,65 @@ static int tagged_is(const struct imr_resp *r, const char *tag, const char *stat
            strncasecmp(r->line + tl + 1, status, sl) == 0;
 }
 
+/* ---- TLS ---- */
+
+static void sess_tls_step(struct sess *s);
+
+/* Starts the handshake: at connect (--tls) or after STARTTLS/STLS's OK. */
+static void sess_tls_start(struct sess *s)
+{
+    const struct fgb_opts *o = s->t->o;
+    s->ssl = wolfSSL_new(tls_ctx);
+    if (!s->ssl || wolfSSL_set_fd(s->ssl, s->fd) != WOLFSSL_SUCCESS ||
+        (o->sni && wolfSSL_UseSNI(s->ssl, WOLFSSL_SNI_HOST_NAME, o->sni,
+                                  (unsigned short)strlen(o->sni)) != WOLFSSL_SUCCESS)) {
+        sess_fail(s, E_TLS);
+        return;
+    }
+    if (o->tls_resume && s->resume)
+        wolfSSL_set_session(s->ssl, s->resume);
+    /* A new reader: no byte from before the handshake is read after it. */
+    if (s->proto == FGB_IMAP)
+        imr_init(&s->rd.imr);
+    else
+        p3r_init(&s->rd.p3r);
+    s->step = ST_TLS;
+    q_push(&s->t->q_active, s, fgb_now_ns());
+    sess_tls_step(s);
+}
+
+/* Advances the handshake; after it, the greeting (--tls) or the login (--starttls). */
+static void sess_tls_step(struct sess *s)
+{
+    struct thr *t = s->t;
+    int ret = wolfSSL_connect(s->ssl);
+    if (ret != WOLFSSL_SUCCESS) {
+        int e = wolfSSL_get_error(s->ssl, ret);
+        uint32_t ev = e == WOLFSSL_ERROR_WANT_WRITE ? EPOLLIN | EPOLLOUT : EPOLLIN;
+        if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
+            sess_fail(s, E_TLS);
+        else if (ep_mod(s, ev) == 0)
+            s->want_out = ev != EPOLLIN;
+        return;
+    }
+    s->tls_up = 1;
+    if (in_window(t, fgb_now_ns())) {
+        ctr_add(&t->tls_handshakes, 1);
+        ctr_add(&t->tls_resumed, wolfSSL_session_reused(s->ssl) ? 1 : 0);
+    }
+    if (ep_mod(s, EPOLLIN) == 0)
+        s->want_out = 0;
+    if (t->o->tls) {
+        s->step = ST_GREETING;
+        if (sess_tls_pending(s))
+            sess_readable(s); /* the greeting came with the last handshake flight */
+    } else if (s->proto == FGB_IMAP) {
+        imap_login(s);
+    } else {
+        pop3_login(s);
+    }
+}
+
 /* ---- common script ---- */
 
 static void record(struct sess *s, enum fgb_kind k, uint64_t since, uint64_t bytes)
@@ -522,10 +622,14 @@ static void imap_on_resp(struct sess *s, const struct imr_resp *r)
 {
     if (r->kind == IMR_UNTAGGED) {
         if (s->step == ST_GREETING) {
-            if (r->len >= 4 && strncasecmp(r->line, "* OK", 4) == 0)
-                imap_login(s);
-            else
+            if (r->len < 4 || strncasecmp(r->line, "* OK", 4) != 0) {
                 sess_fail(s, E_GREETING);
+            } else if (s->t->o->starttls && !s->tls_up) {
+                s->step = ST_STARTTLS;
+                sess_cmd(s, "%s STARTTLS\r\n", next_tag(s));
+            } else {
+                imap_login(s);
+            }
         } else if (s->step == ST_SELECT) {
             imap_exists(r->line, r->len, &s->nmsgs);
         } else if (s->step == ST_CMD && r->literal_bytes > 0) {
@@ -550,6 +654,9 @@ static void imap_on_resp(struct sess *s, const struct imr_resp *r)
     switch (s->step) {
     case ST_LOGIN:
         ok ? sess_logged_in(s) : sess_fail(s, E_LOGIN);
+        break;
+    case ST_STARTTLS:
+        ok ? sess_tls_start(s) : sess_fail(s, E_TLS);
         break;
     case ST_SELECT:
         ok ? sess_selected(s) : sess_fail(s, E_COMMAND);
@@ -585,7 +692,17 @@ static void pop3_on_resp(struct sess *s, const struct p3r_resp *r)
     int ok = r->status == P3R_OK;
     switch (s->step) {
     case ST_GREETING:
-        ok ? pop3_login(s) : sess_fail(s, E_GREETING);
+        if (!ok) {
+            sess_fail(s, E_GREETING);
+        } else if (s->t->o->starttls && !s->tls_up) {
+            s->step = ST_STARTTLS;
+            sess_cmd(s, "STLS\r\n");
+        } else {
+            pop3_login(s);
+        }
+        break;
+    case ST_STARTTLS:
+        ok ? sess_tls_start(s) : sess_fail(s, E_TLS);
         break;
     case ST_USER:
         if (!ok) {
@@ -633,10 +750,29 @@ static void pop3_on_resp(struct sess *s, const struct p3r_resp *r)
 
 /* ---- connections ---- */
 
+/* Ends TLS on a connection; keeps its session for the next login to resume. */
+static void sess_tls_end(struct sess *s)
+{
+    if (!s->ssl)
+        return;
+    if (s->t->o->tls_resume && s->tls_up) {
+        WOLFSSL_SESSION *kept = wolfSSL_get1_session(s->ssl);
+        if (kept) {
+            if (s->resume)
+                wolfSSL_SESSION_free(s->resume);
+            s->resume = kept;
+        }
+    }
+    wolfSSL_free(s->ssl);
+    s->ssl = NULL;
+    s->tls_up = 0;
+}
+
 static void sess_close(struct sess *s)
 {
     struct thr *t = s->t;
     q_remove(s);
+    sess_tls_end(s);
     if (s->fd >= 0) {
         close(s->fd); /* also removes it from the epoll set */
         s->fd = -1;
@@ -715,6 +851,10 @@ static void sess_connected(struct sess *s)
         sess_fail(s, E_CONNECT);
         return;
     }
+    if (s->t->o->tls) {
+        sess_tls_start(s);
+        return;
+    }
     s->step = ST_GREETING;
     if (ep_mod(s, EPOLLIN) == 0)
         s->want_out = 0;
@@ -724,7 +864,8 @@ static void sess_connected(struct sess *s)
 static void sess_input(struct sess *s, const char *p, size_t n)
 {
     uint32_t gen = s->gen;
-    while (n > 0 && s->gen == gen) {
+    /* Once TLS starts, what followed STARTTLS in the clear is dropped. */
+    while (n > 0 && s->gen == gen && s->step != ST_TLS) {
         int done = 0;
         ssize_t used;
         if (s->proto == FGB_IMAP) {
@@ -752,7 +893,7 @@ static void sess_readable(struct sess *s)
 {
     struct thr *t = s->t;
     uint32_t gen = s->gen;
-    for (int i = 0; i < READS_PER_EVENT && s->gen == gen; i++) {
+    for (int i = 0; (i < READS_PER_EVENT || sess_tls_pending(s)) && s->gen == gen; i++) {
         ssize_t r = sess_recv(s, t->rbuf, sizeof(t->rbuf));
         if (r < 0 && errno == EINTR)
             continue;
@@ -780,6 +921,10 @@ static void sess_event(struct thr *t, uint64_t data, uint32_t events)
         return; /* an event of a connection already closed in this batch */
     if (s->step == ST_CONNECT) {
         sess_connected(s);
+        return;
+    }
+    if (s->step == ST_TLS) {
+        sess_tls_step(s);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
@@ -881,9 +1026,12 @@ static void *thr_main(void *arg)
         for (int i = 0; i < n; i++)
             sess_event(t, evs[i].data.u64, evs[i].events);
     }
-    for (uint32_t i = 0; i < t->nsess; i++)
+    for (uint32_t i = 0; i < t->nsess; i++) {
         if (t->sess[i].fd >= 0)
             sess_close(&t->sess[i]);
+        if (t->sess[i].resume)
+            wolfSSL_SESSION_free(t->sess[i].resume);
+    }
     return NULL;
 }
 
@@ -1031,7 +1179,25 @@ static void merge(const struct fgb_opts *o, struct thr *ts, struct fgb_result *r
         res->peak_open += t->peak_open;
         res->peak_logged_in += t->peak_logged_in;
         res->sched_missed += t->behind;
+        res->tls_handshakes += t->tls_handshakes;
+        res->tls_resumed += t->tls_resumed;
     }
+}
+
+/*
+ * The client context: TLS 1.2 or 1.3, and no certificate check -- a load
+ * generator measures the server's work, and test certificates are self-signed.
+ */
+static int tls_client_init(void)
+{
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
+        !(tls_ctx = wolfSSL_CTX_new(wolfSSLv23_client_method())) ||
+        wolfSSL_CTX_SetMinVersion(tls_ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+        fprintf(stderr, "forestgate-bench: cannot set up TLS\n");
+        return -1;
+    }
+    wolfSSL_CTX_set_verify(tls_ctx, WOLFSSL_VERIFY_NONE, NULL);
+    return 0;
 }
 
 int fgb_client_run(const struct fgb_opts *o, struct fgb_result *res)
@@ -1040,6 +1206,11 @@ int fgb_client_run(const struct fgb_opts *o, struct fgb_result *res)
     struct thr_arg *args = calloc((size_t)o->threads, sizeof(*args));
     int running = 0, rc = 0;
     if (!ts || !args) {
+        free(ts);
+        free(args);
+        return -1;
+    }
+    if ((o->tls || o->starttls) && tls_client_init() < 0) {
         free(ts);
         free(args);
         return -1;
@@ -1076,5 +1247,10 @@ int fgb_client_run(const struct fgb_opts *o, struct fgb_result *res)
     }
     free(ts);
     free(args);
+    if (tls_ctx) {
+        wolfSSL_CTX_free(tls_ctx);
+        tls_ctx = NULL;
+        wolfSSL_Cleanup();
+    }
     return rc;
 }

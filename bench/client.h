@@ -29,6 +29,7 @@ enum fgb_err {
     E_CLOSED,   /* the server closed the connection unexpectedly */
     E_TIMEOUT,  /* no progress for --timeout seconds */
     E_SIZE,     /* a message's bytes differ from its announced size */
+    E_TLS,      /* the TLS handshake or STARTTLS/STLS failed */
     E_N
 };
 
@@ -44,10 +45,12 @@ struct fgb_opts {
     enum fgb_proto proto;
     enum fgb_scenario scenario;
     const char *host;
-    int port;      /* of --proto */
-    int imap_port; /* mixed */
-    int pop3_port; /* mixed */
-    int tls, starttls;
+    int port;          /* of --proto */
+    int imap_port;     /* mixed */
+    int pop3_port;     /* mixed */
+    int tls, starttls; /* implicit TLS; STARTTLS (IMAP) / STLS (POP3) after the greeting */
+    int tls_resume;    /* each session resumes the TLS session of its previous login */
+    const char *sni;   /* server name sent in the ClientHello, if any */
     int conns, threads;
     double rate, duration, warmup, timeout;
     int auth_plain;
@@ -73,6 +76,7 @@ struct fgb_kstats {
 struct fgb_result {
     struct fgb_kstats k[K_N];
     uint64_t opened, failed, peak_open, peak_logged_in, sched_missed;
+    uint64_t tls_handshakes, tls_resumed;
     double measured_s; /* length of the measurement window actually run */
 };
 

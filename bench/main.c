@@ -31,7 +31,10 @@ static void usage(FILE *f)
             "  --proto imap|pop3        protocol (default imap)\n"
             "  --host H                 server address or name (default 127.0.0.1)\n"
             "  --port P                 server port (default 143 / 110)\n"
-            "  --tls, --starttls        TLS from the start / after STARTTLS or STLS\n"
+            "  --tls, --starttls        TLS from the start / after STARTTLS or STLS (TLS 1.2+,\n"
+            "                           the certificate is not checked)\n"
+            "  --tls-resume             each session resumes its previous login's TLS session\n"
+            "  --sni NAME               server name to send in the ClientHello\n"
             "  --scenario S             login | fetch | idle | mixed (default login)\n"
             "      login: connect, greeting, login, logout, repeat; reports logins/s\n"
             "      fetch: log in once, then UID FETCH n BODY.PEEK[] / RETR n in a loop\n"
@@ -363,6 +366,11 @@ static int take(struct cli *c, const char *opt, const char *val, int *used)
         NEED();
         if (parse_mix(val, o) < 0)
             return bad("--mix wants pop3=W,imap=W with whole weights, not '%s'", val);
+    } else if (strcmp(opt, "--sni") == 0) {
+        NEED();
+        if (strlen(val) > 255)
+            return bad("--sni: a host name of at most 255 bytes, not '%s'", val);
+        o->sni = val;
     } else if (strcmp(opt, "--ready-file") == 0) {
         NEED();
         o->ready_file = val;
@@ -382,6 +390,8 @@ static int take(struct cli *c, const char *opt, const char *val, int *used)
             o->tls = 1;
         else if (strcmp(opt, "--starttls") == 0)
             o->starttls = 1;
+        else if (strcmp(opt, "--tls-resume") == 0)
+            o->tls_resume = 1;
         else if (strcmp(opt, "--quiet") == 0)
             o->quiet = c->so.quiet = 1;
         else if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
@@ -428,9 +438,10 @@ static int finish(struct cli *c)
     struct fgb_opts *o = &c->o;
     if (c->serve)
         return c->port_set ? 0 : bad("%s needs --port", "--serve");
-    if (o->tls || o->starttls)
-        return bad("%s: TLS is not built into forestgate-bench yet",
-                   o->tls ? "--tls" : "--starttls");
+    if (o->tls && o->starttls)
+        return bad("%s: choose one of --tls and --starttls", "--tls");
+    if ((o->tls_resume || o->sni) && !o->tls && !o->starttls)
+        return bad("%s needs --tls or --starttls", o->tls_resume ? "--tls-resume" : "--sni");
     if (o->rate > 0 && o->scenario != SC_LOGIN)
         return bad("--rate applies to the login scenario, not %s", fgb_scenario_names[o->scenario]);
     if (o->threads > o->conns)

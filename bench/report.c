@@ -72,6 +72,9 @@ void report_table(FILE *f, const struct fgb_opts *o, const struct fgb_result *r)
                 fprintf(f, " %s %llu", fgb_err_names[e], (unsigned long long)all.errors[e]);
         fprintf(f, "\n");
     }
+    if (o->tls || o->starttls)
+        fprintf(f, "TLS: %llu handshakes, %llu of them resumed\n",
+                (unsigned long long)r->tls_handshakes, (unsigned long long)r->tls_resumed);
     if (o->rate > 0)
         fprintf(f, "open loop at %.0f logins/s: %llu scheduled logins never started\n", o->rate,
                 (unsigned long long)r->sched_missed);
@@ -152,6 +155,8 @@ static void json_write(FILE *f, const struct fgb_opts *o, const struct fgb_resul
             "\"logged_in_peak\": %llu},\n",
             (unsigned long long)r->opened, (unsigned long long)r->failed,
             (unsigned long long)r->peak_open, (unsigned long long)r->peak_logged_in);
+    fprintf(f, "  \"tls\": {\"handshakes\": %llu, \"resumed\": %llu},\n",
+            (unsigned long long)r->tls_handshakes, (unsigned long long)r->tls_resumed);
     fprintf(f, "  \"schedule_missed\": %llu", (unsigned long long)r->sched_missed);
     if (o->scenario == SC_MIXED) {
         fprintf(f, ",\n  \"kinds\": {\n");

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.integration.conftest import PASSWORDS
-from tests.lib.dovecot import wire_bytes
+from tests.lib.dovecot import Dovecot, wire_bytes
 from tests.lib.forestgate import SANITIZER_RE, bench_binary
 
 BENCH = bench_binary()
@@ -225,7 +225,9 @@ def test_silent_server_times_out_and_stops(tmp_path):
     (["--scenario", "bogus"], "--scenario must be"),
     (["--rate", "10", "--scenario", "fetch"], "--rate applies to the login scenario"),
     (["--mix", "pop3=x"], "--mix wants"),
-    (["--tls"], "TLS is not built"),
+    (["--tls", "--starttls"], "choose one of --tls and --starttls"),
+    (["--tls-resume"], "--tls-resume needs --tls or --starttls"),
+    (["--sni", "x.example"], "--sni needs --tls or --starttls"),
     (["--serve", "imap"], "needs --port"),
     (["--frobnicate"], "unknown option"),
 ])
@@ -279,3 +281,57 @@ def test_threads_share_the_sessions(mock_imap, tmp_path):
     assert r["threads"] == 3 and r["errors_total"] == 0, err
     assert r["connections"]["opened"] == 6  # each session logged in once and stayed
     assert r["bytes"] == r["ops"] * 50000   # every mock message is exactly --msg-size
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot(workroot):
+    """A real Dovecot with TLS: STARTTLS/STLS on the plain ports, implicit TLS on imaps/pop3s."""
+    d = os.path.join(workroot, "dovecot-tls")
+    os.makedirs(d, exist_ok=True)
+    crt, key = os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                    "/CN=mail.example", "-keyout", key, "-out", crt],
+                   check=True, capture_output=True)
+    dc = Dovecot(os.path.join(d, "run"), {USER: PASSWORD}, tls=(crt, key), imap_client_limit=10)
+    dc.start()
+    for m in MESSAGES:
+        dc.deliver(USER, m)
+    yield dc
+    dc.stop()
+
+
+@pytest.mark.parametrize("proto,mode", [("imap", "--tls"), ("imap", "--starttls"),
+                                        ("pop3", "--tls"), ("pop3", "--starttls")])
+def test_tls_login(tls_dovecot, tmp_path, proto, mode):
+    dc = tls_dovecot
+    implicit = mode == "--tls"
+    port = {("imap", True): dc.imaps_port, ("imap", False): dc.imap_port,
+            ("pop3", True): dc.pop3s_port, ("pop3", False): dc.pop3_port}[(proto, implicit)]
+    r, err, _ = bench("--proto", proto, mode, "--port", str(port), "--users", USER,
+                      "--password-pattern", PASSWORD, "--conns", "3", "--duration", "1.5",
+                      "--tls-resume", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    assert r["ops"] > 0
+    # Every login ran its own handshake; resumption is Dovecot's to grant.
+    assert r["tls"]["handshakes"] >= r["ops"] - 3
+    assert 0 <= r["tls"]["resumed"] <= r["tls"]["handshakes"]
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+def test_tls_fetch_checks_every_byte_count(tls_dovecot, tmp_path, proto):
+    dc = tls_dovecot
+    port = dc.imaps_port if proto == "imap" else dc.pop3s_port
+    r, err, _ = bench("--proto", proto, "--tls", "--scenario", "fetch", "--port", str(port),
+                      "--users", USER, "--password-pattern", PASSWORD, "--conns", "2",
+                      "--duration", "1", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0, err
+    sizes = [len(wire_bytes(m)) for m in MESSAGES]
+    assert r["ops"] > 0 and min(sizes) * r["ops"] <= r["bytes"] <= max(sizes) * r["ops"]
+    assert r["tls"]["handshakes"] == 2
+
+
+def test_tls_to_a_plain_server_is_a_tls_error(dovecot, tmp_path):
+    r, err, _ = bench("--tls", "--port", str(dovecot.imap_port), "--users", "alice",
+                      "--conns", "2", "--duration", "1", check_rc=1, tmp_path=str(tmp_path))
+    assert r["errors"]["tls"] > 0 and r["ops"] == 0

@@ -111,6 +111,10 @@ Proxy mode
     started.  ``users`` may be empty then.  ``info_log = False`` sends
     info-level lines (one per login and per disconnect) to /dev/null.
 
+TLS
+    ``tls=(cert_file, key_file)`` turns on ``ssl = yes``: STARTTLS and STLS
+    on the plain ports, implicit TLS on ``imaps_port`` and ``pop3s_port``.
+
 Lifetime
     stop() (also __exit__ and an atexit hook) sends SIGTERM to the master,
     waits, then SIGKILLs the whole process group.  If the Python process
@@ -201,7 +205,8 @@ class Dovecot:
                  auth_penalty: bool = False,
                  proxy_to: tuple[int, int] | None = None,
                  proxy_login_procs: int = 2, proxy_login_clients: int = 10000,
-                 proxy_host: str = "127.0.0.1", info_log: bool = True):
+                 proxy_host: str = "127.0.0.1", info_log: bool = True,
+                 tls: tuple[str, str] | None = None):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError("workdir may only contain [A-Za-z0-9._/+-] "
@@ -217,6 +222,11 @@ class Dovecot:
         self._fixed_imap = imap_port
         self._fixed_pop3 = pop3_port
         self.imap_port, self.pop3_port = self._choose_ports()
+        # tls=(cert, key): ssl = yes, STARTTLS/STLS on the plain ports, and
+        # implicit TLS on imaps_port / pop3s_port.
+        self.tls = tls
+        self.imaps_port = free_port() if tls else 0
+        self.pop3s_port = free_port() if tls else 0
         self.trusted_networks = trusted_networks
         self.auth_failure_delay = int(auth_failure_delay)
         if imap_client_limit < 1 or process_limit < 1:
@@ -428,6 +438,12 @@ class Dovecot:
         return dict(login_procs=login_procs, login_clients=login_clients,
                     default_client_limit=client_limit, default_process_limit=100)
 
+    def _ssl_text(self) -> str:
+        if not self.tls:
+            return "ssl = no"
+        cert, key = self.tls
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
+
     def _passdb_text(self) -> str:
         if self.proxy_to is None:
             return f"""\
@@ -482,7 +498,7 @@ verbose_proctitle = yes
 auth_verbose = yes
 login_log_format_elements = user=<%u> auth_user=<%{{auth_user}}> method=%m rip=%r rport=%{{rport}} lip=%l lport=%{{lport}} real_rip=%{{real_rip}} mpid=%e %c session=<%{{session}}>
 
-ssl = no
+{self._ssl_text()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = {self.auth_failure_delay} secs
@@ -517,7 +533,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.imaps_port}
   }}
   service_count = 0
   process_min_avail = {lim["login_procs"]}
@@ -531,7 +548,8 @@ service pop3-login {{
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.pop3s_port}
   }}
   service_count = 0
   process_min_avail = {lim["login_procs"]}
