@@ -17,6 +17,7 @@ import pytest
 from tests.integration.conftest import PASSWORDS
 from tests.lib.dovecot import Dovecot, wire_bytes
 from tests.lib.forestgate import SANITIZER_RE, bench_binary
+from tests.lib.mock import Mock
 
 BENCH = bench_binary()
 USER, PASSWORD = "benchuser", "bench pw \"q\" \\"
@@ -252,18 +253,11 @@ def test_help_and_version():
 
 
 @pytest.fixture
-def mock_imap():
+def mock_imap(tmp_path):
     """The MOCK IMAP backend (forestgate-bench --serve imap) on a free port."""
-    from tests.lib.forestgate import free_port, wait_port
-    port = free_port()
-    p = subprocess.Popen([BENCH, "--serve", "imap", "--port", str(port), "--threads", "2",
-                          "--messages", "4", "--msg-size", "50000", "--quiet"],
-                         stderr=subprocess.PIPE, text=True)
-    wait_port(port)
-    yield port
-    p.terminate()
-    err = p.communicate(timeout=15)[1]
-    assert p.returncode == 0 and not SANITIZER_RE.search(err), err
+    m = Mock(tmp_path, "imap", messages=4, msg_size=50000, extra=("--threads", "2", "--quiet"))
+    yield m.port
+    assert m.stop() == 0, m.log_text()
 
 
 def test_thousands_of_sessions_on_one_thread(mock_imap, tmp_path):

@@ -11,7 +11,6 @@ import imaplib
 import os
 import poplib
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -21,65 +20,11 @@ import time
 import pytest
 
 from tests.lib.forestgate import ROOT, SANITIZER_RE, Forestgate, Raw, bench_binary, free_port
+from tests.lib.mock import Mock
 
 
 MSG_SIZE = 5000  # enough lines for the lone "." line (body line 50)
 MESSAGES = 5
-
-
-class Mock:
-    """One forestgate-bench --serve process."""
-
-    def __init__(self, workdir, proto="imap", messages=MESSAGES, msg_size=MSG_SIZE, extra=(),
-                 host="127.0.0.1", nofile=None, wait=True):
-        self.proto, self.host, self.msg_size, self.messages = proto, host, msg_size, messages
-        self.port = free_port()
-        self.log_path = os.path.join(str(workdir), f"mock-{proto}-{self.port}.log")
-        args = [bench_binary(), "--serve", proto, "--port", str(self.port), "--host", host,
-                "--messages", str(messages), "--msg-size", str(msg_size), *extra]
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
-            if nofile else None
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=self._log, env=env,
-                                     preexec_fn=limit)
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mock exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
-                    s.settimeout(2)
-                    assert s.recv(512)  # the greeting
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def log_text(self) -> str:
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
-
-    def stop(self, sig=signal.SIGTERM, timeout=10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("the mock did not stop:\n" + self.log_text())
-        self._log.close()
-        bad = [l for l in self.log_text().splitlines() if SANITIZER_RE.search(l)]
-        assert not bad, "sanitizer reports:\n" + self.log_text()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -36,6 +36,19 @@ def bench_binary() -> str:
     return os.path.join(ROOT, "build", "bench", "forestgate-bench")
 
 
+def stop_process(proc: subprocess.Popen, sig: int, timeout: float, what: str) -> int:
+    """Signals proc and waits; kills it and fails if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{what} did not stop within {timeout}s")
+    return proc.returncode
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,15 +144,7 @@ class Forestgate:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if not self.proc:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("forestgate did not stop within %ss" % timeout)
-        rc = self.proc.returncode
+        rc = stop_process(self.proc, sig, timeout, "forestgate")
         self.proc = None
         self._log.close()
         errors = self.sanitizer_errors()
