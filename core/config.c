@@ -8,6 +8,8 @@
  */
 #include "config.h"
 
+#include "../tls/tls.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -32,6 +34,7 @@ enum cfg_type {
     CT_LOGIN_TYPE,
     CT_LOGIN_MODE,
     CT_LOG_LEVEL,
+    CT_BACKEND_TLS,
 };
 
 struct cfg_key {
@@ -53,12 +56,15 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogLevel", CT_LOG_LEVEL, struct fg_config, log_level, 0, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
+        KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
         {NULL, 0, 0, 0, 0, 0},
 };
 
 /* Ranges follow Exchange's where it documents one. */
 static const struct cfg_key cfg_proto_keys[] = {
         KEY("UnencryptedOrTLSBindings", CT_BINDINGS, struct proto_conf, plain, 0, 0),
+        KEY("SSLBindings", CT_BINDINGS, struct proto_conf, tls, 0, 0),
+        KEY("X509CertificateName", CT_STR, struct proto_conf, cert_names, 1, 0),
         KEY("LoginType", CT_LOGIN_TYPE, struct proto_conf, sess.login_type, 0, 0),
         KEY("Banner", CT_STR, struct proto_conf, banner, 0, 0),
         KEY("PreAuthenticatedConnectionTimeout", CT_TIME, struct proto_conf, preauth_timeout, 10,
@@ -81,6 +87,9 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("ProxyTtl", CT_UINT, struct backend_conf, ttl, 1, 100),
         KEY("AllowUncheckedMasterLogin", CT_BOOL, struct backend_conf, allow_unchecked_master, 0,
             0),
+        KEY("Tls", CT_BACKEND_TLS, struct backend_conf, tls, 0, 0),
+        KEY("TlsCaFile", CT_STR, struct backend_conf, tls_ca_file, 1, 0),
+        KEY("TlsServerName", CT_STR, struct backend_conf, tls_name, 1, 0),
         {NULL, 0, 0, 0, 0, 0},
 };
 
@@ -196,17 +205,18 @@ static const char *const cfg_login_types[] = {"PlainTextLogin", "PlainTextAuthen
                                               "SecureLogin"};
 static const char *const cfg_login_modes[] = {"PassThrough", "MasterUser"};
 static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"};
+static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
 
 const char *config_login_type_name(enum login_type t)
 {
     return cfg_login_types[t];
 }
 
-static int cfg_set_bindings(struct cfg_parse *cp, struct proto_conf *pc, const char *v)
+static int cfg_set_bindings(struct cfg_parse *cp, struct bindings *b, const char *v)
 {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "%s", v);
-    pc->nplain = 0;
+    b->n = 0;
     for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         while (isspace((unsigned char)*tok))
@@ -217,15 +227,15 @@ static int cfg_set_bindings(struct cfg_parse *cp, struct proto_conf *pc, const c
         if (*tok == 0)
             continue;
         const char *why;
-        if (pc->nplain == CFG_MAX_BINDINGS) {
+        if (b->n == CFG_MAX_BINDINGS) {
             cfg_error(cp, cp->line, "more than %d bindings", CFG_MAX_BINDINGS);
             return FG_ERROR;
         }
-        if (net_parse_binding(tok, &pc->plain[pc->nplain], &why) != FG_OK) {
+        if (net_parse_binding(tok, &b->a[b->n], &why) != FG_OK) {
             cfg_error(cp, cp->line, "binding \"%s\": %s", tok, why);
             return FG_ERROR;
         }
-        pc->nplain++;
+        b->n++;
     }
     return FG_OK;
 }
@@ -282,7 +292,7 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         memcpy(field, v, strlen(v) + 1);
         return FG_OK;
     case CT_BINDINGS:
-        return cfg_set_bindings(cp, cfg_base(cp->cfg, sec), v);
+        return cfg_set_bindings(cp, field, v);
     case CT_LOGIN_TYPE:
         e = cfg_enum(v, cfg_login_types, FG_ARRAY_SIZE(cfg_login_types));
         if (e < 0) {
@@ -310,6 +320,14 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
             return FG_ERROR;
         }
         *(enum log_level *)field = (enum log_level)e;
+        return FG_OK;
+    case CT_BACKEND_TLS:
+        e = cfg_enum(v, cfg_backend_tls, FG_ARRAY_SIZE(cfg_backend_tls));
+        if (e < 0) {
+            cfg_error(cp, cp->line, "Tls: expected none, starttls or implicit, got \"%s\"", v);
+            return FG_ERROR;
+        }
+        *(uint8_t *)field = (uint8_t)e;
         return FG_OK;
     }
     return FG_ERROR;
@@ -399,6 +417,7 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->relay_pipes = 256;
     snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
+    snprintf(cfg->cert_dir, sizeof cfg->cert_dir, "/etc/forestgate/tls");
     for (int i = 0; i < FG_PROTO_COUNT; i++) {
         struct proto_conf *pc = &cfg->proto[i];
         snprintf(pc->banner, sizeof pc->banner, "%s", banners[i]);
@@ -415,15 +434,15 @@ static void cfg_defaults(struct fg_config *cfg)
 }
 
 /* Exchange's default bindings, used when a protocol section names none. */
-static void cfg_default_bindings(struct proto_conf *pc, uint16_t port)
+static void cfg_default_bindings(struct bindings *b, uint16_t port)
 {
     const char *why;
     char s[32];
     snprintf(s, sizeof s, "0.0.0.0:%u", port);
-    net_parse_binding(s, &pc->plain[0], &why);
+    net_parse_binding(s, &b->a[0], &why);
     snprintf(s, sizeof s, "[::]:%u", port);
-    net_parse_binding(s, &pc->plain[1], &why);
-    pc->nplain = 2;
+    net_parse_binding(s, &b->a[1], &why);
+    b->n = 2;
 }
 
 /* The line a key was set on, or 0. */
@@ -441,34 +460,125 @@ static void cfg_warn(struct cfg_parse *cp, unsigned line, const char *msg)
     fprintf(cp->err, "%s:%u: warning: %s\n", cp->cfg->path, line, msg);
 }
 
+static bool cfg_same_addr(const union net_addr *a, const union net_addr *b)
+{
+    return net_addr_len(a) == net_addr_len(b) && memcmp(a, b, net_addr_len(a)) == 0;
+}
+
+/* Every binding must be unique across both protocols and both kinds: each
+ * one is compared with those before it (protocol, then plain before TLS). */
+static void cfg_check_unique(struct cfg_parse *cp, int p, int kind, unsigned line)
+{
+    const struct bindings *b = kind ? &cp->cfg->proto[p].tls : &cp->cfg->proto[p].plain;
+    for (unsigned i = 0; i < b->n; i++) {
+        bool dup = false;
+        for (int q = 0; q <= p && !dup; q++) {
+            const struct proto_conf *oc = &cp->cfg->proto[q];
+            for (int k = 0; k < 2 && !dup && oc->enabled; k++) {
+                const struct bindings *o = k ? &oc->tls : &oc->plain;
+                bool same_set = q == p && k == kind;
+                if (q == p && k > kind)
+                    break;
+                for (unsigned j = 0; j < (same_set ? i : o->n) && !dup; j++)
+                    dup = cfg_same_addr(&o->a[j], &b->a[i]);
+            }
+        }
+        if (dup) {
+            char s[64];
+            net_addr_str(&b->a[i], s, sizeof s);
+            cfg_error(cp, line, "binding %s is used twice", s);
+        }
+    }
+}
+
+/* A name from X509CertificateName becomes a file name: no paths. */
+static bool cfg_cert_name_ok(const char *n, size_t len)
+{
+    if (len == 0 || len > TLS_NAME_MAX || n[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)n[i]) && n[i] != '.' && n[i] != '-' && n[i] != '_' &&
+            !(n[i] == '*' && i == 0))
+            return false;
+    return true;
+}
+
+struct tls_server *config_load_certs(const struct fg_config *cfg, int p, char *err, size_t errlen)
+{
+    char tmp[sizeof cfg->proto[p].cert_names];
+    char names[CFG_MAX_CERTS][TLS_NAME_MAX + 1];
+    char files[CFG_MAX_CERTS][2][PATH_MAX + 8];
+    struct tls_cert certs[CFG_MAX_CERTS];
+    size_t n = 0;
+
+    snprintf(tmp, sizeof tmp, "%s", cfg->proto[p].cert_names);
+    for (char *save = NULL, *tok = strtok_r(tmp, ", \t", &save); tok;
+         tok = strtok_r(NULL, ", \t", &save)) {
+        if (n == CFG_MAX_CERTS) {
+            snprintf(err, errlen, "X509CertificateName: more than %d names", CFG_MAX_CERTS);
+            return NULL;
+        }
+        if (!cfg_cert_name_ok(tok, strlen(tok))) {
+            snprintf(err, errlen,
+                     "X509CertificateName: \"%s\" is not a host name (letters, digits, '.', "
+                     "'-', a leading \"*.\")",
+                     tok);
+            return NULL;
+        }
+        snprintf(names[n], sizeof names[n], "%s", tok);
+        snprintf(files[n][0], sizeof files[n][0], "%s/%s.crt", cfg->cert_dir, tok);
+        snprintf(files[n][1], sizeof files[n][1], "%s/%s.key", cfg->cert_dir, tok);
+        certs[n] = (struct tls_cert){names[n], files[n][0], files[n][1]};
+        n++;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "X509CertificateName: no name given");
+        return NULL;
+    }
+    /* The first name is also the default, for clients that send no SNI. */
+    return tls_server_new(certs, n, err, errlen);
+}
+
+static void cfg_check_tls(struct cfg_parse *cp, int p)
+{
+    struct proto_conf *pc = &cp->cfg->proto[p];
+    int sec = SEC_IMAP + p;
+    unsigned nl = cfg_key_line(cp, sec, "X509CertificateName");
+    char err[PATH_MAX + 200];
+
+    if (pc->cert_names[0] && !cfg_line_bad(cp, nl)) {
+        pc->tls_server = config_load_certs(cp->cfg, p, err, sizeof err);
+        if (!pc->tls_server)
+            cfg_error(cp, nl, "%s", err);
+    }
+    pc->sess.starttls = pc->tls_server != NULL;
+    unsigned tl = cfg_key_line(cp, sec, "SSLBindings");
+    if (pc->tls.n > 0 && !pc->cert_names[0])
+        cfg_error(cp, tl ? tl : cp->section_line[sec],
+                  "SSLBindings needs a certificate: set X509CertificateName");
+    unsigned lt = cfg_key_line(cp, sec, "LoginType");
+    if (pc->sess.login_type == LOGIN_TYPE_SECURE && !pc->cert_names[0] && !cfg_line_bad(cp, lt))
+        cfg_warn(cp, lt ? lt : cp->section_line[sec],
+                 "LoginType = SecureLogin (the default) without a certificate "
+                 "(X509CertificateName): clients cannot log in");
+}
+
 static void cfg_check_proto(struct cfg_parse *cp, int p)
 {
     struct proto_conf *pc = &cp->cfg->proto[p];
     int sec = SEC_IMAP + p;
     unsigned bl = cfg_key_line(cp, sec, "UnencryptedOrTLSBindings");
+    unsigned tl = cfg_key_line(cp, sec, "SSLBindings");
 
-    if (pc->nplain == 0 && !cfg_line_bad(cp, bl))
-        cfg_error(cp, bl ? bl : cp->section_line[sec], "[%s] has no bindings to listen on",
-                  cfg_section_names[sec]);
-    /* Every binding must be unique across both protocols. */
-    for (unsigned i = 0; i < pc->nplain; i++) {
-        for (int q = 0; q <= p; q++) {
-            const struct proto_conf *oc = &cp->cfg->proto[q];
-            for (unsigned j = 0; j < (q == p ? i : oc->nplain); j++) {
-                if (net_addr_len(&oc->plain[j]) == net_addr_len(&pc->plain[i]) &&
-                    memcmp(&oc->plain[j], &pc->plain[i], net_addr_len(&pc->plain[i])) == 0) {
-                    char s[64];
-                    net_addr_str(&pc->plain[i], s, sizeof s);
-                    cfg_error(cp, bl, "binding %s is used twice", s);
-                }
-            }
-        }
-    }
-    unsigned lt = cfg_key_line(cp, sec, "LoginType");
-    if (pc->sess.login_type == LOGIN_TYPE_SECURE && !cfg_line_bad(cp, lt))
-        cfg_warn(cp, lt ? lt : cp->section_line[sec],
-                 "LoginType = SecureLogin (the default) and no TLS binding: clients cannot "
-                 "log in (TLS support is not built yet)");
+    if (pc->plain.n + pc->tls.n == 0 && !cfg_line_bad(cp, bl) && !cfg_line_bad(cp, tl))
+        cfg_error(cp,
+                  bl   ? bl
+                  : tl ? tl
+                       : cp->section_line[sec],
+                  "[%s] has no bindings to listen on", cfg_section_names[sec]);
+    cfg_check_unique(cp, p, 0, bl);
+    cfg_check_unique(cp, p, 1, tl);
+    cfg_check_tls(cp, p);
     if (pc->protocol_log && access(cp->cfg->log_dir, W_OK | X_OK) != 0) {
         unsigned ll = cfg_key_line(cp, SEC_GLOBAL, "LogFileLocation");
         cfg_error(cp, ll ? ll : cfg_key_line(cp, sec, "ProtocolLogEnabled"),
@@ -565,6 +675,30 @@ static void cfg_resolve_backend(struct cfg_parse *cp)
     freeaddrinfo(res);
 }
 
+/* Tls = starttls | implicit: the backend's certificate is always verified. */
+static void cfg_check_backend_tls(struct cfg_parse *cp)
+{
+    struct backend_conf *bc = &cp->cfg->backend;
+    struct backend_target *t = &bc->target;
+    unsigned line = cfg_key_line(cp, SEC_BACKEND, "Tls");
+    char err[PATH_MAX + 200];
+
+    if (bc->tls == BACKEND_TLS_NONE)
+        return;
+    if (!bc->tls_ca_file[0]) {
+        cfg_error(cp, line, "Tls = %s needs TlsCaFile, the CA certificates that verify the backend",
+                  cfg_backend_tls[bc->tls]);
+        return;
+    }
+    t->tls_cl = tls_client_new(bc->tls_ca_file, err, sizeof err);
+    if (!t->tls_cl) {
+        cfg_error(cp, cfg_key_line(cp, SEC_BACKEND, "TlsCaFile"), "%s", err);
+        return;
+    }
+    t->tls = bc->tls;
+    snprintf(t->tls_name, sizeof t->tls_name, "%s", bc->tls_name[0] ? bc->tls_name : t->name);
+}
+
 static void cfg_check(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -581,6 +715,7 @@ static void cfg_check(struct cfg_parse *cp)
         cfg_resolve_backend(cp);
     if (cfg->backend.mode == BACKEND_LOGIN_MASTER)
         cfg_check_master(cp);
+    cfg_check_backend_tls(cp);
 }
 
 int config_load(struct fg_config *cfg, const char *path, FILE *err)
@@ -602,8 +737,18 @@ int config_load(struct fg_config *cfg, const char *path, FILE *err)
         struct proto_conf *pc = &cfg->proto[i];
         pc->enabled = cp.section_line[SEC_IMAP + i] != 0;
         pc->sess.banner = pc->banner;
-        if (pc->enabled && !cp.key_line[SEC_IMAP + i][0])
-            cfg_default_bindings(pc, i == FG_PROTO_IMAP ? 143 : 110);
+        bool plain_set = cfg_key_line(&cp, SEC_IMAP + i, "UnencryptedOrTLSBindings") != 0;
+        bool tls_set = cfg_key_line(&cp, SEC_IMAP + i, "SSLBindings") != 0;
+        /* Exchange's defaults when neither is set; TLS ones only with a certificate. */
+        if (pc->enabled && !plain_set && !tls_set) {
+            cfg_default_bindings(&pc->plain, i == FG_PROTO_IMAP ? 143 : 110);
+            if (pc->cert_names[0])
+                cfg_default_bindings(&pc->tls, i == FG_PROTO_IMAP ? 993 : 995);
+        }
+        /* Implicit TLS to the backend: its TLS ports, unless told otherwise. */
+        if (cfg->backend.tls == BACKEND_TLS_IMPLICIT &&
+            !cfg_key_line(&cp, SEC_IMAP + i, "ProxyTargetPort"))
+            pc->target_port = i == FG_PROTO_IMAP ? 993 : 995;
     }
     cfg_check(&cp);
     return cp.errors;
@@ -611,6 +756,12 @@ int config_load(struct fg_config *cfg, const char *path, FILE *err)
 
 void config_free(struct fg_config *cfg)
 {
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        tls_server_free(cfg->proto[p].tls_server);
+        cfg->proto[p].tls_server = NULL;
+    }
+    tls_client_free(cfg->backend.target.tls_cl);
+    cfg->backend.target.tls_cl = NULL;
     struct backend_conf *bc = &cfg->backend;
     if (bc->master_pass) {
         size_t len = (bc->master_pass_len + 1 + 4095) & ~(size_t)4095;
@@ -621,11 +772,11 @@ void config_free(struct fg_config *cfg)
     }
 }
 
-static void cfg_dump_bindings(const struct proto_conf *pc, FILE *out)
+static void cfg_dump_bindings(const struct bindings *b, FILE *out)
 {
-    for (unsigned i = 0; i < pc->nplain; i++) {
+    for (unsigned i = 0; i < b->n; i++) {
         char s[64];
-        net_addr_str(&pc->plain[i], s, sizeof s);
+        net_addr_str(&b->a[i], s, sizeof s);
         fprintf(out, "%s%s", i ? ", " : "", s);
     }
     fputc('\n', out);
@@ -640,15 +791,18 @@ void config_dump(const struct fg_config *cfg, FILE *out)
 {
     fprintf(out,
             "[global]\nWorkers = %u\nRelayPipes = %u\nLogLevel = %s\nLogFileLocation = %s\n"
-            "StatsSocket = %s\n",
+            "StatsSocket = %s\nCertificateDirectory = %s\n",
             cfg->workers, cfg->relay_pipes, cfg_log_levels[cfg->log_level], cfg->log_dir,
-            cfg->stats_socket);
+            cfg->stats_socket, cfg->cert_dir);
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
         const struct proto_conf *pc = &cfg->proto[p];
         if (!pc->enabled)
             continue;
         fprintf(out, "[%s]\nUnencryptedOrTLSBindings = ", cfg_section_names[SEC_IMAP + p]);
-        cfg_dump_bindings(pc, out);
+        cfg_dump_bindings(&pc->plain, out);
+        fprintf(out, "SSLBindings = ");
+        cfg_dump_bindings(&pc->tls, out);
+        fprintf(out, "X509CertificateName = %s\n", pc->cert_names);
         fprintf(out, "LoginType = %s\nBanner = %s\n", cfg_login_types[pc->sess.login_type],
                 pc->banner);
         cfg_dump_time(out, "PreAuthenticatedConnectionTimeout", pc->preauth_timeout);
@@ -667,6 +821,8 @@ void config_dump(const struct fg_config *cfg, FILE *out)
                 bc->master_user, bc->master_password_file,
                 bc->allow_unchecked_master ? "true" : "false");
     cfg_dump_time(out, "ConnectTimeout", bc->connect_timeout);
-    fprintf(out, "ForwardClientAddress = %s\nProxyTtl = %u\n", bc->forward ? "true" : "false",
-            bc->ttl);
+    fprintf(out, "ForwardClientAddress = %s\nProxyTtl = %u\nTls = %s\n",
+            bc->forward ? "true" : "false", bc->ttl, cfg_backend_tls[bc->tls]);
+    if (bc->tls != BACKEND_TLS_NONE)
+        fprintf(out, "TlsCaFile = %s\nTlsServerName = %s\n", bc->tls_ca_file, bc->target.tls_name);
 }

@@ -24,17 +24,39 @@ enum log_level {
     LOG_DEBUG,
 };
 
-/* The hosts of one backend server, tried in order. */
+#define CFG_MAX_CERTS 16
+
+struct tls_server;
+struct tls_client;
+
+/* How forestgate talks to a backend server. */
+enum backend_tls {
+    BACKEND_TLS_NONE,
+    BACKEND_TLS_STARTTLS, /* STARTTLS (IMAP) or STLS (POP3) after the greeting */
+    BACKEND_TLS_IMPLICIT, /* TLS from the first byte (993/995) */
+};
+
+/* The hosts of one backend server, tried in order, and how to reach them. */
 struct backend_target {
     char name[256];
     unsigned naddrs;
     union net_addr addrs[CFG_MAX_BACKEND_ADDRS];
+    uint8_t tls;               /* enum backend_tls */
+    char tls_name[256];        /* the name its certificate must carry */
+    struct tls_client *tls_cl; /* verifies it; NULL without TLS */
+};
+
+struct bindings {
+    unsigned n;
+    union net_addr a[CFG_MAX_BINDINGS];
 };
 
 struct proto_conf {
-    bool enabled; /* the section is present */
-    unsigned nplain;
-    union net_addr plain[CFG_MAX_BINDINGS]; /* UnencryptedOrTLSBindings */
+    bool enabled;                  /* the section is present */
+    struct bindings plain;         /* UnencryptedOrTLSBindings: clear text, STARTTLS/STLS */
+    struct bindings tls;           /* SSLBindings: implicit TLS */
+    char cert_names[512];          /* X509CertificateName: comma-separated host names */
+    struct tls_server *tls_server; /* its certificates, loaded; NULL without any */
     char banner[200];
     struct sess_conf sess;    /* what the session reads; sess.banner points at banner */
     uint32_t preauth_timeout; /* seconds */
@@ -56,6 +78,9 @@ struct backend_conf {
     bool forward;
     unsigned ttl;
     bool allow_unchecked_master;
+    uint8_t tls; /* Tls: enum backend_tls */
+    char tls_ca_file[PATH_MAX];
+    char tls_name[256]; /* TlsServerName; default: DefaultServer */
 };
 
 struct fg_config {
@@ -65,6 +90,7 @@ struct fg_config {
     enum log_level log_level;
     char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
     char stats_socket[108];
+    char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
 };
@@ -77,6 +103,12 @@ int config_load(struct fg_config *cfg, const char *path, FILE *err);
 
 /* Wipes the master password and releases what the configuration holds. */
 void config_free(struct fg_config *cfg);
+
+/*
+ * Loads the certificates X509CertificateName names for protocol p, from
+ * CertificateDirectory: for SIGHUP. Returns NULL with a reason in err.
+ */
+struct tls_server *config_load_certs(const struct fg_config *cfg, int p, char *err, size_t errlen);
 
 /* Prints the effective settings, one "[section] Key = value" per line. */
 void config_dump(const struct fg_config *cfg, FILE *out);

@@ -3,6 +3,8 @@
  */
 #include "conn.h"
 
+#include "../tls/tls.h"
+
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -53,6 +55,8 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
         net_addr_str(&c->baddr, b, sizeof b);
         log_cstr(l, "backend", b);
     }
+    if (c->tls && tls_conn_done(c->tls))
+        log_cstr(l, "tls", tls_conn_version(c->tls));
 }
 
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
@@ -88,12 +92,16 @@ static void conn_make_sid(struct worker *w, struct conn *c)
     c->sid[16] = 0;
 }
 
-/* Refuses a connection we have no room for, without a slot. */
-static void conn_refuse(struct worker *w, int fd, uint8_t proto, const char *why)
+/* Refuses a connection we have no room for, without a slot. A TLS client
+ * gets no clear-text line: it could not read it. */
+static void conn_refuse(struct worker *w, int fd, const struct listener *l, const char *why)
 {
+    uint8_t proto = l->proto;
     char line[128];
     int n = snprintf(line, sizeof line, "%s\r\n", conn_ops[proto]->bye[SESS_BYE_OVERLOAD]);
-    ssize_t FG_UNUSED rc = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (!l->tls) {
+        ssize_t FG_UNUSED rc = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     close(fd);
     STAT_ADD(w, refused, 1);
     /* Under a flood, one line a second per worker says it all. */
@@ -112,12 +120,12 @@ static struct conn *conn_alloc(struct worker *w, struct listener *l, int fd)
     uint32_t max = w->cfg->proto[l->proto].max_connections;
 
     if (w->nfree == 0 || w->stopping) {
-        conn_refuse(w, fd, l->proto, w->stopping ? "shutting down" : "no free connection slot");
+        conn_refuse(w, fd, l, w->stopping ? "shutting down" : "no free connection slot");
         return NULL;
     }
     if (atomic_fetch_add(&sh->proto_conns[l->proto], 1) >= max) {
         atomic_fetch_sub(&sh->proto_conns[l->proto], 1);
-        conn_refuse(w, fd, l->proto, "MaxConnections reached");
+        conn_refuse(w, fd, l, "MaxConnections reached");
         return NULL;
     }
     struct conn *c = &w->conns[w->free_slots[--w->nfree]];
@@ -165,8 +173,16 @@ void conn_accept(struct worker *w, struct listener *l, int fd)
     conn_log_begin(&ll, c, LOG_DEBUG, "connect");
     log_end(&ll);
 #endif
-    c->s->ops->greeting(c->s);
-    conn_flush(w, c);
+    if (l->tls) {
+        /* The greeting waits for the handshake. */
+        if (tlsio_client_start(w, c, true) != FG_OK) {
+            conn_close(w, c, "out of memory");
+            return;
+        }
+    } else {
+        c->s->ops->greeting(c->s);
+        conn_flush(w, c);
+    }
     conn_arm_recv(w, c);
 }
 
@@ -199,9 +215,53 @@ void conn_run_session(struct worker *w, struct conn *c)
         c->flags |= CF_CLOSE_AFTER;
         c->why = "client logged out";
         break;
+    case SESS_STARTTLS:
+        /* The OK goes out in clear text; then only TLS records count. */
+        conn_flush(w, c);
+        if (tlsio_client_start(w, c, false) != FG_OK)
+            conn_close(w, c, "out of memory");
+        break;
     }
     if (c->state != CONN_CLOSING)
         conn_flush(w, c);
+}
+
+/* The client will send nothing more. */
+static void conn_on_c_eof(struct worker *w, struct conn *c)
+{
+    c->flags |= CF_C_EOF;
+    if (c->state == CONN_RELAY) {
+        /* Relaying has begun: pass the half-close on to the backend. */
+        relay_maybe_go(w, c);
+    } else if (c->state == CONN_PREAUTH) {
+        /* Commands that arrived were served; send their replies. */
+        c->flags |= CF_CLOSE_AFTER;
+        c->why = "client closed";
+        conn_flush(w, c);
+    } else {
+        /* Nobody is left to log in for: free the backend at once, as
+         * Dovecot's and nginx's login processes do. */
+        conn_close(w, c, "client closed during login");
+    }
+}
+
+/* Received bytes, before the relay: to the session, through TLS if any. */
+static void conn_c_data(struct worker *w, struct conn *c, const char *data, size_t n)
+{
+    if (c->tls) {
+        if (tlsio_client_input(w, c, data, n, NULL) != FG_OK)
+            return;
+    } else if (buf_append(&c->s->in, data, n) != FG_OK) {
+        conn_close(w, c, "out of memory");
+        return;
+    }
+    /* A handshake is timed from its start, not from its last byte. */
+    if (c->state == CONN_PREAUTH && !(c->flags & CF_TLS_HS))
+        timer_touch(w, c, TL_PREAUTH + c->proto);
+    conn_run_session(w, c);
+    if (c->state != CONN_CLOSING && (c->flags & CF_C_EOF))
+        conn_on_c_eof(w, c); /* the client's close_notify */
+    conn_input_done(w, c);
 }
 
 void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
@@ -215,20 +275,7 @@ void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     if (res == 0) {
-        c->flags |= CF_C_EOF;
-        if (c->state == CONN_RELAY) {
-            /* Relaying has begun: pass the half-close on to the backend. */
-            relay_maybe_go(w, c);
-        } else if (c->state == CONN_PREAUTH) {
-            /* Commands that arrived were served; send their replies. */
-            c->flags |= CF_CLOSE_AFTER;
-            c->why = "client closed";
-            conn_flush(w, c);
-        } else {
-            /* Nobody is left to log in for: free the backend at once, as
-             * Dovecot's and nginx's login processes do. */
-            conn_close(w, c, "client closed during login");
-        }
+        conn_on_c_eof(w, c);
         return;
     }
     if (res == -ECANCELED && c->state == CONN_RELAY) {
@@ -243,18 +290,15 @@ void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     if (c->state == CONN_RELAY) {
         /* A receive armed during the login finished after it: its bytes go
          * to the backend ahead of anything the relay reads. */
-        buf_append(&c->lg->bq.q, data, (size_t)res);
+        struct buf *to = c->btls ? &c->lg->bout : &c->lg->bq.q;
+        if (!c->tls)
+            buf_append(to, data, (size_t)res);
+        else if (tlsio_client_input(w, c, data, (size_t)res, to) != FG_OK)
+            return;
         relay_maybe_go(w, c);
         return;
     }
-    if (buf_append(&c->s->in, data, (size_t)res) != FG_OK) {
-        conn_close(w, c, "out of memory");
-        return;
-    }
-    if (c->state == CONN_PREAUTH)
-        timer_touch(w, c, TL_PREAUTH + c->proto);
-    conn_run_session(w, c);
-    conn_input_done(w, c);
+    conn_c_data(w, c, data, (size_t)res);
 }
 
 void conn_input_done(struct worker *w, struct conn *c)
@@ -268,6 +312,10 @@ void conn_flush(struct worker *w, struct conn *c)
     const char *p;
     uint32_t n;
 
+    if (c->tls && tlsio_client_encrypt(c) != FG_OK) {
+        conn_close(w, c, "TLS error");
+        return;
+    }
     if (sendq_start(&c->cq, &p, &n)) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
@@ -325,6 +373,10 @@ void conn_close(struct worker *w, struct conn *c, const char *reason)
                 (unsigned long long)c->relayed[1]);
     log_end(&l);
     timer_remove(c);
+    /* A close_notify, when it cannot cut a record in two. */
+    if (c->tls && tls_conn_done(c->tls) && !c->cq.busy && buf_avail(&c->cq.q) == 0 &&
+        (c->state != CONN_RELAY || c->rd[1].pending == 0))
+        tlsio_close_notify(c->tls, c->fd);
     if (c->state == CONN_RELAY)
         relay_release(w, c);
     conn_close_fd(w, c, c->fd, OP_CANCEL);
@@ -343,6 +395,7 @@ void conn_release(struct worker *w, struct conn *c)
         c->s->ops->destroy(c->s);
     c->s = NULL;
     upstream_free(c);
+    tlsio_free(c);
     sendq_free(&c->cq);
     free(c->user);
     c->user = NULL;
@@ -354,14 +407,18 @@ void conn_release(struct worker *w, struct conn *c)
 }
 
 /* Sends a last word without waiting for it, then closes: a client that does
- * not read must not keep its connection open. */
+ * not read must not keep its connection open. Inside TLS the word is
+ * encrypted; during a handshake there is nobody to say it to. */
 static void conn_bye(struct worker *w, struct conn *c, enum sess_bye why, const char *reason)
 {
-    if (c->s && !c->cq.busy) {
+    if (c->s && !c->cq.busy && !(c->flags & CF_TLS_HS)) {
         buf_free(&c->cq.q);
         sess_bye(c->s, why);
+        if (c->tls && tlsio_client_encrypt(c) != FG_OK)
+            buf_free(&c->cq.q);
         ssize_t FG_UNUSED rc =
                 send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q), MSG_DONTWAIT | MSG_NOSIGNAL);
+        buf_free(&c->cq.q);
     }
     conn_close(w, c, reason);
 }

@@ -35,6 +35,9 @@ enum conn_flags {
     CF_B_CONNECT = 1 << 4,   /* a backend connect waits for stale completions */
     CF_GREETED = 1 << 5,     /* the backend sent its greeting */
     CF_C_EOF = 1 << 6,       /* the client shut down its sending side */
+    CF_TLS_HS = 1 << 7,      /* the client's TLS handshake is under way */
+    CF_TLS_GREET = 1 << 8,   /* implicit TLS: greet once the handshake is done */
+    CF_B_TLS_HS = 1 << 9,    /* the backend's TLS handshake is under way */
 };
 
 enum relay_wait {
@@ -45,6 +48,7 @@ enum relay_wait {
 };
 
 struct relay_buf;
+struct tls_conn;
 
 /* One direction of the relay. Pipe and buffer exist only while bytes are
  * in flight; at most one of them. */
@@ -60,7 +64,8 @@ struct conn_login {
     struct dir_request req;
     struct backend_login bl;
     struct backend_login_params par;
-    struct sendq bq; /* bytes to the backend */
+    struct sendq bq; /* bytes to the backend (ciphertext with TLS) */
+    struct buf bout; /* backend TLS: the dialogue's plaintext, before encryption */
     unsigned addr_idx;
     uint32_t dir_started_ms;
     char client_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
@@ -69,9 +74,9 @@ struct conn_login {
 struct conn {
     uint32_t gen;
     uint16_t inflight;
+    uint16_t flags;
     uint8_t state;
     uint8_t proto;
-    uint8_t flags;
     uint8_t tclass; /* timer list, TL_COUNT when on none */
     uint8_t bops;   /* backend operations in flight */
     int fd, bfd;
@@ -80,7 +85,10 @@ struct conn {
     struct fg_list tnode;
     struct session *s;      /* until the relay starts */
     struct conn_login *lg;  /* from the first login until the relay starts */
-    struct sendq cq;        /* bytes to the client */
+    struct sendq cq;        /* bytes to the client (ciphertext with TLS) */
+    struct tls_conn *tls;   /* the client's TLS, from SSLBindings or STARTTLS on */
+    struct tls_conn *btls;  /* the backend's TLS */
+    struct buf tout;        /* client TLS: replies waiting to be encrypted */
     struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
     union net_addr peer;
     union net_addr baddr; /* the backend, once chosen */
@@ -154,6 +162,30 @@ void upstream_free(struct conn *c);
 void upstream_flush(struct worker *w, struct conn *c);
 /* A backend operation completed: returns false when it was stale. */
 bool upstream_op_done(struct worker *w, struct conn *c);
+
+/* tlsio.c: TLS over the ring's bytes, for both sides of a connection. */
+/* Starts the client's TLS: at accept (implicit) or after STARTTLS/STLS. */
+int tlsio_client_start(struct worker *w, struct conn *c, bool implicit);
+/* Ciphertext from the client. Plaintext goes to the session's input, or to
+ * `relay` once relaying. Returns FG_OK, or FG_ERROR after closing c. */
+int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_t n,
+                       struct buf *relay);
+/* Encrypts c->tout into the client send queue. FG_OK or FG_ERROR. */
+int tlsio_client_encrypt(struct conn *c);
+/* Starts the backend's TLS (implicit, or after its STARTTLS answer). */
+int tlsio_backend_start(struct worker *w, struct conn *c);
+/* Ciphertext from the backend during the login: handshake, then plaintext
+ * into the dialogue's input. FG_OK, FG_AGAIN (handshake goes on) or FG_ERROR
+ * with a reason in *why. */
+int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size_t n,
+                        const char **why);
+/* Encrypts lg->bout into the backend send queue. FG_OK or FG_ERROR. */
+int tlsio_backend_encrypt(struct conn *c);
+/* Moves the ciphertext a TLS connection queued to the end of q. */
+int tlsio_move_out(struct tls_conn *t, struct buf *q);
+/* Best effort, at close: a close_notify the peer may read. */
+void tlsio_close_notify(struct tls_conn *t, int fd);
+void tlsio_free(struct conn *c);
 
 /* relay.c */
 void relay_start(struct worker *w, struct conn *c);

@@ -2,6 +2,7 @@
  * forestgate: POP3/IMAP4 front end. The main thread reads the configuration,
  * starts the workers, then only waits for signals and stats-socket clients.
  */
+#include "../tls/tls.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -32,7 +33,7 @@ static void main_usage(FILE *out)
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
                  "forestgate runs in the foreground and logs to stderr. SIGTERM or SIGINT\n"
-                 "stops it.\n");
+                 "stops it; SIGHUP reloads the TLS certificates.\n");
 }
 
 static void main_version(void)
@@ -73,7 +74,7 @@ static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
     }
     getrlimit(RLIMIT_NOFILE, &rl);
     for (int p = 0; p < FG_PROTO_COUNT; p++)
-        listeners += cfg->proto[p].enabled ? cfg->proto[p].nplain : 0;
+        listeners += cfg->proto[p].enabled ? cfg->proto[p].plain.n + cfg->proto[p].tls.n : 0;
     uint64_t reserve = 64 + (uint64_t)nworkers * (listeners + 2 * cfg->relay_pipes + 4);
     uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 22) : rl.rlim_cur;
     if (nofile <= reserve + 32)
@@ -97,8 +98,53 @@ static int main_open_plogs(const struct fg_config *cfg)
     return FG_OK;
 }
 
+/* The certificates loaded by the configuration become the ones in force. */
+static int main_tls_start(struct fg_config *cfg, struct fg_tls *tls)
+{
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        if (!cfg->proto[p].tls_server)
+            continue;
+        if (!(tls->store[p] = tls_store_new(cfg->proto[p].tls_server)))
+            return FG_ERROR;
+        cfg->proto[p].tls_server = NULL; /* the store owns it now */
+    }
+    return FG_OK;
+}
+
+static void main_tls_stop(struct fg_tls *tls)
+{
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        tls_store_free(tls->store[p]);
+        tls->store[p] = NULL;
+    }
+}
+
+/*
+ * SIGHUP: reads every certificate again. Sessions keep the certificates
+ * they started with; a protocol whose new set fails to load keeps its old
+ * one and the log says why.
+ */
+static void main_tls_reload(const struct fg_config *cfg, struct fg_tls *tls)
+{
+    static const char *const names[FG_PROTO_COUNT] = {"imap", "pop3"};
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        char err[PATH_MAX + 200];
+        if (!tls->store[p])
+            continue;
+        struct tls_server *s = config_load_certs(cfg, p, err, sizeof err);
+        if (!s) {
+            log_msg(LOG_ERROR, "tls_reload", "%s: %s; keeping the certificates in use", names[p],
+                    err);
+            continue;
+        }
+        tls_store_set(tls->store[p], s);
+        log_msg(LOG_INFO, "tls_reload", "%s: certificates reloaded (%s)", names[p],
+                cfg->proto[p].cert_names);
+    }
+}
+
 /* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. */
-static void main_wait(int sfd, struct stats *st)
+static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, struct fg_tls *tls)
 {
     for (;;) {
         struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = st->fd, .events = POLLIN}};
@@ -115,7 +161,7 @@ static void main_wait(int sfd, struct stats *st)
         if (read(sfd, &si, sizeof si) != sizeof si)
             continue;
         if (si.ssi_signo == SIGHUP) {
-            log_msg(LOG_INFO, "signal", "SIGHUP: nothing to reload in this version");
+            main_tls_reload(cfg, tls);
             continue;
         }
         log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
@@ -128,6 +174,7 @@ static int main_run(struct fg_config *cfg)
     unsigned n = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t slots = main_slots(cfg, n);
     struct fg_shared shared = {0};
+    struct fg_tls tls = {0};
     struct dir dir;
     struct stats st = {.fd = -1, .cfg = cfg, .nworkers = n, .slots = slots * n};
     sigset_t set;
@@ -146,13 +193,13 @@ static int main_run(struct fg_config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     struct worker *ws = calloc(n, sizeof *ws);
-    if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK)
+    if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
     dir_init(&dir, cfg);
     st.workers = ws;
     unsigned started = 0;
     for (; started < n; started++) {
-        if (worker_init(&ws[started], started, cfg, &shared, &dir, slots) != FG_OK ||
+        if (worker_init(&ws[started], started, cfg, &shared, &dir, &tls, slots) != FG_OK ||
             worker_start(&ws[started]) != FG_OK) {
             started++;
             goto stop;
@@ -163,7 +210,7 @@ static int main_run(struct fg_config *cfg)
     main_warn_wolfssl();
     log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
             n, slots);
-    main_wait(sfd, &st);
+    main_wait(sfd, &st, cfg, &tls);
     rc = 0;
 stop:
     for (unsigned i = 0; i < started; i++)
@@ -176,6 +223,7 @@ stop:
     if (rc == 0)
         log_msg(LOG_INFO, "stopped", "all connections closed");
 out:
+    main_tls_stop(&tls);
     free(ws);
     if (sfd >= 0)
         close(sfd);
@@ -222,19 +270,26 @@ int main(int argc, char **argv)
         return 2;
     }
     static struct fg_config cfg;
+    if (tls_init() != FG_OK) {
+        fprintf(stderr, "forestgate: cannot initialise wolfSSL\n");
+        return 1;
+    }
     int errors = config_load(&cfg, path, stderr);
     if (errors > 0) {
         fprintf(stderr, "%s: %d error%s\n", path, errors, errors == 1 ? "" : "s");
         config_free(&cfg);
+        tls_cleanup();
         return 1;
     }
     if (check) {
         printf("%s: configuration OK\n", path);
         config_free(&cfg);
+        tls_cleanup();
         return 0;
     }
     log_level = cfg.log_level;
     int rc = main_run(&cfg);
     config_free(&cfg);
+    tls_cleanup();
     return rc;
 }

@@ -16,7 +16,15 @@
  * readers), a direction copies through a small buffer instead, like
  * HAProxy past maxpipes: never waiting for a pipe means one stalled client
  * can never hold up another session.
+ *
+ * When either side speaks TLS the kernel cannot move the bytes alone: the
+ * session copies through the same buffer, a record at a time (up to 16 KiB
+ * of plaintext): read ciphertext, decrypt into the worker's scratch buffer,
+ * encrypt for the other side if it is TLS too, write. TLS holds records it
+ * has read ahead, so a direction that used up its turns comes back through
+ * a NOP on the ring instead of waiting for a POLLIN that may never come.
  */
+#include "../tls/tls.h"
 #include "conn.h"
 
 #include <errno.h>
@@ -27,13 +35,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RELAY_ROUNDS 8 /* chunks per wake-up, so that one session cannot starve the others */
-#define RELAY_BUF_SZ (16 * 1024)
+#define RELAY_ROUNDS  8 /* chunks per wake-up, so that one session cannot starve the others */
+#define RELAY_BUF_SZ  (16 * 1024)           /* a plain copy chunk */
+#define RELAY_BUF_CAP (FG_TLS_CHUNK + 1024) /* or one TLS record, with its overhead */
 
-/* The copy buffer of a direction that got no pipe, while bytes are pending. */
+/* The copy buffer of a direction that got no pipe, or of a TLS session,
+ * while bytes are pending. */
 struct relay_buf {
     uint32_t off;
-    char data[RELAY_BUF_SZ];
+    char data[RELAY_BUF_CAP];
 };
 
 int pipe_pool_init(struct pipe_pool *pp, uint32_t cap)
@@ -115,6 +125,22 @@ static void relay_idle(struct worker *w, struct relay_dir *rd)
     rd->pending = 0;
 }
 
+static bool relay_is_tls(const struct conn *c)
+{
+    return c->tls || c->btls;
+}
+
+/* The TLS that the direction reads from and the one it writes to, or NULL. */
+static struct tls_conn *relay_src_tls(const struct conn *c, int d)
+{
+    return d == 0 ? c->tls : c->btls;
+}
+
+static struct tls_conn *relay_dst_tls(const struct conn *c, int d)
+{
+    return d == 0 ? c->btls : c->tls;
+}
+
 static int relay_src(const struct conn *c, int d)
 {
     return d == 0 ? c->fd : c->bfd;
@@ -125,14 +151,26 @@ static int relay_dst(const struct conn *c, int d)
     return d == 0 ? c->bfd : c->fd;
 }
 
+static const enum fg_op relay_ops[2][2] = {{OP_C_POLLIN, OP_B_POLLOUT},
+                                           {OP_B_POLLIN, OP_C_POLLOUT}};
+
 static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
 {
-    static const enum fg_op ops[2][2] = {{OP_C_POLLIN, OP_B_POLLOUT}, {OP_B_POLLIN, OP_C_POLLOUT}};
     struct io_uring_sqe *sqe = worker_sqe(w);
 
     io_uring_prep_poll_add(sqe, out ? relay_dst(c, d) : relay_src(c, d), out ? POLLOUT : POLLIN);
-    conn_sqe_data(w, c, sqe, ops[d][out]);
+    conn_sqe_data(w, c, sqe, relay_ops[d][out]);
     c->rd[d].wait = out ? RD_OUT : RD_IN;
+}
+
+/* Comes back to the direction after the other sessions had their turn. */
+static void relay_yield(struct worker *w, struct conn *c, int d)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+
+    io_uring_prep_nop(sqe);
+    conn_sqe_data(w, c, sqe, relay_ops[d][0]);
+    c->rd[d].wait = RD_IN;
 }
 
 /* The source has nothing more to say. */
@@ -145,7 +183,88 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
     }
     /* The client half-closed: pass that on and let the backend finish. */
     c->rd[0].wait = RD_EOF;
+    if (c->btls)
+        tlsio_close_notify(c->btls, c->bfd);
     shutdown(c->bfd, SHUT_WR);
+}
+
+static void relay_count(struct worker *w, struct conn *c, int d, size_t n)
+{
+    c->relayed[d] += (uint64_t)n;
+    STAT_ADD(w, relayed[d], (uint64_t)n);
+}
+
+/* Moves up to a buffer of t's queued ciphertext into the direction's buffer. */
+static ssize_t relay_take(struct tls_conn *t, struct relay_buf *b)
+{
+    const uint8_t *p;
+    size_t n = FG_MIN(tls_conn_pending(t, &p), (size_t)RELAY_BUF_CAP);
+    memcpy(b->data, p, n);
+    tls_conn_sent(t, n);
+    return (ssize_t)n;
+}
+
+/*
+ * Reading may make TLS answer the peer (a TLS 1.3 KeyUpdate). The answer
+ * goes out at once when the other direction has nothing half-written on that
+ * socket; otherwise that direction takes it, in order, with its next bytes.
+ */
+static void relay_answer(struct conn *c, int d, struct tls_conn *src)
+{
+    const uint8_t *p;
+    size_t n = tls_conn_pending(src, &p);
+    if (n == 0 || c->rd[1 - d].pending > 0)
+        return;
+    ssize_t m = send(relay_src(c, d), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (m > 0)
+        tls_conn_sent(src, (size_t)m);
+}
+
+/* Decrypts a record's plaintext into out, reading ciphertext as needed.
+ * Returns the bytes, 0 at the end of the stream, or -errno. */
+static ssize_t relay_decrypt(struct worker *w, struct conn *c, int d, struct tls_conn *src,
+                             char *out)
+{
+    for (;;) {
+        ssize_t n = tls_conn_read(src, out, FG_TLS_CHUNK);
+        if (n != FG_AGAIN) {
+            relay_answer(c, d, src);
+            return n == FG_ERROR ? -EPROTO : n;
+        }
+        ssize_t raw = recv(relay_src(c, d), w->tls_raw, FG_TLS_CHUNK, MSG_DONTWAIT);
+        if (raw <= 0)
+            return raw < 0 ? -errno : 0;
+        if (tls_conn_feed(src, w->tls_raw, (size_t)raw) != FG_OK)
+            return -EPROTO;
+    }
+}
+
+/* The copy path with TLS on either side. Returns the bytes now pending for
+ * the destination, 0 at the end of the stream, or -errno. */
+static ssize_t relay_read_tls(struct worker *w, struct conn *c, int d)
+{
+    struct relay_dir *rd = &c->rd[d];
+    struct tls_conn *src = relay_src_tls(c, d), *dst = relay_dst_tls(c, d);
+
+    if (!rd->buf && !(rd->buf = malloc(sizeof *rd->buf)))
+        return -ENOMEM;
+    rd->buf->off = 0;
+    /* Records already queued for the destination go first. */
+    if (dst && tls_conn_pending(dst, &(const uint8_t *){NULL}) > 0)
+        return relay_take(dst, rd->buf);
+    char *plain = dst ? w->tls_plain : rd->buf->data;
+    ssize_t n = src ? relay_decrypt(w, c, d, src, plain)
+                    : recv(relay_src(c, d), plain, FG_TLS_CHUNK, MSG_DONTWAIT);
+    if (n < 0 && !src)
+        n = -errno;
+    if (n <= 0)
+        return n;
+    relay_count(w, c, d, (size_t)n);
+    if (!dst)
+        return n;
+    if (tls_conn_write(dst, plain, (size_t)n) != FG_OK)
+        return -EPROTO;
+    return relay_take(dst, rd->buf);
 }
 
 /*
@@ -158,6 +277,8 @@ static ssize_t relay_read(struct worker *w, struct conn *c, int d)
     struct relay_dir *rd = &c->rd[d];
     ssize_t n;
 
+    if (relay_is_tls(c))
+        return relay_read_tls(w, c, d);
     if (rd->pipe < 0 && !rd->buf && (rd->pipe = pipe_get(w)) < 0) {
         if (!(rd->buf = malloc(sizeof *rd->buf)))
             return -ENOMEM;
@@ -170,6 +291,8 @@ static ssize_t relay_read(struct worker *w, struct conn *c, int d)
         n = recv(relay_src(c, d), rd->buf->data, RELAY_BUF_SZ, MSG_DONTWAIT);
         rd->buf->off = 0;
     }
+    if (n > 0)
+        relay_count(w, c, d, (size_t)n);
     return n < 0 ? -errno : n;
 }
 
@@ -191,11 +314,21 @@ static ssize_t relay_write(struct worker *w, struct conn *c, int d)
     return m < 0 ? -errno : m;
 }
 
+/* Drops a direction's buffers once it waits for its source again. */
+static void relay_rest(struct worker *w, struct conn *c, int d)
+{
+    relay_idle(w, &c->rd[d]);
+    if (relay_src_tls(c, d))
+        tls_conn_trim(relay_src_tls(c, d));
+    if (relay_dst_tls(c, d))
+        tls_conn_trim(relay_dst_tls(c, d));
+}
+
 /* Moves bytes from source to destination until one of them would block. */
 static void relay_pump(struct worker *w, struct conn *c, int d)
 {
     struct relay_dir *rd = &c->rd[d];
-    bool full = true;
+    bool full = true, tls = relay_is_tls(c);
 
     for (int round = 0; round < RELAY_ROUNDS; round++) {
         if (rd->pending == 0) {
@@ -205,17 +338,16 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
                 return;
             }
             if (n == -EAGAIN) {
-                relay_idle(w, rd);
+                relay_rest(w, c, d);
                 relay_arm(w, c, d, false);
             } else if (n < 0) {
-                conn_close(w, c, strerror((int)-n));
+                conn_close(w, c, n == -EPROTO && tls ? "TLS error" : strerror((int)-n));
             }
             if (n < 0)
                 return;
             rd->pending = (uint32_t)n;
-            full = n == (rd->pipe >= 0 ? FG_PIPE_SZ : RELAY_BUF_SZ);
-            c->relayed[d] += (uint64_t)n;
-            STAT_ADD(w, relayed[d], (uint64_t)n);
+            /* With TLS a short read proves nothing: records may be buffered. */
+            full = tls || n == (rd->pipe >= 0 ? FG_PIPE_SZ : RELAY_BUF_SZ);
             timer_touch(w, c, TL_AUTH + c->proto);
         }
         ssize_t m = relay_write(w, c, d);
@@ -235,8 +367,11 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
             break;
     }
     /* Drained, or out of turns so that other sessions run: wait for more. */
-    relay_idle(w, rd);
-    relay_arm(w, c, d, false);
+    relay_rest(w, c, d);
+    if (tls)
+        relay_yield(w, c, d);
+    else
+        relay_arm(w, c, d, false);
 }
 
 void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res)

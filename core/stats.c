@@ -50,6 +50,7 @@ void stats_close(struct stats *st, const char *path)
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
+    uint64_t hs = 0, res = 0, tfail = 0, bhs = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -63,6 +64,10 @@ static void stats_info(const struct stats *st, FILE *out)
         pw += atomic_load(&s->relay_copies);
         rel0 += atomic_load(&s->relayed[0]);
         rel1 += atomic_load(&s->relayed[1]);
+        hs += atomic_load(&s->tls_handshakes);
+        res += atomic_load(&s->tls_resumed);
+        tfail += atomic_load(&s->tls_failed);
+        bhs += atomic_load(&s->backend_tls_handshakes);
         conns += atomic_load(&s->conns);
         pre += atomic_load(&s->preauth);
         login += atomic_load(&s->login);
@@ -85,6 +90,11 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)ok, (unsigned long long)fail, (unsigned long long)berr,
             (unsigned long long)tmo, (unsigned long long)rel0, (unsigned long long)rel1,
             (unsigned long long)pw);
+    fprintf(out,
+            "tls_handshakes_total: %llu\ntls_resumed_total: %llu\ntls_failed_total: %llu\n"
+            "backend_tls_handshakes_total: %llu\n",
+            (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
+            (unsigned long long)bhs);
 }
 
 void stats_command(const struct stats *st, const char *cmd, FILE *out)

@@ -5,8 +5,11 @@
  */
 #include "conn.h"
 
+#include "../tls/tls.h"
+
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -66,6 +69,8 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
         log_cstr(&l, "reason", reason);
     if (c->s && c->s->client_id[0])
         log_cstr(&l, "client_id", c->s->client_id);
+    if (c->btls && tls_conn_done(c->btls))
+        log_cstr(&l, "backend_tls", tls_conn_version(c->btls));
     if (c->lg)
         log_fmt(&l, "ms", "%u", upstream_ms() - c->lg->dir_started_ms);
     log_end(&l);
@@ -84,6 +89,10 @@ static void upstream_abort(struct worker *w, struct conn *c)
     STAT_SUB(w, backend_fds, 1);
     backend_login_free(&c->lg->bl);
     buf_free(&c->lg->bq.q);
+    buf_free(&c->lg->bout);
+    tls_conn_free(c->btls);
+    c->btls = NULL;
+    c->flags &= ~CF_B_TLS_HS;
 }
 
 /* The login failed: tell the client, and go back to reading commands. */
@@ -121,6 +130,7 @@ static void upstream_fill_params(struct worker *w, struct conn *c)
     par->master_pass = bc->master_pass;
     par->master_pass_len = bc->master_pass_len;
     par->forward = bc->forward;
+    par->starttls = lg->req.route.target->tls == BACKEND_TLS_STARTTLS;
     par->ttl = bc->ttl;
     par->session_id = c->sid;
     if (getsockname(c->fd, &local.sa, &len) < 0)
@@ -209,6 +219,11 @@ bool upstream_op_done(struct worker *w, struct conn *c)
     return false;
 }
 
+static const struct backend_target *lg_target(const struct conn *c)
+{
+    return c->lg->req.route.target;
+}
+
 static void upstream_arm_recv(struct worker *w, struct conn *c)
 {
     struct io_uring_sqe *sqe = worker_sqe(w);
@@ -224,6 +239,11 @@ void upstream_flush(struct worker *w, struct conn *c)
 {
     const char *p;
     uint32_t n;
+    if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
+        /* Out of memory: the backend gets nothing more. */
+        buf_free(&c->lg->bout);
+        return;
+    }
     if (!sendq_start(&c->lg->bq, &p, &n))
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
@@ -240,6 +260,13 @@ void upstream_on_connect(struct worker *w, struct conn *c, int res)
         upstream_next_host(w, c, strerror(-res));
         return;
     }
+    if (lg_target(c)->tls == BACKEND_TLS_IMPLICIT) {
+        if (tlsio_backend_start(w, c) != FG_OK) {
+            upstream_next_host(w, c, "cannot start TLS");
+            return;
+        }
+        upstream_flush(w, c);
+    }
     upstream_arm_recv(w, c);
 }
 
@@ -253,9 +280,10 @@ static void upstream_success(struct worker *w, struct conn *c)
     upstream_log(c, LOGIN_OK, NULL);
     STAT_ADD(w, logins_ok, 1);
     s->ops->login_done(s, LOGIN_OK, lg->bl.caps, lg->bl.caps_len);
-    /* Bytes that followed the login on either side belong to the session. */
-    buf_append(&c->cq.q, buf_head(&lg->bl.in), buf_avail(&lg->bl.in));
-    buf_append(&lg->bq.q, buf_head(&s->in), buf_avail(&s->in));
+    /* Bytes that followed the login on either side belong to the session:
+     * plaintext, encrypted on the way out when that side is TLS. */
+    buf_append(s->out, buf_head(&lg->bl.in), buf_avail(&lg->bl.in));
+    buf_append(c->btls ? &lg->bout : &lg->bq.q, buf_head(&s->in), buf_avail(&s->in));
     s->ops->destroy(s);
     c->s = NULL;
     backend_login_free(&lg->bl);
@@ -284,7 +312,27 @@ static void upstream_input(struct worker *w, struct conn *c)
     case BACKEND_FAIL:
         upstream_fail(w, c, LOGIN_UNAVAILABLE, lg->bl.reason[0] ? lg->bl.reason : "backend error");
         break;
+    case BACKEND_STARTTLS:
+        if (tlsio_backend_start(w, c) != FG_OK) {
+            upstream_fail(w, c, LOGIN_UNAVAILABLE, "cannot start TLS to the backend");
+            break;
+        }
+        upstream_flush(w, c);
+        upstream_arm_recv(w, c);
+        break;
     }
+}
+
+/* TLS to the backend failed: a host that never greeted is skipped, as if it
+ * were down; a certificate that does not verify is logged as such. */
+static void upstream_tls_failed(struct worker *w, struct conn *c, const char *why)
+{
+    char reason[200];
+    snprintf(reason, sizeof reason, "TLS to the backend failed: %s", why);
+    if (c->flags & CF_GREETED)
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, reason);
+    else
+        upstream_next_host(w, c, reason);
 }
 
 void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
@@ -307,8 +355,24 @@ void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
         return;
     }
     const char *data = worker_buf(w, cqe, NULL);
-    int rc = buf_append(&c->lg->bl.in, data, (size_t)res);
-    if (rc != FG_OK || buf_avail(&c->lg->bl.in) > 256 * 1024) {
+    if (c->btls) {
+        const char *why;
+        int trc = tlsio_backend_input(w, c, data, (size_t)res, &why);
+        if (trc == FG_ERROR) {
+            upstream_tls_failed(w, c, why);
+            return;
+        }
+        upstream_flush(w, c);
+        if (trc == FG_AGAIN || buf_avail(&c->lg->bl.in) == 0) {
+            timer_touch(w, c, TL_BACKEND);
+            upstream_arm_recv(w, c); /* the handshake, or a record, goes on */
+            return;
+        }
+    } else if (buf_append(&c->lg->bl.in, data, (size_t)res) != FG_OK) {
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, "out of memory");
+        return;
+    }
+    if (buf_avail(&c->lg->bl.in) > 256 * 1024) {
         upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend sent too much");
         return;
     }
@@ -364,6 +428,7 @@ void upstream_free(struct conn *c)
         return;
     backend_login_free(&lg->bl);
     sendq_free(&lg->bq);
+    buf_free(&lg->bout);
     explicit_bzero(lg, sizeof *lg);
     free(lg);
     c->lg = NULL;

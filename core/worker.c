@@ -320,15 +320,17 @@ static int worker_listen(struct worker *w)
     unsigned n = 0;
 
     for (int p = 0; p < FG_PROTO_COUNT; p++)
-        n += cfg->proto[p].enabled ? cfg->proto[p].nplain : 0;
+        n += cfg->proto[p].enabled ? cfg->proto[p].plain.n + cfg->proto[p].tls.n : 0;
     w->ls = calloc(n, sizeof *w->ls);
     if (!w->ls)
         return FG_ERROR;
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        for (unsigned i = 0; cfg->proto[p].enabled && i < cfg->proto[p].nplain; i++) {
+        const struct proto_conf *pc = &cfg->proto[p];
+        for (unsigned i = 0; pc->enabled && i < pc->plain.n + pc->tls.n; i++) {
             struct listener *l = &w->ls[w->nls];
             l->proto = (uint8_t)p;
-            l->addr = cfg->proto[p].plain[i];
+            l->tls = i >= pc->plain.n;
+            l->addr = l->tls ? pc->tls.a[i - pc->plain.n] : pc->plain.a[i];
             l->fd = net_listen(&l->addr, 4096);
             if (l->fd < 0) {
                 char s[64];
@@ -362,13 +364,15 @@ static int worker_slots(struct worker *w, uint32_t nslots)
 }
 
 int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
-                struct fg_shared *shared, struct dir *dir, uint32_t nslots)
+                struct fg_shared *shared, struct dir *dir, const struct fg_tls *tls,
+                uint32_t nslots)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
     w->cfg = cfg;
     w->shared = shared;
     w->dir = dir;
+    w->tls = tls;
     w->stop_fd = -1;
     w->now = worker_clock();
     w->tick_ts.tv_sec = 1;
@@ -385,7 +389,9 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     if (getrandom(w->sid_salt, sizeof w->sid_salt, 0) != sizeof w->sid_salt)
         w->sid_salt[0] = (uint8_t)getpid();
     w->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK ||
+    w->tls_raw = malloc(FG_TLS_CHUNK);
+    w->tls_plain = malloc(FG_TLS_CHUNK);
+    if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK || !w->tls_raw || !w->tls_plain ||
         pipe_pool_init(&w->pipes, cfg->relay_pipes) != FG_OK) {
         log_msg(LOG_ERROR, "worker", "worker %u: out of memory", id);
         return FG_ERROR;
@@ -445,6 +451,10 @@ void worker_free(struct worker *w)
     free(w->ls);
     free(w->free_slots);
     free(w->bufs);
+    if (w->tls_plain)
+        explicit_bzero(w->tls_plain, FG_TLS_CHUNK); /* the last record's plaintext */
+    free(w->tls_plain);
+    free(w->tls_raw);
     if (w->conns)
         munmap(w->conns, (size_t)w->nslots * sizeof(struct conn));
     if (w->br)

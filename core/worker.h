@@ -84,8 +84,18 @@ struct timer_list {
 struct listener {
     int fd;
     uint8_t proto;
+    bool tls; /* SSLBindings: TLS from the first byte */
     union net_addr addr;
 };
+
+struct tls_store;
+
+/* The certificates in force per protocol (NULL: none), replaced by SIGHUP. */
+struct fg_tls {
+    struct tls_store *store[FG_PROTO_COUNT];
+};
+
+#define FG_TLS_CHUNK (16 * 1024) /* a TLS record's plaintext */
 
 /* Pipes for the relay, taken only while bytes are in flight. */
 struct pipe_pool {
@@ -103,6 +113,7 @@ struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
     _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
     _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
+    _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
 
@@ -120,6 +131,9 @@ struct worker {
     const struct fg_config *cfg;
     struct fg_shared *shared;
     struct dir *dir;
+    const struct fg_tls *tls;
+    char *tls_raw;   /* FG_TLS_CHUNK bytes: ciphertext read by the relay */
+    char *tls_plain; /* FG_TLS_CHUNK bytes: plaintext between two TLS sides */
 
     struct listener *ls;
     unsigned nls;
@@ -159,7 +173,8 @@ struct worker {
  * FG_ERROR after logging why.
  */
 int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
-                struct fg_shared *shared, struct dir *dir, uint32_t nslots);
+                struct fg_shared *shared, struct dir *dir, const struct fg_tls *tls,
+                uint32_t nslots);
 
 /* Starts the worker's thread. */
 int worker_start(struct worker *w);

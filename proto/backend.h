@@ -3,8 +3,9 @@
  *
  * Like the client sessions it is pure: the core appends the backend's bytes
  * to bl->in and calls ops->input; the dialogue appends what to send to
- * bl->out. It forwards the client's address first (IMAP ID, POP3 XCLIENT),
- * then logs in, and reports the outcome.
+ * bl->out. It asks for STARTTLS/STLS first when told to, forwards the
+ * client's address (IMAP ID, POP3 XCLIENT), then logs in, and reports the
+ * outcome.
  */
 #ifndef FG_BACKEND_H
 #define FG_BACKEND_H
@@ -29,17 +30,20 @@ struct backend_login_params {
     size_t master_user_len;
     const char *master_pass;
     size_t master_pass_len;
-    bool forward; /* send the client's address */
+    bool forward;  /* send the client's address */
+    bool starttls; /* STARTTLS/STLS after the greeting */
     const char *client_ip, *local_ip, *session_id;
     uint16_t client_port, local_port;
     unsigned ttl;
 };
 
 enum backend_login_result {
-    BACKEND_AGAIN, /* waiting for the backend */
-    BACKEND_OK,    /* logged in; caps (IMAP) and any bytes after the reply are in bl */
-    BACKEND_NO,    /* the backend refused: bl->status says how to tell the client */
-    BACKEND_FAIL,  /* the backend broke the protocol or went away: UNAVAILABLE */
+    BACKEND_AGAIN,    /* waiting for the backend */
+    BACKEND_OK,       /* logged in; caps (IMAP) and any bytes after the reply are in bl */
+    BACKEND_NO,       /* the backend refused: bl->status says how to tell the client */
+    BACKEND_FAIL,     /* the backend broke the protocol or went away: UNAVAILABLE */
+    BACKEND_STARTTLS, /* do the TLS handshake, then call ops->tls_done; every
+                         byte the backend sent after its answer was dropped */
 };
 
 struct backend_login {
@@ -67,6 +71,8 @@ struct backend_login_ops {
     void (*start)(struct backend_login *bl);
     /* Consumes complete lines from bl->in. */
     enum backend_login_result (*input)(struct backend_login *bl);
+    /* The STARTTLS handshake is done: the dialogue goes on inside TLS. */
+    void (*tls_done)(struct backend_login *bl);
 };
 
 extern const struct backend_login_ops imap_backend_ops;

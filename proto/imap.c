@@ -59,10 +59,17 @@ static bool imap_auth_allowed(const struct session *s)
     return s->tls || s->conf->login_type != LOGIN_TYPE_SECURE;
 }
 
-/* The pre-login capability list; it changes with LoginType and TLS. */
+static bool imap_starttls_offered(const struct session *s)
+{
+    return s->conf->starttls && !s->tls;
+}
+
+/* The pre-login capability list; it changes with LoginType and TLS, so a
+ * client must ask again after STARTTLS (RFC 9051 section 6.2.1). */
 static const char *imap_caps(const struct session *s, char *dst, size_t n)
 {
-    snprintf(dst, n, "IMAP4rev1 ID LITERAL+ SASL-IR%s%s",
+    snprintf(dst, n, "IMAP4rev1 ID LITERAL+ SASL-IR%s%s%s",
+             imap_starttls_offered(s) ? " STARTTLS" : "",
              imap_login_allowed(s) ? "" : " LOGINDISABLED",
              imap_auth_allowed(s) ? " AUTH=PLAIN" : "");
     return dst;
@@ -110,6 +117,26 @@ static enum sess_action imap_cmd_noop(struct imap_cmd_ctx *c)
         return imap_bad(c, "NOOP takes no arguments.");
     sess_reply(&c->is->s, "%s OK NOOP completed.", imap_tag(c));
     return SESS_AGAIN;
+}
+
+/*
+ * STARTTLS (RFC 9051 section 6.2.1). Whatever the client sent after the
+ * command is dropped before the handshake: bytes injected in clear text
+ * must never run as commands inside TLS (CVE-2011-0411 and kin).
+ */
+static enum sess_action imap_cmd_starttls(struct imap_cmd_ctx *c)
+{
+    struct session *s = &c->is->s;
+
+    if (c->nargs != 2)
+        return imap_bad(c, "STARTTLS takes no arguments.");
+    if (s->tls)
+        return imap_bad(c, "TLS is already active.");
+    if (!s->conf->starttls)
+        return imap_bad(c, "STARTTLS is not available on this server.");
+    sess_reply(s, "%s OK Begin TLS negotiation now.", imap_tag(c));
+    c->is->p.pos = buf_avail(&s->in); /* the caller consumes up to here: everything */
+    return SESS_STARTTLS;
 }
 
 static enum sess_action imap_cmd_logout(struct imap_cmd_ctx *c)
@@ -301,6 +328,7 @@ static const struct imap_cmd imap_cmds[] = {
         {"CAPABILITY", imap_cmd_capability}, {"NOOP", imap_cmd_noop},
         {"LOGOUT", imap_cmd_logout},         {"ID", imap_cmd_id},
         {"LOGIN", imap_cmd_login},           {"AUTHENTICATE", imap_cmd_authenticate},
+        {"STARTTLS", imap_cmd_starttls},
 };
 
 static enum sess_action imap_dispatch(struct imap_cmd_ctx *c)
@@ -408,7 +436,7 @@ static enum sess_action imap_input(struct session *s)
             imap_parser_expect_line(&is->p);
         else
             imap_parser_reset(&is->p);
-        if (act == SESS_LOGIN)
+        if (act == SESS_LOGIN || act == SESS_STARTTLS)
             return act;
     }
     return SESS_AGAIN;

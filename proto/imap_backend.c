@@ -2,6 +2,7 @@
  * IMAP4 login dialogue with a backend.
  *
  *   S: * OK [CAPABILITY ...] greeting       (else we ask: F0 CAPABILITY)
+ *   C: S1 STARTTLS                          (Tls = starttls; then TLS, F0 CAPABILITY)
  *   C: F1 ID ("x-originating-ip" ...)       (Dovecot's proxy forwarding)
  *   C: F2 LOGIN user pass  |  F2 AUTHENTICATE PLAIN base64
  *   S: F2 OK [CAPABILITY ...] ...           (else we ask: F3 CAPABILITY)
@@ -20,6 +21,7 @@
 
 enum imap_backend_state {
     IB_GREETING,
+    IB_STARTTLS, /* S1 STARTTLS sent */
     IB_CAPS,     /* F0 CAPABILITY sent */
     IB_LOGIN,    /* F1 ID and F2 login sent */
     IB_POSTCAPS, /* F3 CAPABILITY sent */
@@ -243,6 +245,12 @@ static enum backend_login_result imap_backend_greeting(struct backend_login *bl,
                        line, n);
         return BACKEND_FAIL;
     }
+    if (bl->par->starttls) {
+        /* Capabilities seen before TLS are not to be trusted after it. */
+        backend_send(bl, false, "S1 STARTTLS");
+        bl->state = IB_STARTTLS;
+        return BACKEND_AGAIN;
+    }
     if (r->code && imap_backend_take_caps(bl, r->code, r->code_len)) {
         imap_backend_login(bl);
     } else {
@@ -285,6 +293,14 @@ static enum backend_login_result imap_backend_line(struct backend_login *bl, con
     switch (bl->state) {
     case IB_GREETING:
         return imap_backend_greeting(bl, &r, line, n);
+    case IB_STARTTLS:
+        if (!imap_tag_is(&r, "S1"))
+            return BACKEND_AGAIN;
+        if (r.status != R_OK) {
+            backend_reason(bl, "backend refused STARTTLS", line, n);
+            return BACKEND_FAIL;
+        }
+        return BACKEND_STARTTLS;
     case IB_CAPS:
         if (r.untagged && imap_backend_take_caps(bl, r.data, r.data_len))
             return BACKEND_AGAIN;
@@ -346,6 +362,8 @@ static enum backend_login_result imap_backend_input(struct backend_login *bl)
         enum backend_login_result res = imap_backend_line(bl, line, len);
         buf_consume(&bl->in, n);
         imap_resp_init(&bl->scan, IMAP_BACKEND_MAX_LINE);
+        if (res == BACKEND_STARTTLS) /* what followed came in clear text: drop it */
+            buf_consume(&bl->in, buf_avail(&bl->in));
         if (res != BACKEND_AGAIN)
             return res;
     }
@@ -358,7 +376,17 @@ static void imap_backend_start(struct backend_login *bl)
     imap_resp_init(&bl->scan, IMAP_BACKEND_MAX_LINE);
 }
 
+static void imap_backend_tls_done(struct backend_login *bl)
+{
+    free(bl->caps);
+    bl->caps = NULL;
+    bl->caps_len = 0;
+    backend_send(bl, false, "F0 CAPABILITY");
+    bl->state = IB_CAPS;
+}
+
 const struct backend_login_ops imap_backend_ops = {
         .start = imap_backend_start,
         .input = imap_backend_input,
+        .tls_done = imap_backend_tls_done,
 };

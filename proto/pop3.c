@@ -70,11 +70,32 @@ static enum sess_action pop3_cmd_capa(struct pop3_cmd_ctx *c)
         sess_reply(s, "USER");
     if (pop3_auth_allowed(s))
         sess_reply(s, "SASL PLAIN");
+    if (s->conf->starttls && !s->tls)
+        sess_reply(s, "STLS");
     sess_reply(s, "RESP-CODES");
     sess_reply(s, "AUTH-RESP-CODE");
     sess_reply(s, "PIPELINING");
     sess_reply(s, ".");
     return SESS_AGAIN;
+}
+
+/* STLS (RFC 2595 section 4). What followed the command is dropped by the
+ * caller: clear-text bytes must never run as commands inside TLS. */
+static enum sess_action pop3_cmd_stls(struct pop3_cmd_ctx *c)
+{
+    struct session *s = &c->ps->s;
+
+    if (c->arg_len > 0)
+        return pop3_invalid(s, "STLS takes no arguments.");
+    if (s->tls) {
+        sess_reply(s, "-ERR Command not permitted when TLS active.");
+        return SESS_AGAIN;
+    }
+    if (!s->conf->starttls)
+        return pop3_invalid(s, "STLS is not available on this server.");
+    c->ps->user_len = 0; /* a USER given in clear text does not carry over */
+    sess_reply(s, "+OK Begin TLS negotiation.");
+    return SESS_STARTTLS;
 }
 
 static enum sess_action pop3_cmd_quit(struct pop3_cmd_ctx *c)
@@ -206,7 +227,7 @@ static const char *const pop3_later_cmds[] = {
 
 static const struct pop3_cmd_def pop3_cmds[] = {
         {"CAPA", pop3_cmd_capa}, {"USER", pop3_cmd_user}, {"PASS", pop3_cmd_pass},
-        {"AUTH", pop3_cmd_auth}, {"QUIT", pop3_cmd_quit},
+        {"AUTH", pop3_cmd_auth}, {"QUIT", pop3_cmd_quit}, {"STLS", pop3_cmd_stls},
 };
 
 /* Writes the command to the protocol log, hiding passwords and SASL data. */
@@ -282,7 +303,9 @@ static enum sess_action pop3_input(struct session *s)
         if (s->invalid == invalid_before)
             s->invalid = 0;
         buf_consume(&s->in, cmd.line_len);
-        if (act == SESS_LOGIN)
+        if (act == SESS_STARTTLS)
+            buf_consume(&s->in, buf_avail(&s->in));
+        if (act == SESS_LOGIN || act == SESS_STARTTLS)
             return act;
     }
     return SESS_AGAIN;

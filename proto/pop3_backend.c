@@ -2,6 +2,7 @@
  * POP3 login dialogue with a backend.
  *
  *   S: +OK greeting
+ *   C: STLS                                        (Tls = starttls; then TLS)
  *   C: XCLIENT ADDR=.. PORT=.. SESSION=.. TTL=..   (Dovecot's proxy forwarding)
  *   C: USER name / PASS password   or   AUTH PLAIN base64
  *
@@ -19,6 +20,7 @@
 
 enum pop3_backend_state {
     PB_GREETING,
+    PB_STLS,
     PB_XCLIENT,
     PB_USER,
     PB_PASS,
@@ -55,6 +57,19 @@ static void pop3_backend_login(struct backend_login *bl)
     bl->state = PB_AUTH;
 }
 
+/* After the greeting (and TLS): forward the client's address, then log in. */
+static void pop3_backend_begin(struct backend_login *bl)
+{
+    const struct backend_login_params *par = bl->par;
+    if (par->forward) {
+        backend_send(bl, false, "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u", par->client_ip,
+                     par->client_port, par->session_id, par->ttl);
+        bl->state = PB_XCLIENT;
+    } else {
+        pop3_backend_login(bl);
+    }
+}
+
 /* Maps the response code of a -ERR line to what the client is told. */
 static enum login_status pop3_backend_err_status(const char *line, uint32_t n)
 {
@@ -85,15 +100,19 @@ static enum backend_login_result pop3_backend_line(struct backend_login *bl, con
             backend_reason(bl, "backend refused", line, n);
             return BACKEND_FAIL;
         }
-        if (bl->par->forward) {
-            const struct backend_login_params *par = bl->par;
-            backend_send(bl, false, "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u", par->client_ip,
-                         par->client_port, par->session_id, par->ttl);
-            bl->state = PB_XCLIENT;
+        if (bl->par->starttls) {
+            backend_send(bl, false, "STLS");
+            bl->state = PB_STLS;
         } else {
-            pop3_backend_login(bl);
+            pop3_backend_begin(bl);
         }
         return BACKEND_AGAIN;
+    case PB_STLS:
+        if (!ok) {
+            backend_reason(bl, "backend refused STLS", line, n);
+            return BACKEND_FAIL;
+        }
+        return BACKEND_STARTTLS;
     case PB_XCLIENT:
         if (!ok)
             backend_reason(bl, "backend refused XCLIENT", line, n);
@@ -135,6 +154,8 @@ static enum backend_login_result pop3_backend_input(struct backend_login *bl)
         backend_log_in(bl, buf_head(&bl->in), n);
         enum backend_login_result res = pop3_backend_line(bl, buf_head(&bl->in), n);
         buf_consume(&bl->in, line.line_len);
+        if (res == BACKEND_STARTTLS) /* what followed came in clear text: drop it */
+            buf_consume(&bl->in, buf_avail(&bl->in));
         if (res != BACKEND_AGAIN)
             return res;
     }
@@ -150,4 +171,5 @@ static void pop3_backend_start(struct backend_login *bl)
 const struct backend_login_ops pop3_backend_ops = {
         .start = pop3_backend_start,
         .input = pop3_backend_input,
+        .tls_done = pop3_backend_begin,
 };

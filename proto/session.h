@@ -32,12 +32,15 @@ struct sess_conf {
     const char *banner;
     uint32_t max_command; /* MaxCommandSize: a command, literals included */
     uint8_t login_type;
+    bool starttls; /* a certificate is configured: STARTTLS/STLS are offered */
 };
 
 enum sess_action {
-    SESS_AGAIN, /* waiting for more input */
-    SESS_LOGIN, /* s->cred is ready: start the login */
-    SESS_CLOSE, /* send what is queued, then close */
+    SESS_AGAIN,    /* waiting for more input */
+    SESS_LOGIN,    /* s->cred is ready: start the login */
+    SESS_CLOSE,    /* send what is queued, then close */
+    SESS_STARTTLS, /* send what is queued, then the TLS handshake; the session
+                      has dropped every byte that followed the command */
 };
 
 /* Outcome of a login, as the client is told. */
@@ -69,7 +72,7 @@ struct session {
     sess_plog_fn *plog;
     void *plog_ctx;
     uint8_t invalid;     /* invalid commands in a row */
-    bool tls;            /* the client connection is encrypted */
+    bool tls;            /* the client connection is encrypted: set by the core */
     char client_id[256]; /* the client's ID fields, for the log */
 };
 

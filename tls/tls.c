@@ -73,12 +73,11 @@ void tls_cleanup(void)
 
 /* ---- byte queues ---- */
 
-static void tbuf_wipe(struct tls_buf *b)
+/* The queues hold ciphertext only (wolfSSL keeps plaintext in its own
+ * buffers, which it wipes), so freeing them needs no wiping. */
+static void tbuf_free(struct tls_buf *b)
 {
-    if (b->p) {
-        explicit_bzero(b->p, b->cap);
-        free(b->p);
-    }
+    free(b->p);
     memset(b, 0, sizeof(*b));
 }
 
@@ -96,15 +95,9 @@ static int tbuf_add(struct tls_buf *b, const void *p, size_t n, size_t max)
             cap *= 2;
         if (cap > max)
             return FG_ERROR;
-        /* Not realloc: plaintext-derived bytes must not stay in freed memory. */
-        uint8_t *np = malloc(cap);
+        uint8_t *np = realloc(b->p, cap);
         if (!np)
             return FG_ERROR;
-        if (b->p) {
-            memcpy(np, b->p, b->len);
-            explicit_bzero(b->p, b->cap);
-            free(b->p);
-        }
         b->p = np;
         b->cap = cap;
     }
@@ -294,8 +287,8 @@ void tls_conn_free(struct tls_conn *c)
         return;
     if (c->ssl)
         wolfSSL_free(c->ssl);
-    tbuf_wipe(&c->in);
-    tbuf_wipe(&c->out);
+    tbuf_free(&c->in);
+    tbuf_free(&c->out);
     if (c->srv)
         tls_server_free(c->srv);
     free(c);
@@ -328,17 +321,22 @@ struct tls_conn *tls_store_conn(struct tls_store *st)
     return c;
 }
 
+void tls_store_set(struct tls_store *st, struct tls_server *s)
+{
+    pthread_mutex_lock(&st->lock);
+    struct tls_server *old = st->cur;
+    st->cur = s;
+    pthread_mutex_unlock(&st->lock);
+    tls_server_free(old); /* freed when its last connection ends */
+}
+
 int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t n, char *err,
                      size_t errlen)
 {
     struct tls_server *s = tls_server_new(certs, n, err, errlen);
     if (!s)
         return FG_ERROR; /* the old certificates stay */
-    pthread_mutex_lock(&st->lock);
-    struct tls_server *old = st->cur;
-    st->cur = s;
-    pthread_mutex_unlock(&st->lock);
-    tls_server_free(old); /* freed when its last connection ends */
+    tls_store_set(st, s);
     return FG_OK;
 }
 
@@ -351,7 +349,18 @@ int tls_conn_feed(struct tls_conn *c, const void *p, size_t n)
     return FG_OK;
 }
 
-/* The site whose name the ClientHello's SNI gives, or the default. */
+/* "*.example.com" matches one label in front of example.com, as RFC 6125
+ * section 6.4.3 allows for certificates. */
+static int tls_wildcard_match(const char *pattern, const char *name)
+{
+    if (pattern[0] != '*' || pattern[1] != '.')
+        return 0;
+    const char *dot = strchr(name, '.');
+    return dot && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+}
+
+/* The site whose name the ClientHello's SNI gives (exactly, else by a
+ * wildcard), or the default. */
 static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
 {
     unsigned char name[TLS_NAME_MAX + 1];
@@ -364,6 +373,9 @@ static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
         c->sni[len] = 0;
         for (size_t i = 0; i < s->n; i++)
             if (s->sites[i].name && strcasecmp(s->sites[i].name, c->sni) == 0)
+                return &s->sites[i];
+        for (size_t i = 0; i < s->n; i++)
+            if (s->sites[i].name && tls_wildcard_match(s->sites[i].name, c->sni))
                 return &s->sites[i];
     }
     return &s->sites[s->dflt];
@@ -427,7 +439,32 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n)
         return FG_ERROR;
     int want = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
     int ret = wolfSSL_read(c->ssl, buf, want);
-    return ret > 0 ? ret : tls_fail(c, ret);
+    if (ret > 0)
+        return ret;
+    if (wolfSSL_get_error(c->ssl, ret) == WOLFSSL_ERROR_ZERO_RETURN) {
+        snprintf(c->err, sizeof(c->err), "the peer closed TLS");
+        return 0;
+    }
+    return tls_fail(c, ret);
+}
+
+void tls_conn_close_notify(struct tls_conn *c)
+{
+    if (c->done)
+        wolfSSL_shutdown(c->ssl); /* queues the alert; the peer's is not awaited */
+}
+
+int tls_conn_done(const struct tls_conn *c)
+{
+    return c->done;
+}
+
+void tls_conn_trim(struct tls_conn *c)
+{
+    if (tbuf_avail(&c->in) == 0)
+        tbuf_free(&c->in);
+    if (tbuf_avail(&c->out) == 0)
+        tbuf_free(&c->out);
 }
 
 int tls_conn_write(struct tls_conn *c, const void *p, size_t n)

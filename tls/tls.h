@@ -11,7 +11,8 @@
  * touches a socket -- the same contract as proto/'s parsers.
  *
  * Certificates: one per name, chosen by the client's SNI before the
- * handshake starts (read from the buffered ClientHello), or the default one.
+ * handshake starts (read from the buffered ClientHello): an exact name, else
+ * a wildcard name ("*.example.com"), else the default one.
  * TLS 1.2 and 1.3 only, AEAD ciphers with ECDHE only.
  *
  * Resumption is stateless, with session tickets: wolfSSL's ticket callback
@@ -61,6 +62,9 @@ struct tls_store;
 struct tls_store *tls_store_new(struct tls_server *s); /* takes s's reference */
 void tls_store_free(struct tls_store *st);
 struct tls_conn *tls_store_conn(struct tls_store *st);
+/* Puts s (the caller's reference) in force; the old set goes with its last
+ * connection. */
+void tls_store_set(struct tls_store *st, struct tls_server *s);
 /* FG_OK, or FG_ERROR with the reason in err and the old certificates kept. */
 int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t n, char *err,
                      size_t errlen);
@@ -93,9 +97,19 @@ int tls_conn_handshake(struct tls_conn *c);
 
 /*
  * Decrypts into buf. Returns the bytes, FG_AGAIN when a whole record has not
- * arrived, or FG_ERROR on a failure or the peer's close_notify.
+ * arrived, 0 on the peer's close_notify, or FG_ERROR on a failure.
  */
 ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n);
+
+/* Queues a close_notify alert (after the handshake only). */
+void tls_conn_close_notify(struct tls_conn *c);
+
+/* 1 once the handshake is complete. */
+int tls_conn_done(const struct tls_conn *c);
+
+/* Frees the empty ciphertext queues, so an idle connection holds only
+ * wolfSSL's own state. */
+void tls_conn_trim(struct tls_conn *c);
 
 /* Encrypts n bytes into the output queue. FG_OK or FG_ERROR. */
 int tls_conn_write(struct tls_conn *c, const void *p, size_t n);

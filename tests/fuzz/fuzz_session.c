@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: a whole client session (IMAP or POP3, picked by the
  * first byte) fed the rest in pieces; pending logins are answered with a
- * result taken from the input.
+ * result taken from the input, and STARTTLS/STLS switches the session to TLS.
  */
 #include "../../proto/session.h"
 
@@ -14,8 +14,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    struct sess_conf conf = {
-            .banner = "fuzz", .max_command = 300, .login_type = (uint8_t)(data[0] >> 1) % 3};
+    struct sess_conf conf = {.banner = "fuzz",
+                             .max_command = 300,
+                             .login_type = (uint8_t)(data[0] >> 1) % 3,
+                             .starttls = (data[0] & 0x80) != 0};
     const struct sess_ops *ops = (data[0] & 1) ? &pop3_sess_ops : &imap_sess_ops;
     struct buf out = {0};
     struct session *s = ops->create(&conf, &out);
@@ -31,6 +33,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         enum sess_action act = ops->input(s);
         if (act == SESS_CLOSE)
             break;
+        if (act == SESS_STARTTLS) {
+            /* The session must have dropped everything after the command. */
+            if (buf_avail(&s->in) != 0 || s->tls)
+                abort();
+            s->tls = true;
+        }
         while (act == SESS_LOGIN) {
             if (!s->cred || s->cred->user_len > CRED_NAME_MAX || s->cred->pass_len > CRED_PASS_MAX)
                 abort();

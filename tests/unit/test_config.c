@@ -54,7 +54,7 @@ static void test_issue_config_is_accepted(void)
     CHECK_INT(load(&cfg, issue_config, &msgs), 0);
     CHECK_MEM(msgs, strlen(msgs), "");
     CHECK_INT(cfg.workers, 2);
-    CHECK_INT(cfg.proto[FG_PROTO_IMAP].nplain, 2);
+    CHECK_INT(cfg.proto[FG_PROTO_IMAP].plain.n, 2);
     CHECK_INT(cfg.proto[FG_PROTO_IMAP].sess.login_type, LOGIN_TYPE_PLAIN_TEXT_LOGIN);
     CHECK_INT(cfg.proto[FG_PROTO_IMAP].preauth_timeout, 60);
     CHECK_INT(cfg.proto[FG_PROTO_IMAP].auth_timeout, 1800);
@@ -166,7 +166,7 @@ static void test_master_password_file(void)
     CHECK_INT(cfg.backend.connect_timeout, 120);
     CHECK(cfg.backend.target.naddrs >= 1);
     /* [pop3] without bindings gets Exchange's defaults. */
-    CHECK_INT(cfg.proto[FG_PROTO_POP3].nplain, 2);
+    CHECK_INT(cfg.proto[FG_PROTO_POP3].plain.n, 2);
     CHECK(!cfg.proto[FG_PROTO_IMAP].enabled);
     free(msgs);
     config_free(&cfg);

@@ -1,0 +1,226 @@
+/*
+ * TLS on a connection, both sides: the glue between the ring's bytes and
+ * tls/ (wolfSSL through memory).
+ *
+ * Client side: received ciphertext is fed to the TLS engine; the handshake
+ * runs as bytes arrive; plaintext goes where plain bytes would have gone
+ * (the session's input). The session's replies go to c->tout and are
+ * encrypted into the client send queue by conn_flush, so the send path and
+ * its in-flight rules do not change.
+ *
+ * Backend side: the same, with the login dialogue's input (bl->in) and
+ * output (lg->bout) in place of the session's.
+ *
+ * Nothing here blocks: a handshake that needs bytes says so and the worker
+ * arms another receive. The pre-login timer is not touched while the client
+ * handshakes, so a handshake that stalls or dribbles still ends at
+ * PreAuthenticatedConnectionTimeout.
+ */
+#include "../tls/tls.h"
+#include "conn.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int tlsio_move_out(struct tls_conn *t, struct buf *q)
+{
+    const uint8_t *p;
+    size_t n = tls_conn_pending(t, &p);
+    if (n == 0)
+        return FG_OK;
+    if (buf_append(q, p, n) != FG_OK)
+        return FG_ERROR;
+    tls_conn_sent(t, n);
+    return FG_OK;
+}
+
+void tlsio_close_notify(struct tls_conn *t, int fd)
+{
+    const uint8_t *p;
+    tls_conn_close_notify(t);
+    size_t n = tls_conn_pending(t, &p);
+    if (n > 0) {
+        ssize_t FG_UNUSED rc = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        tls_conn_sent(t, n);
+    }
+}
+
+void tlsio_free(struct conn *c)
+{
+    tls_conn_free(c->tls);
+    tls_conn_free(c->btls);
+    c->tls = c->btls = NULL;
+    buf_free(&c->tout);
+}
+
+int tlsio_client_start(struct worker *w, struct conn *c, bool implicit)
+{
+    struct tls_store *st = w->tls->store[c->proto];
+
+    if (!st || !(c->tls = tls_store_conn(st)))
+        return FG_ERROR;
+    c->flags |= CF_TLS_HS | (implicit ? CF_TLS_GREET : 0);
+    /* From here on the session writes plaintext for encryption, and no
+     * clear-text byte can reach it any more. */
+    c->s->out = &c->tout;
+    c->s->tls = true;
+    return FG_OK;
+}
+
+/* Appends the plaintext TLS has ready to dst. 0: nothing, 1: some, -1: the
+ * peer closed TLS, FG_ERROR: a failure. */
+static int tlsio_drain(struct tls_conn *t, struct buf *dst)
+{
+    int got = 0;
+    for (;;) {
+        if (buf_reserve(dst, FG_TLS_CHUNK) != FG_OK)
+            return FG_ERROR;
+        ssize_t n = tls_conn_read(t, dst->data + dst->len, dst->cap - dst->len);
+        if (n == FG_AGAIN)
+            return got;
+        if (n == 0)
+            return -1;
+        if (n < 0)
+            return FG_ERROR;
+        dst->len += (uint32_t)n;
+        got = 1;
+    }
+}
+
+static void tlsio_client_failed(struct worker *w, struct conn *c, const char *what)
+{
+    struct log_line l;
+    STAT_ADD(w, tls_failed, 1);
+    conn_log_begin(&l, c, LOG_INFO, "tls_error");
+    log_cstr(&l, "reason", tls_conn_error(c->tls));
+    log_end(&l);
+    conn_close(w, c, what);
+}
+
+/* The handshake finished: count it, greet (implicit TLS), run the session. */
+static void tlsio_client_ready(struct worker *w, struct conn *c)
+{
+    c->flags &= ~CF_TLS_HS;
+    STAT_ADD(w, tls_handshakes, 1);
+    if (tls_conn_resumed(c->tls))
+        STAT_ADD(w, tls_resumed, 1);
+#ifdef FG_DEBUG
+    struct log_line l;
+    conn_log_begin(&l, c, LOG_DEBUG, "tls");
+    log_cstr(&l, "cipher", tls_conn_cipher(c->tls));
+    log_cstr(&l, "sni", tls_conn_sni(c->tls));
+    log_end(&l);
+#endif
+    if (c->flags & CF_TLS_GREET) {
+        c->flags &= ~CF_TLS_GREET;
+        c->s->ops->greeting(c->s);
+    }
+}
+
+int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_t n,
+                       struct buf *relay)
+{
+    if (tls_conn_feed(c->tls, data, n) != FG_OK) {
+        tlsio_client_failed(w, c, "TLS input overflow");
+        return FG_ERROR;
+    }
+    if (c->flags & CF_TLS_HS) {
+        int rc = tls_conn_handshake(c->tls);
+        if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
+            conn_close(w, c, "out of memory");
+            return FG_ERROR;
+        }
+        if (rc == FG_ERROR) {
+            /* Flush what TLS said (an alert) before closing, if anything. */
+            tlsio_client_failed(w, c, "TLS handshake failed");
+            return FG_ERROR;
+        }
+        if (rc == FG_AGAIN) {
+            conn_flush(w, c);
+            return FG_OK;
+        }
+        tlsio_client_ready(w, c);
+    }
+    /* A client may send its first command with its last handshake flight. */
+    int got = tlsio_drain(c->tls, relay ? relay : &c->s->in);
+    if (got == FG_ERROR) {
+        tlsio_client_failed(w, c, "TLS error");
+        return FG_ERROR;
+    }
+    if (got < 0)
+        c->flags |= CF_C_EOF;
+    /* Reading may have queued TLS records (a TLS 1.3 KeyUpdate answer). */
+    if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
+        conn_close(w, c, "out of memory");
+        return FG_ERROR;
+    }
+    return FG_OK;
+}
+
+int tlsio_client_encrypt(struct conn *c)
+{
+    if (!c->tls || (c->flags & CF_TLS_HS) || buf_avail(&c->tout) == 0)
+        return FG_OK;
+    if (tls_conn_write(c->tls, buf_head(&c->tout), buf_avail(&c->tout)) != FG_OK)
+        return FG_ERROR;
+    buf_consume(&c->tout, buf_avail(&c->tout));
+    buf_trim(&c->tout);
+    return tlsio_move_out(c->tls, &c->cq.q);
+}
+
+int tlsio_backend_start(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    const struct backend_target *t = lg->req.route.target;
+
+    (void)w;
+    if (!(c->btls = tls_client_conn(t->tls_cl, t->tls_name)))
+        return FG_ERROR;
+    c->flags |= CF_B_TLS_HS;
+    lg->bl.out = &lg->bout;
+    /* The ClientHello goes out at once. */
+    if (tls_conn_handshake(c->btls) == FG_ERROR)
+        return FG_ERROR;
+    return tlsio_move_out(c->btls, &lg->bq.q);
+}
+
+int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size_t n,
+                        const char **why)
+{
+    struct conn_login *lg = c->lg;
+
+    *why = "TLS to the backend failed";
+    if (tls_conn_feed(c->btls, data, n) != FG_OK)
+        return FG_ERROR;
+    if (c->flags & CF_B_TLS_HS) {
+        int rc = tls_conn_handshake(c->btls);
+        if (tlsio_move_out(c->btls, &lg->bq.q) != FG_OK)
+            return FG_ERROR;
+        if (rc != FG_OK) {
+            *why = tls_conn_error(c->btls);
+            return rc;
+        }
+        c->flags &= ~CF_B_TLS_HS;
+        STAT_ADD(w, backend_tls_handshakes, 1);
+        if (lg->par.starttls)
+            lg->bl.ops->tls_done(&lg->bl);
+    }
+    int got = tlsio_drain(c->btls, &lg->bl.in);
+    if (got == FG_ERROR || got < 0) {
+        *why = got < 0 ? "the backend closed TLS" : tls_conn_error(c->btls);
+        return FG_ERROR;
+    }
+    return tlsio_move_out(c->btls, &lg->bq.q);
+}
+
+int tlsio_backend_encrypt(struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    if (!c->btls || (c->flags & CF_B_TLS_HS) || buf_avail(&lg->bout) == 0)
+        return FG_OK;
+    if (tls_conn_write(c->btls, buf_head(&lg->bout), buf_avail(&lg->bout)) != FG_OK)
+        return FG_ERROR;
+    buf_consume(&lg->bout, buf_avail(&lg->bout));
+    return tlsio_move_out(c->btls, &lg->bq.q);
+}
