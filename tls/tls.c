@@ -393,6 +393,12 @@ static int tls_conn_start(struct tls_conn *c)
     if (have < TLS_RECORD_HEADER)
         return FG_AGAIN;
     size_t record = TLS_RECORD_HEADER + ((size_t)p[3] << 8 | p[4]);
+    /* A record holds at most 2^14 bytes of plaintext (RFC 8446 section
+     * 5.1): waiting for a longer one would only hold the slot. */
+    if (record > TLS_RECORD_HEADER + 16384) {
+        snprintf(c->err, sizeof(c->err), "not a TLS ClientHello (record too long)");
+        return FG_ERROR;
+    }
     if (have < record)
         return FG_AGAIN;
     struct tls_site *site = tls_pick_site(c, record);
