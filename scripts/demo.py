@@ -1,13 +1,16 @@
 """The demo: Dovecot with three users, and forestgate in front of it.
 
-Ports default to 1143 (IMAP) and 1110 (POP3) and can be changed with
-FG_DEMO_IMAP_PORT / FG_DEMO_POP3_PORT. Everything lives in a temporary
-folder that is removed on exit.
+Ports default to 1143 (IMAP), 1110 (POP3), 1993 (IMAP over TLS) and 1995
+(POP3 over TLS) and can be changed with FG_DEMO_IMAP_PORT, FG_DEMO_POP3_PORT,
+FG_DEMO_IMAPS_PORT and FG_DEMO_POP3S_PORT. The TLS certificate is a fresh
+self-signed ECDSA P-256 one for localhost and 127.0.0.1. Everything lives in a
+temporary folder that is removed on exit.
 """
 
 import os
 import signal
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,11 +36,25 @@ def follow(path, stop):
                 time.sleep(0.2)
 
 
+def make_cert(d):
+    """A self-signed certificate for localhost: d/localhost.crt and .key."""
+    os.makedirs(d, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", os.path.join(d, "localhost.key"),
+                    "-out", os.path.join(d, "localhost.crt")], check=True, capture_output=True)
+    return os.path.join(d, "localhost.crt")
+
+
 def main():
     imap_port = int(os.environ.get("FG_DEMO_IMAP_PORT", "1143"))
     pop3_port = int(os.environ.get("FG_DEMO_POP3_PORT", "1110"))
+    imaps_port = int(os.environ.get("FG_DEMO_IMAPS_PORT", "1993"))
+    pop3s_port = int(os.environ.get("FG_DEMO_POP3S_PORT", "1995"))
     work = tempfile.mkdtemp(prefix="forestgate-demo-", dir="/tmp")
     os.chmod(work, 0o755)
+    cert = make_cert(os.path.join(work, "certs"))
     dc = Dovecot(os.path.join(work, "dovecot"), USERS, auth_failure_delay=2)
     fg = None
     stop = threading.Event()
@@ -48,10 +65,16 @@ def main():
                               f"Subject: Welcome, {user}\r\n\r\nThis message reached you through "
                               f"forestgate.\r\n").encode())
         fg = Forestgate(os.path.join(work, "forestgate"), dc.imap_port, dc.pop3_port,
-                        settings={"global": {"Workers": "0"},
+                        settings={"global": {"Workers": "0",
+                                             "CertificateDirectory": os.path.dirname(cert)},
                                   "imap": {"UnencryptedOrTLSBindings": f"127.0.0.1:{imap_port}",
+                                           "SSLBindings": f"127.0.0.1:{imaps_port}",
+                                           "X509CertificateName": "localhost",
                                            "ProtocolLogEnabled": "true"},
-                                  "pop3": {"UnencryptedOrTLSBindings": f"127.0.0.1:{pop3_port}"}})
+                                  "pop3": {"UnencryptedOrTLSBindings": f"127.0.0.1:{pop3_port}",
+                                           "SSLBindings": f"127.0.0.1:{pop3s_port}",
+                                           "X509CertificateName": "localhost",
+                                           "LoginType": "SecureLogin"}})
         fg.imap_port, fg.pop3_port = imap_port, pop3_port
         fg.start()
         wait_port(imap_port)
@@ -68,15 +91,22 @@ Users: {", ".join(f"{u} / {p}" for u, p in USERS.items())}
 IMAP with curl (list, then fetch message 1):
   curl -u alice:alice-pw imap://127.0.0.1:{imap_port}/
   curl -u alice:alice-pw 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
-POP3 with curl:
-  curl -u alice:alice-pw pop3://127.0.0.1:{pop3_port}/1
-By hand (telnet, or openssl s_client once TLS lands in the next release):
+Over TLS (the certificate is {cert}):
+  curl --cacert {cert} -u alice:alice-pw 'imaps://127.0.0.1:{imaps_port}/INBOX;UID=1'
+  curl --cacert {cert} -u alice:alice-pw --ssl-reqd 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
+  curl --cacert {cert} -u alice:alice-pw pop3s://127.0.0.1:{pop3s_port}/1
+  openssl s_client -quiet -CAfile {cert} -connect 127.0.0.1:{imaps_port}
+  openssl s_client -quiet -CAfile {cert} -connect 127.0.0.1:{pop3_port} -starttls pop3
+POP3 (LoginType = SecureLogin: a password only inside TLS):
+  curl -u alice:alice-pw pop3://127.0.0.1:{pop3_port}/1                    (refused: TLS required)
+  curl --cacert {cert} -u alice:alice-pw --ssl-reqd pop3://127.0.0.1:{pop3_port}/1
+By hand (telnet for IMAP, which allows LOGIN in clear in this demo):
   telnet 127.0.0.1 {imap_port}
     a LOGIN alice alice-pw
     b SELECT INBOX
     c FETCH 1 BODY[]
     d LOGOUT
-  telnet 127.0.0.1 {pop3_port}
+  openssl s_client -quiet -CAfile {cert} -connect 127.0.0.1:{pop3s_port}
     USER bob
     PASS b0b pass wörd
     RETR 1
