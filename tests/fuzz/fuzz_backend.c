@@ -1,4 +1,5 @@
-/* libFuzzer target: the backend login dialogues fed arbitrary server bytes. */
+/* libFuzzer target: the backend login dialogues fed arbitrary server bytes,
+ * with and without STARTTLS/STLS. */
 #include "../../proto/backend.h"
 
 #include <stdlib.h>
@@ -21,6 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                        .master_pass = "mp",
                                        .master_pass_len = 2,
                                        .forward = (data[0] & 4) != 0,
+                                       .starttls = (data[0] & 0x80) != 0,
                                        .client_ip = "192.0.2.1",
                                        .local_ip = "192.0.2.2",
                                        .session_id = "fuzz",
@@ -35,7 +37,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = size - off < step ? size - off : step;
         buf_append(&bl.in, data + off, n);
         off += n;
-        if (bl.ops->input(&bl) != BACKEND_AGAIN)
+        enum backend_login_result r = bl.ops->input(&bl);
+        if (r == BACKEND_STARTTLS) {
+            /* What followed the answer must be gone before the handshake. */
+            if (buf_avail(&bl.in) != 0)
+                abort();
+            bl.ops->tls_done(&bl);
+            continue;
+        }
+        if (r != BACKEND_AGAIN)
             break;
     }
     backend_login_free(&bl);
