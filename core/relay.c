@@ -206,14 +206,17 @@ static ssize_t relay_take(struct tls_conn *t, struct relay_buf *b)
 
 /*
  * Reading may make TLS answer the peer (a TLS 1.3 KeyUpdate). The answer
- * goes out at once when the other direction has nothing half-written on that
- * socket; otherwise that direction takes it, in order, with its next bytes.
+ * goes out at once when nothing else is half-written on that socket;
+ * otherwise the opposite direction takes it, in order, with its next bytes.
  */
 static void relay_answer(struct conn *c, int d, struct tls_conn *src)
 {
     const uint8_t *p;
     size_t n = tls_conn_pending(src, &p);
-    if (n == 0 || c->rd[1 - d].pending > 0)
+    /* The socket's other writers: the opposite direction, and the login's
+     * last bytes still queued for the client (d == 0) or the backend. */
+    const struct sendq *login_q = d == 0 ? &c->cq : (c->lg ? &c->lg->bq : NULL);
+    if (n == 0 || c->rd[1 - d].pending > 0 || (login_q && !sendq_idle(login_q)))
         return;
     ssize_t m = send(relay_src(c, d), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (m > 0)

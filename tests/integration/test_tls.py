@@ -698,3 +698,27 @@ def test_backend_tls_to_a_plain_server_fails_cleanly(make_fg, pki, dovecot):
         p.pass_(PASSWORD)
     p.quit()
     fg.wait_idle()
+
+
+def test_key_update_mid_session(tfg, pki):
+    """openssl s_client's K (KeyUpdate, answer requested) and k, during the
+    relay: forestgate's TLS answers and the session goes on."""
+    def feed(proc):
+        for line, pause in ((f"a LOGIN {USER} {PASSWORD}\n", 1.0), ("K\n", 0.5),
+                            ("b SELECT INBOX\n", 0.5), ("k\n", 0.5), ("c NOOP\n", 0.5),
+                            ("d LOGOUT\n", 0.5)):
+            proc.stdin.write(line.encode())
+            proc.stdin.flush()
+            time.sleep(pause)
+        proc.stdin.close()
+
+    proc = subprocess.Popen(["openssl", "s_client", "-crlf", "-CAfile", pki["ca"],
+                             "-servername", "mail.test", "-connect",
+                             f"127.0.0.1:{tfg.imaps_port}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    feed(proc)
+    out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    assert out.count("KEYUPDATE") == 2, out
+    for tag in "abcd":
+        assert f"\n{tag} OK" in out, out
