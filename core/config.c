@@ -496,11 +496,12 @@ static bool cfg_cert_name_ok(const char *n, size_t len)
 {
     if (len == 0 || len > TLS_NAME_MAX || n[0] == '.')
         return false;
-    for (size_t i = 0; i < len; i++)
-        if (!isalnum((unsigned char)n[i]) && n[i] != '.' && n[i] != '-' && n[i] != '_' &&
-            !(n[i] == '*' && i == 0))
+    /* A wildcard is "*." and a name: nothing else may carry a star. */
+    size_t from = len > 2 && n[0] == '*' && n[1] == '.' ? 2 : 0;
+    for (size_t i = from; i < len; i++)
+        if (!isalnum((unsigned char)n[i]) && n[i] != '.' && n[i] != '-' && n[i] != '_')
             return false;
-    return true;
+    return n[from] != '.';
 }
 
 struct tls_server *config_load_certs(const struct fg_config *cfg, int p, char *err, size_t errlen)
@@ -576,8 +577,9 @@ static void cfg_check_proto(struct cfg_parse *cp, int p)
                   : tl ? tl
                        : cp->section_line[sec],
                   "[%s] has no bindings to listen on", cfg_section_names[sec]);
-    cfg_check_unique(cp, p, 0, bl);
-    cfg_check_unique(cp, p, 1, tl);
+    /* Default bindings have no line of their own: the section's stands in. */
+    cfg_check_unique(cp, p, 0, bl ? bl : cp->section_line[sec]);
+    cfg_check_unique(cp, p, 1, tl ? tl : cp->section_line[sec]);
     cfg_check_tls(cp, p);
     if (pc->protocol_log && access(cp->cfg->log_dir, W_OK | X_OK) != 0) {
         unsigned ll = cfg_key_line(cp, SEC_GLOBAL, "LogFileLocation");

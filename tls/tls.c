@@ -152,7 +152,7 @@ static WOLFSSL_CTX *tls_ctx_load(const struct tls_cert *cert, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    const char *why = NULL;
+    const char *why = NULL, *file = cert->cert_file;
     if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS)
         why = "cannot require TLS 1.2";
     else if (wolfSSL_CTX_set_cipher_list(ctx, TLS_CIPHERS) != WOLFSSL_SUCCESS)
@@ -161,11 +161,11 @@ static WOLFSSL_CTX *tls_ctx_load(const struct tls_cert *cert, char *err, size_t 
         why = "cannot load the certificate chain (PEM)";
     else if (wolfSSL_CTX_use_PrivateKey_file(ctx, cert->key_file, WOLFSSL_FILETYPE_PEM) !=
              WOLFSSL_SUCCESS)
-        why = "cannot load the private key (PEM)";
+        why = "cannot load the private key (PEM)", file = cert->key_file;
     else if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS)
-        why = "the private key does not match the certificate";
+        why = "the private key does not match the certificate", file = cert->key_file;
     if (why) {
-        snprintf(err, errlen, "%s: %s", cert->cert_file, why);
+        snprintf(err, errlen, "%s: %s", file, why);
         wolfSSL_CTX_free(ctx);
         return NULL;
     }

@@ -710,7 +710,6 @@ def test_key_update_mid_session(tfg, pki):
             proc.stdin.write(line.encode())
             proc.stdin.flush()
             time.sleep(pause)
-        proc.stdin.close()
 
     proc = subprocess.Popen(["openssl", "s_client", "-crlf", "-CAfile", pki["ca"],
                              "-servername", "mail.test", "-connect",
@@ -718,7 +717,7 @@ def test_key_update_mid_session(tfg, pki):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     feed(proc)
-    out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    out = proc.communicate(input=b"", timeout=20)[0].decode(errors="replace")
     assert out.count("KEYUPDATE") == 2, out
     for tag in "abcd":
         assert f"\n{tag} OK" in out, out

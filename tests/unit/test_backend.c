@@ -889,6 +889,335 @@ static void test_pop3_status_words_must_stand_alone(void)
     bx_free(&b);
 }
 
+/* ---- STARTTLS / STLS to the backend ------------------------------------------- */
+
+#define CHECK_IN_EMPTY(b)                                                                          \
+    CHECKF(buf_avail(&(b)->bl.in) == 0, "bl.in still holds \"%.*s\"", (int)buf_avail(&(b)->bl.in), \
+           buf_head(&(b)->bl.in))
+
+/* IMAP up to the handshake: the greeting, S1 STARTTLS, its OK. */
+static void imap_to_starttls(struct bx *b, const char *greeting)
+{
+    b->par.starttls = true;
+    bx_start(b, &imap_backend_ops);
+    CHECK_INT(bx_feed(b, greeting), BACKEND_AGAIN);
+    CHECK_SENT(b, "S1 STARTTLS\r\n"); /* nothing else, least of all the credentials */
+    CHECK_INT(bx_feed(b, "S1 OK Begin TLS negotiation now.\r\n"), BACKEND_STARTTLS);
+    CHECK_SENT(b, "");
+    CHECK_IN_EMPTY(b);
+}
+
+/* The core's part after the handshake. */
+static void bx_tls_done(struct bx *b)
+{
+    bx_clear(b);
+    b->bl.ops->tls_done(&b->bl);
+}
+
+static void test_imap_starttls_then_login(void)
+{
+    static const char *const greetings[] = {GREET_FULL, "* OK IMAP4 ready.\r\n"};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(greetings); i++) {
+        struct bx b;
+        bx_params(&b, "alice", "secret");
+        imap_to_starttls(&b, greetings[i]);
+        bx_tls_done(&b);
+        CHECK_SENT(&b, "F0 CAPABILITY\r\n");
+        CHECK(b.bl.caps == NULL);
+        CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ID\r\n"),
+                  BACKEND_AGAIN);
+        CHECK_SENT(&b, "");
+        CHECK_INT(bx_feed(&b, "F0 OK done\r\n"), BACKEND_AGAIN);
+        CHECK_SENT_HAS(&b, "F1 ID (\"x-originating-ip\" \"" CLIENT_IP "\"");
+        CHECK_SENT_HAS(&b, "\r\nF2 LOGIN alice secret\r\n");
+        CHECK_INT(bx_feed(&b, "F1 OK\r\nF2 OK [CAPABILITY IMAP4rev1 IDLE] in\r\nrest"), BACKEND_OK);
+        CHECK(b.bl.caps != NULL);
+        if (b.bl.caps)
+            CHECK_MEM(b.bl.caps, b.bl.caps_len, "IMAP4rev1 IDLE");
+        CHECK_MEM(buf_head(&b.bl.in), buf_avail(&b.bl.in), "rest");
+        CHECKF(log_has(&b, "B> S1 STARTTLS") && log_has(&b, "B> F0 CAPABILITY"),
+               "log lacks the STARTTLS dialogue:\n%s", b.cap.text);
+        bx_free(&b);
+    }
+}
+
+/* Bytes that followed S1 OK came in clear text: dropped, never read as replies. */
+static void test_imap_starttls_drops_bytes_after_ok(void)
+{
+    static const char *const injected[] = {
+            "F2 OK [CAPABILITY IMAP4rev1] fake\r\n",
+            "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID\r\nF0 OK\r\n",
+            "F0 OK\r\nF1 OK\r\nF2 OK [CAPABILITY IMAP4rev1] fake\r\n",
+            "* BYE gone\r\n",
+            "F2 OK partial",
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(injected); i++) {
+        struct bx b;
+        char in[256];
+        bx_params(&b, "alice", "p\xc3\xa4ss");
+        b.par.starttls = true;
+        bx_start(&b, &imap_backend_ops);
+        CHECK_INT(bx_feed(&b, GREET_FULL), BACKEND_AGAIN);
+        snprintf(in, sizeof in, "S1 OK Begin TLS\r\n%s", injected[i]);
+        enum backend_login_result res = bx_feed(&b, in);
+        CHECKF(res == BACKEND_STARTTLS, "\"%s\": result %d, expected BACKEND_STARTTLS", in, res);
+        CHECK_IN_EMPTY(&b);
+        CHECK_SENT(&b, "");
+        CHECK(b.bl.caps == NULL);
+        bx_tls_done(&b);
+        CHECK_SENT(&b, "F0 CAPABILITY\r\n");
+        /* Inside TLS the backend offers nothing special: the injected LITERAL+
+         * and ID must not be used. */
+        CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1\r\nF0 OK\r\n"), BACKEND_AGAIN);
+        CHECK_SENT(&b, "F2 LOGIN alice {5}\r\n");
+        CHECK_INT(bx_feed(&b, "+ go\r\n"), BACKEND_AGAIN);
+        CHECK_SENT(&b, "p\xc3\xa4ss\r\n");
+        CHECK_INT(bx_feed(&b, "F2 OK [CAPABILITY IMAP4rev1 X] in\r\n"), BACKEND_OK);
+        if (b.bl.caps)
+            CHECK_MEM(b.bl.caps, b.bl.caps_len, "IMAP4rev1 X");
+        bx_free(&b);
+    }
+}
+
+/* The greeting's (or any pre-TLS) capabilities are not used after TLS. */
+static void test_imap_starttls_ignores_pre_tls_capabilities(void)
+{
+    struct bx b;
+    /* pass-through: no LITERAL+ after TLS, so a synchronising literal; no ID */
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    b.par.starttls = true;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_FULL), BACKEND_AGAIN);
+    CHECK_SENT(&b, "S1 STARTTLS\r\n");
+    /* capabilities sent while STARTTLS is pending are not trusted either */
+    CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID AUTH=PLAIN\r\n"),
+              BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "S1 OK go\r\n"), BACKEND_STARTTLS);
+    bx_tls_done(&b);
+    CHECK(!b.bl.lit_plus && !b.bl.sasl_ir && !b.bl.has_id);
+    CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nF0 OK\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice {5}\r\n");
+    CHECK_SENT_LACKS(&b, "+}");
+    CHECK_SENT_LACKS(&b, "F1 ID");
+    bx_free(&b);
+
+    /* a post-TLS CAPABILITY with no list at all: nothing is assumed */
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    imap_to_starttls(&b, GREET_FULL);
+    bx_tls_done(&b);
+    CHECK_INT(bx_feed(&b, "F0 OK no list\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice {5}\r\n");
+    bx_free(&b);
+
+    /* master user: no SASL-IR after TLS, so AUTHENTICATE waits for "+" */
+    bx_master(&b, "shared.box", "fg-master", "M@ster pass!");
+    imap_to_starttls(&b, GREET_FULL);
+    bx_tls_done(&b);
+    CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nF0 OK\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 AUTHENTICATE PLAIN\r\n");
+    CHECK_INT(bx_feed(&b, "+ \r\n"), BACKEND_AGAIN);
+    size_t n = buf_avail(&b.out);
+    if (n > 2)
+        check_plain(buf_head(&b.out), n - 2, master_plain, sizeof master_plain - 1);
+    CHECK_INT(bx_feed(&b, "F2 OK [CAPABILITY IMAP4rev1] hi\r\n"), BACKEND_OK);
+    bx_free(&b);
+}
+
+static void test_imap_starttls_refused_fails(void)
+{
+    static const char *const replies[] = {
+            "S1 NO STARTTLS is not available\r\n",
+            "S1 BAD Unknown command\r\n",
+            "* BYE Shutting down\r\n",
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(replies); i++) {
+        struct bx b;
+        bx_params(&b, "alice", SECRET);
+        b.par.starttls = true;
+        bx_start(&b, &imap_backend_ops);
+        CHECK_INT(bx_feed(&b, GREET_FULL), BACKEND_AGAIN);
+        enum backend_login_result res = bx_feed(&b, replies[i]);
+        CHECKF(res == BACKEND_FAIL, "\"%s\": result %d, expected BACKEND_FAIL", replies[i], res);
+        CHECK_SENT(&b, ""); /* no login in clear text */
+        CHECKF(i == 2 || th_contains(b.bl.reason, strlen(b.bl.reason), "STARTTLS"),
+               "\"%s\": reason \"%s\" should mention STARTTLS", replies[i], b.bl.reason);
+        CHECK(b.bl.reason[0] != 0);
+        CHECKF(!log_has(&b, SECRET), "log shows the password:\n%s", b.cap.text);
+        bx_free(&b);
+    }
+}
+
+/* While S1 is pending, other lines are not its answer: an F2 OK cannot log in. */
+static void test_imap_starttls_waits_for_its_own_tag(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    b.par.starttls = true;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_FULL), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "* OK still here\r\nF2 OK [CAPABILITY IMAP4rev1] fake\r\n"),
+              BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "F0 OK\r\nS2 OK\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "");
+    CHECK(b.bl.caps == NULL);
+    CHECK_INT(bx_feed(&b, "S1 OK go\r\n"), BACKEND_STARTTLS);
+    bx_free(&b);
+}
+
+static void test_imap_starttls_bytes_one_at_a_time(void)
+{
+    struct bx b;
+    int early = 0;
+    bx_params(&b, "alice", "secret");
+    b.par.starttls = true;
+    b.par.forward = false;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(feed_bytewise(&b, GREET_FULL, &early), BACKEND_AGAIN);
+    CHECK_SENT(&b, "S1 STARTTLS\r\n");
+    CHECK_INT(feed_bytewise(&b, "S1 OK Begin TLS now\r\n", &early), BACKEND_STARTTLS);
+    CHECK_IN_EMPTY(&b);
+    bx_tls_done(&b);
+    CHECK_SENT(&b, "F0 CAPABILITY\r\n");
+    CHECK_INT(feed_bytewise(&b, "* CAPABILITY IMAP4rev1 LITERAL+\r\nF0 OK\r\n", &early),
+              BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice secret\r\n");
+    CHECK_INT(feed_bytewise(&b, "F2 OK [CAPABILITY IMAP4rev1 Z] in\r\n", &early), BACKEND_OK);
+    CHECK_INT(early, 0);
+    bx_free(&b);
+}
+
+/* Without starttls nothing changes: no S1 STARTTLS is sent. */
+static void test_imap_no_starttls_unless_asked(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    b.par.forward = false;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, "* OK [CAPABILITY IMAP4rev1 STARTTLS LITERAL+] hi\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice secret\r\n");
+    bx_free(&b);
+}
+
+/* POP3 up to the handshake: the greeting, STLS, its +OK. */
+static void pop3_to_stls(struct bx *b)
+{
+    b->par.starttls = true;
+    bx_start(b, &pop3_backend_ops);
+    CHECK_INT(bx_feed(b, "+OK Dovecot ready.\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(b, "STLS\r\n");
+    CHECK_INT(bx_feed(b, "+OK Begin TLS negotiation\r\n"), BACKEND_STARTTLS);
+    CHECK_SENT(b, "");
+    CHECK_IN_EMPTY(b);
+}
+
+static void test_pop3_stls_then_xclient_and_login(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    pop3_to_stls(&b);
+    bx_tls_done(&b);
+    CHECK_SENT(&b, XCLIENT_LINE);
+    CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "USER alice\r\n");
+    CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "PASS secret\r\n");
+    CHECK_INT(bx_feed(&b, "+OK Logged in.\r\nrest"), BACKEND_OK);
+    CHECK_MEM(buf_head(&b.bl.in), buf_avail(&b.bl.in), "rest");
+    CHECKF(log_has(&b, "B> STLS") && !log_has(&b, "secret"), "log:\n%s", b.cap.text);
+    bx_free(&b);
+}
+
+static void test_pop3_stls_then_login_without_forwarding(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    b.par.forward = false;
+    pop3_to_stls(&b);
+    bx_tls_done(&b);
+    CHECK_SENT(&b, "USER alice\r\n");
+    bx_free(&b);
+
+    static const char want[] = "mailbox\0master\0pass";
+    bx_master(&b, "mailbox", "master", "pass");
+    b.par.forward = false;
+    pop3_to_stls(&b);
+    bx_tls_done(&b);
+    check_pop3_auth_plain(&b, want, sizeof want - 1);
+    CHECK_INT(bx_feed(&b, "+OK in\r\n"), BACKEND_OK);
+    bx_free(&b);
+}
+
+static void test_pop3_stls_drops_bytes_after_ok(void)
+{
+    static const char *const injected[] = {
+            "+OK Logged in.\r\n",
+            "+OK\r\n+OK\r\n+OK\r\n",
+            "-ERR [IN-USE] fake\r\n",
+            "+OK partial",
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(injected); i++) {
+        struct bx b;
+        char in[128];
+        bx_params(&b, "alice", "secret");
+        b.par.starttls = true;
+        bx_start(&b, &pop3_backend_ops);
+        CHECK_INT(bx_feed(&b, "+OK ready\r\n"), BACKEND_AGAIN);
+        snprintf(in, sizeof in, "+OK Begin TLS\r\n%s", injected[i]);
+        enum backend_login_result res = bx_feed(&b, in);
+        CHECKF(res == BACKEND_STARTTLS, "\"%s\": result %d, expected BACKEND_STARTTLS", in, res);
+        CHECK_IN_EMPTY(&b);
+        CHECK_SENT(&b, "");
+        bx_tls_done(&b);
+        CHECK_SENT(&b, XCLIENT_LINE);
+        CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+        CHECK_SENT(&b, "USER alice\r\n"); /* the XCLIENT answer, not an injected one */
+        CHECK_INT(bx_feed(&b, "+OK\r\n"), BACKEND_AGAIN);
+        CHECK_SENT(&b, "PASS secret\r\n");
+        CHECK_INT(bx_feed(&b, "+OK in\r\n"), BACKEND_OK);
+        bx_free(&b);
+    }
+}
+
+static void test_pop3_stls_refused_fails(void)
+{
+    static const char *const replies[] = {"-ERR Command not permitted\r\n", "-ERR\r\n", "+OKAY\r\n",
+                                          "* what\r\n"};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(replies); i++) {
+        struct bx b;
+        bx_params(&b, "alice", SECRET);
+        b.par.starttls = true;
+        bx_start(&b, &pop3_backend_ops);
+        CHECK_INT(bx_feed(&b, "+OK ready\r\n"), BACKEND_AGAIN);
+        enum backend_login_result res = bx_feed(&b, replies[i]);
+        CHECKF(res == BACKEND_FAIL, "\"%s\": result %d, expected BACKEND_FAIL", replies[i], res);
+        CHECK_SENT(&b, ""); /* no XCLIENT, no USER in clear text */
+        CHECKF(th_contains(b.bl.reason, strlen(b.bl.reason), "STLS"),
+               "\"%s\": reason \"%s\" should mention STLS", replies[i], b.bl.reason);
+        CHECKF(!log_has(&b, SECRET), "log shows the password:\n%s", b.cap.text);
+        bx_free(&b);
+    }
+}
+
+static void test_pop3_stls_bytes_one_at_a_time(void)
+{
+    struct bx b;
+    int early = 0;
+    bx_params(&b, "alice", "secret");
+    b.par.starttls = true;
+    bx_start(&b, &pop3_backend_ops);
+    CHECK_INT(feed_bytewise(&b, "+OK ready\r\n", &early), BACKEND_AGAIN);
+    CHECK_SENT(&b, "STLS\r\n");
+    CHECK_INT(feed_bytewise(&b, "+OK go\n", &early), BACKEND_STARTTLS);
+    CHECK_IN_EMPTY(&b);
+    bx_tls_done(&b);
+    CHECK_SENT(&b, XCLIENT_LINE);
+    CHECK_INT(feed_bytewise(&b, "+OK\r\n", &early), BACKEND_AGAIN);
+    CHECK_INT(feed_bytewise(&b, "+OK\r\n", &early), BACKEND_AGAIN);
+    CHECK_INT(feed_bytewise(&b, "+OK in\r\n", &early), BACKEND_OK);
+    CHECK_INT(early, 0);
+    bx_free(&b);
+}
+
 int main(void)
 {
     test_imap_sends_forwarding_id_and_login_in_one_go();
@@ -921,5 +1250,17 @@ int main(void)
     test_imap_failed_capability_after_login_drops_stale_caps();
     test_pop3_longest_credentials_are_sent_whole();
     test_pop3_status_words_must_stand_alone();
+    test_imap_starttls_then_login();
+    test_imap_starttls_drops_bytes_after_ok();
+    test_imap_starttls_ignores_pre_tls_capabilities();
+    test_imap_starttls_refused_fails();
+    test_imap_starttls_waits_for_its_own_tag();
+    test_imap_starttls_bytes_one_at_a_time();
+    test_imap_no_starttls_unless_asked();
+    test_pop3_stls_then_xclient_and_login();
+    test_pop3_stls_then_login_without_forwarding();
+    test_pop3_stls_drops_bytes_after_ok();
+    test_pop3_stls_refused_fails();
+    test_pop3_stls_bytes_one_at_a_time();
     return th_finish("test_backend");
 }

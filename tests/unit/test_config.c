@@ -1,5 +1,6 @@
 /* Configuration: the issue's file is accepted; every bad input names file:line. */
 #include "../../core/config.h"
+#include "../../tls/tls.h"
 #include "harness.h"
 
 #include <stdlib.h>
@@ -111,6 +112,42 @@ static const struct bad_case bad[] = {
         {"[global]\nLogFileLocation = /nonexistent\n[imap]\nProtocolLogEnabled = true\n"
          "LoginType = PlainTextLogin\n[backend]\nDefaultServer = 127.0.0.1\n",
          "t.ini:2: LogFileLocation /nonexistent is not a writable folder"},
+        {"[imap]\nLoginType = PlainTextLogin\nSSLBindings = 127.0.0.1:1993\n[backend]\n"
+         "DefaultServer = 127.0.0.1\n",
+         "t.ini:3: SSLBindings needs a certificate: set X509CertificateName"},
+        {"[imap]\nSSLBindings = 127.0.0.1\n", "t.ini:2: binding \"127.0.0.1\""},
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\nSSLBindings = 127.0.0.1:1143\n",
+         "t.ini:3: binding 127.0.0.1:1143 is used twice"},
+        {"[imap]\nSSLBindings = [::1]:1993, [::1]:1993\n",
+         "t.ini:2: binding [::1]:1993 is used twice"},
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:2000\n[pop3]\nSSLBindings = "
+         "127.0.0.1:2000\n",
+         "t.ini:4: binding 127.0.0.1:2000 is used twice"},
+        {"[imap]\nSSLBindings = 127.0.0.1:2001\n[pop3]\nUnencryptedOrTLSBindings = "
+         "127.0.0.1:2001\n",
+         "t.ini:4: binding 127.0.0.1:2001 is used twice"},
+        {"[imap]\nUnencryptedOrTLSBindings =\nSSLBindings =\n", "t.ini:2: [imap] has no bindings"},
+        {"[imap]\nX509CertificateName =\n", "t.ini:2: X509CertificateName: empty value"},
+        {"[imap]\nX509CertificateName = ../../etc/ssl/private/x\n",
+         "t.ini:2: X509CertificateName: \"../../etc/ssl/private/x\" is not a host name"},
+        {"[imap]\nX509CertificateName = mail/example\n", "t.ini:2: X509CertificateName: \"mail/"},
+        {"[imap]\nX509CertificateName = .hidden\n", "t.ini:2: X509CertificateName: \".hidden\" is"},
+        {"[imap]\nX509CertificateName = *.example.org, a..b/c\n",
+         "t.ini:2: X509CertificateName: \"a..b/c\""},
+        {"[imap]\nX509CertificateName = , ,\n", "t.ini:2: X509CertificateName: no name given"},
+        {"[imap]\nX509CertificateName = a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n",
+         "t.ini:2: X509CertificateName: more than 16 names"},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTls = yes\n",
+         "t.ini:4: Tls: expected none, starttls or implicit, got \"yes\""},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTls = starttls\n",
+         "t.ini:4: Tls = starttls needs TlsCaFile"},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTls = implicit\n",
+         "t.ini:4: Tls = implicit needs TlsCaFile"},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTls = implicit\nTlsCaFile = "
+         "/nonexistent/ca.pem\n",
+         "t.ini:5: /nonexistent/ca.pem: cannot load the CA certificates"},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTlsCaFile =\n",
+         "t.ini:4: TlsCaFile: empty value"},
 };
 
 static void test_bad_inputs_name_file_and_line(void)
@@ -173,16 +210,387 @@ static void test_master_password_file(void)
     CHECK(cfg.backend.master_pass == NULL);
 }
 
+/* ---- TLS: certificates, bindings, the backend -------------------------------- */
+
+static char cert_dir[300];
+
+/* Makes a self-signed ECDSA P-256 certificate NAME.crt / NAME.key in cert_dir. */
+static int make_cert(const char *file, const char *cn)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
+             "-subj '/CN=%s' -addext 'subjectAltName=DNS:%s' -keyout '%s/%s.key' "
+             "-out '%s/%s.crt' 2>/dev/null",
+             cn, cn, cert_dir, file, cert_dir, file);
+    return system(cmd);
+}
+
+/*
+ * The certificate directory: mail.example and *.example.org (good), mismatch
+ * (mail.example's certificate with another key), nokey (no key file),
+ * garbage (neither file is PEM).
+ */
+static bool make_cert_dir(void)
+{
+    char cmd[1000];
+    snprintf(cert_dir, sizeof cert_dir, "%s/certs", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", cert_dir);
+    if (system(cmd) != 0 || make_cert("mail.example", "mail.example") != 0 ||
+        make_cert("*.example.org", "*.example.org") != 0 || make_cert("other", "other.example"))
+        return false;
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && cp mail.example.crt mismatch.crt && cp other.key mismatch.key && "
+             "cp mail.example.crt nokey.crt && echo 'not a certificate' > garbage.crt && "
+             "echo 'not a key' > garbage.key",
+             cert_dir);
+    return system(cmd) == 0;
+}
+
+/* Loads text with every "@D" replaced by the certificate directory. */
+static int load_certs(struct fg_config *cfg, const char *text, char **msgs)
+{
+    char out[4096];
+    size_t o = 0;
+    for (const char *p = text; *p && o + sizeof cert_dir < sizeof out; p++) {
+        if (p[0] == '@' && p[1] == 'D') {
+            o += (size_t)snprintf(out + o, sizeof out - o, "%s", cert_dir);
+            p++;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+    return load(cfg, out, msgs);
+}
+
+static void check_binding(const struct bindings *b, unsigned i, const char *want)
+{
+    char s[64] = "(none)";
+    if (i < b->n)
+        net_addr_str(&b->a[i], s, sizeof s);
+    CHECKF(strcmp(s, want) == 0, "binding %u: got %s, expected %s", i, s, want);
+}
+
+static void test_certificate_gives_starttls_and_default_tls_bindings(void)
+{
+    static const char text[] = "[global]\nCertificateDirectory = @D\n"
+                               "[imap]\nX509CertificateName = mail.example\n"
+                               "[pop3]\nX509CertificateName = mail.example, *.example.org\n"
+                               "[backend]\nDefaultServer = 127.0.0.1\n";
+    static const char *const ports[FG_PROTO_COUNT][2] = {{"143", "993"}, {"110", "995"}};
+    struct fg_config cfg;
+    char *msgs;
+    CHECK_INT(load_certs(&cfg, text, &msgs), 0);
+    /* SecureLogin is the default; with a certificate clients can log in: no warning */
+    CHECKF(msgs[0] == 0, "messages:\n%s", msgs);
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        const struct proto_conf *pc = &cfg.proto[p];
+        char want[32];
+        CHECK(pc->tls_server != NULL);
+        CHECK(pc->sess.starttls);
+        CHECK_INT(pc->sess.login_type, LOGIN_TYPE_SECURE);
+        CHECK_INT(pc->plain.n, 2);
+        CHECK_INT(pc->tls.n, 2);
+        snprintf(want, sizeof want, "0.0.0.0:%s", ports[p][0]);
+        check_binding(&pc->plain, 0, want);
+        snprintf(want, sizeof want, "[::]:%s", ports[p][0]);
+        check_binding(&pc->plain, 1, want);
+        snprintf(want, sizeof want, "0.0.0.0:%s", ports[p][1]);
+        check_binding(&pc->tls, 0, want);
+        snprintf(want, sizeof want, "[::]:%s", ports[p][1]);
+        check_binding(&pc->tls, 1, want);
+    }
+    CHECK_INT(cfg.backend.target.tls, BACKEND_TLS_NONE);
+    CHECK(cfg.backend.target.tls_cl == NULL);
+
+    char *dump;
+    size_t n;
+    FILE *f = open_memstream(&dump, &n);
+    config_dump(&cfg, f);
+    fclose(f);
+    CHECKF(strstr(dump, "SSLBindings = 0.0.0.0:993, [::]:993\n") &&
+                   strstr(dump, "X509CertificateName = mail.example, *.example.org\n") &&
+                   strstr(dump, "Tls = none\n"),
+           "dump:\n%s", dump);
+    free(dump);
+
+    /* SIGHUP reloads the same names; a reload that fails says why. */
+    char err[PATH_MAX + 200];
+    struct tls_server *ts = config_load_certs(&cfg, FG_PROTO_POP3, err, sizeof err);
+    CHECKF(ts != NULL, "reload: %s", err);
+    tls_server_free(ts);
+    snprintf(cfg.cert_dir, sizeof cfg.cert_dir, "%s/gone", dir);
+    ts = config_load_certs(&cfg, FG_PROTO_IMAP, err, sizeof err);
+    CHECK(ts == NULL);
+    CHECKF(ts == NULL && strstr(err, "/gone/mail.example.crt"), "reload error: %s", err);
+    tls_server_free(ts);
+    free(msgs);
+    config_free(&cfg);
+    CHECK(cfg.proto[FG_PROTO_IMAP].tls_server == NULL);
+    CHECK(cfg.proto[FG_PROTO_POP3].tls_server == NULL);
+}
+
+static void test_no_certificate_means_no_tls(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    CHECK_INT(load(&cfg, "[imap]\n[pop3]\n[backend]\nDefaultServer = 127.0.0.1\n", &msgs), 0);
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        CHECK(cfg.proto[p].tls_server == NULL);
+        CHECK(!cfg.proto[p].sess.starttls);
+        CHECK_INT(cfg.proto[p].plain.n, 2);
+        CHECK_INT(cfg.proto[p].tls.n, 0);
+    }
+    /* the SecureLogin warning, once per protocol, at its section */
+    CHECKF(strstr(msgs, "t.ini:1: warning: LoginType = SecureLogin") &&
+                   strstr(msgs, "t.ini:2: warning: LoginType = SecureLogin") &&
+                   strstr(msgs, "clients cannot log in"),
+           "messages:\n%s", msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
+/* Setting one kind of binding leaves the other empty. */
+static void test_explicit_bindings_replace_both_defaults(void)
+{
+    static const struct {
+        const char *imap; /* the [imap] settings */
+        unsigned plain, tls;
+    } cases[] = {
+            {"SSLBindings = 127.0.0.1:1993\n", 0, 1},
+            {"UnencryptedOrTLSBindings = 127.0.0.1:1143\n", 1, 0},
+            {"UnencryptedOrTLSBindings =\nSSLBindings = 127.0.0.1:1993, [::1]:1993\n", 0, 2},
+            {"UnencryptedOrTLSBindings = 127.0.0.1:1143\nSSLBindings = 127.0.0.1:1993\n", 1, 1},
+            {"UnencryptedOrTLSBindings = 127.0.0.1:1143\nSSLBindings =\n", 1, 0},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, text[512];
+        snprintf(text, sizeof text,
+                 "[global]\nCertificateDirectory = @D\n[imap]\nX509CertificateName = "
+                 "mail.example\n%s[backend]\nDefaultServer = 127.0.0.1\n",
+                 cases[i].imap);
+        int errors = load_certs(&cfg, text, &msgs);
+        CHECKF(errors == 0, "case %zu: %d errors:\n%s", i, errors, msgs);
+        CHECKF(cfg.proto[FG_PROTO_IMAP].plain.n == cases[i].plain &&
+                       cfg.proto[FG_PROTO_IMAP].tls.n == cases[i].tls,
+               "case %zu: %u plain and %u TLS bindings, expected %u and %u", i,
+               cfg.proto[FG_PROTO_IMAP].plain.n, cfg.proto[FG_PROTO_IMAP].tls.n, cases[i].plain,
+               cases[i].tls);
+        CHECK(cfg.proto[FG_PROTO_IMAP].sess.starttls);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
+/* A certificate that cannot be loaded: one error, at X509CertificateName's line. */
+static void test_bad_certificates_name_line_and_file(void)
+{
+    static const struct {
+        const char *names;
+        const char *file; /* named in the message, after the directory */
+        const char *why;
+    } cases[] = {
+            {"nosuch", "/nosuch.crt", "certificate"},
+            {"mail.example, nosuch", "/nosuch.crt", "certificate"},
+            {"garbage", "/garbage.crt", "certificate"},
+            {"nokey", "/nokey.", "private key"},
+            {"mismatch", "/mismatch.", "does not match"},
+            {"*.example.net", "/*.example.net.crt", "certificate"},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, text[512], want[600];
+        snprintf(text, sizeof text,
+                 "[global]\nCertificateDirectory = @D\n[imap]\nLoginType = PlainTextLogin\n"
+                 "X509CertificateName = %s\n[backend]\nDefaultServer = 127.0.0.1\n",
+                 cases[i].names);
+        int errors = load_certs(&cfg, text, &msgs);
+        snprintf(want, sizeof want, "t.ini:5: %s%s", cert_dir, cases[i].file);
+        bool named = strstr(msgs, want) != NULL;
+        CHECKF(errors == 1 && named && strstr(msgs, cases[i].why),
+               "\"%s\": %d errors, output:\n%s\nexpected %s... %s", cases[i].names, errors, msgs,
+               want, cases[i].why);
+        CHECK(cfg.proto[FG_PROTO_IMAP].tls_server == NULL);
+        CHECK(!cfg.proto[FG_PROTO_IMAP].sess.starttls);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
+/* The key file is the one to name when the key is what is missing. */
+static void test_missing_key_names_the_key_file(void)
+{
+    struct fg_config cfg;
+    char *msgs, want[400];
+    CHECK(load_certs(&cfg,
+                     "[global]\nCertificateDirectory = @D\n[imap]\nX509CertificateName = nokey\n"
+                     "[backend]\nDefaultServer = 127.0.0.1\n",
+                     &msgs) == 1);
+    snprintf(want, sizeof want, "%s/nokey.key", cert_dir);
+    CHECKF(strstr(msgs, want) != NULL, "output:\n%s\nshould name %s", msgs, want);
+    free(msgs);
+    config_free(&cfg);
+}
+
+/* Only a leading "*." makes a wildcard: "*mail.example" or "*" is no host name. */
+static void test_wildcard_must_be_star_dot(void)
+{
+    static const char *const names[] = {"*mail.example", "*", "*-x.example"};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(names); i++) {
+        struct fg_config cfg;
+        char *msgs, text[256], want[128];
+        snprintf(text, sizeof text, "[imap]\nX509CertificateName = %s\n", names[i]);
+        load(&cfg, text, &msgs);
+        snprintf(want, sizeof want, "t.ini:2: X509CertificateName: \"%s\" is not a host name",
+                 names[i]);
+        CHECKF(strstr(msgs, want) != NULL, "output:\n%s\nexpected %s", msgs, want);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
+/* TLS bindings clash across protocols, defaults included. */
+static void test_tls_bindings_used_twice_across_protocols(void)
+{
+    static const struct {
+        const char *text;
+        const char *message;
+    } cases[] = {
+            /* [imap]'s default 993 against [pop3]'s explicit one */
+            {"[global]\nCertificateDirectory = @D\n[imap]\nX509CertificateName = mail.example\n"
+             "[pop3]\nLoginType = PlainTextLogin\nUnencryptedOrTLSBindings = 0.0.0.0:993\n"
+             "[backend]\nDefaultServer = 127.0.0.1\n",
+             "t.ini:7: binding 0.0.0.0:993 is used twice"},
+            {"[global]\nCertificateDirectory = @D\n[imap]\nX509CertificateName = mail.example\n"
+             "[pop3]\nX509CertificateName = mail.example\nSSLBindings = [::]:993\n"
+             "[backend]\nDefaultServer = 127.0.0.1\n",
+             "t.ini:7: binding [::]:993 is used twice"},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs;
+        int errors = load_certs(&cfg, cases[i].text, &msgs);
+        CHECKF(errors == 1 && strstr(msgs, cases[i].message), "case %zu: %d errors:\n%s", i, errors,
+               msgs);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
+/* A clash with a default binding still names a line: the section's. */
+static void test_clash_with_default_tls_binding_has_a_line(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    int errors = load_certs(&cfg,
+                            "[global]\nCertificateDirectory = @D\n[imap]\nLoginType = "
+                            "PlainTextLogin\nUnencryptedOrTLSBindings = 0.0.0.0:995\n"
+                            "[pop3]\nX509CertificateName = mail.example\n"
+                            "[backend]\nDefaultServer = 127.0.0.1\n",
+                            &msgs);
+    const char *m = strstr(msgs, "binding 0.0.0.0:995 is used twice");
+    CHECKF(errors == 1 && m, "%d errors:\n%s", errors, msgs);
+    /* "t.ini:N: binding ...", as the header promises for every problem */
+    CHECKF(m && m - msgs >= 8 && m[-1] == ' ' && m[-2] == ':' && m[-3] >= '0' && m[-3] <= '9',
+           "the clash is reported without a line number:\n%s", msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
+static void test_backend_tls(void)
+{
+    static const struct {
+        const char *backend; /* the [backend] settings after DefaultServer */
+        uint8_t tls;
+        const char *tls_name;
+        uint16_t imap_port, pop3_port;
+    } cases[] = {
+            {"Tls = none\n", BACKEND_TLS_NONE, "", 143, 110},
+            {"Tls = starttls\nTlsCaFile = @D/mail.example.crt\n", BACKEND_TLS_STARTTLS, "localhost",
+             143, 110},
+            {"Tls = STARTTLS\nTlsCaFile = @D/mail.example.crt\nTlsServerName = imap.example\n",
+             BACKEND_TLS_STARTTLS, "imap.example", 143, 110},
+            {"Tls = implicit\nTlsCaFile = @D/mail.example.crt\n", BACKEND_TLS_IMPLICIT, "localhost",
+             993, 995},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, text[512];
+        snprintf(text, sizeof text,
+                 "[imap]\nLoginType = PlainTextLogin\n[pop3]\nLoginType = PlainTextLogin\n"
+                 "[backend]\nDefaultServer = localhost\n%s",
+                 cases[i].backend);
+        int errors = load_certs(&cfg, text, &msgs);
+        const struct backend_target *t = &cfg.backend.target;
+        CHECKF(errors == 0, "case %zu: %d errors:\n%s", i, errors, msgs);
+        CHECKF(t->tls == cases[i].tls && (t->tls_cl != NULL) == (cases[i].tls != 0),
+               "case %zu: tls %d, client %p", i, t->tls, (void *)t->tls_cl);
+        CHECKF(strcmp(t->tls_name, cases[i].tls_name) == 0, "case %zu: TLS name \"%s\"", i,
+               t->tls_name);
+        CHECK_INT(cfg.proto[FG_PROTO_IMAP].target_port, cases[i].imap_port);
+        CHECK_INT(cfg.proto[FG_PROTO_POP3].target_port, cases[i].pop3_port);
+        free(msgs);
+        config_free(&cfg);
+        CHECK(cfg.backend.target.tls_cl == NULL);
+    }
+
+    /* implicit TLS with ProxyTargetPort set: that port stays */
+    struct fg_config cfg;
+    char *msgs;
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\nProxyTargetPort = 10993\n"
+                         "[pop3]\nLoginType = PlainTextLogin\n[backend]\nTls = implicit\n"
+                         "TlsCaFile = @D/mail.example.crt\nDefaultServer = 127.0.0.1\n",
+                         &msgs),
+              0);
+    CHECK_INT(cfg.proto[FG_PROTO_IMAP].target_port, 10993);
+    CHECK_INT(cfg.proto[FG_PROTO_POP3].target_port, 995);
+    CHECKF(strcmp(cfg.backend.target.tls_name, "127.0.0.1") == 0, "TLS name \"%s\"",
+           cfg.backend.target.tls_name);
+    free(msgs);
+    config_free(&cfg);
+
+    /* a CA file that is not PEM: an error at TlsCaFile's line, naming it */
+    char want[400];
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\n[backend]\nDefaultServer = "
+                         "127.0.0.1\nTls = starttls\nTlsCaFile = @D/garbage.crt\n",
+                         &msgs),
+              1);
+    snprintf(want, sizeof want, "t.ini:6: %s/garbage.crt: ", cert_dir);
+    CHECKF(strstr(msgs, want) != NULL, "output:\n%s\nexpected %s", msgs, want);
+    CHECK(cfg.backend.target.tls_cl == NULL);
+    free(msgs);
+    config_free(&cfg);
+}
+
 int main(void)
 {
-    if (!mkdtemp(dir))
+    if (!mkdtemp(dir) || tls_init() != FG_OK)
         return 1;
     test_issue_config_is_accepted();
     test_bad_inputs_name_file_and_line();
     test_long_line_is_refused();
     test_master_password_file();
+    test_no_certificate_means_no_tls();
+    th_checks++;
+    if (!make_cert_dir()) {
+        th_fail(__FILE__, __LINE__, "cannot make test certificates with openssl in %s", dir);
+    } else {
+        test_certificate_gives_starttls_and_default_tls_bindings();
+        test_explicit_bindings_replace_both_defaults();
+        test_bad_certificates_name_line_and_file();
+        test_missing_key_names_the_key_file();
+        test_tls_bindings_used_twice_across_protocols();
+        test_wildcard_must_be_star_dot();
+        test_clash_with_default_tls_binding_has_a_line();
+        test_backend_tls();
+    }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     int FG_UNUSED rc = system(cmd);
+    tls_cleanup();
     return th_finish("test_config");
 }

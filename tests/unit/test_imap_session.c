@@ -813,6 +813,287 @@ static void test_long_backend_capability_list_is_passed_whole(void)
     fx_close(&f);
 }
 
+/* ---- STARTTLS and the LoginType x TLS matrix ---------------------------------- */
+
+/* A session whose server has a certificate (conf.starttls) or not. */
+static void fx_open_tls(struct fx *f, uint8_t lt, bool tls, bool starttls)
+{
+    fx_open_max(f, lt, tls, MAX_CMD);
+    f->conf.starttls = starttls;
+}
+
+/* The list in the output's "* CAPABILITY ..." line, or NULL. */
+static const char *capability_caps(const struct fx *f, size_t *n)
+{
+    static const char pre[] = "* CAPABILITY ";
+    const char *p = buf_head(&f->out);
+    size_t avail = buf_avail(&f->out);
+    if (avail < sizeof pre || memcmp(p, pre, sizeof pre - 1) != 0)
+        return NULL;
+    const char *cr = memchr(p, '\r', avail);
+    if (!cr)
+        return NULL;
+    *n = (size_t)(cr - p) - (sizeof pre - 1);
+    return p + sizeof pre - 1;
+}
+
+struct caps_want {
+    bool starttls, logindisabled, auth_plain;
+};
+
+static void check_caps_list(const char *what, const char *caps, size_t n, const struct caps_want *w,
+                            uint8_t lt, bool tls, bool cert)
+{
+    CHECKF(caps != NULL, "%s (login_type %d tls %d cert %d): no capability list", what, lt, tls,
+           cert);
+    if (!caps)
+        return;
+    CHECKF(cap_has(caps, n, "IMAP4rev1"), "%s: \"%.*s\" lacks IMAP4rev1", what, (int)n, caps);
+    CHECKF(cap_has(caps, n, "STARTTLS") == w->starttls,
+           "%s (login_type %d tls %d cert %d): STARTTLS should be %s in \"%.*s\"", what, lt, tls,
+           cert, w->starttls ? "present" : "absent", (int)n, caps);
+    CHECKF(cap_has(caps, n, "LOGINDISABLED") == w->logindisabled,
+           "%s (login_type %d tls %d cert %d): LOGINDISABLED should be %s in \"%.*s\"", what, lt,
+           tls, cert, w->logindisabled ? "present" : "absent", (int)n, caps);
+    CHECKF(cap_has(caps, n, "AUTH=PLAIN") == w->auth_plain,
+           "%s (login_type %d tls %d cert %d): AUTH=PLAIN should be %s in \"%.*s\"", what, lt, tls,
+           cert, w->auth_plain ? "present" : "absent", (int)n, caps);
+}
+
+/* A refusal for want of TLS: one tagged NO [PRIVACYREQUIRED] line that says so. */
+static void check_privacy_refusal(const struct fx *f, const char *tag, uint8_t lt, bool tls)
+{
+    char want[64];
+    snprintf(want, sizeof want, "%s NO [PRIVACYREQUIRED] ", tag);
+    CHECKF(out_starts(f, want) && out_has(f, "TLS") && out_lines(f) == 1,
+           "login_type %d tls %d: got \"%.*s\", expected one \"%s...TLS...\" line", lt, tls, OUT(f),
+           want);
+    CHECKF(f->s->cred == NULL, "login_type %d tls %d: credentials kept after a refusal", lt, tls);
+}
+
+/* The advertised capabilities and the replies to LOGIN and AUTHENTICATE
+ * agree, for every LoginType, with and without TLS and a certificate. */
+static void check_login_matrix(uint8_t lt, bool tls, bool cert)
+{
+    bool login_ok = tls || lt == LT_LOGIN;
+    bool auth_ok = tls || lt != LT_SECURE;
+    struct caps_want w = {cert && !tls, !login_ok, auth_ok};
+    struct fx f;
+    size_t n = 0;
+
+    fx_open_tls(&f, lt, tls, cert);
+    f.s->ops->greeting(f.s);
+    const char *caps = greeting_caps(&f, &n);
+    check_caps_list("greeting", caps, n, &w, lt, tls, cert);
+    CHECK_INT(fx_cmd(&f, "c1 CAPABILITY\r\n"), SESS_AGAIN);
+    caps = capability_caps(&f, &n);
+    check_caps_list("CAPABILITY", caps, n, &w, lt, tls, cert);
+    CHECK_HAS(&f, "\r\nc1 OK ");
+
+    /* LOGIN */
+    enum sess_action act = fx_cmd(&f, "l1 LOGIN alice secret\r\n");
+    CHECKF(act == (login_ok ? SESS_LOGIN : SESS_AGAIN),
+           "LOGIN (login_type %d tls %d cert %d): action %d", lt, tls, cert, act);
+    if (login_ok) {
+        CHECK_OUT(&f, "");
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_privacy_refusal(&f, "l1", lt, tls);
+    }
+
+    /* AUTHENTICATE PLAIN with an initial response */
+    act = fx_cmd(&f, "a1 AUTHENTICATE PLAIN " B64_ALICE "\r\n");
+    CHECKF(act == (auth_ok ? SESS_LOGIN : SESS_AGAIN),
+           "AUTHENTICATE (login_type %d tls %d cert %d): action %d", lt, tls, cert, act);
+    if (auth_ok) {
+        CHECK_OUT(&f, "");
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_privacy_refusal(&f, "a1", lt, tls);
+    }
+
+    /* AUTHENTICATE PLAIN without one: the "+" asks for the password */
+    act = fx_cmd(&f, "a2 AUTHENTICATE PLAIN\r\n");
+    CHECK_INT(act, SESS_AGAIN);
+    if (auth_ok) {
+        CHECK_OUT(&f, "+ \r\n");
+        CHECK_INT(fx_cmd(&f, B64_ALICE "\r\n"), SESS_LOGIN);
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_privacy_refusal(&f, "a2", lt, tls);
+    }
+    fx_close(&f);
+}
+
+static void test_login_type_tls_matrix_caps_and_replies_agree(void)
+{
+    static const uint8_t types[] = {LT_LOGIN, LT_AUTH, LT_SECURE};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(types); i++)
+        for (int tls = 0; tls < 2; tls++)
+            for (int cert = 0; cert < 2; cert++)
+                check_login_matrix(types[i], tls, cert);
+}
+
+static void test_starttls_replies_ok_and_asks_for_handshake(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "s1 STARTTLS\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "s1 OK Begin TLS negotiation now.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+
+    fx_open_tls(&f, LT_LOGIN, false, true); /* command names are case-insensitive */
+    CHECK_INT(fx_cmd(&f, "s2 starttls\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "s2 OK Begin TLS negotiation now.\r\n");
+    fx_close(&f);
+}
+
+/*
+ * Clear-text bytes pipelined after STARTTLS must never run as commands
+ * inside TLS (CVE-2011-0411): the injected LOGIN gets no reply and no
+ * credentials, and the capabilities change once the core sets s->tls.
+ */
+static void check_starttls_drops_injected(uint8_t lt, const char *script)
+{
+    struct fx f;
+    size_t n = 0;
+    fx_open_tls(&f, lt, false, true);
+    enum sess_action act = fx_cmd(&f, script);
+    CHECKF(act == SESS_STARTTLS, "login_type %d, \"%s\": action %d", lt, script, act);
+    CHECK_OUT(&f, "a OK Begin TLS negotiation now.\r\n");
+    CHECK_LACKS(&f, "b ");
+    CHECKF(buf_avail(&f.s->in) == 0, "login_type %d: %u bytes left in s->in after STARTTLS", lt,
+           buf_avail(&f.s->in));
+    CHECK(f.s->cred == NULL);
+    /* The core calls input() again only after the handshake: nothing is pending. */
+    f.s->tls = true;
+    CHECK_INT(fx_feed(&f, "", 0), SESS_AGAIN);
+    CHECK_OUT(&f, "");
+    CHECK(f.s->cred == NULL);
+
+    struct caps_want w = {false, false, true};
+    CHECK_INT(fx_cmd(&f, "c CAPABILITY\r\n"), SESS_AGAIN);
+    const char *caps = capability_caps(&f, &n);
+    check_caps_list("CAPABILITY after STARTTLS", caps, n, &w, lt, true, true);
+    CHECK_HAS(&f, "\r\nc OK ");
+    CHECK_INT(out_lines(&f), 2);
+    /* The login the client really sends inside TLS goes through. */
+    CHECK_INT(fx_cmd(&f, "d LOGIN alice secret\r\n"), SESS_LOGIN);
+    CHECK_CRED(&f, "alice", "secret");
+    fx_done(&f, LOGIN_OK, "IMAP4rev1");
+    CHECK_PREFIX(&f, "d OK ");
+    fx_close(&f);
+}
+
+static void test_starttls_drops_pipelined_commands(void)
+{
+    static const uint8_t types[] = {LT_LOGIN, LT_AUTH, LT_SECURE};
+    static const char *const scripts[] = {
+            "a STARTTLS\r\nb LOGIN u p\r\n",
+            "a STARTTLS\r\nb AUTHENTICATE PLAIN " B64_ALICE "\r\n",
+            "a STARTTLS\r\nb LOGIN {1+}\r\nu {1+}\r\np\r\n",
+            "a STARTTLS\r\nb LOGIN u {1}\r\n",      /* would ask for a "+" */
+            "a STARTTLS\r\nb LOGIN u p",            /* no line end yet */
+            "a STARTTLS\nb LOGIN u p\n",            /* bare LFs */
+            "a STARTTLS\r\nb NOOP\r\nb LOGOUT\r\n", /* a LOGOUT would close */
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(types); i++)
+        for (size_t k = 0; k < FG_ARRAY_SIZE(scripts); k++)
+            check_starttls_drops_injected(types[i], scripts[k]);
+}
+
+static void test_starttls_after_pipelined_commands_answers_them_first(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "a NOOP\r\nb STARTTLS\r\nc LOGIN u p\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "a OK NOOP completed.\r\nb OK Begin TLS negotiation now.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+}
+
+static void test_starttls_refusals(void)
+{
+    struct fx f;
+    /* arguments */
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "s1 STARTTLS now\r\n"), SESS_AGAIN);
+    CHECK_PREFIX(&f, "s1 BAD ");
+    CHECK_INT(out_lines(&f), 1);
+    CHECK_INT(fx_cmd(&f, "s2 NOOP\r\n"), SESS_AGAIN); /* still in clear text, still talking */
+    CHECK_OUT(&f, "s2 OK NOOP completed.\r\n");
+    fx_close(&f);
+
+    /* already inside TLS, with or without a certificate configured */
+    for (int cert = 0; cert < 2; cert++) {
+        fx_open_tls(&f, LT_SECURE, true, cert);
+        CHECK_INT(fx_cmd(&f, "s3 STARTTLS\r\ns4 NOOP\r\n"), SESS_AGAIN);
+        CHECK_OUT(&f, "s3 BAD TLS is already active.\r\ns4 OK NOOP completed.\r\n");
+        fx_close(&f);
+    }
+
+    /* no certificate: not offered, not available; what follows is kept */
+    fx_open_tls(&f, LT_LOGIN, false, false);
+    CHECK_INT(fx_cmd(&f, "s5 STARTTLS\r\ns6 LOGIN u p\r\n"), SESS_LOGIN);
+    CHECK_OUT(&f, "s5 BAD STARTTLS is not available on this server.\r\n");
+    CHECK_CRED(&f, "u", "p");
+    fx_close(&f);
+}
+
+/* A second STARTTLS after the handshake is refused, not re-negotiated. */
+static void test_starttls_twice_is_bad(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "a STARTTLS\r\n"), SESS_STARTTLS);
+    f.s->tls = true;
+    CHECK_INT(fx_cmd(&f, "b STARTTLS\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "b BAD TLS is already active.\r\n");
+    fx_close(&f);
+}
+
+/* "STARTTLS" as the line answering AUTHENTICATE's "+" is a SASL response. */
+static void test_starttls_during_sasl_exchange_is_not_a_command(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_AUTH, false, true);
+    CHECK_INT(fx_cmd(&f, "a AUTHENTICATE PLAIN\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "+ \r\n");
+    enum sess_action act = fx_cmd(&f, "STARTTLS\r\n");
+    CHECK(act != SESS_STARTTLS);
+    CHECK_PREFIX(&f, "a ");
+    CHECK_LACKS(&f, "Begin TLS");
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+}
+
+/* The STARTTLS reply is the same fed whole or a byte at a time, and the
+ * action comes only with the last byte of the line. */
+static void test_starttls_byte_at_a_time(void)
+{
+    static const char line[] = "t1 STARTTLS\r\n";
+    struct fx f;
+    int early = 0;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    enum sess_action act = SESS_AGAIN;
+    for (size_t i = 0; i < sizeof line - 1; i++) {
+        buf_append(&f.s->in, line + i, 1);
+        act = f.s->ops->input(f.s);
+        early += act != SESS_AGAIN && i + 2 < sizeof line;
+    }
+    CHECK_INT(act, SESS_STARTTLS);
+    CHECK_INT(early, 0);
+    CHECK_OUT(&f, "t1 OK Begin TLS negotiation now.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    fx_close(&f);
+}
+
 int main(void)
 {
     test_greeting_has_capability_code_and_banner();
@@ -867,5 +1148,13 @@ int main(void)
     test_plog_never_shows_password_or_sasl_response();
     test_bye_lines_for_timeout_and_shutdown();
     test_long_backend_capability_list_is_passed_whole();
+    test_login_type_tls_matrix_caps_and_replies_agree();
+    test_starttls_replies_ok_and_asks_for_handshake();
+    test_starttls_drops_pipelined_commands();
+    test_starttls_after_pipelined_commands_answers_them_first();
+    test_starttls_refusals();
+    test_starttls_twice_is_bad();
+    test_starttls_during_sasl_exchange_is_not_a_command();
+    test_starttls_byte_at_a_time();
     return th_finish("test_imap_session");
 }

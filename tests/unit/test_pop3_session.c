@@ -551,6 +551,264 @@ static void test_bye_lines_are_err(void)
     }
 }
 
+/* ---- STLS and the LoginType x TLS matrix ------------------------------------ */
+
+/* A session whose server has a certificate (conf.starttls) or not. */
+static void fx_open_tls(struct fx *f, uint8_t lt, bool tls, bool starttls)
+{
+    fx_open_max(f, lt, tls, MAX_CMD);
+    f->conf.starttls = starttls;
+}
+
+/* A refusal for want of TLS: one "-ERR [AUTH] ...TLS..." line. */
+static void check_tls_refusal(const struct fx *f, const char *what, uint8_t lt, bool tls)
+{
+    CHECKF(out_starts(f, "-ERR [AUTH] ") && out_has(f, "TLS") && out_lines(f) == 1,
+           "%s (login_type %d tls %d): got \"%.*s\", expected one \"-ERR [AUTH] ...TLS...\" line",
+           what, lt, tls, OUT(f));
+    CHECKF(f->s->cred == NULL, "%s (login_type %d tls %d): credentials after a refusal", what, lt,
+           tls);
+}
+
+/* CAPA and the replies to USER/PASS, AUTH PLAIN and AUTH agree for every
+ * LoginType, with and without TLS and a certificate. */
+static void check_login_matrix(uint8_t lt, bool tls, bool cert)
+{
+    bool user_ok = tls || lt == LT_LOGIN;
+    bool auth_ok = tls || lt != LT_SECURE;
+    struct fx f;
+
+    check_capa(lt, tls, user_ok, auth_ok); /* without a certificate */
+    fx_open_tls(&f, lt, tls, cert);
+    CHECK_INT(fx_cmd(&f, "CAPA\r\n"), SESS_AGAIN);
+    CHECKF(out_has_line(&f, "USER") == user_ok, "login_type %d tls %d cert %d: USER should be %s",
+           lt, tls, cert, user_ok ? "listed" : "absent");
+    CHECKF(out_has_line(&f, "SASL PLAIN") == auth_ok,
+           "login_type %d tls %d cert %d: SASL PLAIN should be %s", lt, tls, cert,
+           auth_ok ? "listed" : "absent");
+    CHECKF(out_has_line(&f, "STLS") == (cert && !tls),
+           "login_type %d tls %d cert %d: STLS should be %s in \"%.*s\"", lt, tls, cert,
+           cert && !tls ? "listed" : "absent", OUT(&f));
+
+    /* USER / PASS */
+    CHECK_INT(fx_cmd(&f, "USER alice\r\n"), SESS_AGAIN);
+    if (user_ok) {
+        CHECK_OUT(&f, "+OK\r\n");
+        CHECK_INT(fx_cmd(&f, "PASS secret\r\n"), SESS_LOGIN);
+        CHECK_OUT(&f, "");
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_tls_refusal(&f, "USER", lt, tls);
+        CHECK_INT(fx_cmd(&f, "PASS secret\r\n"), SESS_AGAIN);
+        check_tls_refusal(&f, "PASS", lt, tls);
+    }
+
+    /* AUTH PLAIN with an initial response */
+    enum sess_action act = fx_cmd(&f, "AUTH PLAIN " B64_ALICE "\r\n");
+    CHECKF(act == (auth_ok ? SESS_LOGIN : SESS_AGAIN),
+           "AUTH PLAIN (login_type %d tls %d cert %d): action %d", lt, tls, cert, act);
+    if (auth_ok) {
+        CHECK_OUT(&f, "");
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_tls_refusal(&f, "AUTH PLAIN", lt, tls);
+    }
+
+    /* AUTH PLAIN without one: the "+" asks for the password */
+    CHECK_INT(fx_cmd(&f, "AUTH PLAIN\r\n"), SESS_AGAIN);
+    if (auth_ok) {
+        CHECK_OUT(&f, "+ \r\n");
+        CHECK_INT(fx_cmd(&f, B64_ALICE "\r\n"), SESS_LOGIN);
+        CHECK_CRED(&f, "alice", "secret");
+        fx_done(&f, LOGIN_FAILED, NULL);
+    } else {
+        check_tls_refusal(&f, "AUTH PLAIN (no response)", lt, tls);
+    }
+
+    /* AUTH alone lists PLAIN only where it may be used */
+    CHECK_INT(fx_cmd(&f, "AUTH\r\n"), SESS_AGAIN);
+    CHECK_PREFIX(&f, "+OK");
+    CHECKF(out_has_line(&f, "PLAIN") == auth_ok,
+           "AUTH (login_type %d tls %d cert %d): PLAIN should be %s in \"%.*s\"", lt, tls, cert,
+           auth_ok ? "listed" : "absent", OUT(&f));
+    fx_close(&f);
+}
+
+static void test_login_type_tls_matrix_capa_and_replies_agree(void)
+{
+    static const uint8_t types[] = {LT_LOGIN, LT_AUTH, LT_SECURE};
+    for (size_t i = 0; i < FG_ARRAY_SIZE(types); i++)
+        for (int tls = 0; tls < 2; tls++)
+            for (int cert = 0; cert < 2; cert++)
+                check_login_matrix(types[i], tls, cert);
+}
+
+static void test_stls_replies_ok_and_asks_for_handshake(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "STLS\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "+OK Begin TLS negotiation.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+
+    fx_open_tls(&f, LT_LOGIN, false, true); /* command names are case-insensitive */
+    CHECK_INT(fx_cmd(&f, "stls\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "+OK Begin TLS negotiation.\r\n");
+    fx_close(&f);
+}
+
+/*
+ * Clear-text bytes pipelined after STLS must never run as commands inside
+ * TLS (CVE-2011-0411): the injected USER/PASS get no reply and give no
+ * credentials, and CAPA changes once the core sets s->tls.
+ */
+static void check_stls_drops_injected(uint8_t lt, const char *script)
+{
+    struct fx f;
+    fx_open_tls(&f, lt, false, true);
+    enum sess_action act = fx_cmd(&f, script);
+    CHECKF(act == SESS_STARTTLS, "login_type %d, \"%s\": action %d", lt, script, act);
+    CHECK_OUT(&f, "+OK Begin TLS negotiation.\r\n");
+    CHECKF(buf_avail(&f.s->in) == 0, "login_type %d: %u bytes left in s->in after STLS", lt,
+           buf_avail(&f.s->in));
+    CHECK(f.s->cred == NULL);
+    f.s->tls = true;
+    CHECK_INT(fx_feed(&f, "", 0), SESS_AGAIN);
+    CHECK_OUT(&f, "");
+
+    CHECK_INT(fx_cmd(&f, "CAPA\r\n"), SESS_AGAIN);
+    CHECKF(!out_has_line(&f, "STLS") && out_has_line(&f, "USER") && out_has_line(&f, "SASL PLAIN"),
+           "login_type %d: CAPA after STLS \"%.*s\" should list USER and SASL PLAIN, not STLS", lt,
+           OUT(&f));
+    /* The injected USER was never seen: PASS alone gets nowhere. */
+    CHECK_INT(fx_cmd(&f, "PASS p\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "-ERR No user name given: send USER first.\r\n");
+    CHECK(f.s->cred == NULL);
+    CHECK_INT(fx_userpass(&f, "USER alice\r\n", "PASS secret\r\n"), SESS_LOGIN);
+    CHECK_CRED(&f, "alice", "secret");
+    fx_done(&f, LOGIN_OK, NULL);
+    CHECK_OUT(&f, "+OK Logged in.\r\n");
+    fx_close(&f);
+}
+
+static void test_stls_drops_pipelined_commands(void)
+{
+    static const uint8_t types[] = {LT_LOGIN, LT_AUTH, LT_SECURE};
+    static const char *const scripts[] = {
+            "STLS\r\nUSER u\r\nPASS p\r\n", "STLS\r\nAUTH PLAIN " B64_ALICE "\r\n",
+            "STLS\r\nUSER u\r\nPASS p", /* no line end yet */
+            "STLS\nUSER u\nPASS p\n",   /* bare LFs */
+            "STLS\r\nUSER u\r\nQUIT\r\n",
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(types); i++)
+        for (size_t k = 0; k < FG_ARRAY_SIZE(scripts); k++)
+            check_stls_drops_injected(types[i], scripts[k]);
+}
+
+/* A USER given in clear text does not carry over into TLS. */
+static void test_stls_forgets_user_given_before(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_LOGIN, false, true);
+    CHECK_INT(fx_cmd(&f, "USER alice\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "+OK\r\n");
+    CHECK_INT(fx_cmd(&f, "STLS\r\n"), SESS_STARTTLS);
+    CHECK_OUT(&f, "+OK Begin TLS negotiation.\r\n");
+    f.s->tls = true;
+    CHECK_INT(fx_cmd(&f, "PASS secret\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "-ERR No user name given: send USER first.\r\n");
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+}
+
+static void test_stls_after_pipelined_commands_answers_them_first(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "STAT\r\nSTLS\r\nUSER u\r\n"), SESS_STARTTLS);
+    CHECK_PREFIX(&f, "-ERR ");
+    CHECK_INT(out_lines(&f), 2);
+    CHECK_HAS(&f, "\r\n+OK Begin TLS negotiation.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    fx_close(&f);
+}
+
+static void test_stls_refusals(void)
+{
+    struct fx f;
+    /* an argument */
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "STLS now\r\nCAPA\r\n"), SESS_AGAIN);
+    CHECK_PREFIX(&f, "-ERR ");
+    CHECK_HAS(&f, "\r\n+OK Capability list follows\r\n"); /* what follows is still read */
+    CHECK(out_has_line(&f, "STLS"));
+    fx_close(&f);
+
+    /* already inside TLS, with or without a certificate configured */
+    for (int cert = 0; cert < 2; cert++) {
+        fx_open_tls(&f, LT_SECURE, true, cert);
+        CHECK_INT(fx_cmd(&f, "STLS\r\nUSER alice\r\n"), SESS_AGAIN);
+        CHECK_OUT(&f, "-ERR Command not permitted when TLS active.\r\n+OK\r\n");
+        fx_close(&f);
+    }
+
+    /* no certificate: not offered, not available */
+    fx_open_tls(&f, LT_LOGIN, false, false);
+    CHECK_INT(fx_cmd(&f, "STLS\r\nUSER u\r\nPASS p\r\n"), SESS_LOGIN);
+    CHECK_PREFIX(&f, "-ERR ");
+    CHECK_HAS(&f, "\r\n+OK\r\n");
+    CHECK_LACKS(&f, "Begin TLS");
+    CHECK_CRED(&f, "u", "p");
+    fx_close(&f);
+}
+
+static void test_stls_twice_is_refused(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    CHECK_INT(fx_cmd(&f, "STLS\r\n"), SESS_STARTTLS);
+    f.s->tls = true;
+    CHECK_INT(fx_cmd(&f, "STLS\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "-ERR Command not permitted when TLS active.\r\n");
+    fx_close(&f);
+}
+
+/* "STLS" as the line answering AUTH PLAIN's "+" is a SASL response. */
+static void test_stls_during_sasl_exchange_is_not_a_command(void)
+{
+    struct fx f;
+    fx_open_tls(&f, LT_AUTH, false, true);
+    CHECK_INT(fx_cmd(&f, "AUTH PLAIN\r\n"), SESS_AGAIN);
+    CHECK_OUT(&f, "+ \r\n");
+    CHECK(fx_cmd(&f, "STLS\r\n") != SESS_STARTTLS);
+    CHECK_PREFIX(&f, "-ERR");
+    CHECK(f.s->cred == NULL);
+    fx_close(&f);
+}
+
+static void test_stls_byte_at_a_time(void)
+{
+    static const char line[] = "STLS\r\n";
+    struct fx f;
+    int early = 0;
+    fx_open_tls(&f, LT_SECURE, false, true);
+    enum sess_action act = SESS_AGAIN;
+    for (size_t i = 0; i < sizeof line - 1; i++) {
+        buf_append(&f.s->in, line + i, 1);
+        act = f.s->ops->input(f.s);
+        early += act != SESS_AGAIN && i + 2 < sizeof line;
+    }
+    CHECK_INT(act, SESS_STARTTLS);
+    CHECK_INT(early, 0);
+    CHECK_OUT(&f, "+OK Begin TLS negotiation.\r\n");
+    CHECK_INT(buf_avail(&f.s->in), 0);
+    fx_close(&f);
+}
+
 int main(void)
 {
     test_greeting_has_banner_and_no_apop_timestamp();
@@ -591,5 +849,14 @@ int main(void)
     test_byte_at_a_time_auth_matches_bulk();
     test_byte_at_a_time_invalid_commands_match_bulk();
     test_bye_lines_are_err();
+    test_login_type_tls_matrix_capa_and_replies_agree();
+    test_stls_replies_ok_and_asks_for_handshake();
+    test_stls_drops_pipelined_commands();
+    test_stls_forgets_user_given_before();
+    test_stls_after_pipelined_commands_answers_them_first();
+    test_stls_refusals();
+    test_stls_twice_is_refused();
+    test_stls_during_sasl_exchange_is_not_a_command();
+    test_stls_byte_at_a_time();
     return th_finish("test_pop3_session");
 }
