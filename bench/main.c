@@ -116,8 +116,10 @@ static int parse_proto(const char *s, enum fgb_proto *p)
 /* Replaces %d with n and %u with user (if given) in pattern; "%%" is a '%'. */
 static char *expand(const char *pattern, unsigned long n, const char *user)
 {
-    size_t cap = strlen(pattern) + 32 + (user ? strlen(user) * 4 : 0);
-    char *out = malloc(cap), *o = out;
+    /* Each two-byte escape grows into at most a 20-digit number or the user
+     * name: room for the worst case, so no write can overrun. */
+    size_t len = strlen(pattern), ulen = user ? strlen(user) : 0;
+    char *out = malloc(len + (len / 2) * (20 + ulen) + 1), *o = out;
     if (!out)
         return NULL;
     for (const char *p = pattern; *p; p++) {
@@ -125,17 +127,14 @@ static char *expand(const char *pattern, unsigned long n, const char *user)
             o += sprintf(o, "%lu", n);
             p++;
         } else if (p[0] == '%' && p[1] == 'u' && user) {
-            o += sprintf(o, "%s", user);
+            memcpy(o, user, ulen);
+            o += ulen;
             p++;
         } else if (p[0] == '%' && p[1] == '%') {
             *o++ = '%';
             p++;
         } else {
             *o++ = *p;
-        }
-        if ((size_t)(o - out) + 32 + (user ? strlen(user) : 0) > cap) {
-            free(out);
-            return NULL;
         }
     }
     *o = 0;

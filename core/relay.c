@@ -425,6 +425,11 @@ void relay_maybe_go(struct worker *w, struct conn *c)
         /* The login is over: nothing of it stays in memory. */
         upstream_free(c);
         sendq_free(&c->cq);
+        buf_free(&c->tout);
+        if (c->tls)
+            tls_conn_trim(c->tls);
+        if (c->btls)
+            tls_conn_trim(c->btls);
     }
 }
 

@@ -155,6 +155,9 @@ int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_
         conn_close(w, c, "out of memory");
         return FG_ERROR;
     }
+    /* Both queues are empty now unless a record is half in: a session that
+     * waits for its client keeps no TLS buffers. */
+    tls_conn_trim(c->tls);
     return FG_OK;
 }
 

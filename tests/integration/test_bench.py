@@ -269,6 +269,17 @@ def test_thousands_of_sessions_on_one_thread(mock_imap, tmp_path):
     assert r["errors_total"] == 0 and r["connections"]["logged_in_peak"] == 3000, r
 
 
+def test_user_patterns_with_long_numbers(mock_imap, tmp_path):
+    # user1 .. user1500, and a pattern that repeats the number: every name
+    # must expand whatever its length.
+    for pattern in ("user%d", "%d.%d.%d@dept%d.example"):
+        r, err, _ = bench("--scenario", "login", "--port", str(mock_imap), "--conns", "20",
+                          "--users", pattern, "--user-count", "1500",
+                          "--password-pattern", "pw-%u-%d", "--duration", "1",
+                          tmp_path=str(tmp_path))
+        assert r["errors_total"] == 0 and r["ops"] > 0, err
+
+
 def test_threads_share_the_sessions(mock_imap, tmp_path):
     r, err, _ = bench("--scenario", "fetch", "--port", str(mock_imap), "--conns", "6",
                       "--threads", "3", "--duration", "1", tmp_path=str(tmp_path))
