@@ -62,3 +62,34 @@ def test_compare_quick_mock(tmp_path):
     for t in TARGETS:
         assert sum(1 for l in table_rows if l.startswith(f"| {t} |")) == len(SCENARIOS), t
     assert "auth_http" in md
+
+
+TLS_SCENARIOS = ["tls-login-imap", "tls-login-pop3", "tls-resume-imap", "tls-resume-pop3",
+                 "tls-fetch-imap", "tls-fetch-pop3", "tls-idle-imap"]
+
+
+def test_compare_quick_tls_mock(tmp_path):
+    """--tls: forestgate and nginx with the same certificate; handshakes
+    counted, resumption seen, fetch bytes and idle memory measured."""
+    out = tmp_path / "out"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"), "--quick",
+                        "--tls", "--backend", "mock", "--out", str(out)],
+                       cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+    doc = json.loads((out / "compare-tls-mock.json").read_text())
+    assert doc["scenarios"] == TLS_SCENARIOS and doc["targets"] == ["forestgate", "nginx"]
+    for sc in TLS_SCENARIOS:
+        for t in ("forestgate", "nginx"):
+            rec = doc["results"][sc][t]
+            b = rec["bench"]
+            assert b is not None and b["ops"] > 0, (sc, t, rec.get("output_tail"))
+            assert b["errors_total"] == 0, (sc, t, b["errors"])
+            assert rec["tls_handshakes"] >= 1, (sc, t)
+            if sc.startswith("tls-resume"):
+                assert rec["tls_resumed_fraction"] > 0.5, (sc, t, rec["tls_resumed_fraction"])
+        fg = doc["results"][sc]["forestgate"]["forestgate_tls"]
+        assert fg["tls_failed"] == 0 and fg["tls_handshakes"] >= 1, (sc, fg)
+    assert doc["results"]["tls-fetch-imap"]["forestgate"]["bench"]["bytes"] > 0
+    assert doc["results"]["tls-idle-imap"]["forestgate"]["rss_per_session_kb"] > 0
+    assert "forestgate ÷ nginx" in r.stdout
