@@ -1,0 +1,423 @@
+/*
+ * The resolver: see resolve.h. Each state handles the answer to the store
+ * operation it asked for and either asks for the next one or ends.
+ */
+#include "resolve.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define UAC_DISABLED 0x2
+
+enum rs_state {
+    S_START,
+    S_SAM,  /* plain name: the organisation's default domain, then account forests */
+    S_DSAM, /* domain\user */
+    S_UPN,  /* every forest, counting matches */
+    S_SMTP, /* AllowSmtpAddressLogin */
+    S_SID,  /* a linked mailbox's master account, forest by forest */
+    S_BIND,
+    S_LINKED, /* the account's own mailbox, linked by SID */
+    S_ALIAS,
+    S_DB,
+    S_DONE,
+};
+
+void resolve_init(struct resolution *rs, const struct dir_topology *topo,
+                  const struct resolve_conf *conf, const char *name, size_t name_len,
+                  const char *pass, size_t pass_len, enum fg_proto proto)
+{
+    memset(rs, 0, sizeof *rs);
+    rs->topo = topo;
+    rs->conf = conf;
+    rs->name = name;
+    rs->name_len = name_len;
+    rs->pass = pass;
+    rs->pass_len = pass_len;
+    rs->proto = proto;
+    rs->domain_forest = rs->domain_index = -1;
+}
+
+static enum resolve_step rs_done(struct resolution *rs, enum login_status st, enum resolve_why why)
+{
+    rs->status = st;
+    rs->why = why;
+    rs->state = S_DONE;
+    return RESOLVE_DONE;
+}
+
+static enum resolve_step rs_fail(struct resolution *rs, enum resolve_why why)
+{
+    return rs_done(rs, LOGIN_FAILED, why);
+}
+
+/* Asks for an operation; the caller fills in what the kind needs. */
+static enum resolve_step rs_ask(struct resolution *rs, enum rs_state next, enum store_op_kind kind,
+                                int forest)
+{
+    memset(&rs->op, 0, sizeof rs->op);
+    memset(&rs->res, 0, sizeof rs->res);
+    rs->op.kind = kind;
+    rs->op.forest = forest;
+    rs->op.domain = -1;
+    rs->state = (uint8_t)next;
+    rs->ops++;
+    return RESOLVE_OP;
+}
+
+/* The k-th forest in search order: the organisation forest first. */
+static int rs_forest_at(const struct resolution *rs, unsigned k)
+{
+    unsigned org = rs->topo->org;
+    if (k == 0)
+        return (int)org;
+    return (int)(k <= org ? k - 1 : k);
+}
+
+static const char *rs_part(const struct resolution *rs, struct ln_part p)
+{
+    return rs->name + p.off;
+}
+
+static enum resolve_step rs_find_sam(struct resolution *rs, enum rs_state next, int forest,
+                                     int domain)
+{
+    enum resolve_step r = rs_ask(rs, next, SOP_FIND_SAM, forest);
+    rs->op.domain = domain;
+    rs->op.key = rs_part(rs, rs->ln.user);
+    rs->op.key_len = rs->ln.user.len;
+    return r;
+}
+
+static enum resolve_step rs_find_upn(struct resolution *rs)
+{
+    enum resolve_step r = rs_ask(rs, S_UPN, SOP_FIND_UPN, rs_forest_at(rs, rs->scope));
+    rs->op.key = rs_part(rs, rs->ln.upn);
+    rs->op.key_len = rs->ln.upn.len;
+    return r;
+}
+
+static bool rs_dn_eq(const char *a, const char *b)
+{
+    return a[0] && strcasecmp(a, b) == 0;
+}
+
+/* True when dn lies in the naming context base (ends with ",base" or is it). */
+static bool rs_dn_under(const char *dn, const char *base)
+{
+    size_t n = strlen(dn), m = strlen(base);
+    if (m == 0 || n < m || strcasecmp(dn + n - m, base) != 0)
+        return false;
+    return n == m || dn[n - m - 1] == ',';
+}
+
+static enum resolve_step rs_bind(struct resolution *rs)
+{
+    if (rs->account.uac & UAC_DISABLED)
+        return rs_fail(rs, RW_DISABLED);
+    enum resolve_step r = rs_ask(rs, S_BIND, SOP_BIND, rs->account.forest);
+    rs->op.dn = rs->account.dn;
+    rs->op.pass = rs->pass;
+    rs->op.pass_len = rs->pass_len;
+    return r;
+}
+
+static enum resolve_step rs_begin(struct resolution *rs)
+{
+    if (rs->pass_len == 0)
+        return rs_fail(rs, RW_EMPTY_PASSWORD); /* an anonymous bind would succeed */
+    if (logon_name_split(rs->name, rs->name_len, &rs->ln) == LN_INVALID)
+        return rs_fail(rs, RW_INVALID_NAME);
+    if (logon_name_is_anonymous(rs->name, &rs->ln))
+        return rs_fail(rs, RW_ANONYMOUS);
+    if (rs->ln.domain.len > 0 &&
+        !dir_find_domain(rs->topo, rs_part(rs, rs->ln.domain), rs->ln.domain.len,
+                         &rs->domain_forest, &rs->domain_index))
+        return rs_fail(rs, RW_UNKNOWN_DOMAIN);
+    switch (rs->ln.form) {
+    case LN_USER: {
+        const struct dir_forest *org = &rs->topo->forests[rs->topo->org];
+        return rs_find_sam(rs, S_SAM, (int)rs->topo->org, (int)org->default_domain);
+    }
+    case LN_DOMAIN_USER:
+    case LN_DOMAIN_USER_ALIAS:
+        return rs_find_sam(rs, S_DSAM, rs->domain_forest, rs->domain_index);
+    default: /* the UPN forms */
+        return rs_find_upn(rs);
+    }
+}
+
+/* A store that cannot answer makes the login unavailable, never "failed". */
+static bool rs_down(const struct resolution *rs)
+{
+    return rs->res.status == STORE_UNAVAILABLE;
+}
+
+static enum resolve_step rs_on_sam(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n >= 2)
+        return rs_fail(rs, RW_AMBIGUOUS); /* never guess inside one scope */
+    if (rs->res.n == 1) {
+        rs->account = rs->res.e[0];
+        return rs_bind(rs);
+    }
+    /* Not in this scope: the next account forest, searched as a whole. */
+    if (rs->state == S_DSAM || ++rs->scope >= rs->topo->nforests)
+        return rs_fail(rs, RW_NOT_FOUND);
+    return rs_find_sam(rs, S_SAM, rs_forest_at(rs, rs->scope), -1);
+}
+
+static enum resolve_step rs_on_upn(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n > 0 && rs->found == 0)
+        rs->account = rs->res.e[0];
+    rs->found = (uint8_t)(rs->found + rs->res.n);
+    if (rs->found >= 2)
+        return rs_fail(rs, RW_AMBIGUOUS); /* a UPN must be unique across all forests */
+    if (++rs->scope < rs->topo->nforests)
+        return rs_find_upn(rs);
+    if (rs->found == 0) {
+        if (rs->conf->allow_smtp_login && rs->ln.form == LN_UPN) {
+            enum resolve_step r = rs_ask(rs, S_SMTP, SOP_FIND_SMTP, (int)rs->topo->org);
+            rs->op.key = rs_part(rs, rs->ln.upn);
+            rs->op.key_len = rs->ln.upn.len;
+            return r;
+        }
+        return rs_fail(rs, RW_NOT_FOUND);
+    }
+    if (rs->ln.form == LN_DOMAIN_UPN &&
+        (rs->account.forest != rs->domain_forest ||
+         !rs_dn_under(rs->account.dn,
+                      rs->topo->forests[rs->domain_forest].domains[rs->domain_index].base)))
+        return rs_fail(rs, RW_WRONG_DOMAIN);
+    return rs_bind(rs);
+}
+
+static enum resolve_step rs_find_sid(struct resolution *rs)
+{
+    /* A linked mailbox's owner lives in an account forest. */
+    while (rs->scope < rs->topo->nforests && rs_forest_at(rs, rs->scope) == (int)rs->topo->org)
+        rs->scope++;
+    if (rs->scope >= rs->topo->nforests)
+        return rs_fail(rs, RW_NOT_FOUND);
+    enum resolve_step r = rs_ask(rs, S_SID, SOP_FIND_SID, rs_forest_at(rs, rs->scope));
+    rs->op.sid = rs->mailbox.master_sid;
+    rs->op.sid_len = rs->mailbox.master_sid_len;
+    return r;
+}
+
+/* AllowSmtpAddressLogin: the address names a mailbox; its account logs on. */
+static enum resolve_step rs_on_smtp(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n != 1)
+        return rs_fail(rs, rs->res.n ? RW_AMBIGUOUS : RW_NOT_FOUND);
+    rs->mailbox = rs->res.e[0];
+    if (rs->mailbox.master_sid_len == 0 || !(rs->mailbox.uac & UAC_DISABLED)) {
+        rs->account = rs->mailbox;
+        return rs_bind(rs);
+    }
+    rs->scope = 0;
+    return rs_find_sid(rs);
+}
+
+static enum resolve_step rs_on_sid(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n >= 2)
+        return rs_fail(rs, RW_AMBIGUOUS);
+    if (rs->res.n == 1) {
+        rs->account = rs->res.e[0];
+        return rs_bind(rs);
+    }
+    rs->scope++;
+    return rs_find_sid(rs);
+}
+
+/* The mailbox is chosen: is this protocol allowed on it, and where is it? */
+static enum resolve_step rs_checks(struct resolution *rs)
+{
+    if (rs->mailbox.proto_disabled & (1u << rs->proto))
+        return rs_done(rs, LOGIN_DENIED, RW_PROTOCOL_DISABLED);
+    if (!rs->mailbox.has_mailbox)
+        return rs_fail(rs, RW_NO_MAILBOX);
+    enum resolve_step r = rs_ask(rs, S_DB, SOP_DATABASE, (int)rs->topo->org);
+    rs->op.dn = rs->mailbox.home_mdb;
+    return r;
+}
+
+/* The account's own mailbox is known (or known to be none). */
+static enum resolve_step rs_after_own(struct resolution *rs, const struct dir_entry *own)
+{
+    if (rs->ln.alias.len == 0) {
+        if (!own)
+            return rs_fail(rs, RW_NO_MAILBOX);
+        rs->mailbox = *own;
+        return rs_checks(rs);
+    }
+    if (own)
+        rs->mailbox = *own; /* kept to compare with the alias's mailbox */
+    else
+        memset(&rs->mailbox, 0, sizeof rs->mailbox);
+    enum resolve_step r = rs_ask(rs, S_ALIAS, SOP_FIND_ALIAS, (int)rs->topo->org);
+    rs->op.key = rs_part(rs, rs->ln.alias);
+    rs->op.key_len = rs->ln.alias.len;
+    rs->op.dn = rs->mailbox.dn; /* "" without an own mailbox: nobody's rights */
+    return r;
+}
+
+static enum resolve_step rs_on_bind(struct resolution *rs)
+{
+    switch (rs->res.status) {
+    case STORE_OK:
+        break;
+    case STORE_BIND_EXPIRED:
+        return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
+    case STORE_BIND_FAILED:
+        return rs_fail(rs, RW_BAD_PASSWORD);
+    default:
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    }
+    /* Refusals that only someone holding the password may learn of. */
+    if (rs->account.admin && !rs->conf->allow_admin)
+        return rs_fail(rs, RW_ADMIN);
+    if (rs->account.forest == rs->topo->org && rs->account.has_mailbox)
+        return rs_after_own(rs, &rs->account);
+    enum resolve_step r = rs_ask(rs, S_LINKED, SOP_FIND_LINKED, (int)rs->topo->org);
+    rs->op.sid = rs->account.sid;
+    rs->op.sid_len = rs->account.sid_len;
+    return r;
+}
+
+static enum resolve_step rs_on_linked(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n >= 2)
+        return rs_fail(rs, RW_MAILBOX_AMBIGUOUS);
+    if (rs->account.sid_len == 0 || rs->res.n == 0)
+        return rs_after_own(rs, NULL);
+    struct dir_entry own = rs->res.e[0];
+    return rs_after_own(rs, &own);
+}
+
+static enum resolve_step rs_on_alias(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.n == 0)
+        return rs_fail(rs, RW_NO_SUCH_ALIAS);
+    if (rs->res.n >= 2)
+        return rs_fail(rs, RW_MAILBOX_AMBIGUOUS);
+    const struct dir_entry *target = &rs->res.e[0];
+    bool own = rs_dn_eq(rs->mailbox.dn, target->dn);
+    if (!own && !(rs->mailbox.dn[0] && target->delegate_ok))
+        return rs_done(rs, LOGIN_DENIED, RW_NO_RIGHTS);
+    rs->mailbox = *target;
+    return rs_checks(rs);
+}
+
+static enum resolve_step rs_on_db(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    if (rs->res.nhosts == 0)
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_NO_DATABASE_SERVER);
+    rs->nhosts = FG_MIN(rs->res.nhosts, (unsigned)DIR_MAX_HOSTS);
+    memcpy(rs->hosts, rs->res.hosts, sizeof rs->hosts);
+    return rs_done(rs, LOGIN_OK, RW_NONE);
+}
+
+enum resolve_step resolve_next(struct resolution *rs)
+{
+    switch (rs->state) {
+    case S_START:
+        return rs_begin(rs);
+    case S_SAM:
+    case S_DSAM:
+        return rs_on_sam(rs);
+    case S_UPN:
+        return rs_on_upn(rs);
+    case S_SMTP:
+        return rs_on_smtp(rs);
+    case S_SID:
+        return rs_on_sid(rs);
+    case S_BIND:
+        return rs_on_bind(rs);
+    case S_LINKED:
+        return rs_on_linked(rs);
+    case S_ALIAS:
+        return rs_on_alias(rs);
+    case S_DB:
+        return rs_on_db(rs);
+    default:
+        return RESOLVE_DONE;
+    }
+}
+
+bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
+                     int *domain_r)
+{
+    for (unsigned f = 0; f < topo->nforests; f++) {
+        const struct dir_forest *fo = &topo->forests[f];
+        for (unsigned d = 0; d < fo->ndomains; d++) {
+            const struct dir_domain *dm = &fo->domains[d];
+            if ((n == strlen(dm->netbios) && strncasecmp(name, dm->netbios, n) == 0) ||
+                (n == strlen(dm->dns) && strncasecmp(name, dm->dns, n) == 0)) {
+                *forest_r = (int)f;
+                *domain_r = (int)d;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+size_t dir_database_name(const char *dn, char *out, size_t n)
+{
+    const char *eq = strchr(dn, '=');
+    size_t len = 0;
+    if (eq) {
+        const char *v = eq + 1;
+        while (v[len] && v[len] != ',')
+            len++;
+        if (len >= n)
+            len = 0;
+        memcpy(out, v, len);
+    }
+    out[len] = 0;
+    return len;
+}
+
+const char *resolve_why_text(enum resolve_why why)
+{
+    static const char *const text[RW_COUNT] = {
+            [RW_NONE] = "ok",
+            [RW_INVALID_NAME] = "the name has no valid form",
+            [RW_ANONYMOUS] = "anonymous and guest never log on",
+            [RW_EMPTY_PASSWORD] = "empty password",
+            [RW_UNKNOWN_DOMAIN] = "wasn't found in Active Directory (unknown domain)",
+            [RW_NOT_FOUND] = "wasn't found in Active Directory.",
+            [RW_AMBIGUOUS] = "is ambiguous: more than one account bears it",
+            [RW_DISABLED] = "the account is disabled",
+            [RW_WRONG_DOMAIN] = "wasn't found in Active Directory (not in that domain)",
+            [RW_BAD_PASSWORD] = "wrong password",
+            [RW_EXPIRED] = "the password has expired or must be changed",
+            [RW_ADMIN] = "administrators may not log on (AllowAdminLogon)",
+            [RW_NO_MAILBOX] = "the account has no mailbox",
+            [RW_MAILBOX_AMBIGUOUS] = "more than one mailbox matches",
+            [RW_NO_SUCH_ALIAS] = "no mailbox has that alias",
+            [RW_NO_RIGHTS] = "no full access to that mailbox",
+            [RW_PROTOCOL_DISABLED] = "the protocol is disabled for the mailbox (protocolSettings)",
+            [RW_NO_DATABASE_SERVER] = "the mailbox's database has no reachable server",
+            [RW_UNAVAILABLE] = "the directory is unavailable",
+    };
+    return text[why];
+}

@@ -1,0 +1,192 @@
+/*
+ * The resolver: LOGIN-RULES.md sections 2 to 5, written once.
+ *
+ * It is a pure, resumable state machine. resolve_next() either asks for one
+ * store operation (find accounts by sAMAccountName or UPN, check a password,
+ * find a mailbox by master SID or alias, read a database's servers) or ends
+ * with an outcome. The caller runs the operation on whichever store serves
+ * the forest -- the LDIF file in memory answers at once, LDAP answers later
+ * on a directory thread -- puts the answer in rs->res and calls resolve_next()
+ * again. So the rules never wait, never touch a socket, and run the same
+ * under the directory pool, in the LDIF store and in unit tests.
+ */
+#ifndef FG_RESOLVE_H
+#define FG_RESOLVE_H
+
+#include "../proto/session.h"
+#include "logon_name.h"
+
+#define DIR_MAX_FORESTS 8
+#define DIR_MAX_DOMAINS 8 /* per forest */
+#define DIR_DN_MAX      512
+#define DIR_SID_MAX     68 /* revision, count, authority and 15 subauthorities */
+#define DIR_ALIAS_MAX   64
+#define DIR_HOST_MAX    255
+#define DIR_MAX_HOSTS   4
+
+/* ---- what the resolver knows of the forests (configured or discovered) ---- */
+
+struct dir_domain {
+    char netbios[16];
+    char dns[256];
+    char base[DIR_DN_MAX]; /* its naming context */
+};
+
+struct dir_forest {
+    char name[64];
+    bool organization; /* Role = Organization; exactly one */
+    unsigned ndomains;
+    struct dir_domain domains[DIR_MAX_DOMAINS];
+    unsigned default_domain; /* organisation forest: where a plain name is searched */
+};
+
+struct dir_topology {
+    unsigned nforests;
+    struct dir_forest forests[DIR_MAX_FORESTS];
+    unsigned org; /* index of the organisation forest */
+};
+
+/* The policy switches of [directory]. */
+struct resolve_conf {
+    bool allow_smtp_login; /* AllowSmtpAddressLogin */
+    bool allow_admin;      /* AllowAdminLogon */
+};
+
+/* ---- the store interface ---- */
+
+enum store_op_kind {
+    SOP_FIND_SAM,    /* enabled accounts: sAMAccountName = key (domain < 0: whole forest) */
+    SOP_FIND_UPN,    /* accounts, disabled ones too: userPrincipalName = key, whole forest */
+    SOP_FIND_SMTP,   /* organisation forest: proxyAddresses = smtp:key */
+    SOP_BIND,        /* simple bind as dn with the password, in the forest */
+    SOP_FIND_LINKED, /* organisation forest: mailboxes whose msExchMasterAccountSid = sid */
+    SOP_FIND_ALIAS,  /* organisation forest: mailboxes whose mailNickname = key; for each,
+                        delegate_ok says whether dn is in its msExchDelegateListLink */
+    SOP_DATABASE,    /* the servers of database dn (homeMDB): their dNSHostName */
+    SOP_FIND_SID,    /* accounts whose objectSid = sid, whole forest */
+};
+
+struct store_op {
+    enum store_op_kind kind;
+    int forest;
+    int domain; /* SOP_FIND_SAM: a domain of the forest, or -1 for all */
+    const char *key;
+    size_t key_len;
+    const uint8_t *sid;
+    size_t sid_len;
+    const char *dn; /* SOP_BIND: who; SOP_FIND_ALIAS: whose rights; SOP_DATABASE: which */
+    const char *pass;
+    size_t pass_len;
+};
+
+/* An account or mailbox as the resolver needs it. */
+struct dir_entry {
+    char dn[DIR_DN_MAX];
+    uint8_t sid[DIR_SID_MAX];
+    uint8_t sid_len;
+    uint8_t forest;
+    uint32_t uac;                  /* userAccountControl */
+    bool admin;                    /* adminCount = 1 */
+    bool has_mailbox;              /* homeMDB is set */
+    bool delegate_ok;              /* SOP_FIND_ALIAS only */
+    uint8_t proto_disabled;        /* 1 << fg_proto, from protocolSettings */
+    char alias[DIR_ALIAS_MAX + 1]; /* mailNickname */
+    char home_mdb[DIR_DN_MAX];
+    uint8_t master_sid[DIR_SID_MAX]; /* msExchMasterAccountSid: a linked mailbox's owner */
+    uint8_t master_sid_len;
+};
+
+enum store_status {
+    STORE_OK,
+    STORE_UNAVAILABLE,  /* server down, timed out: [UNAVAILABLE] */
+    STORE_BIND_FAILED,  /* SOP_BIND: wrong password or any other refusal */
+    STORE_BIND_EXPIRED, /* SOP_BIND: AD's data 532 / 773 */
+};
+
+struct store_result {
+    enum store_status status;
+    unsigned n; /* entries found, counted up to 2 (searches use size limit 2) */
+    struct dir_entry e[2];
+    unsigned nhosts; /* SOP_DATABASE */
+    char hosts[DIR_MAX_HOSTS][DIR_HOST_MAX + 1];
+};
+
+/* ---- a resolution ---- */
+
+enum resolve_step {
+    RESOLVE_OP,   /* run rs->op, fill rs->res, call resolve_next again */
+    RESOLVE_DONE, /* rs->status, rs->why and, when OK, the mailbox are set */
+};
+
+/* Why a login failed, for the event log (LOGIN-RULES names the lines). */
+enum resolve_why {
+    RW_NONE,
+    RW_INVALID_NAME,
+    RW_ANONYMOUS,
+    RW_EMPTY_PASSWORD,
+    RW_UNKNOWN_DOMAIN,
+    RW_NOT_FOUND,
+    RW_AMBIGUOUS,
+    RW_DISABLED,
+    RW_WRONG_DOMAIN, /* domain\upn: the UPN's account lies elsewhere */
+    RW_BAD_PASSWORD,
+    RW_EXPIRED,
+    RW_ADMIN,
+    RW_NO_MAILBOX,
+    RW_MAILBOX_AMBIGUOUS,
+    RW_NO_SUCH_ALIAS,
+    RW_NO_RIGHTS,
+    RW_PROTOCOL_DISABLED,
+    RW_NO_DATABASE_SERVER,
+    RW_UNAVAILABLE,
+    RW_COUNT,
+};
+
+struct resolution {
+    /* in */
+    const struct dir_topology *topo;
+    const struct resolve_conf *conf;
+    const char *name;
+    size_t name_len;
+    const char *pass;
+    size_t pass_len;
+    enum fg_proto proto;
+    /* the store's conversation */
+    struct store_op op;
+    struct store_result res;
+    /* out */
+    enum login_status status;
+    enum resolve_why why;
+    struct logon_name ln;
+    struct dir_entry account;
+    struct dir_entry mailbox;
+    unsigned nhosts;
+    char hosts[DIR_MAX_HOSTS][DIR_HOST_MAX + 1];
+    unsigned ops; /* store operations asked for, for the audit line */
+    /* private */
+    uint8_t state;
+    uint8_t scope;                   /* search scopes tried so far */
+    uint8_t found;                   /* UPN matches across forests */
+    int domain_forest, domain_index; /* the typed domain, once known */
+};
+
+/* Prepares a resolution; the strings must outlive it. */
+void resolve_init(struct resolution *rs, const struct dir_topology *topo,
+                  const struct resolve_conf *conf, const char *name, size_t name_len,
+                  const char *pass, size_t pass_len, enum fg_proto proto);
+
+/* Advances: RESOLVE_OP with rs->op to run, or RESOLVE_DONE. */
+enum resolve_step resolve_next(struct resolution *rs);
+
+/* The event-log text for why (LOGIN-RULES wording where it gives one). */
+const char *resolve_why_text(enum resolve_why why);
+
+/* Finds a typed domain (NetBIOS or DNS name, any case) in the topology.
+ * Returns true with *forest_r and *domain_r set. */
+bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
+                     int *domain_r);
+
+/* The database's name: the first RDN's value of a homeMDB DN ("DB01"). */
+size_t dir_database_name(const char *dn, char *out, size_t n);
+
+#endif
