@@ -7,8 +7,10 @@ set -euo pipefail
 # Debian's source with dpkg-dev and the autotools.
 build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev
             dpkg-dev autoconf automake libtool)
+# slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
+# instances (its own slapd.conf and mdb folders; Debian's instance stays off).
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
-           curl openssl procps iproute2)
+           curl openssl procps iproute2 slapd ldap-utils)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
@@ -34,7 +36,8 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 # The packages' own services are not wanted: the tests and the demo run
-# private instances. policy-rc.d keeps apt from starting Debian's dovecot.
+# private instances. policy-rc.d keeps apt from starting Debian's dovecot
+# and slapd.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
     $sudo chmod +x /usr/sbin/policy-rc.d

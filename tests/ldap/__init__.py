@@ -1,0 +1,1 @@
+"""AD-like LDAP fixtures (schema, data) for forestgate tests; see README.md."""
