@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include "../directory/ldif_store.h"
 #include "../tls/tls.h"
 
 #include <ctype.h>
@@ -21,9 +22,21 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum cfg_section { SEC_GLOBAL, SEC_IMAP, SEC_POP3, SEC_BACKEND, SEC_COUNT, SEC_NONE = -1 };
+/* The fixed sections, then one slot per [forest:NAME] section. */
+enum cfg_section {
+    SEC_GLOBAL,
+    SEC_IMAP,
+    SEC_POP3,
+    SEC_BACKEND,
+    SEC_DIRECTORY,
+    SEC_DATABASES,
+    SEC_FOREST,
+    SEC_COUNT = SEC_FOREST + DIR_MAX_FORESTS,
+    SEC_NONE = -1,
+};
 
-static const char *const cfg_section_names[SEC_COUNT] = {"global", "imap", "pop3", "backend"};
+static const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
+                                                          "backend", "directory", "databases"};
 
 enum cfg_type {
     CT_UINT,
@@ -35,6 +48,8 @@ enum cfg_type {
     CT_LOGIN_MODE,
     CT_LOG_LEVEL,
     CT_BACKEND_TLS,
+    CT_ROLE,
+    CT_LDAP_TLS,
 };
 
 struct cfg_key {
@@ -93,8 +108,39 @@ static const struct cfg_key cfg_backend_keys[] = {
         {NULL, 0, 0, 0, 0, 0},
 };
 
-static const struct cfg_key *const cfg_keys[SEC_COUNT] = {cfg_global_keys, cfg_proto_keys,
-                                                          cfg_proto_keys, cfg_backend_keys};
+static const struct cfg_key cfg_directory_keys[] = {
+        KEY("DirectoryThreads", CT_UINT, struct dir_conf, threads, 1, 64),
+        KEY("RequestTimeout", CT_TIME, struct dir_conf, request_timeout, 1, 300),
+        KEY("AllowSmtpAddressLogin", CT_BOOL, struct dir_conf, allow_smtp_login, 0, 0),
+        KEY("AllowAdminLogon", CT_BOOL, struct dir_conf, allow_admin, 0, 0),
+        KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
+        KEY("BackendLoginAttribute", CT_STR, struct dir_conf, login_attr, 1, 0),
+        KEY("SearchOrder", CT_STR, struct dir_conf, search_order, 1, 0),
+        {NULL, 0, 0, 0, 0, 0},
+};
+
+static const struct cfg_key cfg_forest_keys[] = {
+        KEY("Role", CT_ROLE, struct forest_conf, role, 0, 0),
+        KEY("Uri", CT_STR, struct forest_conf, uri, 1, 0),
+        KEY("BindDn", CT_STR, struct forest_conf, bind_dn, 1, 0),
+        KEY("BindPasswordFile", CT_STR, struct forest_conf, bind_password_file, 1, 0),
+        KEY("BaseDn", CT_STR, struct forest_conf, base_dn, 1, 0),
+        KEY("Domains", CT_STR, struct forest_conf, domains, 1, 0),
+        KEY("DefaultDomain", CT_STR, struct forest_conf, default_domain, 1, 0),
+        KEY("LdapTls", CT_LDAP_TLS, struct forest_conf, ldap_tls, 0, 0),
+        KEY("LdapCaFile", CT_STR, struct forest_conf, ldap_ca_file, 1, 0),
+        KEY("Ldif", CT_STR, struct forest_conf, ldif, 1, 0),
+        {NULL, 0, 0, 0, 0, 0},
+};
+
+static const struct cfg_key *cfg_keys_of(int sec)
+{
+    static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0}};
+    static const struct cfg_key *const fixed[SEC_FOREST] = {cfg_global_keys,    cfg_proto_keys,
+                                                            cfg_proto_keys,     cfg_backend_keys,
+                                                            cfg_directory_keys, none};
+    return sec >= SEC_FOREST ? cfg_forest_keys : fixed[sec];
+}
 
 #define CFG_MAX_KEYS 16
 
@@ -107,6 +153,7 @@ struct cfg_parse {
     unsigned key_line[SEC_COUNT][CFG_MAX_KEYS]; /* 0: not set */
     unsigned bad_lines[32];                     /* lines with an error: later checks skip them */
     unsigned nbad;
+    unsigned db_line[CFG_MAX_DATABASES];
 };
 
 static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
@@ -137,11 +184,15 @@ static bool cfg_line_bad(const struct cfg_parse *cp, unsigned line)
     return false;
 }
 
-static int cfg_section_of(const char *name)
+static int cfg_section_of(const struct fg_config *cfg, const char *name)
 {
-    for (int i = 0; i < SEC_COUNT; i++)
+    for (int i = 0; i < SEC_FOREST; i++)
         if (strcasecmp(name, cfg_section_names[i]) == 0)
             return i;
+    if (strncasecmp(name, "forest:", 7) == 0)
+        for (unsigned f = 0; f < cfg->dir.nforests; f++)
+            if (strcasecmp(name + 7, cfg->dir.forests[f].name) == 0)
+                return SEC_FOREST + (int)f;
     return SEC_NONE;
 }
 
@@ -154,8 +205,10 @@ static void *cfg_base(struct fg_config *cfg, int sec)
         return &cfg->proto[FG_PROTO_POP3];
     case SEC_BACKEND:
         return &cfg->backend;
+    case SEC_DIRECTORY:
+        return &cfg->dir;
     default:
-        return cfg;
+        return sec >= SEC_FOREST ? (void *)&cfg->dir.forests[sec - SEC_FOREST] : (void *)cfg;
     }
 }
 
@@ -206,6 +259,8 @@ static const char *const cfg_login_types[] = {"PlainTextLogin", "PlainTextAuthen
 static const char *const cfg_login_modes[] = {"PassThrough", "MasterUser"};
 static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"};
 static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
+static const char *const cfg_roles[] = {"", "Organization", "Account"};
+static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
 
 const char *config_login_type_name(enum login_type t)
 {
@@ -321,6 +376,22 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         }
         *(enum log_level *)field = (enum log_level)e;
         return FG_OK;
+    case CT_ROLE:
+        e = cfg_enum(v, cfg_roles + 1, 2);
+        if (e < 0) {
+            cfg_error(cp, cp->line, "Role: expected Organization or Account, got \"%s\"", v);
+            return FG_ERROR;
+        }
+        *(uint8_t *)field = (uint8_t)(e + 1);
+        return FG_OK;
+    case CT_LDAP_TLS:
+        e = cfg_enum(v, cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls));
+        if (e < 0) {
+            cfg_error(cp, cp->line, "LdapTls: expected none, starttls or ldaps, got \"%s\"", v);
+            return FG_ERROR;
+        }
+        *(uint8_t *)field = (uint8_t)e;
+        return FG_OK;
     case CT_BACKEND_TLS:
         e = cfg_enum(v, cfg_backend_tls, FG_ARRAY_SIZE(cfg_backend_tls));
         if (e < 0) {
@@ -333,10 +404,33 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
     return FG_ERROR;
 }
 
+/* [databases] NAME = host, host: the names are the databases' (homeMDB's
+ * first RDN); the hosts are resolved by cfg_check_databases. */
+static void cfg_database(struct cfg_parse *cp, const char *name, const char *value)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    for (unsigned i = 0; i < dc->ndatabases; i++)
+        if (strcasecmp(dc->databases[i].name, name) == 0) {
+            cfg_error(cp, cp->line, "database %s is already mapped on line %u", name,
+                      cp->db_line[i]);
+            return;
+        }
+    if (dc->ndatabases == CFG_MAX_DATABASES || strlen(name) >= sizeof dc->databases[0].name ||
+        strlen(value) >= sizeof dc->databases[0].target.name || !*value) {
+        cfg_error(cp, cp->line, "[databases] %s: %s", name,
+                  !*value ? "no host given" : "too many databases or too long a value");
+        return;
+    }
+    struct database_conf *db = &dc->databases[dc->ndatabases];
+    snprintf(db->name, sizeof db->name, "%s", name);
+    snprintf(db->target.name, sizeof db->target.name, "%s", value);
+    cp->db_line[dc->ndatabases++] = cp->line;
+}
+
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct cfg_parse *cp = user;
-    int sec = cfg_section_of(section);
+    int sec = cfg_section_of(cp->cfg, section);
 
     if (section[0] == 0) {
         cfg_error(cp, cp->line, "setting \"%s\" outside of any section", name);
@@ -344,7 +438,11 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
     }
     if (sec == SEC_NONE)
         return 1; /* reported once, by the reader, at the section header */
-    const struct cfg_key *keys = cfg_keys[sec];
+    if (sec == SEC_DATABASES) {
+        cfg_database(cp, name, value);
+        return 1;
+    }
+    const struct cfg_key *keys = cfg_keys_of(sec);
     for (int i = 0; keys[i].name; i++) {
         if (strcasecmp(keys[i].name, name) != 0)
             continue;
@@ -361,15 +459,40 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
     return 1;
 }
 
+/* [forest:NAME]: a new forest, named by letters, digits, '-' and '_'. */
+static void cfg_new_forest(struct cfg_parse *cp, const char *name)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    size_t n = strlen(name);
+    bool ok = n > 0 && n < sizeof dc->forests[0].name;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)name[i]) || name[i] == '-' || name[i] == '_';
+    if (!ok) {
+        cfg_error(cp, cp->line, "[forest:%s]: a forest's name is 1 to 63 letters, digits, - or _",
+                  name);
+        return;
+    }
+    if (dc->nforests == DIR_MAX_FORESTS) {
+        cfg_error(cp, cp->line, "more than %d forests", DIR_MAX_FORESTS);
+        return;
+    }
+    snprintf(dc->forests[dc->nforests].name, sizeof dc->forests[0].name, "%s", name);
+    cp->section_line[SEC_FOREST + dc->nforests++] = cp->line;
+}
+
 /* Notes a section header line: its position, or an error if it is unknown. */
 static void cfg_header(struct cfg_parse *cp, const char *s)
 {
     const char *close = strchr(s, ']');
     if (!close)
         return; /* inih reports the syntax error */
-    char name[64];
+    char name[80];
     snprintf(name, sizeof name, "%.*s", (int)(close - s - 1), s + 1);
-    int sec = cfg_section_of(name);
+    int sec = cfg_section_of(cp->cfg, name);
+    if (sec == SEC_NONE && strncasecmp(name, "forest:", 7) == 0) {
+        cfg_new_forest(cp, name + 7);
+        return;
+    }
     if (sec == SEC_NONE) {
         cfg_error(cp, cp->line, "unknown section [%s]", name);
         return;
@@ -429,6 +552,10 @@ static void cfg_defaults(struct fg_config *cfg)
         pc->target_port = ports[i];
     }
     cfg->backend.connect_timeout = 5;
+    cfg->dir.threads = 2;
+    cfg->dir.request_timeout = 10;
+    snprintf(cfg->dir.delegate_attr, sizeof cfg->dir.delegate_attr, "msExchDelegateListLink");
+    snprintf(cfg->dir.login_attr, sizeof cfg->dir.login_attr, "mailNickname");
     cfg->backend.forward = true;
     cfg->backend.ttl = 5;
 }
@@ -448,7 +575,7 @@ static void cfg_default_bindings(struct bindings *b, uint16_t port)
 /* The line a key was set on, or 0. */
 static unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *name)
 {
-    const struct cfg_key *keys = cfg_keys[sec];
+    const struct cfg_key *keys = cfg_keys_of(sec);
     for (int i = 0; keys[i].name; i++)
         if (strcmp(keys[i].name, name) == 0)
             return cp->key_line[sec][i];
@@ -641,40 +768,254 @@ static void cfg_check_master(struct cfg_parse *cp)
     else
         cfg_load_master_password(cp);
     /* The backend trusts a master login for any mailbox, so somebody else has
-     * to check the client's password: the directory, once there is one. */
-    if (!bc->allow_unchecked_master)
+     * to check the client's password: the directory. */
+    if (!bc->allow_unchecked_master && !cp->cfg->dir.enabled)
         cfg_error(cp, line,
                   "LoginMode = MasterUser: no directory is configured to check client "
                   "passwords, so every password would be accepted; set "
                   "AllowUncheckedMasterLogin = true only for tests");
 }
 
-static void cfg_resolve_backend(struct cfg_parse *cp)
+/* Resolves t->name (a host name or address, "[::1]" too) into t->addrs. */
+static void cfg_resolve_target(struct cfg_parse *cp, unsigned line, struct backend_target *t,
+                               const char *what)
 {
-    struct backend_conf *bc = &cp->cfg->backend;
-    unsigned line = cfg_key_line(cp, SEC_BACKEND, "DefaultServer");
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     char host[256];
 
-    /* Accept "[::1]" as well as "::1". */
-    snprintf(host, sizeof host, "%s", bc->server);
+    snprintf(host, sizeof host, "%s", t->name);
     if (host[0] == '[' && host[strlen(host) - 1] == ']') {
         memmove(host, host + 1, strlen(host));
         host[strlen(host) - 1] = 0;
     }
     int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0) {
-        cfg_error(cp, line, "DefaultServer %s: %s", bc->server, gai_strerror(rc));
+        cfg_error(cp, line, "%s %s: %s", what, t->name, gai_strerror(rc));
         return;
     }
-    snprintf(bc->target.name, sizeof bc->target.name, "%s", host);
-    for (struct addrinfo *ai = res; ai && bc->target.naddrs < CFG_MAX_BACKEND_ADDRS;
-         ai = ai->ai_next) {
+    snprintf(t->name, sizeof t->name, "%s", host);
+    for (struct addrinfo *ai = res; ai && t->naddrs < CFG_MAX_BACKEND_ADDRS; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        memcpy(&bc->target.addrs[bc->target.naddrs++], ai->ai_addr, ai->ai_addrlen);
+        memcpy(&t->addrs[t->naddrs++], ai->ai_addr, ai->ai_addrlen);
     }
     freeaddrinfo(res);
+}
+
+static void cfg_resolve_backend(struct cfg_parse *cp)
+{
+    struct backend_conf *bc = &cp->cfg->backend;
+    snprintf(bc->target.name, sizeof bc->target.name, "%s", bc->server);
+    cfg_resolve_target(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"), &bc->target,
+                       "DefaultServer");
+}
+
+/* ---- the directory ---- */
+
+static void cfg_add_domain(struct cfg_parse *cp, unsigned line, struct dir_forest *df,
+                           const char *nb, const char *dns, const char *base)
+{
+    if (df->ndomains == DIR_MAX_DOMAINS) {
+        cfg_error(cp, line, "more than %d domains in a forest", DIR_MAX_DOMAINS);
+        return;
+    }
+    if (!*nb || strlen(nb) > 15 || !*dns || strlen(dns) >= sizeof df->domains[0].dns || !*base ||
+        strlen(base) >= DIR_DN_MAX) {
+        cfg_error(cp, line,
+                  "domain \"%s:%s:%s\": expected NETBIOS (1 to 15 characters):dns.name:base DN", nb,
+                  dns, base);
+        return;
+    }
+    struct dir_domain *d = &df->domains[df->ndomains++];
+    snprintf(d->netbios, sizeof d->netbios, "%s", nb);
+    snprintf(d->dns, sizeof d->dns, "%s", dns);
+    snprintf(d->base, sizeof d->base, "%s", base);
+}
+
+static char *cfg_trim(char *t)
+{
+    while (isspace((unsigned char)*t))
+        t++;
+    char *e = t + strlen(t);
+    while (e > t && isspace((unsigned char)e[-1]))
+        *--e = 0;
+    return t;
+}
+
+/* Domains = NETBIOS:dns.name:DC=base; ... */
+static void cfg_parse_domains(struct cfg_parse *cp, unsigned line, const char *v,
+                              struct dir_forest *df)
+{
+    char tmp[sizeof((struct forest_conf *)0)->domains];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    for (char *save = NULL, *tok = strtok_r(tmp, ";", &save); tok;
+         tok = strtok_r(NULL, ";", &save)) {
+        char *t = cfg_trim(tok), *c1 = strchr(t, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!*t)
+            continue;
+        if (!c2) {
+            cfg_error(cp, line, "Domains: \"%s\": expected NETBIOS:dns.name:base DN", t);
+            continue;
+        }
+        *c1 = *c2 = 0;
+        cfg_add_domain(cp, line, df, cfg_trim(t), cfg_trim(c1 + 1), cfg_trim(c2 + 1));
+    }
+}
+
+/* No Domains: the crossRef objects of the forest's configuration, as AD
+ * publishes them (systemFlags bit 2 marks a domain). */
+static void cfg_discover_domains(struct cfg_parse *cp, unsigned line, const struct ldif_store *st,
+                                 struct dir_forest *df)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        const struct ldif_entry *e = &st->e[i];
+        const struct ldif_attr *oc = ldif_attr(e, "objectClass");
+        const struct ldif_attr *nb = ldif_attr(e, "nETBIOSName"), *dns = ldif_attr(e, "dnsRoot"),
+                               *nc = ldif_attr(e, "nCName"), *fl = ldif_attr(e, "systemFlags");
+        bool cross = false;
+        for (unsigned k = 0; oc && k < oc->nvals; k++)
+            cross |= strcasecmp(oc->vals[k].p, "crossRef") == 0;
+        if (!cross || !nb || !dns || !nc || !fl || !(strtoul(fl->vals[0].p, NULL, 10) & 2))
+            continue;
+        cfg_add_domain(cp, line, df, nb->vals[0].p, dns->vals[0].p, nc->vals[0].p);
+    }
+}
+
+static void cfg_check_forest(struct cfg_parse *cp, unsigned i, struct dir_forest *df)
+{
+    struct forest_conf *fc = &cp->cfg->dir.forests[i];
+    int sec = SEC_FOREST + (int)i;
+    unsigned sl = cp->section_line[sec];
+    char err[PATH_MAX + 300];
+
+    snprintf(df->name, sizeof df->name, "%s", fc->name);
+    df->organization = fc->role == FOREST_ROLE_ORGANIZATION;
+    if (fc->role == FOREST_ROLE_UNSET && !cfg_line_bad(cp, cfg_key_line(cp, sec, "Role")))
+        cfg_error(cp, sl, "[forest:%s] needs Role = Organization or Account", fc->name);
+    if (fc->uri[0] && fc->ldif[0])
+        cfg_error(cp, cfg_key_line(cp, sec, "Ldif"),
+                  "[forest:%s]: Uri and Ldif exclude each other: one store per forest", fc->name);
+    else if (!fc->uri[0] && !fc->ldif[0])
+        cfg_error(cp, sl, "[forest:%s] needs Uri (LDAP servers) or Ldif (a file)", fc->name);
+    else if (fc->uri[0])
+        cfg_error(cp, cfg_key_line(cp, sec, "Uri"),
+                  "[forest:%s]: the LDAP store is not in this build yet; serve the forest from "
+                  "an LDIF file with Ldif",
+                  fc->name);
+    if (fc->ldif[0] && !fc->uri[0]) {
+        if (!(fc->store = calloc(1, sizeof *fc->store)) ||
+            ldif_load(fc->store, fc->ldif, err, sizeof err) != FG_OK) {
+            cfg_error(cp, cfg_key_line(cp, sec, "Ldif"), "%s", fc->store ? err : "out of memory");
+            free(fc->store);
+            fc->store = NULL;
+        }
+    }
+    unsigned dl = cfg_key_line(cp, sec, "Domains");
+    if (fc->domains[0])
+        cfg_parse_domains(cp, dl, fc->domains, df);
+    else if (fc->store)
+        cfg_discover_domains(cp, sl, fc->store, df);
+    if (df->ndomains == 0 && (fc->store || fc->domains[0]) && !cfg_line_bad(cp, dl))
+        cfg_error(cp, dl ? dl : sl,
+                  "[forest:%s] has no domain: set Domains, or give crossRef objects in its "
+                  "directory",
+                  fc->name);
+    if (fc->default_domain[0]) {
+        int f, d;
+        struct dir_topology one = {.nforests = 1};
+        one.forests[0] = *df;
+        if (!df->organization ||
+            !dir_find_domain(&one, fc->default_domain, strlen(fc->default_domain), &f, &d))
+            cfg_error(cp, cfg_key_line(cp, sec, "DefaultDomain"), "DefaultDomain %s: %s",
+                      fc->default_domain,
+                      df->organization ? "not a domain of this forest"
+                                       : "only the organisation forest has one");
+        else
+            df->default_domain = (unsigned)d;
+    }
+}
+
+/* Organisation forest first, then SearchOrder, then the other account
+ * forests as configured. */
+static void cfg_order_forests(struct cfg_parse *cp, const struct dir_forest *df, int org)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    bool used[DIR_MAX_FORESTS] = {false};
+    unsigned n = 0, line = cfg_key_line(cp, SEC_DIRECTORY, "SearchOrder");
+    char tmp[sizeof dc->search_order];
+
+    dc->order[n++] = (uint8_t)org;
+    used[org] = true;
+    snprintf(tmp, sizeof tmp, "%s", dc->search_order);
+    for (char *save = NULL, *tok = strtok_r(tmp, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        unsigned f = 0;
+        while (f < dc->nforests && strcasecmp(dc->forests[f].name, tok) != 0)
+            f++;
+        if (f == dc->nforests)
+            cfg_error(cp, line, "SearchOrder: no [forest:%s]", tok);
+        else if (!used[f])
+            dc->order[n++] = (uint8_t)f, used[f] = true;
+    }
+    for (unsigned f = 0; f < dc->nforests; f++)
+        if (!used[f])
+            dc->order[n++] = (uint8_t)f;
+    dc->topo.nforests = n;
+    dc->topo.org = 0;
+    for (unsigned k = 0; k < n; k++)
+        dc->topo.forests[k] = df[dc->order[k]];
+}
+
+static void cfg_resolve_target(struct cfg_parse *cp, unsigned line, struct backend_target *t,
+                               const char *what);
+
+static void cfg_check_databases(struct cfg_parse *cp)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    for (unsigned i = 0; i < dc->ndatabases; i++) {
+        struct backend_target *t = &dc->databases[i].target;
+        char hosts[sizeof t->name];
+        snprintf(hosts, sizeof hosts, "%s", t->name);
+        for (char *save = NULL, *tok = strtok_r(hosts, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            struct backend_target one = {0};
+            snprintf(one.name, sizeof one.name, "%s", cfg_trim(tok));
+            cfg_resolve_target(cp, cp->db_line[i], &one, dc->databases[i].name);
+            for (unsigned a = 0; a < one.naddrs && t->naddrs < CFG_MAX_BACKEND_ADDRS; a++)
+                t->addrs[t->naddrs++] = one.addrs[a];
+        }
+    }
+}
+
+static void cfg_check_directory(struct cfg_parse *cp)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    struct dir_forest df[DIR_MAX_FORESTS];
+    int org = -1, norg = 0;
+
+    dc->enabled = dc->nforests > 0;
+    if (!dc->enabled) {
+        unsigned l = cp->section_line[SEC_DIRECTORY] ? cp->section_line[SEC_DIRECTORY]
+                                                     : cp->section_line[SEC_DATABASES];
+        if (l)
+            cfg_error(cp, l, "[directory] and [databases] need at least one [forest:NAME]");
+        return;
+    }
+    memset(df, 0, sizeof df);
+    for (unsigned i = 0; i < dc->nforests; i++) {
+        cfg_check_forest(cp, i, &df[i]);
+        if (df[i].organization) {
+            org = org < 0 ? (int)i : org;
+            norg++;
+        }
+    }
+    if (norg != 1)
+        cfg_error(cp, cp->section_line[SEC_FOREST],
+                  "exactly one forest must have Role = Organization; %d do", norg);
+    cfg_order_forests(cp, df, org < 0 ? 0 : org);
+    dc->rules.allow_smtp_login = dc->allow_smtp_login;
+    dc->rules.allow_admin = dc->allow_admin;
+    cfg_check_databases(cp);
 }
 
 /* Tls = starttls | implicit: the backend's certificate is always verified. */
@@ -710,10 +1051,13 @@ static void cfg_check(struct cfg_parse *cp)
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         if (cfg->proto[p].enabled)
             cfg_check_proto(cp, p);
-    if (!cfg->backend.server[0])
+    cfg_check_directory(cp);
+    /* Without a directory every login goes to DefaultServer; with one it is
+     * the route of mailboxes whose database has no server. */
+    if (!cfg->backend.server[0] && !cfg->dir.enabled)
         cfg_error(cp, cp->section_line[SEC_BACKEND],
-                  "[backend] DefaultServer is required: there is no other route yet");
-    else
+                  "[backend] DefaultServer is required without a directory ([forest:NAME])");
+    else if (cfg->backend.server[0])
         cfg_resolve_backend(cp);
     if (cfg->backend.mode == BACKEND_LOGIN_MASTER)
         cfg_check_master(cp);
@@ -764,6 +1108,12 @@ void config_free(struct fg_config *cfg)
     }
     tls_client_free(cfg->backend.target.tls_cl);
     cfg->backend.target.tls_cl = NULL;
+    for (unsigned f = 0; f < cfg->dir.nforests; f++) {
+        if (cfg->dir.forests[f].store)
+            ldif_free(cfg->dir.forests[f].store);
+        free(cfg->dir.forests[f].store);
+        cfg->dir.forests[f].store = NULL;
+    }
     struct backend_conf *bc = &cfg->backend;
     if (bc->master_pass) {
         size_t len = (bc->master_pass_len + 1 + 4095) & ~(size_t)4095;
@@ -787,6 +1137,48 @@ static void cfg_dump_bindings(const struct bindings *b, FILE *out)
 static void cfg_dump_time(FILE *out, const char *key, uint32_t t)
 {
     fprintf(out, "%s = %02u:%02u:%02u\n", key, t / 3600, t / 60 % 60, t % 60);
+}
+
+static void config_dump_directory(const struct dir_conf *dc, FILE *out)
+{
+    if (!dc->enabled)
+        return;
+    fprintf(out,
+            "[directory]\nDirectoryThreads = %u\nAllowSmtpAddressLogin = %s\n"
+            "AllowAdminLogon = %s\nDelegateAttribute = %s\nBackendLoginAttribute = %s\n"
+            "SearchOrder =",
+            dc->threads, dc->allow_smtp_login ? "true" : "false",
+            dc->allow_admin ? "true" : "false", dc->delegate_attr, dc->login_attr);
+    for (unsigned k = 1; k < dc->topo.nforests; k++)
+        fprintf(out, "%s %s", k > 1 ? "," : "", dc->topo.forests[k].name);
+    fputc('\n', out);
+    cfg_dump_time(out, "RequestTimeout", dc->request_timeout);
+    for (unsigned k = 0; k < dc->topo.nforests; k++) {
+        const struct dir_forest *df = &dc->topo.forests[k];
+        const struct forest_conf *fc = &dc->forests[dc->order[k]];
+        fprintf(out, "[forest:%s]\nRole = %s\n", fc->name, cfg_roles[fc->role]);
+        if (fc->ldif[0])
+            fprintf(out, "Ldif = %s\n", fc->ldif);
+        fprintf(out, "Domains =");
+        for (unsigned d = 0; d < df->ndomains; d++)
+            fprintf(out, "%s %s:%s:%s", d ? ";" : "", df->domains[d].netbios, df->domains[d].dns,
+                    df->domains[d].base);
+        fputc('\n', out);
+        if (df->organization && df->ndomains)
+            fprintf(out, "DefaultDomain = %s\n", df->domains[df->default_domain].netbios);
+    }
+    if (dc->ndatabases) {
+        fprintf(out, "[databases]\n");
+        for (unsigned i = 0; i < dc->ndatabases; i++) {
+            fprintf(out, "%s =", dc->databases[i].name);
+            for (unsigned a = 0; a < dc->databases[i].target.naddrs; a++) {
+                char sb[64];
+                net_addr_str(&dc->databases[i].target.addrs[a], sb, sizeof sb);
+                fprintf(out, "%s %s", a ? "," : "", sb);
+            }
+            fputc('\n', out);
+        }
+    }
 }
 
 void config_dump(const struct fg_config *cfg, FILE *out)
@@ -827,4 +1219,5 @@ void config_dump(const struct fg_config *cfg, FILE *out)
             bc->forward ? "true" : "false", bc->ttl, cfg_backend_tls[bc->tls]);
     if (bc->tls != BACKEND_TLS_NONE)
         fprintf(out, "TlsCaFile = %s\nTlsServerName = %s\n", bc->tls_ca_file, bc->target.tls_name);
+    config_dump_directory(&cfg->dir, out);
 }

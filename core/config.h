@@ -7,6 +7,7 @@
 #ifndef FG_CONFIG_H
 #define FG_CONFIG_H
 
+#include "../directory/resolve.h"
 #include "../proto/backend.h"
 #include "../proto/session.h"
 #include "net.h"
@@ -83,6 +84,57 @@ struct backend_conf {
     char tls_name[256]; /* TlsServerName; default: DefaultServer */
 };
 
+#define CFG_MAX_DATABASES 64
+
+struct ldif_store;
+
+enum forest_role {
+    FOREST_ROLE_UNSET,
+    FOREST_ROLE_ORGANIZATION, /* holds the mailboxes; exactly one */
+    FOREST_ROLE_ACCOUNT,      /* trusted for logon only */
+};
+
+/* [forest:NAME] */
+struct forest_conf {
+    char name[64];
+    uint8_t role;  /* enum forest_role */
+    char uri[512]; /* Uri: LDAP URIs, tried in order */
+    char bind_dn[DIR_DN_MAX];
+    char bind_password_file[PATH_MAX];
+    char base_dn[DIR_DN_MAX];
+    char domains[1024]; /* Domains: "NETBIOS:dns.name:DC=base; ..." */
+    char default_domain[256];
+    uint8_t ldap_tls; /* LdapTls: 0 none, 1 starttls, 2 ldaps */
+    char ldap_ca_file[PATH_MAX];
+    char ldif[PATH_MAX];      /* Ldif: the embedded store */
+    struct ldif_store *store; /* loaded from Ldif */
+};
+
+/* [databases]: a mailbox database's copies, tried in order. */
+struct database_conf {
+    char name[64];
+    struct backend_target target;
+};
+
+/* [directory] and the forests. enabled: at least one forest is configured. */
+struct dir_conf {
+    bool enabled;
+    unsigned threads;         /* DirectoryThreads */
+    uint32_t request_timeout; /* seconds */
+    bool allow_smtp_login;    /* AllowSmtpAddressLogin */
+    bool allow_admin;         /* AllowAdminLogon */
+    char delegate_attr[64];   /* DelegateAttribute */
+    char login_attr[64];      /* BackendLoginAttribute: the backend login name */
+    char search_order[256];   /* SearchOrder: account forests, in order */
+    unsigned nforests;
+    struct forest_conf forests[DIR_MAX_FORESTS]; /* as configured */
+    uint8_t order[DIR_MAX_FORESTS];              /* topology index -> forests[] index */
+    struct dir_topology topo;                    /* organisation first, then SearchOrder */
+    struct resolve_conf rules;
+    unsigned ndatabases;
+    struct database_conf databases[CFG_MAX_DATABASES];
+};
+
 struct fg_config {
     char path[PATH_MAX];
     unsigned workers;     /* 0: one per core */
@@ -93,6 +145,7 @@ struct fg_config {
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
+    struct dir_conf dir;
 };
 
 /*

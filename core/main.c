@@ -206,6 +206,10 @@ static int main_run(struct fg_config *cfg)
     if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
     dir_init(&dir, cfg);
+    if (dir_start(&dir) != FG_OK) {
+        dir_stop(&dir);
+        goto out;
+    }
     st.workers = ws;
     unsigned started = 0;
     for (; started < n; started++) {
@@ -229,6 +233,8 @@ stop:
         worker_join(&ws[i]);
     for (unsigned i = 0; i < started; i++)
         worker_free(&ws[i]);
+    /* After the workers: every request they made has been answered. */
+    dir_stop(&dir);
     stats_close(&st, cfg->stats_socket);
     if (rc == 0)
         log_msg(LOG_INFO, "stopped", "all connections closed");

@@ -50,6 +50,32 @@ void upstream_login_start(struct worker *w, struct conn *c)
     c->inflight++;
 }
 
+/*
+ * The directory's part of the audit line: how the name was split, the
+ * account and its forest, why it failed, and the directory's time and
+ * operations (a Windows Security log entry, as one line).
+ */
+static void upstream_log_directory(struct log_line *l, const struct conn *c,
+                                   const struct dir_audit *a)
+{
+    const struct cred *cr = c->s ? c->s->cred : NULL;
+    log_cstr(l, "form", logon_form_name((enum logon_form)a->form));
+    if (a->account[0]) {
+        log_cstr(l, "account", a->account);
+        log_cstr(l, "forest", a->forest);
+    }
+    if (a->not_found && cr) {
+        char why[CRED_NAME_MAX + 64];
+        snprintf(why, sizeof why, "User %.*s wasn't found in Active Directory.", (int)cr->user_len,
+                 cr->user);
+        log_cstr(l, "reason", why);
+    } else if (a->why) {
+        log_cstr(l, "reason", a->why);
+    }
+    log_fmt(l, "dir_ms", "%u", c->lg->req.elapsed_ms);
+    log_fmt(l, "dir_ops", "%u", a->ops);
+}
+
 /* Logs the outcome of a login attempt: one audit line per attempt. */
 static void upstream_log(struct conn *c, enum login_status st, const char *reason)
 {
@@ -65,7 +91,10 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
                                                : "user");
     if (c->lg && c->lg->req.status == LOGIN_OK)
         log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
-    if (reason)
+    const struct dir_audit *a = c->lg && c->lg->req.audit.ops > 0 ? &c->lg->req.audit : NULL;
+    if (a)
+        upstream_log_directory(&l, c, a);
+    if (reason && !(a && (a->why || a->not_found)))
         log_cstr(&l, "reason", reason);
     if (c->s && c->s->client_id[0])
         log_cstr(&l, "client_id", c->s->client_id);

@@ -4,11 +4,14 @@
  *
  * A lookup is always asynchronous for the worker: dir_submit() returns at
  * once and the outcome arrives later as a completion on the worker's own
- * ring, carrying the user_data the worker chose. Today the only route is the
- * static DefaultServer and the backend checks the password itself, so the
- * answer is known at once and posted with a NOP; the LDAP directory pool
- * posts its answers with IORING_OP_MSG_RING to the same user_data, so the
- * worker side does not change.
+ * ring, carrying the user_data the worker chose.
+ *
+ * Without forests ([forest:NAME]) every login goes to DefaultServer under
+ * the name typed, and the backend checks the password: the answer is known
+ * at once and posted with a NOP. With forests, the request goes to the
+ * directory pool: DirectoryThreads threads run the resolver (resolve.h)
+ * against each forest's store and post the answer to the worker's ring with
+ * IORING_OP_MSG_RING, so a worker never waits for the directory.
  */
 #ifndef FG_DIR_H
 #define FG_DIR_H
@@ -16,12 +19,23 @@
 #include "../core/config.h"
 
 #include <liburing.h>
+#include <pthread.h>
 
 struct dir_route {
     const struct backend_target *target; /* hosts to try, in order */
     uint16_t port;
     uint16_t mailbox_len;
     char mailbox[CRED_NAME_MAX + 1]; /* the name to log in to the backend with */
+};
+
+/* What the audit line reports about a resolution. */
+struct dir_audit {
+    const char *why; /* resolve_why_text(), or NULL */
+    uint8_t form;    /* enum logon_form */
+    bool not_found;  /* "User <name> wasn't found in Active Directory." */
+    char forest[64];
+    char account[DIR_DN_MAX];
+    unsigned ops; /* store operations */
 };
 
 /* Owned by the connection; it must stay valid until the completion arrives. */
@@ -33,13 +47,31 @@ struct dir_request {
     enum login_status status;
     struct dir_route route;
     uint32_t elapsed_ms;
+    struct dir_audit audit;
+    /* the pool's */
+    struct dir_request *next;
+    int ring_fd;
+    uint64_t ud;
+    struct backend_target own_target; /* hosts read from the directory */
 };
 
 struct dir {
     const struct fg_config *cfg;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct dir_request *head, *tail;
+    bool stopping;
+    unsigned nthreads;
+    pthread_t threads[64];
 };
 
 void dir_init(struct dir *d, const struct fg_config *cfg);
+
+/* Starts the directory pool when forests are configured. FG_OK or FG_ERROR. */
+int dir_start(struct dir *d);
+
+/* Stops the pool once the workers are gone. */
+void dir_stop(struct dir *d);
 
 /*
  * Starts resolving req. The result is written to req before the completion

@@ -229,7 +229,7 @@ int ldif_load(struct ldif_store *st, const char *path, char *err, size_t errlen)
     char why[256];
     int rc = bad ? FG_ERROR : ldif_parse(st, buf, n, why, sizeof why);
     if (rc != FG_OK)
-        snprintf(err, errlen, "%s:%s", path, bad ? " cannot read" : why + 4); /* "line N: .." */
+        snprintf(err, errlen, "%s:%s", path, bad ? " cannot read" : why + 5); /* "line N: .." */
     free(buf);
     return rc;
 }

@@ -51,8 +51,8 @@ const struct ldif_attr *ldif_attr(const struct ldif_entry *e, const char *attr);
  * Runs one store operation against forest `forest` (its domains say which
  * entries lie in which domain). The answer is written to res.
  */
-void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest,
-                    int forest_index, const struct store_op *op, struct store_result *res);
+void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest, int forest_index,
+                    const struct store_op *op, struct store_result *res);
 
 /* Checks a password against one userPassword value, in constant time for
  * the hash comparison. True when it matches. */

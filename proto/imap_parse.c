@@ -59,6 +59,16 @@ bool imap_is_tag_char(unsigned char c)
     return (imap_is_atom_char(c) || c == ']') && c != '+';
 }
 
+/*
+ * An argument atom also takes '\': RFC 3501 makes it a quoted-special, but
+ * Exchange accepts `a LOGIN DOMAIN\user pass` unquoted, and clients and
+ * scripts send logon names that way (Python's imaplib among them).
+ */
+static bool imap_is_arg_char(unsigned char c)
+{
+    return imap_is_atom_char(c) || c == ']' || c == '\\';
+}
+
 void imap_parser_init(struct imap_parser *p, uint32_t max_len)
 {
     memset(p, 0, sizeof *p);
@@ -189,7 +199,7 @@ static void imap_arg_start(struct imap_parser *p, unsigned char c)
         }
         break;
     default:
-        if (imap_is_atom_char(c) || c == ']') {
+        if (imap_is_arg_char(c)) {
             p->tok = p->pos;
             p->state = ST_ATOM;
         } else {
@@ -355,7 +365,7 @@ static void imap_step(struct imap_parser *p, char *buf, unsigned char c)
             imap_after_arg(p, c);
         break;
     case ST_ATOM:
-        if (imap_is_atom_char(c) || c == ']')
+        if (imap_is_arg_char(c))
             break;
         if (imap_push_arg(p, IMAP_ARG_ATOM, p->tok, p->pos - p->tok)) {
             p->state = ST_AFTER_ARG;

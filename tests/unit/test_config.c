@@ -566,6 +566,120 @@ static void test_backend_tls(void)
     config_free(&cfg);
 }
 
+/* ---- the directory: [directory], [forest:NAME], [databases] ---- */
+
+static const char dir_ldif[] =
+        "dn: CN=UCLABOR,CN=Partitions,CN=Configuration,DC=uclabor,DC=de\n"
+        "objectClass: crossRef\nnETBIOSName: UCLABOR\ndnsRoot: uclabor.de\n"
+        "nCName: DC=uclabor,DC=de\nsystemFlags: 3\n\n"
+        "dn: CN=CHILD,CN=Partitions,CN=Configuration,DC=uclabor,DC=de\n"
+        "objectClass: crossRef\nnETBIOSName: CHILD\ndnsRoot: child.uclabor.de\n"
+        "nCName: DC=child,DC=uclabor,DC=de\nsystemFlags: 3\n\n"
+        "dn: CN=App,CN=Partitions,CN=Configuration,DC=uclabor,DC=de\n"
+        "objectClass: crossRef\nnETBIOSName: APP\ndnsRoot: app.uclabor.de\n"
+        "nCName: DC=app,DC=uclabor,DC=de\nsystemFlags: 1\n";
+
+static void test_directory_sections(void)
+{
+    struct fg_config cfg;
+    char *msgs, text[2048];
+    char ldif[300];
+    snprintf(ldif, sizeof ldif, "%s", write_file("org.ldif", dir_ldif));
+    write_file("acc.ldif", "dn: DC=acc,DC=example\nobjectClass: domainDNS\n");
+    snprintf(text, sizeof text,
+             "[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\nLoginType = PlainTextLogin\n"
+             "[backend]\nLoginMode = PassThrough\n"
+             "[directory]\nDirectoryThreads = 3\nSearchOrder = acc2, acc\n"
+             "AllowAdminLogon = true\n"
+             "[forest:acc]\nRole = Account\nLdif = %s/acc.ldif\n"
+             "Domains = ACC:acc.example:DC=acc,DC=example; ACC2 : eu.acc.example : "
+             "DC=eu,DC=acc,DC=example\n"
+             "[forest:res]\nRole = Organization\nLdif = %s\nDefaultDomain = child.uclabor.de\n"
+             "[forest:acc2]\nRole = Account\nLdif = %s/acc.ldif\nDomains = X:x.example:DC=x\n"
+             "[databases]\nDB01 = 127.0.0.2, 127.0.0.3\nDB02 = ::1\n",
+             dir, ldif, dir);
+    CHECK_INT(load(&cfg, text, &msgs), 0);
+    CHECKF(msgs[0] == 0, "%s", msgs);
+    const struct dir_conf *dc = &cfg.dir;
+    CHECK(dc->enabled && dc->threads == 3 && dc->rules.allow_admin && !dc->rules.allow_smtp_login);
+    /* organisation first, then SearchOrder */
+    CHECK_INT(dc->topo.nforests, 3);
+    CHECK(strcmp(dc->topo.forests[0].name, "res") == 0 && dc->topo.forests[0].organization);
+    CHECK(strcmp(dc->topo.forests[1].name, "acc2") == 0);
+    CHECK(strcmp(dc->topo.forests[2].name, "acc") == 0);
+    /* domains discovered from crossRefs (systemFlags bit 2 only), and given */
+    CHECK_INT(dc->topo.forests[0].ndomains, 2);
+    CHECK(strcmp(dc->topo.forests[0].domains[1].dns, "child.uclabor.de") == 0);
+    CHECK_INT(dc->topo.forests[0].default_domain, 1);
+    CHECK_INT(dc->topo.forests[2].ndomains, 2);
+    CHECK(strcmp(dc->topo.forests[2].domains[1].netbios, "ACC2") == 0 &&
+          strcmp(dc->topo.forests[2].domains[1].base, "DC=eu,DC=acc,DC=example") == 0);
+    CHECK_INT(dc->ndatabases, 2);
+    CHECK_INT(dc->databases[0].target.naddrs, 2);
+    /* without a directory DefaultServer is required; with one it is not */
+    CHECK(cfg.backend.target.naddrs == 0);
+    free(msgs);
+    config_free(&cfg);
+}
+
+static void test_directory_errors(void)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+            {"[imap]\n[directory]\nDirectoryThreads = 2\n",
+             "t.ini:2: [directory] and [databases] need at least one [forest:NAME]"},
+            {"[imap]\n[forest:a]\nLdif = %s/acc.ldif\nDomains = A:a.example:DC=a\n",
+             "t.ini:2: [forest:a] needs Role = Organization or Account"},
+            {"[imap]\n[forest:a]\nRole = Account\nLdif = %s/acc.ldif\nDomains = A:a:DC=a\n",
+             "exactly one forest must have Role = Organization; 0 do"},
+            {"[imap]\n[forest:a]\nRole = Organization\nDomains = A:a:DC=a\n",
+             "t.ini:2: [forest:a] needs Uri (LDAP servers) or Ldif (a file)"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/nope.ldif\n",
+             "t.ini:4: %s/nope.ldif: No such file or directory"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/bad.ldif\n",
+             "t.ini:4: %s/bad.ldif:3: an entry must start with \"dn:\""},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\n",
+             "t.ini:2: [forest:a] has no domain"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\nDomains = A-a\n",
+             "t.ini:5: Domains: \"A-a\": expected NETBIOS:dns.name:base DN"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\n"
+             "Domains = TOOLONGNETBIOSNAME:a:DC=a\n",
+             "expected NETBIOS (1 to 15 characters)"},
+            {"[imap]\n[forest:a]\nRole = Boss\n",
+             "t.ini:3: Role: expected Organization or Account"},
+            {"[imap]\n[forest:a b]\n", "t.ini:2: [forest:a b]: a forest's name is"},
+            {"[imap]\n[forest:a]\nRole = Organization\n[forest:a]\n",
+             "t.ini:4: section [forest:a] already started on line 2"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\n"
+             "Domains = A:a:DC=a\nDefaultDomain = B\n",
+             "t.ini:6: DefaultDomain B: not a domain of this forest"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1/\n",
+             "t.ini:4: [forest:a]: the LDAP store is not in this build yet"},
+            {"[imap]\n[directory]\nSearchOrder = zz\n[forest:a]\nRole = Organization\n"
+             "Ldif = %s/acc.ldif\nDomains = A:a:DC=a\n",
+             "t.ini:3: SearchOrder: no [forest:zz]"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\nDomains = A:a:DC=a\n"
+             "[databases]\nDB01 = no-such-host.invalid\nDB01 = 127.0.0.1\n",
+             "t.ini:8: database DB01 is already mapped on line 7"},
+            {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\nDomains = A:a:DC=a\n"
+             "[databases]\nDB01 = no-such-host.invalid\n",
+             "t.ini:7: DB01 no-such-host.invalid:"},
+    };
+    write_file("bad.ldif", "dn: a\n\ncn: x\n");
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, text[1024], want[512];
+        snprintf(text, sizeof text, cases[i].text, dir);
+        snprintf(want, sizeof want, cases[i].want, dir);
+        int n = load(&cfg, text, &msgs);
+        CHECKF(n >= 1 && strstr(msgs, want), "case %zu: errors %d, messages:\n%s\nexpected: %s", i,
+               n, msgs, want);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(dir) || tls_init() != FG_OK)
@@ -575,6 +689,8 @@ int main(void)
     test_long_line_is_refused();
     test_master_password_file();
     test_no_certificate_means_no_tls();
+    test_directory_sections();
+    test_directory_errors();
     th_checks++;
     if (!make_cert_dir()) {
         th_fail(__FILE__, __LINE__, "cannot make test certificates with openssl in %s", dir);
