@@ -1,0 +1,228 @@
+"""The directory end to end with the LDIF store: LOGIN-RULES section 6 through
+forestgate, with imaplib and poplib, against two real Dovecot mailbox servers
+on different loopback addresses (127.0.0.1 holds DB01, 127.0.0.2 holds DB02),
+so the route by database is proven by where each login lands.
+
+The forests are the fixtures of tests/ldap/fixtures.py (setup A: UCLABOR with
+a child domain; setup B: the resource forest RES and the account forest ACC),
+served from their LDIF. forestgate logs in to Dovecot as a master user, so the
+passwords checked are the directory's."""
+
+import imaplib
+import os
+import poplib
+
+import pytest
+
+from tests.ldap.fixtures import setup_a, setup_b
+from tests.lib.dovecot import Dovecot
+from tests.lib.forestgate import Forestgate, free_port
+
+MASTER, MASTER_PW = "fgmaster", "master-secret-1"
+
+
+def mailbox_servers(workroot, name, forest):
+    """Two Dovecots on the same ports: DB01's mailboxes on .1, DB02's on .2."""
+    imap_port, pop3_port = free_port(), free_port()
+    servers = {}
+    for db, host in (("DB01", "127.0.0.1"), ("DB02", "127.0.0.2")):
+        users = {a.alias: "unused-pw" for a in forest.accounts.values()
+                 if a.alias and a.database == db}
+        dc = Dovecot(os.path.join(workroot, f"{name}-{db}"), users,
+                     master_users={MASTER: MASTER_PW}, imap_port=imap_port,
+                     pop3_port=pop3_port, listen_host=host)
+        dc.start()
+        for alias in users:
+            dc.deliver(alias, f"Subject: {alias}\r\n\r\nthe mailbox of {alias} on {db}\r\n"
+                       .encode())
+        servers[db] = dc
+    return servers, imap_port, pop3_port
+
+
+def gateway(workroot, name, forests, imap_port, pop3_port, order=None):
+    d = os.path.join(workroot, name)
+    os.makedirs(d, exist_ok=True)
+    pwfile = os.path.join(d, "master.pw")
+    with open(pwfile, "w") as f:
+        f.write(MASTER_PW + "\n")
+    settings = {
+        "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
+                    "MasterPasswordFile": pwfile},
+        "directory": {"DirectoryThreads": "2"},
+        "databases": {"DB01": "127.0.0.1", "DB02": "127.0.0.2"},
+    }
+    if order:
+        settings["directory"]["SearchOrder"] = order
+    for fname, role, forest in forests:
+        path = os.path.join(d, f"{fname}.ldif")
+        with open(path, "w") as f:
+            f.write(forest.ldif())
+        settings[f"forest:{fname}"] = {"Role": role, "Ldif": path}
+    fg = Forestgate(d, imap_backend_port=imap_port, pop3_backend_port=pop3_port,
+                    settings=settings)
+    fg.sections["backend"].pop("DefaultServer", None)
+    return fg.start()
+
+
+@pytest.fixture(scope="module")
+def env_a(workroot):
+    A = setup_a()
+    servers, ip, pp = mailbox_servers(workroot, "dir-a", A)
+    fg = gateway(workroot, "fg-dir-a", [("uclabor", "Organization", A)], ip, pp)
+    yield A, fg
+    assert fg.stop() == 0, fg.log_text()
+    for dc in servers.values():
+        dc.stop()
+
+
+@pytest.fixture(scope="module")
+def env_b(workroot):
+    B = setup_b()
+    servers, ip, pp = mailbox_servers(workroot, "dir-b", B.res)
+    fg = gateway(workroot, "fg-dir-b", [("acc", "Account", B.acc),
+                                         ("res", "Organization", B.res)], ip, pp)
+    yield B, fg
+    assert fg.stop() == 0, fg.log_text()
+    for dc in servers.values():
+        dc.stop()
+
+
+def imap_login(fg, name, password):
+    """Logs in; returns (ok, reply text, the body of message 1 or None)."""
+    m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=15)
+    m._encoding = "utf-8"  # passwords beyond ASCII, sent as quoted strings
+    if any(c in name for c in ' ()*%{"'):  # imaplib sends the name as it is
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    try:
+        m.login(name, password)
+    except imaplib.IMAP4.error as e:
+        m.logout()
+        return False, str(e), None
+    m.select("INBOX")
+    _, data = m.fetch("1", "(BODY.PEEK[TEXT])")
+    m.logout()
+    return True, "", data[0][1].decode()
+
+
+# typed name, account key (its password), expected mailbox alias and database or None
+SETUP_A = [
+    ("tuser", "tuser", "testalias", "DB01"),
+    ("UCLABOR\\tuser", "tuser", "testalias", "DB01"),
+    ("UCLABOR/tuser", "tuser", "testalias", "DB01"),
+    ("uclabor.de\\tuser", "tuser", "testalias", "DB01"),
+    ("UCLABOR\\tuser\\other", "tuser", "other", "DB02"),
+    ("UCLABOR\\tuser\\testalias", "tuser", "testalias", "DB01"),
+    ("tuser.upn@upn.uclabor.de", "tuser", "testalias", "DB01"),
+    ("tuser.upn@upn.uclabor.de\\other", "tuser", "other", "DB02"),
+    ("UCLABOR\\tuser.upn@upn.uclabor.de", "tuser", "testalias", "DB01"),
+    ("UCLABOR\\tuser.upn@upn.uclabor.de\\other", "tuser", None, None),
+    ("UCLABOR\\tuser.upn@upn.uclabor.de\\tuser.upn@upn.uclabor.de", "tuser", None, None),
+    ("testalias", "tuser", None, None),
+    ("testalias@uclabor.de", "tuser", None, None),
+    ("anonymous", "tuser", None, None),
+    ("Guest", "tuser", None, None),
+    ("UCLABOR\\guest", "tuser", None, None),
+    ("administrator", "administrator", None, None),
+    ("UCLABOR\\tuser\\nosuchalias", "tuser", None, None),
+    # beyond the field table
+    ("childonly", "childonly", None, None),
+    ("CHILD\\childonly", "childonly", "childonly", "DB02"),
+    ("CHILD\\tuser", "childtuser", None, None),
+    ("disuser", "disuser", None, None),
+    ("UCLABOR\\hmueller", "hmueller", "hmueller", "DB01"),
+    ("hans.mueller@uclabor.de", "hmueller", "hmueller", "DB01"),
+    ("*", "tuser", None, None),
+    ("t*", "tuser", None, None),
+    ("x)(|(sAMAccountName=*)", "tuser", None, None),
+    ("tu\\\\ser", "tuser", None, None),
+]
+
+
+@pytest.mark.parametrize("typed,key,alias,db", SETUP_A, ids=[c[0] for c in SETUP_A])
+def test_setup_a(env_a, typed, key, alias, db):
+    A, fg = env_a
+    ok, err, body = imap_login(fg, typed, A.passwords[key])
+    ev = fg.events("login")[-1]
+    if alias is None:
+        assert not ok and "AUTHENTICATIONFAILED" in err, (err, ev)
+        assert ev["result"] == "failed"
+        return
+    assert ok, (err, ev)
+    assert f"the mailbox of {alias} on {db}" in body
+    assert ev["mailbox"] == alias
+    assert ev["backend"].startswith("127.0.0.1:" if db == "DB01" else "127.0.0.2:")
+
+
+def test_wrong_password_and_not_found_look_the_same(env_a):
+    A, fg = env_a
+    ok1, err1, _ = imap_login(fg, "tuser", "wrong-password")
+    ok2, err2, _ = imap_login(fg, "nosuchuser", "wrong-password")
+    assert not ok1 and not ok2 and err1 == err2
+    evs = fg.events("login")[-2:]
+    assert evs[0]["reason"] == "wrong password"
+    assert evs[1]["reason"] == "User nosuchuser wasn't found in Active Directory."
+    assert evs[1]["form"] == "user" and evs[0]["account"].lower().startswith("cn=test user")
+
+
+def test_protocol_disabled_per_protocol(env_a):
+    A, fg = env_a
+    ok, err, _ = imap_login(fg, "noimap", A.passwords["noimap"])
+    assert not ok and "AUTHORIZATIONFAILED" in err
+    assert "protocolSettings" in fg.events("login")[-1]["reason"]
+    p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
+    p.user("noimap")
+    assert p.pass_(A.passwords["noimap"]).startswith(b"+OK")
+    p.quit()
+    p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
+    p.user("nopop")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        p.pass_(A.passwords["nopop"])
+    p.quit()
+
+
+def test_admin_refused_after_its_password(env_a):
+    A, fg = env_a
+    imap_login(fg, "administrator", A.passwords["administrator"])
+    assert "AllowAdminLogon" in fg.events("login")[-1]["reason"]
+    imap_login(fg, "administrator", "not-the-password")
+    assert fg.events("login")[-1]["reason"] == "wrong password"
+
+
+SETUP_B = [
+    ("ACC\\auser", "auser", "linked", "DB01"),
+    ("ACC\\auser\\linked", "auser", "linked", "DB01"),
+    ("auser@acc.example", "auser", "linked", "DB01"),
+    ("auser@acc.example\\linked", "auser", "linked", "DB01"),
+    ("linked@res.example", "auser", None, None),
+    ("auser", "auser", "linked", "DB01"),
+    ("dupuser", "dupuser", None, None),
+    ("ACC2\\euuser", "euuser", "eulinked", "DB02"),
+    ("eu.acc.example\\euuser", "euuser", "eulinked", "DB02"),
+    ("resuser", "resuser", "resuser", "DB01"),
+    ("RESDEV\\devuser", "devuser", "devuser", "DB02"),
+]
+
+
+@pytest.mark.parametrize("typed,key,alias,db", SETUP_B, ids=[c[0] for c in SETUP_B])
+def test_setup_b(env_b, typed, key, alias, db):
+    B, fg = env_b
+    forest = B.acc if key in B.acc.accounts else B.res
+    ok, err, body = imap_login(fg, typed, forest.passwords[key])
+    ev = fg.events("login")[-1]
+    if alias is None:
+        assert not ok and "AUTHENTICATIONFAILED" in err, (err, ev)
+        return
+    assert ok, (err, ev)
+    assert f"the mailbox of {alias} on {db}" in body
+    assert ev["mailbox"] == alias
+    assert ev["backend"].startswith("127.0.0.1:" if db == "DB01" else "127.0.0.2:")
+
+
+def test_setup_b_audit_names_the_account_forest(env_b):
+    B, fg = env_b
+    imap_login(fg, "ACC\\auser", B.acc.passwords["auser"])
+    ev = fg.events("login")[-1]
+    assert ev["forest"] == "acc" and ev["form"].replace("\\\\", "\\") == "domain\\user"
+    assert ev["account"].lower() == B.acc.accounts["auser"].dn.lower()
+    imap_login(fg, "dupuser", B.acc.passwords["dupuser"])
+    assert "ambiguous" in fg.events("login")[-1]["reason"]
