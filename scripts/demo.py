@@ -1,4 +1,6 @@
-"""The demo: Dovecot with three users, and forestgate in front of it.
+"""The demo: forestgate resolving Exchange-style logon names against a small
+directory (an LDIF file: domain DEMO / demo.example, one forest), in front of
+a Dovecot that holds the mailboxes and trusts forestgate as a master user.
 
 Ports default to 1143 (IMAP), 1110 (POP3), 1993 (IMAP over TLS) and 1995
 (POP3 over TLS) and can be changed with FG_DEMO_IMAP_PORT, FG_DEMO_POP3_PORT,
@@ -8,6 +10,8 @@ temporary folder that is removed on exit.
 """
 
 import os
+import base64
+import hashlib
 import signal
 import shutil
 import subprocess
@@ -22,6 +26,36 @@ from tests.lib.dovecot import Dovecot  # noqa: E402
 from tests.lib.forestgate import Forestgate, wait_port  # noqa: E402
 
 USERS = {"alice": "alice-pw", "bob": "b0b pass wörd", "carol": 'c"a(r)o{l}+'}
+MASTER, MASTER_PW = "fgmaster", "demo-master-pw"
+BASE = "DC=demo,DC=example"
+CONF = f"CN=Configuration,{BASE}"
+
+
+def ssha(password: str) -> str:
+    salt = os.urandom(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def demo_ldif() -> str:
+    """The directory: DEMO\\alice, bob and carol with mailboxes in DB01; bob's
+    mailbox gives alice full access (DEMO\\alice\\bob)."""
+    out = [f"dn: CN=DEMO,CN=Partitions,{CONF}\nobjectClass: crossRef\nnETBIOSName: DEMO\n"
+           f"dnsRoot: demo.example\nnCName: {BASE}\nsystemFlags: 3\n",
+           f"dn: CN=DB01,CN=Databases,{CONF}\nobjectClass: msExchMDB\n"]
+    for i, (user, pw) in enumerate(USERS.items()):
+        rid = 1100 + i
+        sid = base64.b64encode(bytes([1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0]) +
+                               b"".join(x.to_bytes(4, "little") for x in (7, 8, 9, rid))).decode()
+        entry = (f"dn: CN={user},CN=Users,{BASE}\nobjectClass: user\nsAMAccountName: {user}\n"
+                 f"userPrincipalName: {user}@demo.example\nobjectSid:: {sid}\n"
+                 f"userAccountControl: 512\nmailNickname: {user}\n"
+                 f"homeMDB: CN=DB01,CN=Databases,{CONF}\n"
+                 f"proxyAddresses: SMTP:{user}@demo.example\nuserPassword: {ssha(pw)}\n")
+        if user == "bob":
+            entry += f"msExchDelegateListLink: CN=alice,CN=Users,{BASE}\n"
+        out.append(entry)
+    return "\n".join(out)
 
 
 def follow(path, stop):
@@ -55,7 +89,16 @@ def main():
     work = tempfile.mkdtemp(prefix="forestgate-demo-", dir="/tmp")
     os.chmod(work, 0o755)
     cert = make_cert(os.path.join(work, "certs"))
-    dc = Dovecot(os.path.join(work, "dovecot"), USERS, auth_failure_delay=2)
+    # The mailbox server: forestgate logs in as its master user, for the
+    # mailbox the directory chose; the passwords are the directory's.
+    dc = Dovecot(os.path.join(work, "dovecot"), {u: "unused-" + u for u in USERS},
+                 master_users={MASTER: MASTER_PW})
+    ldif = os.path.join(work, "demo.ldif")
+    with open(ldif, "w") as f:
+        f.write(demo_ldif())
+    pwfile = os.path.join(work, "master.pw")
+    with open(pwfile, "w") as f:
+        f.write(MASTER_PW + "\n")
     fg = None
     stop = threading.Event()
     try:
@@ -74,7 +117,11 @@ def main():
                                   "pop3": {"UnencryptedOrTLSBindings": f"127.0.0.1:{pop3_port}",
                                            "SSLBindings": f"127.0.0.1:{pop3s_port}",
                                            "X509CertificateName": "localhost",
-                                           "LoginType": "SecureLogin"}})
+                                           "LoginType": "SecureLogin"},
+                                  "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
+                                              "MasterPasswordFile": pwfile},
+                                  "forest:demo": {"Role": "Organization", "Ldif": ldif},
+                                  "databases": {"DB01": "127.0.0.1"}})
         fg.imap_port, fg.pop3_port = imap_port, pop3_port
         fg.start()
         wait_port(imap_port)
@@ -86,11 +133,16 @@ forestgate is running in front of a private Dovecot ({work}).
                  python3 -c "import socket as s; c=s.socket(s.AF_UNIX); c.connect('{fg.stats_path}'); c.send(b'show info\\n'); print(c.recv(9999).decode())"
   protocol log:  {work}/forestgate/imap-protocol.log
 
+Directory: {ldif} (domain DEMO / demo.example)
 Users: {", ".join(f"{u} / {p}" for u, p in USERS.items())}
+Any Exchange form of the name works: alice, DEMO\\alice, demo.example\\alice,
+alice@demo.example, and DEMO\\alice\\bob opens bob's mailbox (alice has full
+access to it); DEMO\\bob\\alice is refused.
 
 IMAP with curl (list, then fetch message 1):
   curl -u alice:alice-pw imap://127.0.0.1:{imap_port}/
   curl -u alice:alice-pw 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
+  curl -u 'DEMO\\alice\\bob:alice-pw' 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
 Over TLS (the certificate is {cert}):
   curl --cacert {cert} -u alice:alice-pw 'imaps://127.0.0.1:{imaps_port}/INBOX;UID=1'
   curl --cacert {cert} -u alice:alice-pw --ssl-reqd 'imap://127.0.0.1:{imap_port}/INBOX;UID=1'
