@@ -226,3 +226,24 @@ def test_setup_b_audit_names_the_account_forest(env_b):
     assert ev["account"].lower() == B.acc.accounts["auser"].dn.lower()
     imap_login(fg, "dupuser", B.acc.passwords["dupuser"])
     assert "ambiguous" in fg.events("login")[-1]["reason"]
+
+
+def test_clients_vanishing_during_the_directory_request(env_a):
+    """LOGIN, then gone before the answer: the answer still arrives on the
+    worker's ring, finds the slot closing, and nothing is left behind."""
+    import socket
+    A, fg = env_a
+    base = fg.fd_count()
+    for i in range(300):
+        s = socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5)
+        s.recv(512)
+        s.sendall(f"a LOGIN tuser {A.passwords['tuser']}\r\n".encode() if i % 2 else
+                  b"a LOGIN UCLABOR\\tuser\\other wrong\r\n")
+        if i % 3 == 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        s.close()
+    st = fg.wait_idle()
+    assert st["connections"] == 0 and st["backend_connections"] == 0
+    assert fg.fd_count() == base
+    ok, _, _ = imap_login(fg, "tuser", A.passwords["tuser"])
+    assert ok
