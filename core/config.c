@@ -44,12 +44,17 @@ enum cfg_type {
     CT_TIME,
     CT_STR,
     CT_BINDINGS,
-    CT_LOGIN_TYPE,
-    CT_LOGIN_MODE,
-    CT_LOG_LEVEL,
-    CT_BACKEND_TLS,
-    CT_ROLE,
-    CT_LDAP_TLS,
+    CT_ENUM, /* one of the names of cfg_enums[min] */
+};
+
+/* The settings that take one of a list of names. */
+enum cfg_enum_kind {
+    EN_LOGIN_TYPE,
+    EN_LOGIN_MODE,
+    EN_LOG_LEVEL,
+    EN_BACKEND_TLS,
+    EN_ROLE,
+    EN_LDAP_TLS
 };
 
 struct cfg_key {
@@ -68,7 +73,7 @@ struct cfg_key {
 static const struct cfg_key cfg_global_keys[] = {
         KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
         KEY("RelayPipes", CT_UINT, struct fg_config, relay_pipes, 1, 4096),
-        KEY("LogLevel", CT_LOG_LEVEL, struct fg_config, log_level, 0, 0),
+        KEY("LogLevel", CT_ENUM, struct fg_config, log_level, EN_LOG_LEVEL, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
         KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
@@ -80,7 +85,7 @@ static const struct cfg_key cfg_proto_keys[] = {
         KEY("UnencryptedOrTLSBindings", CT_BINDINGS, struct proto_conf, plain, 0, 0),
         KEY("SSLBindings", CT_BINDINGS, struct proto_conf, tls, 0, 0),
         KEY("X509CertificateName", CT_STR, struct proto_conf, cert_names, 1, 0),
-        KEY("LoginType", CT_LOGIN_TYPE, struct proto_conf, sess.login_type, 0, 0),
+        KEY("LoginType", CT_ENUM, struct proto_conf, sess.login_type, EN_LOGIN_TYPE, 0),
         KEY("Banner", CT_STR, struct proto_conf, banner, 0, 0),
         KEY("PreAuthenticatedConnectionTimeout", CT_TIME, struct proto_conf, preauth_timeout, 10,
             3600),
@@ -94,7 +99,7 @@ static const struct cfg_key cfg_proto_keys[] = {
 
 static const struct cfg_key cfg_backend_keys[] = {
         KEY("DefaultServer", CT_STR, struct backend_conf, server, 1, 0),
-        KEY("LoginMode", CT_LOGIN_MODE, struct backend_conf, mode, 0, 0),
+        KEY("LoginMode", CT_ENUM, struct backend_conf, mode, EN_LOGIN_MODE, 0),
         KEY("MasterUser", CT_STR, struct backend_conf, master_user, 1, 0),
         KEY("MasterPasswordFile", CT_STR, struct backend_conf, master_password_file, 1, 0),
         KEY("ConnectTimeout", CT_TIME, struct backend_conf, connect_timeout, 1, 300),
@@ -102,7 +107,7 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("ProxyTtl", CT_UINT, struct backend_conf, ttl, 1, 100),
         KEY("AllowUncheckedMasterLogin", CT_BOOL, struct backend_conf, allow_unchecked_master, 0,
             0),
-        KEY("Tls", CT_BACKEND_TLS, struct backend_conf, tls, 0, 0),
+        KEY("Tls", CT_ENUM, struct backend_conf, tls, EN_BACKEND_TLS, 0),
         KEY("TlsCaFile", CT_STR, struct backend_conf, tls_ca_file, 1, 0),
         KEY("TlsServerName", CT_STR, struct backend_conf, tls_name, 1, 0),
         {NULL, 0, 0, 0, 0, 0},
@@ -120,14 +125,14 @@ static const struct cfg_key cfg_directory_keys[] = {
 };
 
 static const struct cfg_key cfg_forest_keys[] = {
-        KEY("Role", CT_ROLE, struct forest_conf, role, 0, 0),
+        KEY("Role", CT_ENUM, struct forest_conf, role, EN_ROLE, 0),
         KEY("Uri", CT_STR, struct forest_conf, uri, 1, 0),
         KEY("BindDn", CT_STR, struct forest_conf, bind_dn, 1, 0),
         KEY("BindPasswordFile", CT_STR, struct forest_conf, bind_password_file, 1, 0),
         KEY("BaseDn", CT_STR, struct forest_conf, base_dn, 1, 0),
         KEY("Domains", CT_STR, struct forest_conf, domains, 1, 0),
         KEY("DefaultDomain", CT_STR, struct forest_conf, default_domain, 1, 0),
-        KEY("LdapTls", CT_LDAP_TLS, struct forest_conf, ldap_tls, 0, 0),
+        KEY("LdapTls", CT_ENUM, struct forest_conf, ldap_tls, EN_LDAP_TLS, 0),
         KEY("LdapCaFile", CT_STR, struct forest_conf, ldap_ca_file, 1, 0),
         KEY("Ldif", CT_STR, struct forest_conf, ldif, 1, 0),
         {NULL, 0, 0, 0, 0, 0},
@@ -305,6 +310,42 @@ static void cfg_set_uint(void *field, size_t size, uint32_t v)
         *(uint32_t *)field = v;
 }
 
+struct cfg_enum_def {
+    const char *const *names;
+    size_t n;
+    uint8_t first; /* the value of names[0] */
+};
+
+static const struct cfg_enum_def cfg_enums[] = {
+        [EN_LOGIN_TYPE] = {cfg_login_types, FG_ARRAY_SIZE(cfg_login_types), 0},
+        [EN_LOGIN_MODE] = {cfg_login_modes, FG_ARRAY_SIZE(cfg_login_modes), 0},
+        [EN_LOG_LEVEL] = {cfg_log_levels, FG_ARRAY_SIZE(cfg_log_levels), 0},
+        [EN_BACKEND_TLS] = {cfg_backend_tls, FG_ARRAY_SIZE(cfg_backend_tls), 0},
+        [EN_ROLE] = {cfg_roles + 1, FG_ARRAY_SIZE(cfg_roles) - 1, 1},
+        [EN_LDAP_TLS] = {cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls), 0},
+};
+
+/* A name from the key's list, any case; else "Key: expected A, B or C". */
+static int cfg_set_enum(struct cfg_parse *cp, const struct cfg_key *k, void *field, const char *v)
+{
+    const struct cfg_enum_def *en = &cfg_enums[k->min];
+    int e = cfg_enum(v, en->names, en->n);
+    if (e >= 0) {
+        cfg_set_uint(field, k->size, (uint32_t)e + en->first);
+        return FG_OK;
+    }
+    char list[200];
+    size_t o = 0;
+    for (size_t i = 0; i < en->n; i++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
+                              i == 0           ? ""
+                              : i + 1 == en->n ? " or "
+                                               : ", ",
+                              en->names[i]);
+    cfg_error(cp, cp->line, "%s: expected %s, got \"%s\"", k->name, list, v);
+    return FG_ERROR;
+}
+
 /* Stores one value; returns FG_ERROR (after reporting) when it is bad. */
 static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const char *v)
 {
@@ -312,7 +353,6 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
     char *end;
     unsigned long u;
     uint32_t t;
-    int e;
 
     switch (k->type) {
     case CT_UINT:
@@ -348,58 +388,8 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         return FG_OK;
     case CT_BINDINGS:
         return cfg_set_bindings(cp, field, v);
-    case CT_LOGIN_TYPE:
-        e = cfg_enum(v, cfg_login_types, FG_ARRAY_SIZE(cfg_login_types));
-        if (e < 0) {
-            cfg_error(cp, cp->line,
-                      "LoginType: expected PlainTextLogin, PlainTextAuthentication or "
-                      "SecureLogin, got \"%s\"",
-                      v);
-            return FG_ERROR;
-        }
-        *(uint8_t *)field = (uint8_t)e;
-        return FG_OK;
-    case CT_LOGIN_MODE:
-        e = cfg_enum(v, cfg_login_modes, FG_ARRAY_SIZE(cfg_login_modes));
-        if (e < 0) {
-            cfg_error(cp, cp->line, "LoginMode: expected PassThrough or MasterUser, got \"%s\"", v);
-            return FG_ERROR;
-        }
-        *(enum backend_login_mode *)field = (enum backend_login_mode)e;
-        return FG_OK;
-    case CT_LOG_LEVEL:
-        e = cfg_enum(v, cfg_log_levels, FG_ARRAY_SIZE(cfg_log_levels));
-        if (e < 0) {
-            cfg_error(cp, cp->line, "LogLevel: expected error, warning, info or debug, got \"%s\"",
-                      v);
-            return FG_ERROR;
-        }
-        *(enum log_level *)field = (enum log_level)e;
-        return FG_OK;
-    case CT_ROLE:
-        e = cfg_enum(v, cfg_roles + 1, 2);
-        if (e < 0) {
-            cfg_error(cp, cp->line, "Role: expected Organization or Account, got \"%s\"", v);
-            return FG_ERROR;
-        }
-        *(uint8_t *)field = (uint8_t)(e + 1);
-        return FG_OK;
-    case CT_LDAP_TLS:
-        e = cfg_enum(v, cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls));
-        if (e < 0) {
-            cfg_error(cp, cp->line, "LdapTls: expected none, starttls or ldaps, got \"%s\"", v);
-            return FG_ERROR;
-        }
-        *(uint8_t *)field = (uint8_t)e;
-        return FG_OK;
-    case CT_BACKEND_TLS:
-        e = cfg_enum(v, cfg_backend_tls, FG_ARRAY_SIZE(cfg_backend_tls));
-        if (e < 0) {
-            cfg_error(cp, cp->line, "Tls: expected none, starttls or implicit, got \"%s\"", v);
-            return FG_ERROR;
-        }
-        *(uint8_t *)field = (uint8_t)e;
-        return FG_OK;
+    case CT_ENUM:
+        return cfg_set_enum(cp, k, field, v);
     }
     return FG_ERROR;
 }
