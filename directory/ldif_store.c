@@ -142,6 +142,23 @@ static int lp_line(struct ldif_parse *lp, const char *s, size_t n, unsigned line
     return rc;
 }
 
+/* The password a bind as nobody is checked against: a {CRYPT} one if the
+ * file has any (the slowest scheme), else the first. */
+static void lp_pick_dummy(struct ldif_store *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        const struct ldif_attr *pw = ldif_attr(&st->e[i], "userPassword");
+        for (unsigned v = 0; pw && v < pw->nvals; v++) {
+            if (!st->dummy)
+                st->dummy = &pw->vals[v];
+            if (strncasecmp(pw->vals[v].p, "{CRYPT}", 7) == 0) {
+                st->dummy = &pw->vals[v];
+                return;
+            }
+        }
+    }
+}
+
 int ldif_parse(struct ldif_store *st, const char *buf, size_t n, char *err, size_t errlen)
 {
     struct ldif_parse lp = {.st = st, .err = err, .errlen = errlen};
@@ -198,6 +215,8 @@ int ldif_parse(struct ldif_store *st, const char *buf, size_t n, char *err, size
     free(lb);
     if (rc != FG_OK)
         ldif_free(st);
+    else
+        lp_pick_dummy(st);
     return rc;
 }
 
@@ -489,9 +508,14 @@ static const struct ldif_entry *lp_by_dn(const struct ldif_store *st, const char
 static void lp_bind(const struct ldif_store *st, const struct store_op *op,
                     struct store_result *res)
 {
-    const struct ldif_entry *e = lp_by_dn(st, op->dn);
+    const struct ldif_entry *e = op->dn[0] ? lp_by_dn(st, op->dn) : NULL;
     const struct ldif_attr *pw = e ? ldif_attr(e, "userPassword") : NULL;
     bool ok = false;
+    if (!e && st->dummy) { /* nobody: spend the time a real check takes */
+        bool FG_UNUSED same = ldif_password_ok(st->dummy->p, st->dummy->n, op->pass, op->pass_len);
+        res->status = STORE_BIND_FAILED;
+        return;
+    }
     for (unsigned i = 0; pw && i < pw->nvals && !ok; i++)
         ok = ldif_password_ok(pw->vals[i].p, pw->vals[i].n, op->pass, op->pass_len);
     const struct ldif_value *last = e ? lp_first(e, "pwdLastSet") : NULL;

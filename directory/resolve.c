@@ -21,6 +21,7 @@ enum rs_state {
     S_LINKED, /* the account's own mailbox, linked by SID */
     S_ALIAS,
     S_DB,
+    S_DUMMY, /* a bind that cannot succeed, so that a miss costs what a wrong password does */
     S_DONE,
 };
 
@@ -50,6 +51,24 @@ static enum resolve_step rs_done(struct resolution *rs, enum login_status st, en
 static enum resolve_step rs_fail(struct resolution *rs, enum resolve_why why)
 {
     return rs_done(rs, LOGIN_FAILED, why);
+}
+
+static enum resolve_step rs_ask(struct resolution *rs, enum rs_state next, enum store_op_kind kind,
+                                int forest);
+
+/*
+ * The lookup found no account to bind as (unknown, ambiguous, disabled):
+ * the store still checks the password, against nobody, before the failure is
+ * told -- an unknown name must not answer faster than a wrong password.
+ */
+static enum resolve_step rs_miss(struct resolution *rs, enum resolve_why why)
+{
+    enum resolve_step r = rs_ask(rs, S_DUMMY, SOP_BIND, rs->op.forest);
+    rs->why = why;
+    rs->op.dn = "";
+    rs->op.pass = rs->pass;
+    rs->op.pass_len = rs->pass_len;
+    return r;
 }
 
 /* Asks for an operation; the caller fills in what the kind needs. */
@@ -115,7 +134,7 @@ static bool rs_dn_under(const char *dn, const char *base)
 static enum resolve_step rs_bind(struct resolution *rs)
 {
     if (rs->account.uac & UAC_DISABLED)
-        return rs_fail(rs, RW_DISABLED);
+        return rs_miss(rs, RW_DISABLED);
     enum resolve_step r = rs_ask(rs, S_BIND, SOP_BIND, rs->account.forest);
     rs->op.dn = rs->account.dn;
     rs->op.pass = rs->pass;
@@ -159,14 +178,14 @@ static enum resolve_step rs_on_sam(struct resolution *rs)
     if (rs_down(rs))
         return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
     if (rs->res.n >= 2)
-        return rs_fail(rs, RW_AMBIGUOUS); /* never guess inside one scope */
+        return rs_miss(rs, RW_AMBIGUOUS); /* never guess inside one scope */
     if (rs->res.n == 1) {
         rs->account = rs->res.e[0];
         return rs_bind(rs);
     }
     /* Not in this scope: the next account forest, searched as a whole. */
     if (rs->state == S_DSAM || ++rs->scope >= rs->topo->nforests)
-        return rs_fail(rs, RW_NOT_FOUND);
+        return rs_miss(rs, RW_NOT_FOUND);
     return rs_find_sam(rs, S_SAM, rs_forest_at(rs, rs->scope), -1);
 }
 
@@ -178,7 +197,7 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
         rs->account = rs->res.e[0];
     rs->found = (uint8_t)(rs->found + rs->res.n);
     if (rs->found >= 2)
-        return rs_fail(rs, RW_AMBIGUOUS); /* a UPN must be unique across all forests */
+        return rs_miss(rs, RW_AMBIGUOUS); /* a UPN must be unique across all forests */
     if (++rs->scope < rs->topo->nforests)
         return rs_find_upn(rs);
     if (rs->found == 0) {
@@ -188,13 +207,13 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
             rs->op.key_len = rs->ln.upn.len;
             return r;
         }
-        return rs_fail(rs, RW_NOT_FOUND);
+        return rs_miss(rs, RW_NOT_FOUND);
     }
     if (rs->ln.form == LN_DOMAIN_UPN &&
         (rs->account.forest != rs->domain_forest ||
          !rs_dn_under(rs->account.dn,
                       rs->topo->forests[rs->domain_forest].domains[rs->domain_index].base)))
-        return rs_fail(rs, RW_WRONG_DOMAIN);
+        return rs_miss(rs, RW_WRONG_DOMAIN);
     return rs_bind(rs);
 }
 
@@ -204,7 +223,7 @@ static enum resolve_step rs_find_sid(struct resolution *rs)
     while (rs->scope < rs->topo->nforests && rs_forest_at(rs, rs->scope) == (int)rs->topo->org)
         rs->scope++;
     if (rs->scope >= rs->topo->nforests)
-        return rs_fail(rs, RW_NOT_FOUND);
+        return rs_miss(rs, RW_NOT_FOUND);
     enum resolve_step r = rs_ask(rs, S_SID, SOP_FIND_SID, rs_forest_at(rs, rs->scope));
     rs->op.sid = rs->mailbox.master_sid;
     rs->op.sid_len = rs->mailbox.master_sid_len;
@@ -217,7 +236,7 @@ static enum resolve_step rs_on_smtp(struct resolution *rs)
     if (rs_down(rs))
         return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
     if (rs->res.n != 1)
-        return rs_fail(rs, rs->res.n ? RW_AMBIGUOUS : RW_NOT_FOUND);
+        return rs_miss(rs, rs->res.n ? RW_AMBIGUOUS : RW_NOT_FOUND);
     rs->mailbox = rs->res.e[0];
     if (rs->mailbox.master_sid_len == 0 || !(rs->mailbox.uac & UAC_DISABLED)) {
         rs->account = rs->mailbox;
@@ -232,7 +251,7 @@ static enum resolve_step rs_on_sid(struct resolution *rs)
     if (rs_down(rs))
         return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
     if (rs->res.n >= 2)
-        return rs_fail(rs, RW_AMBIGUOUS);
+        return rs_miss(rs, RW_AMBIGUOUS);
     if (rs->res.n == 1) {
         rs->account = rs->res.e[0];
         return rs_bind(rs);
@@ -357,6 +376,9 @@ enum resolve_step resolve_next(struct resolution *rs)
         return rs_on_alias(rs);
     case S_DB:
         return rs_on_db(rs);
+    case S_DUMMY:
+        /* Whatever the store said, the failure stands. */
+        return rs_done(rs, rs_down(rs) ? LOGIN_UNAVAILABLE : LOGIN_FAILED, rs->why);
     default:
         return RESOLVE_DONE;
     }

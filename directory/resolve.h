@@ -58,7 +58,9 @@ enum store_op_kind {
     SOP_FIND_SAM,    /* enabled accounts: sAMAccountName = key (domain < 0: whole forest) */
     SOP_FIND_UPN,    /* accounts, disabled ones too: userPrincipalName = key, whole forest */
     SOP_FIND_SMTP,   /* organisation forest: proxyAddresses = smtp:key */
-    SOP_BIND,        /* simple bind as dn with the password, in the forest */
+    SOP_BIND,        /* simple bind as dn with the password, in the forest; dn "" is
+                        nobody: check the password against no account at the cost of
+                        a real check, and fail */
     SOP_FIND_LINKED, /* organisation forest: mailboxes whose msExchMasterAccountSid = sid */
     SOP_FIND_ALIAS,  /* organisation forest: mailboxes whose mailNickname = key; for each,
                         delegate_ok says whether dn is in its msExchDelegateListLink */

@@ -194,6 +194,23 @@ static void test_passwords(void)
     CHECK(!ldif_password_ok("{SSHA}qNpx/NlhpNhmML008VCA8FpEbChzYWx0c2FsdA==", 46, "pw-t\0x", 6));
 }
 
+/* A bind as nobody never succeeds, even with a password some account has,
+ * and it is checked against the file's slowest scheme. */
+static void test_bind_as_nobody(void)
+{
+    struct store_op op = {.kind = SOP_BIND, .dn = "", .pass = "pw-c", .pass_len = 4};
+    struct store_result res;
+    CHECK(st.dummy && strncmp(st.dummy->p, "{CRYPT}", 7) == 0);
+    ldif_store_run(&st, &topo.forests[0], 0, &op, &res);
+    CHECK_INT(res.status, STORE_BIND_FAILED);
+    op.dn = "CN=nobody,DC=uclabor,DC=de";
+    ldif_store_run(&st, &topo.forests[0], 0, &op, &res);
+    CHECK_INT(res.status, STORE_BIND_FAILED);
+    op.dn = "cn=administrator,cn=users,dc=uclabor,dc=de"; /* DNs compare without case */
+    ldif_store_run(&st, &topo.forests[0], 0, &op, &res);
+    CHECK_INT(res.status, STORE_OK);
+}
+
 static struct resolution *run(const char *name, const char *pass, enum fg_proto proto)
 {
     static struct resolution rs;
@@ -251,6 +268,7 @@ int main(void)
     test_parse();
     test_parse_errors();
     test_passwords();
+    test_bind_as_nobody();
     test_resolve_through_the_store();
     ldif_free(&st);
     return th_finish("test_ldif_store");
