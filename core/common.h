@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define FG_LIKELY(x)                       __builtin_expect(!!(x), 1)
 #define FG_UNLIKELY(x)                     __builtin_expect(!!(x), 0)
@@ -56,6 +57,14 @@ static inline void fg_list_add_tail(struct fg_list *head, struct fg_list *n)
 }
 
 /* ASCII case-insensitive comparison of a byte slice against a C string. */
+/* Milliseconds of CLOCK_MONOTONIC, for durations in logs. */
+static inline uint32_t fg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
 static inline bool fg_ieq(const char *s, size_t n, const char *lit)
 {
     size_t i;

@@ -161,15 +161,24 @@ int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_
     return FG_OK;
 }
 
+/* Encrypts all of plain and queues the records on q; plain is left empty
+ * and holds no memory. */
+static int tlsio_encrypt(struct tls_conn *t, struct buf *plain, struct buf *q)
+{
+    if (buf_avail(plain) == 0)
+        return FG_OK;
+    if (tls_conn_write(t, buf_head(plain), buf_avail(plain)) != FG_OK)
+        return FG_ERROR;
+    buf_consume(plain, buf_avail(plain));
+    buf_trim(plain);
+    return tlsio_move_out(t, q);
+}
+
 int tlsio_client_encrypt(struct conn *c)
 {
-    if (!c->tls || (c->flags & CF_TLS_HS) || buf_avail(&c->tout) == 0)
+    if (!c->tls || (c->flags & CF_TLS_HS))
         return FG_OK;
-    if (tls_conn_write(c->tls, buf_head(&c->tout), buf_avail(&c->tout)) != FG_OK)
-        return FG_ERROR;
-    buf_consume(&c->tout, buf_avail(&c->tout));
-    buf_trim(&c->tout);
-    return tlsio_move_out(c->tls, &c->cq.q);
+    return tlsio_encrypt(c->tls, &c->tout, &c->cq.q);
 }
 
 int tlsio_backend_start(struct worker *w, struct conn *c)
@@ -219,11 +228,7 @@ int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size
 
 int tlsio_backend_encrypt(struct conn *c)
 {
-    struct conn_login *lg = c->lg;
-    if (!c->btls || (c->flags & CF_B_TLS_HS) || buf_avail(&lg->bout) == 0)
+    if (!c->btls || (c->flags & CF_B_TLS_HS))
         return FG_OK;
-    if (tls_conn_write(c->btls, buf_head(&lg->bout), buf_avail(&lg->bout)) != FG_OK)
-        return FG_ERROR;
-    buf_consume(&lg->bout, buf_avail(&lg->bout));
-    return tlsio_move_out(c->btls, &lg->bq.q);
+    return tlsio_encrypt(c->btls, &c->lg->bout, &c->lg->bq.q);
 }

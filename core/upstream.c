@@ -19,13 +19,6 @@
 static const struct backend_login_ops *const upstream_ops[FG_PROTO_COUNT] = {&imap_backend_ops,
                                                                              &pop3_backend_ops};
 
-static uint32_t upstream_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 static const char *upstream_status_name(enum login_status st)
 {
     static const char *const names[] = {"ok",      "failed",      "denied",
@@ -42,7 +35,7 @@ void upstream_login_start(struct worker *w, struct conn *c)
     struct conn_login *lg = c->lg;
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
-    lg->dir_started_ms = upstream_ms();
+    lg->dir_started_ms = fg_now_ms();
     conn_set_state(w, c, CONN_LOGIN);
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
     while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
@@ -101,7 +94,7 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
     if (c->btls && tls_conn_done(c->btls))
         log_cstr(&l, "backend_tls", tls_conn_version(c->btls));
     if (c->lg)
-        log_fmt(&l, "ms", "%u", upstream_ms() - c->lg->dir_started_ms);
+        log_fmt(&l, "ms", "%u", fg_now_ms() - c->lg->dir_started_ms);
     log_end(&l);
 }
 

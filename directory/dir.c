@@ -14,13 +14,6 @@
 #include <strings.h>
 #include <time.h>
 
-static uint32_t dir_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 void dir_init(struct dir *d, const struct fg_config *cfg)
 {
     memset(d, 0, sizeof *d);
@@ -126,7 +119,7 @@ static void dir_resolve(const struct fg_config *cfg, struct dir_request *req)
 {
     const struct dir_conf *dc = &cfg->dir;
     struct resolution *rs = calloc(1, sizeof *rs);
-    uint32_t start = dir_ms();
+    uint32_t start = fg_now_ms();
 
     if (!rs) {
         req->status = LOGIN_UNAVAILABLE;
@@ -156,7 +149,7 @@ static void dir_resolve(const struct fg_config *cfg, struct dir_request *req)
     memcpy(req->route.mailbox, rs->mailbox.alias, req->route.mailbox_len);
     req->route.mailbox[req->route.mailbox_len] = 0;
     dir_audit(req, rs, dc);
-    req->elapsed_ms = dir_ms() - start;
+    req->elapsed_ms = fg_now_ms() - start;
     explicit_bzero(rs, sizeof *rs);
     free(rs);
 }

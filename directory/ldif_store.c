@@ -359,14 +359,6 @@ bool ldif_password_ok(const char *stored, size_t n, const char *pass, size_t pn)
 
 /* ---- the store operations ---- */
 
-static bool lp_dn_under(const char *dn, const char *base)
-{
-    size_t n = strlen(dn), m = strlen(base);
-    if (m == 0 || n < m || strcasecmp(dn + n - m, base) != 0)
-        return false;
-    return n == m || dn[n - m - 1] == ',';
-}
-
 /* The domain of the forest that holds dn: the deepest base it lies under. */
 static int lp_domain_of(const struct dir_forest *fo, const char *dn)
 {
@@ -374,7 +366,7 @@ static int lp_domain_of(const struct dir_forest *fo, const char *dn)
     size_t best_len = 0;
     for (unsigned d = 0; d < fo->ndomains; d++) {
         size_t m = strlen(fo->domains[d].base);
-        if (m > best_len && lp_dn_under(dn, fo->domains[d].base)) {
+        if (m > best_len && dir_dn_under(dn, fo->domains[d].base)) {
             best = (int)d;
             best_len = m;
         }

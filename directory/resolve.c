@@ -122,8 +122,7 @@ static bool rs_dn_eq(const char *a, const char *b)
     return a[0] && strcasecmp(a, b) == 0;
 }
 
-/* True when dn lies in the naming context base (ends with ",base" or is it). */
-static bool rs_dn_under(const char *dn, const char *base)
+bool dir_dn_under(const char *dn, const char *base)
 {
     size_t n = strlen(dn), m = strlen(base);
     if (m == 0 || n < m || strcasecmp(dn + n - m, base) != 0)
@@ -211,8 +210,8 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
     }
     if (rs->ln.form == LN_DOMAIN_UPN &&
         (rs->account.forest != rs->domain_forest ||
-         !rs_dn_under(rs->account.dn,
-                      rs->topo->forests[rs->domain_forest].domains[rs->domain_index].base)))
+         !dir_dn_under(rs->account.dn,
+                       rs->topo->forests[rs->domain_forest].domains[rs->domain_index].base)))
         return rs_miss(rs, RW_WRONG_DOMAIN);
     return rs_bind(rs);
 }

@@ -188,6 +188,10 @@ const char *resolve_why_text(enum resolve_why why);
 bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
                      int *domain_r);
 
+/* True when dn lies in the naming context base (ends with ",base" or is it),
+ * compared without case. */
+bool dir_dn_under(const char *dn, const char *base);
+
 /* The database's name: the first RDN's value of a homeMDB DN ("DB01"). */
 size_t dir_database_name(const char *dn, char *out, size_t n);
 

@@ -141,6 +141,8 @@ import tempfile
 import threading
 import time
 
+from tests.lib import logfile
+
 __all__ = ["Dovecot", "DovecotError", "free_port", "wire_bytes"]
 
 DOVECOT_BIN = (shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin:/bin")
@@ -687,20 +689,10 @@ service anvil {{
         self.stop()
 
     # ----------------------------------------------------------------- logs
-    @staticmethod
-    def _read(path: str, offset: int = 0) -> str:
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+    _read = staticmethod(logfile.read_text)
 
     def _log_size(self) -> int:
-        try:
-            return os.path.getsize(self.log_path)
-        except OSError:
-            return 0
+        return logfile.size(self.log_path)
 
     @staticmethod
     def _tail(text: str, n: int) -> str:

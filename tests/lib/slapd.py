@@ -89,6 +89,8 @@ import subprocess
 import threading
 import time
 
+from tests.lib import logfile
+
 __all__ = ["Slapd", "SlapdError", "LdapError", "LdapTimeout", "Entry", "free_port",
            "ldif_entry", "parse_ldif", "split_dn", "dn_key", "escape_filter_bytes",
            "escape_filter_value", "AD_SCHEMA"]
@@ -757,20 +759,10 @@ class Slapd:
         self.stop()
 
     # ----------------------------------------------------------------- logs
-    @staticmethod
-    def _read(path: str, offset: int = 0) -> str:
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+    _read = staticmethod(logfile.read_text)
 
     def _log_size(self) -> int:
-        try:
-            return os.path.getsize(self.log_path)
-        except OSError:
-            return 0
+        return logfile.size(self.log_path)
 
     def log_text(self) -> str:
         """Everything slapd wrote (``-d stats``: ACCEPT, BIND, SRCH, RESULT...)."""
