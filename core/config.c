@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include "../directory/ldap_store.h"
 #include "../directory/ldif_store.h"
 #include "../tls/tls.h"
 
@@ -717,33 +718,43 @@ static char *cfg_secret_alloc(size_t n)
     return p;
 }
 
-static void cfg_load_master_password(struct cfg_parse *cp)
+/* A password file: one line of 1 to CRED_PASS_MAX bytes (a trailing newline
+ * is the file's), kept in memory excluded from core dumps. */
+static void cfg_load_secret(struct cfg_parse *cp, unsigned line, const char *key, const char *path,
+                            char **out, size_t *out_len)
 {
-    struct backend_conf *bc = &cp->cfg->backend;
-    unsigned line = cfg_key_line(cp, SEC_BACKEND, "MasterPasswordFile");
     char tmp[CRED_PASS_MAX + 3];
-    FILE *f = fopen(bc->master_password_file, "r");
+    FILE *f = fopen(path, "r");
 
     if (!f) {
-        cfg_error(cp, line, "MasterPasswordFile %s: %s", bc->master_password_file, strerror(errno));
+        cfg_error(cp, line, "%s %s: %s", key, path, strerror(errno));
         return;
     }
     size_t n = fread(tmp, 1, sizeof tmp, f);
     bool more = fgetc(f) != EOF;
     fclose(f);
-    /* One trailing newline is the file's, not the password's. */
     if (n > 0 && tmp[n - 1] == '\n')
         n--;
     if (n > 0 && tmp[n - 1] == '\r')
         n--;
     if (more || n > CRED_PASS_MAX || n == 0 || memchr(tmp, 0, n) || memchr(tmp, '\n', n)) {
-        cfg_error(cp, line, "MasterPasswordFile %s: expected one line of 1 to %d bytes",
-                  bc->master_password_file, CRED_PASS_MAX);
-    } else if ((bc->master_pass = cfg_secret_alloc(n + 1)) != NULL) {
-        memcpy(bc->master_pass, tmp, n);
-        bc->master_pass_len = n;
+        cfg_error(cp, line, "%s %s: expected one line of 1 to %d bytes", key, path, CRED_PASS_MAX);
+    } else if ((*out = cfg_secret_alloc(n + 1)) != NULL) {
+        memcpy(*out, tmp, n);
+        *out_len = n;
     }
     explicit_bzero(tmp, sizeof tmp);
+}
+
+static void cfg_secret_free(char **p, size_t *n)
+{
+    if (!*p)
+        return;
+    size_t len = (*n + 1 + 4095) & ~(size_t)4095;
+    explicit_bzero(*p, *n);
+    munmap(*p, len);
+    *p = NULL;
+    *n = 0;
 }
 
 static void cfg_check_master(struct cfg_parse *cp)
@@ -756,7 +767,9 @@ static void cfg_check_master(struct cfg_parse *cp)
     if (!bc->master_password_file[0])
         cfg_error(cp, line, "LoginMode = MasterUser needs MasterPasswordFile");
     else
-        cfg_load_master_password(cp);
+        cfg_load_secret(cp, cfg_key_line(cp, SEC_BACKEND, "MasterPasswordFile"),
+                        "MasterPasswordFile", bc->master_password_file, &bc->master_pass,
+                        &bc->master_pass_len);
     /* The backend trusts a master login for any mailbox, so somebody else has
      * to check the client's password: the directory. */
     if (!bc->allow_unchecked_master && !cp->cfg->dir.enabled)
@@ -801,6 +814,26 @@ static void cfg_resolve_backend(struct cfg_parse *cp)
 }
 
 /* ---- the directory ---- */
+
+void cfg_ldap_store_conf(const struct dir_conf *dc, const struct forest_conf *fc,
+                         struct ldap_store_conf *lc)
+{
+    uint32_t t = dc->request_timeout * 1000;
+    *lc = (struct ldap_store_conf){
+            .forest_name = fc->name,
+            .uris = fc->uri,
+            .bind_dn = fc->bind_dn,
+            .bind_pass = fc->bind_pass,
+            .bind_pass_len = fc->bind_pass_len,
+            .tls = fc->ldap_tls,
+            .ca_file = fc->ldap_ca_file,
+            .delegate_attr = dc->delegate_attr,
+            .login_attr = dc->login_attr,
+            /* Half the request's time: a second server still has the other half. */
+            .op_timeout_ms = t / 2,
+            .connect_timeout_ms = FG_MIN(t / 2, 3000u),
+    };
+}
 
 static void cfg_add_domain(struct cfg_parse *cp, unsigned line, struct dir_forest *df,
                            const char *nb, const char *dns, const char *base)
@@ -871,6 +904,55 @@ static void cfg_discover_domains(struct cfg_parse *cp, unsigned line, const stru
     }
 }
 
+/* The LDAP settings of a forest: URIs that parse, who to search as. */
+static void cfg_check_ldap_forest(struct cfg_parse *cp, unsigned i)
+{
+    struct forest_conf *fc = &cp->cfg->dir.forests[i];
+    int sec = SEC_FOREST + (int)i;
+    unsigned sl = cp->section_line[sec];
+    char uris[LDS_MAX_URIS][256], err[300];
+
+    if (ldap_store_parse_uris(fc->uri, uris, LDS_MAX_URIS, err, sizeof err) < 0)
+        cfg_error(cp, cfg_key_line(cp, sec, "Uri"), "Uri: %s", err);
+    /* AD answers no anonymous search: the lookups need an account. */
+    if (!fc->bind_dn[0])
+        cfg_error(cp, sl, "[forest:%s]: Uri needs BindDn, the account that searches", fc->name);
+    if (!fc->bind_password_file[0])
+        cfg_error(cp, sl, "[forest:%s]: Uri needs BindPasswordFile", fc->name);
+    else
+        cfg_load_secret(cp, cfg_key_line(cp, sec, "BindPasswordFile"), "BindPasswordFile",
+                        fc->bind_password_file, &fc->bind_pass, &fc->bind_pass_len);
+    if (fc->ldap_ca_file[0] && access(fc->ldap_ca_file, R_OK) != 0)
+        cfg_error(cp, cfg_key_line(cp, sec, "LdapCaFile"), "LdapCaFile %s: %s", fc->ldap_ca_file,
+                  strerror(errno));
+}
+
+struct cfg_found_domains {
+    struct cfg_parse *cp;
+    unsigned line;
+    struct dir_forest *df;
+};
+
+static void cfg_found_domain(void *arg, const char *nb, const char *dns, const char *base)
+{
+    struct cfg_found_domains *fd = arg;
+    cfg_add_domain(fd->cp, fd->line, fd->df, nb, dns, base);
+}
+
+/* No Domains for an LDAP forest: ask its servers, once, at start-up. */
+static void cfg_discover_ldap_domains(struct cfg_parse *cp, unsigned i, struct dir_forest *df)
+{
+    struct forest_conf *fc = &cp->cfg->dir.forests[i];
+    unsigned sl = cp->section_line[SEC_FOREST + (int)i];
+    struct ldap_store_conf lc;
+    struct cfg_found_domains fd = {cp, sl, df};
+    char err[400];
+
+    cfg_ldap_store_conf(&cp->cfg->dir, fc, &lc);
+    if (ldap_store_discover(&lc, fc->base_dn, cfg_found_domain, &fd, err, sizeof err) != FG_OK)
+        cfg_error(cp, sl, "[forest:%s]: %s", fc->name, err);
+}
+
 static void cfg_check_forest(struct cfg_parse *cp, unsigned i, struct dir_forest *df)
 {
     struct forest_conf *fc = &cp->cfg->dir.forests[i];
@@ -888,10 +970,7 @@ static void cfg_check_forest(struct cfg_parse *cp, unsigned i, struct dir_forest
     else if (!fc->uri[0] && !fc->ldif[0])
         cfg_error(cp, sl, "[forest:%s] needs Uri (LDAP servers) or Ldif (a file)", fc->name);
     else if (fc->uri[0])
-        cfg_error(cp, cfg_key_line(cp, sec, "Uri"),
-                  "[forest:%s]: the LDAP store is not in this build yet; serve the forest from "
-                  "an LDIF file with Ldif",
-                  fc->name);
+        cfg_check_ldap_forest(cp, i);
     if (fc->ldif[0] && !fc->uri[0]) {
         if (!(fc->store = calloc(1, sizeof *fc->store)) ||
             ldif_load(fc->store, fc->ldif, err, sizeof err) != FG_OK) {
@@ -905,6 +984,8 @@ static void cfg_check_forest(struct cfg_parse *cp, unsigned i, struct dir_forest
         cfg_parse_domains(cp, dl, fc->domains, df);
     else if (fc->store)
         cfg_discover_domains(cp, sl, fc->store, df);
+    else if (fc->uri[0] && fc->bind_pass && cp->errors == 0)
+        cfg_discover_ldap_domains(cp, i, df);
     if (df->ndomains == 0 && (fc->store || fc->domains[0]) && !cfg_line_bad(cp, dl))
         cfg_error(cp, dl ? dl : sl,
                   "[forest:%s] has no domain: set Domains, or give crossRef objects in its "
@@ -1104,14 +1185,9 @@ void config_free(struct fg_config *cfg)
         free(cfg->dir.forests[f].store);
         cfg->dir.forests[f].store = NULL;
     }
-    struct backend_conf *bc = &cfg->backend;
-    if (bc->master_pass) {
-        size_t len = (bc->master_pass_len + 1 + 4095) & ~(size_t)4095;
-        explicit_bzero(bc->master_pass, bc->master_pass_len);
-        munmap(bc->master_pass, len);
-        bc->master_pass = NULL;
-        bc->master_pass_len = 0;
-    }
+    for (unsigned f = 0; f < cfg->dir.nforests; f++)
+        cfg_secret_free(&cfg->dir.forests[f].bind_pass, &cfg->dir.forests[f].bind_pass_len);
+    cfg_secret_free(&cfg->backend.master_pass, &cfg->backend.master_pass_len);
 }
 
 static void cfg_dump_bindings(const struct bindings *b, FILE *out)

@@ -106,6 +106,8 @@ struct forest_conf {
     char default_domain[256];
     uint8_t ldap_tls; /* LdapTls: 0 none, 1 starttls, 2 ldaps */
     char ldap_ca_file[PATH_MAX];
+    char *bind_pass; /* BindPasswordFile's line, in memory excluded from core dumps */
+    size_t bind_pass_len;
     char ldif[PATH_MAX];      /* Ldif: the embedded store */
     struct ldif_store *store; /* loaded from Ldif */
 };
@@ -134,6 +136,12 @@ struct dir_conf {
     unsigned ndatabases;
     struct database_conf databases[CFG_MAX_DATABASES];
 };
+
+struct ldap_store_conf;
+
+/* The LDAP store's settings for a forest (directory/ldap_store.h). */
+void cfg_ldap_store_conf(const struct dir_conf *dc, const struct forest_conf *fc,
+                         struct ldap_store_conf *lc);
 
 struct fg_config {
     char path[PATH_MAX];

@@ -67,6 +67,8 @@ static void upstream_log_directory(struct log_line *l, const struct conn *c,
     }
     log_fmt(l, "dir_ms", "%u", c->lg->req.elapsed_ms);
     log_fmt(l, "dir_ops", "%u", a->ops);
+    if (a->ldap)
+        log_fmt(l, "ldap_ops", "%u", a->ldap);
 }
 
 /* Logs the outcome of a login attempt: one audit line per attempt. */

@@ -5,7 +5,14 @@
 #include "dir.h"
 
 #include "../core/log.h"
+#include "ldap_store.h"
 #include "ldif_store.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <netdb.h>
 #include <stdio.h>
@@ -18,8 +25,6 @@ void dir_init(struct dir *d, const struct fg_config *cfg)
 {
     memset(d, 0, sizeof *d);
     d->cfg = cfg;
-    pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->cond, NULL);
 }
 
 /* Refusals that need no directory: they never reach a backend. */
@@ -47,38 +52,52 @@ static void dir_static_route(const struct fg_config *cfg, struct dir_request *re
 
 /* ---- the pool ---- */
 
-/* The servers of a database: [databases] first, else the directory's. */
-static void dir_database(const struct dir_conf *dc, struct dir_request *req,
-                         const struct store_op *op, struct store_result *res)
+/* One resolution in flight on a directory thread. */
+struct dir_job {
+    struct dir_job *next, *prev; /* the thread's jobs, oldest first */
+    struct dir_request *req;
+    struct ldap_store *waiting; /* the store lop is with, or NULL */
+    uint64_t start_ms, deadline_ms;
+    unsigned ldap_requests;
+    struct ldap_op lop;
+    struct resolution rs;
+};
+
+struct dir_thread {
+    struct dir *d;
+    pthread_t tid;
+    bool started;
+    int efd; /* new requests */
+    pthread_mutex_t lock;
+    struct dir_request *head, *tail;
+    bool stopping;
+    struct io_uring ring;                   /* posts completions to the workers' rings */
+    struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
+    struct dir_job *jobs, *jobs_tail;
+};
+
+static uint64_t dir_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The servers of a database from [databases]; false when it is not there. */
+static bool dir_database_mapped(const struct dir_conf *dc, struct dir_request *req,
+                                const struct store_op *op, struct store_result *res)
 {
     char name[64];
     dir_database_name(op->dn, name, sizeof name);
     for (unsigned i = 0; i < dc->ndatabases; i++) {
         if (strcasecmp(dc->databases[i].name, name) == 0) {
+            memset(res, 0, sizeof *res);
             req->route.target = &dc->databases[i].target;
             res->nhosts = dc->databases[i].target.naddrs;
-            return;
+            return true;
         }
     }
-    const struct forest_conf *fc = &dc->forests[dc->order[op->forest]];
-    ldif_store_run(fc->store, &dc->topo.forests[op->forest], op->forest, op, res);
-}
-
-/* Runs one store operation on the forest's store. */
-static void dir_run_op(const struct dir_conf *dc, struct dir_request *req,
-                       const struct store_op *op, struct store_result *res)
-{
-    if (op->kind == SOP_DATABASE) {
-        dir_database(dc, req, op, res);
-        return;
-    }
-    const struct forest_conf *fc = &dc->forests[dc->order[op->forest]];
-    if (!fc->store) {
-        memset(res, 0, sizeof *res);
-        res->status = STORE_UNAVAILABLE;
-        return;
-    }
-    ldif_store_run(fc->store, &dc->topo.forests[op->forest], op->forest, op, res);
+    return false;
 }
 
 /* Host names from the directory become addresses, in order. */
@@ -100,7 +119,7 @@ static void dir_resolve_hosts(struct dir_request *req, const struct resolution *
 }
 
 static void dir_audit(struct dir_request *req, const struct resolution *rs,
-                      const struct dir_conf *dc)
+                      const struct dir_conf *dc, unsigned ldap_requests)
 {
     struct dir_audit *a = &req->audit;
     a->why = rs->why == RW_NONE ? NULL : resolve_why_text(rs->why);
@@ -108,28 +127,20 @@ static void dir_audit(struct dir_request *req, const struct resolution *rs,
             rs->why == RW_NOT_FOUND || rs->why == RW_UNKNOWN_DOMAIN || rs->why == RW_WRONG_DOMAIN;
     a->form = (uint8_t)rs->ln.form;
     a->ops = rs->ops;
+    a->ldap = ldap_requests;
     if (rs->account.dn[0]) {
         snprintf(a->account, sizeof a->account, "%s", rs->account.dn);
         snprintf(a->forest, sizeof a->forest, "%s", dc->topo.forests[rs->account.forest].name);
     }
 }
 
-/* Runs the resolver to its end and fills the request's answer. */
-static void dir_resolve(const struct fg_config *cfg, struct dir_request *req)
+/* The resolution's outcome becomes the request's answer. */
+static void dir_answer(const struct fg_config *cfg, struct dir_job *j, uint64_t now)
 {
     const struct dir_conf *dc = &cfg->dir;
-    struct resolution *rs = calloc(1, sizeof *rs);
-    uint32_t start = fg_now_ms();
+    struct dir_request *req = j->req;
+    struct resolution *rs = &j->rs;
 
-    if (!rs) {
-        req->status = LOGIN_UNAVAILABLE;
-        return;
-    }
-    resolve_init(rs, &dc->topo, &dc->rules, req->cred->user, req->cred->user_len, req->cred->pass,
-                 req->cred->pass_len, req->proto);
-    req->route.target = NULL;
-    while (resolve_next(rs) == RESOLVE_OP)
-        dir_run_op(dc, req, &rs->op, &rs->res);
     req->status = rs->status;
     if (rs->status == LOGIN_OK && !req->route.target)
         dir_resolve_hosts(req, rs);
@@ -148,10 +159,8 @@ static void dir_resolve(const struct fg_config *cfg, struct dir_request *req)
     req->route.mailbox_len = (uint16_t)FG_MIN(n, (size_t)CRED_NAME_MAX);
     memcpy(req->route.mailbox, rs->mailbox.alias, req->route.mailbox_len);
     req->route.mailbox[req->route.mailbox_len] = 0;
-    dir_audit(req, rs, dc);
-    req->elapsed_ms = fg_now_ms() - start;
-    explicit_bzero(rs, sizeof *rs);
-    free(rs);
+    dir_audit(req, rs, dc, j->ldap_requests);
+    req->elapsed_ms = (uint32_t)(now - j->start_ms);
 }
 
 /* Posts the completion to the worker's ring. */
@@ -171,60 +180,243 @@ static void dir_post(struct io_uring *ring, struct dir_request *req)
     }
 }
 
-static void *dir_thread(void *arg)
+static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
-    struct dir *d = arg;
-    struct io_uring ring;
+    dir_answer(t->d->cfg, j, dir_clock_ms());
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        t->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        t->jobs_tail = j->prev;
+    dir_post(&t->ring, j->req);
+    explicit_bzero(j, sizeof *j); /* the resolution held the password */
+    free(j);
+}
 
-    if (io_uring_queue_init(8, &ring, 0) < 0) {
-        log_msg(LOG_ERROR, "directory", "a directory thread cannot create its ring");
-        return NULL;
-    }
-    for (;;) {
-        pthread_mutex_lock(&d->lock);
-        while (!d->head && !d->stopping)
-            pthread_cond_wait(&d->cond, &d->lock);
-        struct dir_request *req = d->head;
-        if (req) {
-            d->head = req->next;
-            if (!d->head)
-                d->tail = NULL;
+/* Runs the resolver until it waits for LDAP or ends. The job may be gone
+ * when this returns. */
+static void dj_step(struct dir_thread *t, struct dir_job *j)
+{
+    const struct dir_conf *dc = &t->d->cfg->dir;
+    while (resolve_next(&j->rs) == RESOLVE_OP) {
+        const struct store_op *op = &j->rs.op;
+        if (op->kind == SOP_DATABASE && dir_database_mapped(dc, j->req, op, &j->rs.res))
+            continue;
+        struct ldap_store *ls = t->ls[op->forest];
+        if (ls) {
+            j->waiting = ls;
+            j->lop.job = j;
+            j->lop.op = op;
+            j->lop.res = &j->rs.res;
+            ldap_store_start(ls, &j->lop, dir_clock_ms());
+            return;
         }
-        pthread_mutex_unlock(&d->lock);
-        if (!req)
-            break; /* stopping, and nothing left */
-        dir_resolve(d->cfg, req);
-        dir_post(&ring, req);
+        const struct forest_conf *fc = &dc->forests[dc->order[op->forest]];
+        if (fc->store) {
+            ldif_store_run(fc->store, &dc->topo.forests[op->forest], op->forest, op, &j->rs.res);
+        } else {
+            memset(&j->rs.res, 0, sizeof j->rs.res);
+            j->rs.res.status = STORE_UNAVAILABLE;
+        }
     }
-    io_uring_queue_exit(&ring);
+    dj_finish(t, j);
+}
+
+static void dj_ldap_done(void *arg, struct ldap_op *lop)
+{
+    struct dir_job *j = lop->job;
+    j->waiting = NULL;
+    j->ldap_requests += lop->ldap_requests;
+    dj_step(arg, j);
+}
+
+static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now)
+{
+    const struct fg_config *cfg = t->d->cfg;
+    struct dir_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        req->status = LOGIN_UNAVAILABLE;
+        dir_post(&t->ring, req);
+        return;
+    }
+    j->req = req;
+    j->start_ms = now;
+    j->deadline_ms = now + (uint64_t)cfg->dir.request_timeout * 1000;
+    j->prev = t->jobs_tail;
+    if (t->jobs_tail)
+        t->jobs_tail->next = j;
+    else
+        t->jobs = j;
+    t->jobs_tail = j;
+    req->route.target = NULL;
+    resolve_init(&j->rs, &cfg->dir.topo, &cfg->dir.rules, req->cred->user, req->cred->user_len,
+                 req->cred->pass, req->cred->pass_len, req->proto);
+    dj_step(t, j);
+}
+
+/* RequestTimeout passed: the client hears [UNAVAILABLE]. Jobs are in
+ * start order and share one timeout, so the expired ones are first. */
+static void dt_expire(struct dir_thread *t, uint64_t now)
+{
+    while (t->jobs && t->jobs->deadline_ms <= now) {
+        struct dir_job *j = t->jobs;
+        if (j->waiting) {
+            j->ldap_requests += j->lop.ldap_requests;
+            ldap_store_cancel(j->waiting, &j->lop);
+            j->waiting = NULL;
+        }
+        j->rs.status = LOGIN_UNAVAILABLE;
+        j->rs.why = RW_UNAVAILABLE;
+        log_msg(LOG_WARN, "directory_timeout",
+                "a login's directory request took longer than RequestTimeout (%us)",
+                t->d->cfg->dir.request_timeout);
+        dj_finish(t, j);
+    }
+}
+
+/* Takes the requests the workers queued. False when stopping with nothing
+ * left to do. */
+static bool dt_take(struct dir_thread *t, uint64_t now)
+{
+    uint64_t v;
+    while (read(t->efd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_lock(&t->lock);
+    struct dir_request *req = t->head;
+    t->head = t->tail = NULL;
+    bool stopping = t->stopping;
+    pthread_mutex_unlock(&t->lock);
+    while (req) {
+        struct dir_request *next = req->next;
+        dj_start(t, req, now);
+        req = next;
+    }
+    return !(stopping && !t->jobs);
+}
+
+static int dt_poll_timeout(const struct dir_thread *t, uint64_t now)
+{
+    uint64_t next = t->jobs ? t->jobs->deadline_ms : UINT64_MAX;
+    for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
+        if (t->ls[f])
+            next = FG_MIN(next, ldap_store_next_timer(t->ls[f]));
+    if (next == UINT64_MAX)
+        return -1;
+    return next <= now ? 0 : (int)FG_MIN(next - now, (uint64_t)60000);
+}
+
+static void *dir_thread_main(void *arg)
+{
+    struct dir_thread *t = arg;
+    struct pollfd pfd[1 + DIR_MAX_FORESTS * (1 + LDS_MAX_BIND_CONNS)];
+
+    for (;;) {
+        unsigned n = 0;
+        pfd[n++] = (struct pollfd){.fd = t->efd, .events = POLLIN};
+        for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
+            if (t->ls[f])
+                n += ldap_store_pollfds(t->ls[f], pfd + n, FG_ARRAY_SIZE(pfd) - n);
+        int rc = poll(pfd, n, dt_poll_timeout(t, dir_clock_ms()));
+        uint64_t now = dir_clock_ms();
+        if (rc < 0 && errno != EINTR) {
+            log_msg(LOG_ERROR, "directory", "poll: %s", strerror(errno));
+            break;
+        }
+        if ((pfd[0].revents & POLLIN) && !dt_take(t, now))
+            break;
+        for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
+            if (t->ls[f])
+                ldap_store_process(t->ls[f], now);
+        dt_expire(t, dir_clock_ms());
+    }
     return NULL;
 }
 
-int dir_start(struct dir *d)
+static void dt_free(struct dir_thread *t)
 {
-    if (!d->cfg->dir.enabled)
-        return FG_OK;
-    for (unsigned i = 0; i < d->cfg->dir.threads && i < FG_ARRAY_SIZE(d->threads); i++) {
-        if (pthread_create(&d->threads[i], NULL, dir_thread, d) != 0) {
-            log_msg(LOG_ERROR, "directory", "cannot start directory thread %u", i);
+    for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
+        ldap_store_free(t->ls[f]);
+    if (t->efd >= 0)
+        close(t->efd);
+    if (t->ring.ring_fd > 0)
+        io_uring_queue_exit(&t->ring);
+    pthread_mutex_destroy(&t->lock);
+}
+
+static int dt_init(struct dir *d, struct dir_thread *t)
+{
+    const struct dir_conf *dc = &d->cfg->dir;
+    t->d = d;
+    t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&t->lock, NULL);
+    if (t->efd < 0 || io_uring_queue_init(8, &t->ring, 0) < 0) {
+        log_msg(LOG_ERROR, "directory", "a directory thread cannot create its ring or eventfd");
+        return FG_ERROR;
+    }
+    for (unsigned k = 0; k < dc->topo.nforests; k++) {
+        const struct forest_conf *fc = &dc->forests[dc->order[k]];
+        struct ldap_store_conf lc;
+        if (!fc->uri[0])
+            continue;
+        cfg_ldap_store_conf(dc, fc, &lc);
+        if (!(t->ls[k] = ldap_store_new(&lc, &dc->topo.forests[k], (int)k, dj_ldap_done, t))) {
+            log_msg(LOG_ERROR, "directory", "forest %s: cannot set up its LDAP store", fc->name);
             return FG_ERROR;
         }
-        d->nthreads++;
     }
     return FG_OK;
 }
 
+int dir_start(struct dir *d)
+{
+    const struct dir_conf *dc = &d->cfg->dir;
+    if (!dc->enabled)
+        return FG_OK;
+    d->threads = calloc(dc->threads, sizeof *d->threads);
+    if (!d->threads)
+        return FG_ERROR;
+    for (unsigned i = 0; i < dc->threads; i++) {
+        struct dir_thread *t = &d->threads[i];
+        t->efd = -1;
+        d->nthreads++;
+        if (dt_init(d, t) != FG_OK)
+            return FG_ERROR;
+        if (pthread_create(&t->tid, NULL, dir_thread_main, t) != 0) {
+            log_msg(LOG_ERROR, "directory", "cannot start directory thread %u", i);
+            return FG_ERROR;
+        }
+        t->started = true;
+    }
+    return FG_OK;
+}
+
+static void dt_wake(struct dir_thread *t)
+{
+    uint64_t one = 1;
+    while (write(t->efd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
 void dir_stop(struct dir *d)
 {
-    pthread_mutex_lock(&d->lock);
-    d->stopping = true;
-    pthread_cond_broadcast(&d->cond);
-    pthread_mutex_unlock(&d->lock);
+    for (unsigned i = 0; i < d->nthreads; i++) {
+        struct dir_thread *t = &d->threads[i];
+        if (!t->started)
+            continue;
+        pthread_mutex_lock(&t->lock);
+        t->stopping = true;
+        pthread_mutex_unlock(&t->lock);
+        dt_wake(t);
+        pthread_join(t->tid, NULL);
+    }
     for (unsigned i = 0; i < d->nthreads; i++)
-        pthread_join(d->threads[i], NULL);
+        dt_free(&d->threads[i]);
+    free(d->threads);
+    d->threads = NULL;
     d->nthreads = 0;
-    pthread_mutex_destroy(&d->lock);
-    pthread_cond_destroy(&d->cond);
 }
 
 int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, uint64_t ud)
@@ -232,18 +424,20 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     req->status = dir_precheck(req->cred);
     req->elapsed_ms = 0;
     memset(&req->audit, 0, sizeof req->audit);
-    if (req->status == LOGIN_OK && d->cfg->dir.enabled) {
+    if (req->status == LOGIN_OK && d->cfg->dir.enabled && d->nthreads > 0) {
+        unsigned i = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) % d->nthreads;
+        struct dir_thread *t = &d->threads[i];
         req->ring_fd = ring->ring_fd;
         req->ud = ud;
         req->next = NULL;
-        pthread_mutex_lock(&d->lock);
-        if (d->tail)
-            d->tail->next = req;
+        pthread_mutex_lock(&t->lock);
+        if (t->tail)
+            t->tail->next = req;
         else
-            d->head = req;
-        d->tail = req;
-        pthread_cond_signal(&d->cond);
-        pthread_mutex_unlock(&d->lock);
+            t->head = req;
+        t->tail = req;
+        pthread_mutex_unlock(&t->lock);
+        dt_wake(t);
         return FG_OK;
     }
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);

@@ -9,9 +9,12 @@
  * Without forests ([forest:NAME]) every login goes to DefaultServer under
  * the name typed, and the backend checks the password: the answer is known
  * at once and posted with a NOP. With forests, the request goes to the
- * directory pool: DirectoryThreads threads run the resolver (resolve.h)
- * against each forest's store and post the answer to the worker's ring with
- * IORING_OP_MSG_RING, so a worker never waits for the directory.
+ * directory pool: DirectoryThreads threads, each an event loop that runs
+ * many resolutions (resolve.h) at once against the forests' stores -- the
+ * LDIF file in memory answers at once, LDAP (ldap_store.h) later -- and
+ * posts each answer to the worker's ring with IORING_OP_MSG_RING, so a
+ * worker never waits for the directory. Every request is answered within
+ * RequestTimeout, [UNAVAILABLE] if need be.
  */
 #ifndef FG_DIR_H
 #define FG_DIR_H
@@ -35,7 +38,8 @@ struct dir_audit {
     bool not_found;  /* "User <name> wasn't found in Active Directory." */
     char forest[64];
     char account[DIR_DN_MAX];
-    unsigned ops; /* store operations */
+    unsigned ops;  /* store operations */
+    unsigned ldap; /* LDAP requests sent (LDAP forests), retries included */
 };
 
 /* Owned by the connection; it must stay valid until the completion arrives. */
@@ -55,14 +59,13 @@ struct dir_request {
     struct backend_target own_target; /* hosts read from the directory */
 };
 
+struct dir_thread;
+
 struct dir {
     const struct fg_config *cfg;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct dir_request *head, *tail;
-    bool stopping;
     unsigned nthreads;
-    pthread_t threads[64];
+    struct dir_thread *threads;
+    _Atomic unsigned next; /* round robin over the threads */
 };
 
 void dir_init(struct dir *d, const struct fg_config *cfg);

@@ -402,19 +402,12 @@ static uint32_t lp_uac(const struct ldif_entry *e)
     return v ? (uint32_t)strtoul(v->p, NULL, 10) : 0x200;
 }
 
-/* protocolSettings: "IMAP4§0§..." or "POP3§0§..." (§ is C2 A7) disables. */
 static uint8_t lp_proto_disabled(const struct ldif_entry *e)
 {
-    static const char *const off[FG_PROTO_COUNT] = {"IMAP4\xc2\xa7"
-                                                    "0",
-                                                    "POP3\xc2\xa7"
-                                                    "0"};
     const struct ldif_attr *a = ldif_attr(e, "protocolSettings");
     uint8_t bits = 0;
     for (unsigned i = 0; a && i < a->nvals; i++)
-        for (int p = 0; p < FG_PROTO_COUNT; p++)
-            if (strncasecmp(a->vals[i].p, off[p], strlen(off[p])) == 0)
-                bits |= (uint8_t)(1u << p);
+        bits |= dir_protocol_disabled(a->vals[i].p, a->vals[i].n);
     return bits;
 }
 

@@ -442,3 +442,18 @@ const char *resolve_why_text(enum resolve_why why)
     };
     return text[why];
 }
+
+uint8_t dir_protocol_disabled(const char *v, size_t n)
+{
+    static const char *const off[FG_PROTO_COUNT] = {"IMAP4\xc2\xa7"
+                                                    "0",
+                                                    "POP3\xc2\xa7"
+                                                    "0"};
+    uint8_t bits = 0;
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        size_t k = strlen(off[p]);
+        if (n >= k && strncasecmp(v, off[p], k) == 0)
+            bits |= (uint8_t)(1u << p);
+    }
+    return bits;
+}

@@ -192,6 +192,10 @@ bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n
  * compared without case. */
 bool dir_dn_under(const char *dn, const char *base);
 
+/* One protocolSettings value: "IMAP4\xc2\xa70..." or "POP3\xc2\xa70..." (\xc2\xa7 is
+ * the section sign) disables that protocol. Returns 1 << fg_proto bits. */
+uint8_t dir_protocol_disabled(const char *v, size_t n);
+
 /* The database's name: the first RDN's value of a homeMDB DN ("DB01"). */
 size_t dir_database_name(const char *dn, char *out, size_t n);
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 # libwolfssl-dev is the fallback; scripts/wolfssl.sh builds a faster one from
 # Debian's source with dpkg-dev and the autotools.
-build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev
+build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev
             dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).
@@ -14,7 +14,7 @@ test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d pyt
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
-bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d python3)
+bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx-light)
 
 case "${1:-build}" in
