@@ -655,7 +655,26 @@ static void test_directory_errors(void)
              "Domains = A:a:DC=a\nDefaultDomain = B\n",
              "t.ini:6: DefaultDomain B: not a domain of this forest"},
             {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1/\n",
-             "t.ini:4: [forest:a]: the LDAP store is not in this build yet"},
+             "t.ini:2: [forest:a]: Uri needs BindDn, the account that searches"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1/\nBindDn = CN=s\n",
+             "t.ini:2: [forest:a]: Uri needs BindPasswordFile"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = http://127.0.0.1/\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\n",
+             "t.ini:4: Uri: http://127.0.0.1/ is not an LDAP URI"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1 ldapi:///\n"
+             "BindDn = CN=s\nBindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\n",
+             "t.ini:4: Uri: ldapi:///: needs ldap:// or ldaps:// and a host"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/no-such.pw\nDomains = A:a:DC=a\n",
+             "t.ini:6: BindPasswordFile %s/no-such.pw: No such file or directory"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\nLdapCaFile = %s/no-ca.pem\n",
+             "t.ini:8: LdapCaFile %s/no-ca.pem: No such file or directory"},
+            /* No Domains: discovered over LDAP at start-up; nobody listens on port 1. */
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1:1\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\n",
+             "t.ini:2: [forest:a]: cannot discover the domains (no server answered: Can't contact "
+             "LDAP server"},
             {"[imap]\n[directory]\nSearchOrder = zz\n[forest:a]\nRole = Organization\n"
              "Ldif = %s/acc.ldif\nDomains = A:a:DC=a\n",
              "t.ini:3: SearchOrder: no [forest:zz]"},
@@ -667,11 +686,12 @@ static void test_directory_errors(void)
              "t.ini:7: DB01 no-such-host.invalid:"},
     };
     write_file("bad.ldif", "dn: a\n\ncn: x\n");
+    write_file("bind.pw", "service-secret\n");
     for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
         struct fg_config cfg;
         char *msgs, text[1024], want[512];
-        snprintf(text, sizeof text, cases[i].text, dir);
-        snprintf(want, sizeof want, cases[i].want, dir);
+        snprintf(text, sizeof text, cases[i].text, dir, dir);
+        snprintf(want, sizeof want, cases[i].want, dir, dir);
         int n = load(&cfg, text, &msgs);
         CHECKF(n >= 1 && strstr(msgs, want), "case %zu: errors %d, messages:\n%s\nexpected: %s", i,
                n, msgs, want);
