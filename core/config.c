@@ -1086,6 +1086,7 @@ static void cfg_check_directory(struct cfg_parse *cp)
     cfg_order_forests(cp, df, org < 0 ? 0 : org);
     dc->rules.allow_smtp_login = dc->allow_smtp_login;
     dc->rules.allow_admin = dc->allow_admin;
+    dc->rules.login_attr = dc->login_attr;
     cfg_check_databases(cp);
 }
 

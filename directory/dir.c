@@ -155,9 +155,11 @@ static void dir_answer(const struct fg_config *cfg, struct dir_job *j, uint64_t 
         rs->why = RW_NO_DATABASE_SERVER;
     }
     req->route.port = cfg->proto[req->proto].target_port;
-    size_t n = strlen(rs->mailbox.alias);
+    /* The backend login name: BackendLoginAttribute, else the alias. */
+    const char *login = rs->mailbox.login[0] ? rs->mailbox.login : rs->mailbox.alias;
+    size_t n = strlen(login);
     req->route.mailbox_len = (uint16_t)FG_MIN(n, (size_t)CRED_NAME_MAX);
-    memcpy(req->route.mailbox, rs->mailbox.alias, req->route.mailbox_len);
+    memcpy(req->route.mailbox, login, req->route.mailbox_len);
     req->route.mailbox[req->route.mailbox_len] = 0;
     dir_audit(req, rs, dc, j->ldap_requests);
     req->elapsed_ms = (uint32_t)(now - j->start_ms);

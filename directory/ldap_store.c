@@ -73,11 +73,10 @@ struct ldap_store {
     uint8_t tls;
     char ca_file[PATH_MAX];
     char delegate_attr[64];
-    char login_attr[64];
     uint32_t op_timeout_ms, connect_timeout_ms;
     const struct dir_forest *df;
     int forest_index;
-    char nobody_dn[DIR_DN_MAX];
+    char nobody_dn[DIR_DN_MAX + 32];
     ldap_store_done_fn *done;
     void *arg;
     struct ldap_conn look;
@@ -423,7 +422,7 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
 {
     const struct store_op *op = lop->op;
     char filter[LDS_FILTER_MAX];
-    const char *attrs[FG_ARRAY_SIZE(lds_attrs_base) + 2];
+    const char *attrs[FG_ARRAY_SIZE(lds_attrs_base) + 3];
     unsigned na = 0;
 
     if (op->kind == SOP_DATABASE) {
@@ -439,6 +438,8 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
         attrs[na++] = lds_attrs_base[i];
     if (op->kind == SOP_FIND_ALIAS)
         attrs[na++] = ls->delegate_attr;
+    if (op->login_attr)
+        attrs[na++] = op->login_attr;
     attrs[na] = NULL;
     if (lds_filter(op, filter, sizeof filter) == 0)
         return true; /* a key no filter can hold matches nobody */
@@ -600,6 +601,8 @@ static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const stru
     lds_copy_first(ld, e, "homeMDB", out->home_mdb, sizeof out->home_mdb, &n, true);
     out->has_mailbox = n > 0;
     lds_copy_first(ld, e, "mailNickname", out->alias, sizeof out->alias, NULL, true);
+    lds_copy_first(ld, e, op->login_attr ? op->login_attr : "mailNickname", out->login,
+                   sizeof out->login, NULL, true);
     struct berval **v = ldap_get_values_len(ld, e, "protocolSettings");
     for (size_t i = 0; v && v[i]; i++)
         out->proto_disabled |= dir_protocol_disabled(v[i]->bv_val, v[i]->bv_len);
@@ -923,7 +926,6 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
     snprintf(ls->bind_dn, sizeof ls->bind_dn, "%s", conf->bind_dn ? conf->bind_dn : "");
     snprintf(ls->ca_file, sizeof ls->ca_file, "%s", conf->ca_file ? conf->ca_file : "");
     snprintf(ls->delegate_attr, sizeof ls->delegate_attr, "%s", conf->delegate_attr);
-    snprintf(ls->login_attr, sizeof ls->login_attr, "%s", conf->login_attr);
     ls->tls = conf->tls;
     ls->op_timeout_ms = conf->op_timeout_ms;
     ls->connect_timeout_ms = conf->connect_timeout_ms;

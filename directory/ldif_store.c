@@ -420,7 +420,7 @@ static void lp_copy(char *dst, size_t cap, const struct ldif_value *v)
 }
 
 static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_of,
-                    struct dir_entry *out)
+                    const char *login_attr, struct dir_entry *out)
 {
     memset(out, 0, sizeof *out);
     snprintf(out->dn, sizeof out->dn, "%s", e->dn);
@@ -442,6 +442,7 @@ static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_o
     out->has_mailbox = v != NULL;
     lp_copy(out->home_mdb, sizeof out->home_mdb, v);
     lp_copy(out->alias, sizeof out->alias, lp_first(e, "mailNickname"));
+    lp_copy(out->login, sizeof out->login, lp_first(e, login_attr ? login_attr : "mailNickname"));
     out->proto_disabled = lp_proto_disabled(e);
     if (rights_of && rights_of[0])
         out->delegate_ok =
@@ -540,5 +541,5 @@ void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest
     for (size_t i = 0; i < st->n && res->n < 2; i++)
         if (lp_match(&st->e[i], forest, op))
             lp_fill(&st->e[i], forest_index, op->kind == SOP_FIND_ALIAS ? op->dn : NULL,
-                    &res->e[res->n++]);
+                    op->login_attr, &res->e[res->n++]);
 }

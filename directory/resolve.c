@@ -80,6 +80,7 @@ static enum resolve_step rs_ask(struct resolution *rs, enum rs_state next, enum 
     rs->op.kind = kind;
     rs->op.forest = forest;
     rs->op.domain = -1;
+    rs->op.login_attr = rs->conf->login_attr ? rs->conf->login_attr : "mailNickname";
     rs->state = (uint8_t)next;
     rs->ops++;
     return RESOLVE_OP;

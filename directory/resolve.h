@@ -21,6 +21,7 @@
 #define DIR_DN_MAX      512
 #define DIR_SID_MAX     68 /* revision, count, authority and 15 subauthorities */
 #define DIR_ALIAS_MAX   64
+#define DIR_LOGIN_MAX   255
 #define DIR_HOST_MAX    255
 #define DIR_MAX_HOSTS   4
 
@@ -48,8 +49,9 @@ struct dir_topology {
 
 /* The policy switches of [directory]. */
 struct resolve_conf {
-    bool allow_smtp_login; /* AllowSmtpAddressLogin */
-    bool allow_admin;      /* AllowAdminLogon */
+    bool allow_smtp_login;  /* AllowSmtpAddressLogin */
+    bool allow_admin;       /* AllowAdminLogon */
+    const char *login_attr; /* BackendLoginAttribute; NULL: mailNickname */
 };
 
 /* ---- the store interface ---- */
@@ -79,6 +81,7 @@ struct store_op {
     const char *dn; /* SOP_BIND: who; SOP_FIND_ALIAS: whose rights; SOP_DATABASE: which */
     const char *pass;
     size_t pass_len;
+    const char *login_attr; /* searches: the attribute that fills dir_entry.login */
 };
 
 /* An account or mailbox as the resolver needs it. */
@@ -93,6 +96,7 @@ struct dir_entry {
     bool delegate_ok;              /* SOP_FIND_ALIAS only */
     uint8_t proto_disabled;        /* 1 << fg_proto, from protocolSettings */
     char alias[DIR_ALIAS_MAX + 1]; /* mailNickname */
+    char login[DIR_LOGIN_MAX + 1]; /* BackendLoginAttribute: the backend login name */
     char home_mdb[DIR_DN_MAX];
     uint8_t master_sid[DIR_SID_MAX]; /* msExchMasterAccountSid: a linked mailbox's owner */
     uint8_t master_sid_len;

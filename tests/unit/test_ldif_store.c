@@ -262,6 +262,25 @@ static void test_resolve_through_the_store(void)
     CHECK_INT(run("noimap", "pw c", FG_PROTO_POP3)->status, LOGIN_OK);
 }
 
+/* BackendLoginAttribute: the backend login name comes from that attribute
+ * of the mailbox (not of the account that logged on). */
+static void test_backend_login_attribute(void)
+{
+    static struct resolution rs;
+    static const struct resolve_conf conf = {.login_attr = "sAMAccountName"};
+    const char *name = "UCLABOR\\tuser\\other";
+    resolve_init(&rs, &topo, &conf, name, strlen(name), "pw-t", 4, FG_PROTO_IMAP);
+    for (int guard = 0; resolve_next(&rs) == RESOLVE_OP && guard < 20; guard++)
+        ldif_store_run(&st, &topo.forests[rs.op.forest], rs.op.forest, &rs.op, &rs.res);
+    CHECK_INT(rs.status, LOGIN_OK);
+    CHECK(strcmp(rs.mailbox.alias, "other") == 0 && strcmp(rs.mailbox.login, "other") == 0);
+    CHECK(strcmp(run("tuser", "pw-t", FG_PROTO_IMAP)->mailbox.login, "testalias") == 0);
+    resolve_init(&rs, &topo, &conf, "tuser", 5, "pw-t", 4, FG_PROTO_IMAP);
+    for (int guard = 0; resolve_next(&rs) == RESOLVE_OP && guard < 20; guard++)
+        ldif_store_run(&st, &topo.forests[rs.op.forest], rs.op.forest, &rs.op, &rs.res);
+    CHECK(strcmp(rs.mailbox.login, "tuser") == 0 && strcmp(rs.mailbox.alias, "testalias") == 0);
+}
+
 int main(void)
 {
     setup();
@@ -270,6 +289,7 @@ int main(void)
     test_passwords();
     test_bind_as_nobody();
     test_resolve_through_the_store();
+    test_backend_login_attribute();
     ldif_free(&st);
     return th_finish("test_ldif_store");
 }
