@@ -211,6 +211,7 @@ static int main_run(struct fg_config *cfg)
         goto out;
     }
     st.workers = ws;
+    st.dir = &dir;
     unsigned started = 0;
     for (; started < n; started++) {
         if (worker_init(&ws[started], started, cfg, &shared, &dir, &tls, slots) != FG_OK ||

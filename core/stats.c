@@ -95,6 +95,19 @@ static void stats_info(const struct stats *st, FILE *out)
             "backend_tls_handshakes_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs);
+    if (st->dir && st->dir->nthreads > 0) {
+        const struct dir_stats *d = &st->dir->stats;
+        fprintf(out,
+                "directory_threads: %u\ndirectory_in_flight: %u\ndirectory_requests_total: %llu\n"
+                "directory_timeouts_total: %llu\ndirectory_unavailable_total: %llu\n"
+                "ldap_requests_total: %llu\nldap_servers_down_total: %llu\n",
+                st->dir->nthreads, atomic_load(&d->in_flight),
+                (unsigned long long)atomic_load(&d->requests),
+                (unsigned long long)atomic_load(&d->timeouts),
+                (unsigned long long)atomic_load(&d->unavailable),
+                (unsigned long long)atomic_load(&d->ldap_requests),
+                (unsigned long long)atomic_load(&d->ldap_down));
+    }
 }
 
 void stats_command(const struct stats *st, const char *cmd, FILE *out)

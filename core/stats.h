@@ -5,6 +5,7 @@
 #ifndef FG_STATS_H
 #define FG_STATS_H
 
+#include "../directory/dir.h"
 #include "log.h"
 #include "worker.h"
 
@@ -14,6 +15,7 @@ struct stats {
     struct worker *workers;
     unsigned nworkers;
     uint32_t slots;
+    const struct dir *dir; /* NULL: no directory pool */
 };
 
 /* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */

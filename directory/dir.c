@@ -193,6 +193,11 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
         j->next->prev = j->prev;
     else
         t->jobs_tail = j->prev;
+    struct dir_stats *ds = &t->d->stats;
+    atomic_fetch_add_explicit(&ds->ldap_requests, j->ldap_requests, memory_order_relaxed);
+    if (j->req->status == LOGIN_UNAVAILABLE)
+        atomic_fetch_add_explicit(&ds->unavailable, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&ds->in_flight, 1, memory_order_relaxed);
     dir_post(&t->ring, j->req);
     explicit_bzero(j, sizeof *j); /* the resolution held the password */
     free(j);
@@ -246,6 +251,8 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
     }
     j->req = req;
     j->start_ms = now;
+    atomic_fetch_add_explicit(&t->d->stats.requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
     j->deadline_ms = now + (uint64_t)cfg->dir.request_timeout * 1000;
     j->prev = t->jobs_tail;
     if (t->jobs_tail)
@@ -272,6 +279,7 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
         }
         j->rs.status = LOGIN_UNAVAILABLE;
         j->rs.why = RW_UNAVAILABLE;
+        atomic_fetch_add_explicit(&t->d->stats.timeouts, 1, memory_order_relaxed);
         log_msg(LOG_WARN, "directory_timeout",
                 "a login's directory request took longer than RequestTimeout (%us)",
                 t->d->cfg->dir.request_timeout);
@@ -364,6 +372,7 @@ static int dt_init(struct dir *d, struct dir_thread *t)
         if (!fc->uri[0])
             continue;
         cfg_ldap_store_conf(dc, fc, &lc);
+        lc.down_count = &d->stats.ldap_down;
         if (!(t->ls[k] = ldap_store_new(&lc, &dc->topo.forests[k], (int)k, dj_ldap_done, t))) {
             log_msg(LOG_ERROR, "directory", "forest %s: cannot set up its LDAP store", fc->name);
             return FG_ERROR;

@@ -23,6 +23,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 struct dir_route {
     const struct backend_target *target; /* hosts to try, in order */
@@ -61,11 +62,22 @@ struct dir_request {
 
 struct dir_thread;
 
+/* Counters for the stats socket's show info. */
+struct dir_stats {
+    _Atomic uint64_t requests;      /* resolutions started */
+    _Atomic uint64_t timeouts;      /* answered [UNAVAILABLE] after RequestTimeout */
+    _Atomic uint64_t unavailable;   /* answered [UNAVAILABLE], timeouts included */
+    _Atomic uint64_t ldap_requests; /* LDAP searches and binds sent */
+    _Atomic uint64_t ldap_down;     /* servers marked down (failovers) */
+    _Atomic uint32_t in_flight;
+};
+
 struct dir {
     const struct fg_config *cfg;
     unsigned nthreads;
     struct dir_thread *threads;
     _Atomic unsigned next; /* round robin over the threads */
+    struct dir_stats stats;
 };
 
 void dir_init(struct dir *d, const struct fg_config *cfg);

@@ -76,6 +76,7 @@ struct ldap_store {
     uint32_t op_timeout_ms, connect_timeout_ms;
     const struct dir_forest *df;
     int forest_index;
+    _Atomic uint64_t *down_count;
     char nobody_dn[DIR_DN_MAX + 32];
     ldap_store_done_fn *done;
     void *arg;
@@ -245,6 +246,8 @@ static void lds_mark_down(struct ldap_store *ls, unsigned uri, uint64_t now, con
     b = b ? FG_MIN(b * 2, (uint32_t)LDS_BACKOFF_MAX_MS) : LDS_BACKOFF_MIN_MS;
     ls->backoff_ms[uri] = b;
     ls->down_until[uri] = now + b;
+    if (ls->down_count)
+        atomic_fetch_add_explicit(ls->down_count, 1, memory_order_relaxed);
     log_msg(LOG_WARN, "ldap_down", "forest=%s uri=%s reason=\"%s\" retry_in_ms=%u", ls->name,
             ls->uris[uri], why, b);
 }
@@ -931,6 +934,7 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
     ls->connect_timeout_ms = conf->connect_timeout_ms;
     ls->df = df;
     ls->forest_index = forest_index;
+    ls->down_count = conf->down_count;
     snprintf(ls->nobody_dn, sizeof ls->nobody_dn, "CN=forestgate-nobody,%s",
              df->ndomains ? df->domains[0].base : "");
     ls->done = done;

@@ -27,6 +27,7 @@
 #include "resolve.h"
 
 #include <poll.h>
+#include <stdatomic.h>
 
 struct forest_conf;
 struct ldap_store;
@@ -63,8 +64,9 @@ struct ldap_store_conf {
     const char *ca_file;
     const char *delegate_attr;
     const char *login_attr;
-    uint32_t op_timeout_ms;      /* an unanswered request marks the server down */
-    uint32_t connect_timeout_ms; /* TCP connect, TLS, and the service bind */
+    uint32_t op_timeout_ms;       /* an unanswered request marks the server down */
+    uint32_t connect_timeout_ms;  /* TCP connect, TLS, and the service bind */
+    _Atomic uint64_t *down_count; /* counts servers marked down; may be NULL */
 };
 
 typedef void ldap_store_done_fn(void *arg, struct ldap_op *lop);
