@@ -340,14 +340,6 @@ static bool lds_open(struct ldap_store *ls, struct ldap_conn *c, uint64_t now)
     return false;
 }
 
-static bool lds_any_up(const struct ldap_store *ls, uint64_t now)
-{
-    for (unsigned i = 0; i < ls->nuris; i++)
-        if (ls->down_until[i] <= now)
-            return true;
-    return false;
-}
-
 static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, uint64_t now)
 {
     struct ldap_req *r = calloc(1, sizeof *r);
@@ -793,6 +785,20 @@ static void lds_check_stall(struct ldap_store *ls, struct ldap_conn *c, uint64_t
         lds_conn_failed(ls, c, now, "no answer in time", NULL);
 }
 
+/* True when a waiting operation can move: a lookup once the lookup
+ * connection is not binding (ready, or closed and to be reopened), a bind
+ * once a bind connection is idle or closed. */
+static bool lds_can_progress(const struct ldap_store *ls)
+{
+    bool bind_free = false;
+    for (unsigned i = 0; i < LDS_MAX_BIND_CONNS && !bind_free; i++)
+        bind_free = !ls->binds[i].ld || !ls->binds[i].reqs;
+    for (const struct ldap_op *w = ls->wait_head; w; w = w->next)
+        if (w->op->kind == SOP_BIND ? bind_free : ls->look.state != LC_BINDING)
+            return true;
+    return false;
+}
+
 /* Gives the waiting operations another go. */
 static void lds_flush_wait(struct ldap_store *ls, uint64_t now)
 {
@@ -815,7 +821,7 @@ void ldap_store_process(struct ldap_store *ls, uint64_t now_ms)
     lds_check_stall(ls, &ls->look, now_ms);
     for (unsigned i = 0; i < LDS_MAX_BIND_CONNS; i++)
         lds_check_stall(ls, &ls->binds[i], now_ms);
-    if (ls->wait_head && (ls->look.state != LC_BINDING || !lds_any_up(ls, now_ms)))
+    if (lds_can_progress(ls))
         lds_flush_wait(ls, now_ms);
     lds_drain(ls);
 }
@@ -897,6 +903,8 @@ static uint64_t lds_conn_timer(const struct ldap_store *ls, const struct ldap_co
 
 uint64_t ldap_store_next_timer(const struct ldap_store *ls)
 {
+    if (lds_can_progress(ls))
+        return 0;
     uint64_t t = lds_conn_timer(ls, &ls->look);
     for (unsigned i = 0; i < LDS_MAX_BIND_CONNS; i++)
         t = FG_MIN(t, lds_conn_timer(ls, &ls->binds[i]));
