@@ -53,6 +53,13 @@ static void upstream_log_directory(struct log_line *l, const struct conn *c,
 {
     const struct cred *cr = c->s ? c->s->cred : NULL;
     log_cstr(l, "form", logon_form_name((enum logon_form)a->form));
+    /* How the name was split: the parts the directory searched for. */
+    static const char *const part_names[] = {"split_domain", "split_user", "split_upn",
+                                             "split_alias"};
+    const struct ln_part *parts[] = {&a->ln.domain, &a->ln.user, &a->ln.upn, &a->ln.alias};
+    for (size_t i = 0; cr && a->form != LN_INVALID && i < FG_ARRAY_SIZE(parts); i++)
+        if (parts[i]->len > 0 && (size_t)parts[i]->off + parts[i]->len <= cr->user_len)
+            log_str(l, part_names[i], cr->user + parts[i]->off, parts[i]->len);
     if (a->account[0]) {
         log_cstr(l, "account", a->account);
         log_cstr(l, "forest", a->forest);

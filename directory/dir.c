@@ -126,6 +126,7 @@ static void dir_audit(struct dir_request *req, const struct resolution *rs,
     a->not_found =
             rs->why == RW_NOT_FOUND || rs->why == RW_UNKNOWN_DOMAIN || rs->why == RW_WRONG_DOMAIN;
     a->form = (uint8_t)rs->ln.form;
+    a->ln = rs->ln;
     a->ops = rs->ops;
     a->ldap = ldap_requests;
     if (rs->account.dn[0]) {

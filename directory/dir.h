@@ -34,9 +34,10 @@ struct dir_route {
 
 /* What the audit line reports about a resolution. */
 struct dir_audit {
-    const char *why; /* resolve_why_text(), or NULL */
-    uint8_t form;    /* enum logon_form */
-    bool not_found;  /* "User <name> wasn't found in Active Directory." */
+    const char *why;      /* resolve_why_text(), or NULL */
+    uint8_t form;         /* enum logon_form */
+    struct logon_name ln; /* the parts, as offsets into the name typed */
+    bool not_found;       /* "User <name> wasn't found in Active Directory." */
     char forest[64];
     char account[DIR_DN_MAX];
     unsigned ops;  /* store operations */

@@ -224,6 +224,11 @@ def test_setup_b_audit_names_the_account_forest(env_b):
     ev = fg.events("login")[-1]
     assert ev["forest"] == "acc" and ev["form"].replace("\\\\", "\\") == "domain\\user"
     assert ev["account"].lower() == B.acc.accounts["auser"].dn.lower()
+    assert ev["split_domain"] == "ACC" and ev["split_user"] == "auser"
+    assert "split_alias" not in ev and "split_upn" not in ev
+    imap_login(fg, "auser@acc.example\\linked", B.acc.passwords["auser"])
+    ev = fg.events("login")[-1]
+    assert ev["split_upn"] == "auser@acc.example" and ev["split_alias"] == "linked", ev
     imap_login(fg, "dupuser", B.acc.passwords["dupuser"])
     assert "ambiguous" in fg.events("login")[-1]["reason"]
 
