@@ -912,8 +912,19 @@ static void cfg_check_ldap_forest(struct cfg_parse *cp, unsigned i)
     unsigned sl = cp->section_line[sec];
     char uris[LDS_MAX_URIS][256], err[300];
 
-    if (ldap_store_parse_uris(fc->uri, uris, LDS_MAX_URIS, err, sizeof err) < 0)
+    int n = ldap_store_parse_uris(fc->uri, uris, LDS_MAX_URIS, err, sizeof err);
+    if (n < 0)
         cfg_error(cp, cfg_key_line(cp, sec, "Uri"), "Uri: %s", err);
+    /* A URI's scheme and LdapTls must agree: never clear text by mistake. */
+    for (int k = 0; k < n; k++) {
+        bool ldaps = strncasecmp(uris[k], "ldaps:", 6) == 0;
+        if (fc->ldap_tls == 2 && !ldaps)
+            cfg_error(cp, cfg_key_line(cp, sec, "LdapTls"),
+                      "LdapTls = ldaps needs ldaps:// URIs, not %s", uris[k]);
+        else if (fc->ldap_tls == 1 && ldaps)
+            cfg_error(cp, cfg_key_line(cp, sec, "LdapTls"),
+                      "LdapTls = starttls needs ldap:// URIs: %s is TLS already", uris[k]);
+    }
     /* AD answers no anonymous search: the lookups need an account. */
     if (!fc->bind_dn[0])
         cfg_error(cp, sl, "[forest:%s]: Uri needs BindDn, the account that searches", fc->name);

@@ -184,8 +184,15 @@ static LDAP *lds_connect(const char *uri, uint8_t tls, const char *ca_file, uint
     if (rc != LDAP_SUCCESS) {
         char *diag = NULL;
         ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
-        snprintf(why, whylen, "%s%s%s", ldap_err2string(rc), diag && diag[0] ? ": " : "",
-                 diag ? diag : "");
+        /* libldap (GnuTLS) often says only "unknown error code" when the
+         * handshake fails: name the usual causes. */
+        bool tls_used = tls || strncasecmp(uri, "ldaps:", 6) == 0;
+        snprintf(why, whylen, "%s%s%s%s", ldap_err2string(rc),
+                 diag && diag[0] && !strstr(diag, "unknown error") ? ": " : "",
+                 diag && !strstr(diag, "unknown error") ? diag : "",
+                 tls_used ? " (TLS: no server there, or its certificate does not chain to "
+                            "LdapCaFile or does not name the URI's host)"
+                          : "");
         ldap_memfree(diag);
         ldap_unbind_ext(ld, NULL, NULL);
         return NULL;

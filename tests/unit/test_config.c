@@ -670,6 +670,12 @@ static void test_directory_errors(void)
             {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1\nBindDn = CN=s\n"
              "BindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\nLdapCaFile = %s/no-ca.pem\n",
              "t.ini:8: LdapCaFile %s/no-ca.pem: No such file or directory"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldaps://a ldap://b\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\nLdapTls = ldaps\n",
+             "t.ini:8: LdapTls = ldaps needs ldaps:// URIs, not ldap://b"},
+            {"[imap]\n[forest:a]\nRole = Organization\nUri = ldaps://a\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\nDomains = A:a:DC=a\nLdapTls = starttls\n",
+             "t.ini:8: LdapTls = starttls needs ldap:// URIs: ldaps://a is TLS already"},
             /* No Domains: discovered over LDAP at start-up; nobody listens on port 1. */
             {"[imap]\n[forest:a]\nRole = Organization\nUri = ldap://127.0.0.1:1\nBindDn = CN=s\n"
              "BindPasswordFile = %s/bind.pw\n",
