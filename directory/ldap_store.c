@@ -238,6 +238,8 @@ static void lds_unavailable(struct ldap_store *ls, struct ldap_op *lop)
 
 static void lds_wait(struct ldap_store *ls, struct ldap_op *lop)
 {
+    if (lop->queued)
+        return; /* never twice: the queue is a list through lop->next */
     lop->next = NULL;
     lop->queued = true;
     if (ls->wait_tail)
@@ -284,11 +286,14 @@ static void lds_conn_failed(struct ldap_store *ls, struct ldap_conn *c, uint64_t
 
     if (busy)
         lds_mark_down(ls, c->uri, now, why);
+    /* An operation may have several requests here, and `also` may be one of
+     * them: each goes on the list once (a second time would loop it). */
     for (struct ldap_req *r = c->reqs, *next; r; r = next) {
         next = r->next;
         struct ldap_op *lop = r->lop;
-        if (lop && lop->outstanding > 0) {
-            lop->outstanding = 0; /* once per operation: it goes on the redo list */
+        if (lop && !lop->redo) {
+            lop->redo = true;
+            lop->outstanding = 0;
             lop->next = redo;
             redo = lop;
         }
@@ -296,7 +301,9 @@ static void lds_conn_failed(struct ldap_store *ls, struct ldap_conn *c, uint64_t
     }
     c->reqs = NULL;
     lds_close(c);
-    if (also && also->outstanding == 0 && !also->queued) {
+    if (also && !also->redo && !also->queued) {
+        also->redo = true;
+        also->outstanding = 0;
         also->next = redo;
         redo = also;
     }
@@ -304,6 +311,7 @@ static void lds_conn_failed(struct ldap_store *ls, struct ldap_conn *c, uint64_t
         struct ldap_op *lop = redo;
         redo = lop->next;
         lop->next = NULL;
+        lop->redo = false;
         if (++lop->attempts > LDS_MAX_ATTEMPTS)
             lds_unavailable(ls, lop);
         else
@@ -544,6 +552,8 @@ void ldap_store_start(struct ldap_store *ls, struct ldap_op *lop, uint64_t now_m
     lop->attempts = 0;
     lop->ldap_requests = 0;
     lop->next = NULL;
+    lop->queued = false;
+    lop->redo = false;
     lds_op_begin(ls, lop, now_ms);
     lds_drain(ls);
 }

@@ -48,6 +48,7 @@ struct ldap_op {
     uint8_t stage;        /* SOP_DATABASE: 0 the database, 1 its servers */
     uint8_t attempts;     /* retries after a connection failure */
     bool queued;          /* on the store's wait queue */
+    bool redo;            /* on a failed connection's list of operations to restart */
     unsigned outstanding; /* requests in flight */
     unsigned nservers;
     char servers[DIR_MAX_HOSTS][DIR_DN_MAX];
