@@ -349,6 +349,10 @@ class Slapd:
     global_catalog one null-suffix database with everything (see above).
     idle_timeout  slapd idletimeout in seconds (0 = none; AD uses 900).
     log_level     slapd -d level ("stats": one line per operation).
+    tls           (certificate file, key file), PEM: StartTLS on the ldap://
+                  port, and implicit TLS on a second port (``ldaps_port``,
+                  ``ldaps_uri``), as AD's 389 and 636.  The certificate must
+                  name 127.0.0.1 (subjectAltName IP) for clients that check it.
     """
 
     def __init__(self, workdir: str, suffixes: list[str], port: int | None = None,
@@ -357,7 +361,8 @@ class Slapd:
                  admin_dn: str | None = None, admin_password: str = "fixture-admin-pw",
                  root_dse: dict | None = None, referrals: bool = True,
                  global_catalog: bool = False, idle_timeout: int = 0,
-                 log_level: str = "stats", extra_schemas: list[str] | None = None):
+                 log_level: str = "stats", extra_schemas: list[str] | None = None,
+                 tls: tuple[str, str] | None = None):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError(f"workdir may only contain [A-Za-z0-9._/+-]: {self.workdir!r}")
@@ -366,6 +371,8 @@ class Slapd:
         self.suffixes = list(suffixes)
         self._fixed_port = port
         self.port = port or free_port()
+        self.tls = tuple(tls) if tls else None
+        self.ldaps_port = free_port() if tls else 0
         self.host = "127.0.0.1"
         if isinstance(ldif, (list, tuple)):
             ldif = "\n".join(ldif)
@@ -455,6 +462,9 @@ class Slapd:
         ]
         if self.idle_timeout:
             lines.append(f"idletimeout {self.idle_timeout}")
+        if self.tls:
+            lines += [f"TLSCertificateFile {self._q(self.tls[0])}",
+                      f"TLSCertificateKeyFile {self._q(self.tls[1])}"]
         lines += [
             "",
             "# AD-like access: rootDSE and schema for everyone, the directory",
@@ -625,6 +635,13 @@ class Slapd:
         return f"ldap://{self.host}:{self.port}"
 
     @property
+    def ldaps_uri(self) -> str:
+        """Implicit TLS (only with ``tls``)."""
+        if not self.tls:
+            raise SlapdError("no TLS: construct with tls=(cert, key)")
+        return f"ldaps://{self.host}:{self.ldaps_port}"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -647,6 +664,8 @@ class Slapd:
         for attempt in range(attempts):
             if attempt:
                 self.port = free_port()
+                if self.tls:
+                    self.ldaps_port = free_port()
             mark = self._log_size()
             self._launch()
             err = self._wait_ready(timeout)
@@ -663,9 +682,11 @@ class Slapd:
 
     def _launch(self) -> None:
         self._log_file = open(self.log_path, "ab")
+        listen = f"ldap://{self.host}:{self.port}/"
+        if self.tls:
+            listen += f" ldaps://{self.host}:{self.ldaps_port}/"
         self._proc = subprocess.Popen(
-            [SLAPD_BIN, "-f", self.conf_path, "-h", f"ldap://{self.host}:{self.port}/",
-             "-d", str(self.log_level)],
+            [SLAPD_BIN, "-f", self.conf_path, "-h", listen, "-d", str(self.log_level)],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
             cwd=self.workdir, start_new_session=True, close_fds=True)
         self._paused = False
