@@ -730,6 +730,52 @@ def test_failover_between_two_dcs_under_load(workroot, ldaproot, mbx_a):
     assert failed == [], (len(failed), len(load.results), failed[:10])
 
 
+def test_dcs_crashing_in_turn(workroot, ldaproot, mbx_a):
+    """Two DCs killed and restarted in turn every 1.5 s under a load of UPN
+    logins (one search per domain, so several requests per operation) and
+    of a name that exists nowhere: forestgate survives (no crash, no
+    sanitizer report); a right password is never answered as a failed
+    logon (only [UNAVAILABLE] while no DC is usable); logins work again
+    once the storm is over."""
+    ip, pp = mbx_a
+    dc1 = Slapd.for_forest(os.path.join(ldaproot, "turn1"), A, host_name="dc1.uclabor.de").start()
+    dc2 = Slapd.for_forest(os.path.join(ldaproot, "turn2"), A, host_name="dc2.uclabor.de").start()
+    fg = ldap_gateway(workroot, "fg-ldap-turns",
+                      [LdapForest("uclabor", "Organization", A, [dc1.uri, dc2.uri])], ip, pp)
+    pw = A.passwords["tuser"]
+    load = LoginLoad(fg, [("tuser.upn@upn.uclabor.de", pw),
+                          ("tuser.upn@upn.uclabor.de\\other", pw),
+                          ("nosuch@upn.uclabor.de", WRONG_PASSWORDS[1])], threads=6)
+    try:
+        load.start()
+        for i in range(6):
+            time.sleep(1.3)
+            (dc1 if i % 2 == 0 else dc2).kill()
+            time.sleep(0.2)
+            (dc1 if i % 2 == 0 else dc2).start()
+            if fg.proc.poll() is not None:
+                break
+        load.stop()
+        tail = "\n".join(fg.log_text().splitlines()[-30:])
+        assert fg.proc.poll() is None, f"forestgate died ({fg.proc.returncode}):\n{tail}"
+        wait_login_ok(fg, "tuser.upn@upn.uclabor.de", pw, timeout=10)
+    finally:
+        load.stop()
+        try:
+            stop_ok(fg)
+        finally:
+            dc1.stop()
+            dc2.stop()
+    right = [r for r in load.results if r[2].startswith("tuser")]
+    wrong = [r for r in load.results if r[2].startswith("nosuch")]
+    assert sum(1 for r in right if r[1]) >= 50, len(right)
+    refused = [r for r in right if not r[1] and "[UNAVAILABLE]" not in r[3]]
+    assert refused == [], (len(refused), refused[:5])
+    assert not any(r[1] for r in wrong)
+    odd = [r for r in wrong if "[AUTHENTICATIONFAILED]" not in r[3] and "[UNAVAILABLE]" not in r[3]]
+    assert odd == [], odd[:5]
+
+
 def test_first_uri_down_at_start_up(workroot, mbx_a, dc_a):
     """A refused first URI: discovery and logins go to the second."""
     ip, pp = mbx_a
