@@ -103,9 +103,12 @@ def ldap_gateway(workroot, name, forests, imap_port, pop3_port, directory=None, 
 def stop_ok(fg):
     """Stops forestgate; fails with its exit status and log tail unless it
     exited with 0 (a crash, a sanitizer report)."""
-    rc = fg.stop()
+    try:
+        rc = fg.stop()
+    except AssertionError as e:     # did not stop in time: hung
+        rc = str(e)
     tail = "\n".join(fg.log_text().splitlines()[-40:])
-    assert rc == 0, f"forestgate {fg.workdir} exited with {rc}; log tail:\n{tail}"
+    assert rc == 0, f"forestgate {fg.workdir}: {rc}; log tail:\n{tail}"
 
 
 def unlog(v):
@@ -217,7 +220,10 @@ def wait_login_ok(fg, name, password, timeout):
     t0 = time.monotonic()
     last = None
     while time.monotonic() - t0 < timeout:
-        ok, last = imap_quick(fg, name, password)
+        try:
+            ok, last = imap_quick(fg, name, password, timeout=5)
+        except OSError as e:        # no answer at all: forestgate hangs
+            ok, last = False, f"socket: {e}"
         if ok:
             return time.monotonic() - t0
         time.sleep(0.2)
@@ -367,9 +373,9 @@ def test_child_domain_names(env_a):
     ok, err, _, ev = login(fg, "imap", "CHILD\\tuser", A.passwords["childtuser"])
     assert not ok and ev["reason"] == "the account has no mailbox", ev
     assert dn_norm(ev["account"]) == dn_norm(A.accounts["childtuser"].dn)
-    # slapd saw the password checks as binds of the account's own DN
-    log = dc.log_text().lower()
-    assert A.accounts["childtuser"].dn.split(",")[0].lower() in log
+    # slapd saw the password check as a bind of that account's own DN
+    assert re.search(r'BIND dn="cn=Child Tuser,cn=Users,dc=child,dc=uclabor,dc=de" mech=SIMPLE',
+                     dc.log_text(), re.I)
 
 
 def test_configured_domains_are_the_ones_used(workroot, mbx_a, dc_a):
@@ -417,7 +423,8 @@ def test_unknown_domain_is_not_found(env_a):
     """LOGIN-RULES section 2: an unknown domain is "not found", and the
     event log says so in the words of a name that was not found."""
     fg, ref, _ = env_a
-    for typed in ["NOSUCH\\tuser", "nosuch.example\\tuser\\other", "NOSUCH\\tuser.upn@upn.uclabor.de"]:
+    for typed in ["NOSUCH\\tuser", "nosuch.example\\tuser\\other",
+                  "NOSUCH\\tuser.upn@upn.uclabor.de"]:
         got = login(fg, "imap", typed, A.passwords["tuser"])
         ok, err, _, ev = got
         expect_refused(ok, err, ev, "imap")
