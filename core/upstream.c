@@ -93,7 +93,8 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
                                                : "user");
     if (c->lg && c->lg->req.status == LOGIN_OK)
         log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
-    const struct dir_audit *a = c->lg && c->lg->req.audit.ops > 0 ? &c->lg->req.audit : NULL;
+    const struct dir_audit *a =
+            c->lg && (c->lg->req.audit.ops > 0 || c->lg->req.audit.why) ? &c->lg->req.audit : NULL;
     if (a)
         upstream_log_directory(&l, c, a);
     if (reason && !(a && (a->why || a->not_found)))

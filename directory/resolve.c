@@ -152,8 +152,11 @@ static enum resolve_step rs_begin(struct resolution *rs)
         return rs_fail(rs, RW_ANONYMOUS);
     if (rs->ln.domain.len > 0 &&
         !dir_find_domain(rs->topo, rs_part(rs, rs->ln.domain), rs->ln.domain.len,
-                         &rs->domain_forest, &rs->domain_index))
-        return rs_fail(rs, RW_UNKNOWN_DOMAIN);
+                         &rs->domain_forest, &rs->domain_index)) {
+        /* As any name that finds nobody: checked against nobody first. */
+        rs->op.forest = (int)rs->topo->org;
+        return rs_miss(rs, RW_UNKNOWN_DOMAIN);
+    }
     switch (rs->ln.form) {
     case LN_USER: {
         const struct dir_forest *org = &rs->topo->forests[rs->topo->org];

@@ -1116,6 +1116,10 @@ def test_ldap_tls_unverified_server(workroot, mbx_a, ldap_tls, mode, case):
             assert time.monotonic() - t0 <= 3 + 1.5
             expect_refused(ok, err, ev, proto, "UNAVAILABLE")
             assert ev["result"] == "unavailable" and ev["reason"] == "the directory is unavailable"
+        # The administrator is told the likely causes, with the server's URI.
+        down = fg.events("ldap_down")
+        assert down and uri in down[-1]["msg"]
+        assert "certificate does not chain to LdapCaFile" in down[-1]["msg"], down[-1]
     finally:
         stop_ok(fg)
     assert slapd_ops(dc, mark) == []

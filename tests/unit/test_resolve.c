@@ -433,7 +433,7 @@ static const struct rcase cases_a[] = {
         {'A', "tuser", "wrong", LOGIN_FAILED, NULL, RW_BAD_PASSWORD, "sam bind"},
         {'A', "tuser", "", LOGIN_FAILED, NULL, RW_EMPTY_PASSWORD, ""},
         {'A', "nosuchuser", "pw", LOGIN_FAILED, NULL, RW_NOT_FOUND, "sam bind"},
-        {'A', "NODOM\\tuser", "pw-t", LOGIN_FAILED, NULL, RW_UNKNOWN_DOMAIN, ""},
+        {'A', "NODOM\\tuser", "pw-t", LOGIN_FAILED, NULL, RW_UNKNOWN_DOMAIN, "bind"},
         {'A', "childonly", "pw-c", LOGIN_FAILED, NULL, RW_NOT_FOUND, "sam bind"},
         {'A', "CHILD\\childonly", "pw-c", LOGIN_OK, "childonly", RW_NONE, "sam bind db"},
         {'A', "child.uclabor.de\\childonly", "pw-c", LOGIN_OK, "childonly", RW_NONE, "sam bind db"},
