@@ -846,14 +846,23 @@ void ldap_store_process(struct ldap_store *ls, uint64_t now_ms)
 static void lds_cancel_on(struct ldap_conn *c, struct ldap_op *lop)
 {
     bool bind_conn = false;
-    for (struct ldap_req *r = c->reqs; r; r = r->next) {
-        if (r->lop != lop)
+    /* An abandoned search gets no answer (RFC 4511 section 4.11): its
+     * request is forgotten here, or it would look stalled later and take
+     * its server down with it. A late answer finds no request and is dropped. */
+    for (struct ldap_req **pp = &c->reqs; *pp;) {
+        struct ldap_req *r = *pp;
+        if (r->lop != lop) {
+            pp = &r->next;
             continue;
-        r->lop = NULL;
-        if (c->for_binds)
+        }
+        if (c->for_binds) {
             bind_conn = true;
-        else
-            ldap_abandon_ext(c->ld, r->msgid, NULL, NULL);
+            pp = &r->next;
+            continue;
+        }
+        ldap_abandon_ext(c->ld, r->msgid, NULL, NULL);
+        *pp = r->next;
+        free(r);
     }
     /* A bind cannot be abandoned and nothing may follow it until it is
      * answered: this connection goes, a new one takes its place. */
