@@ -14,7 +14,8 @@ test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d pyt
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
-bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3)
+# bench/dirbench: Dovecot's LDAP passdb (dovecot-ldap) and a private slapd.
+bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3 slapd ldap-utils)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx-light)
 
 case "${1:-build}" in
