@@ -117,6 +117,7 @@ static const struct cfg_key cfg_backend_keys[] = {
 static const struct cfg_key cfg_directory_keys[] = {
         KEY("DirectoryThreads", CT_UINT, struct dir_conf, threads, 1, 64),
         KEY("RequestTimeout", CT_TIME, struct dir_conf, request_timeout, 1, 300),
+        KEY("FailedLogonDelayMs", CT_UINT, struct dir_conf, failed_delay_ms, 0, 10000),
         KEY("AllowSmtpAddressLogin", CT_BOOL, struct dir_conf, allow_smtp_login, 0, 0),
         KEY("AllowAdminLogon", CT_BOOL, struct dir_conf, allow_admin, 0, 0),
         KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
@@ -545,6 +546,7 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->backend.connect_timeout = 5;
     cfg->dir.threads = 2;
     cfg->dir.request_timeout = 10;
+    cfg->dir.failed_delay_ms = 1000;
     snprintf(cfg->dir.delegate_attr, sizeof cfg->dir.delegate_attr, "msExchDelegateListLink");
     snprintf(cfg->dir.login_attr, sizeof cfg->dir.login_attr, "mailNickname");
     cfg->backend.forward = true;
@@ -1231,6 +1233,7 @@ static void config_dump_directory(const struct dir_conf *dc, FILE *out)
         fprintf(out, "%s %s", k > 1 ? "," : "", dc->topo.forests[k].name);
     fputc('\n', out);
     cfg_dump_time(out, "RequestTimeout", dc->request_timeout);
+    fprintf(out, "FailedLogonDelayMs = %u\n", dc->failed_delay_ms);
     for (unsigned k = 0; k < dc->topo.nforests; k++) {
         const struct dir_forest *df = &dc->topo.forests[k];
         const struct forest_conf *fc = &dc->forests[dc->order[k]];

@@ -123,6 +123,7 @@ struct dir_conf {
     bool enabled;
     unsigned threads;         /* DirectoryThreads */
     uint32_t request_timeout; /* seconds */
+    uint32_t failed_delay_ms; /* FailedLogonDelayMs: a failed logon answers no sooner */
     bool allow_smtp_login;    /* AllowSmtpAddressLogin */
     bool allow_admin;         /* AllowAdminLogon */
     char delegate_attr[64];   /* DelegateAttribute */

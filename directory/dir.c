@@ -63,6 +63,13 @@ struct dir_job {
     struct resolution rs;
 };
 
+/* A failed logon's answer, held until its time (FailedLogonDelayMs). */
+struct dir_delayed {
+    struct dir_delayed *next;
+    struct dir_request *req;
+    uint64_t due_ms;
+};
+
 struct dir_thread {
     struct dir *d;
     pthread_t tid;
@@ -70,10 +77,11 @@ struct dir_thread {
     int efd; /* new requests */
     pthread_mutex_t lock;
     struct dir_request *head, *tail;
-    bool stopping;
+    atomic_bool stopping;                   /* written under lock, read without it by the loop */
     struct io_uring ring;                   /* posts completions to the workers' rings */
     struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
     struct dir_job *jobs, *jobs_tail;
+    struct dir_delayed *delayed; /* by due time */
 };
 
 static uint64_t dir_clock_ms(void)
@@ -183,9 +191,49 @@ static void dir_post(struct io_uring *ring, struct dir_request *req)
     }
 }
 
+static void dt_post(struct dir_thread *t, struct dir_request *req)
+{
+    atomic_fetch_sub_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
+    dir_post(&t->ring, req);
+}
+
+/*
+ * Every failed logon is answered FailedLogonDelayMs after it began, whatever
+ * failed: an unknown name, whose directory work is a little cheaper (a search
+ * that finds nobody, a bind as nobody), then cannot be told from a wrong
+ * password by its timing, and guessing slows down. The answer is held here,
+ * not on the worker; the resolution itself is gone.
+ */
+static bool dt_delay(struct dir_thread *t, struct dir_request *req, uint64_t start, uint64_t now)
+{
+    uint32_t d = t->d->cfg->dir.failed_delay_ms;
+    struct dir_delayed *x;
+    if (req->status != LOGIN_FAILED || d == 0 || start + d <= now || !(x = calloc(1, sizeof *x)))
+        return false;
+    x->req = req;
+    x->due_ms = start + d;
+    struct dir_delayed **pp = &t->delayed;
+    while (*pp && (*pp)->due_ms <= x->due_ms)
+        pp = &(*pp)->next;
+    x->next = *pp;
+    *pp = x;
+    return true;
+}
+
+static void dt_post_due(struct dir_thread *t, uint64_t now)
+{
+    while (t->delayed && t->delayed->due_ms <= now) {
+        struct dir_delayed *x = t->delayed;
+        t->delayed = x->next;
+        dt_post(t, x->req);
+        free(x);
+    }
+}
+
 static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
-    dir_answer(t->d->cfg, j, dir_clock_ms());
+    uint64_t now = dir_clock_ms();
+    dir_answer(t->d->cfg, j, now);
     if (j->prev)
         j->prev->next = j->next;
     else
@@ -198,8 +246,8 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
     atomic_fetch_add_explicit(&ds->ldap_requests, j->ldap_requests, memory_order_relaxed);
     if (j->req->status == LOGIN_UNAVAILABLE)
         atomic_fetch_add_explicit(&ds->unavailable, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&ds->in_flight, 1, memory_order_relaxed);
-    dir_post(&t->ring, j->req);
+    if (!dt_delay(t, j->req, j->start_ms, now))
+        dt_post(t, j->req);
     explicit_bzero(j, sizeof *j); /* the resolution held the password */
     free(j);
 }
@@ -298,19 +346,21 @@ static bool dt_take(struct dir_thread *t, uint64_t now)
     pthread_mutex_lock(&t->lock);
     struct dir_request *req = t->head;
     t->head = t->tail = NULL;
-    bool stopping = t->stopping;
+    bool stopping = atomic_load(&t->stopping);
     pthread_mutex_unlock(&t->lock);
     while (req) {
         struct dir_request *next = req->next;
         dj_start(t, req, now);
         req = next;
     }
-    return !(stopping && !t->jobs);
+    return !(stopping && !t->jobs && !t->delayed);
 }
 
 static int dt_poll_timeout(const struct dir_thread *t, uint64_t now)
 {
     uint64_t next = t->jobs ? t->jobs->deadline_ms : UINT64_MAX;
+    if (t->delayed)
+        next = FG_MIN(next, t->delayed->due_ms);
     for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
         if (t->ls[f])
             next = FG_MIN(next, ldap_store_next_timer(t->ls[f]));
@@ -342,6 +392,9 @@ static void *dir_thread_main(void *arg)
             if (t->ls[f])
                 ldap_store_process(t->ls[f], now);
         dt_expire(t, dir_clock_ms());
+        dt_post_due(t, dir_clock_ms());
+        if (atomic_load(&t->stopping) && !t->jobs && !t->delayed)
+            break;
     }
     return NULL;
 }
@@ -419,7 +472,7 @@ void dir_stop(struct dir *d)
         if (!t->started)
             continue;
         pthread_mutex_lock(&t->lock);
-        t->stopping = true;
+        atomic_store(&t->stopping, true);
         pthread_mutex_unlock(&t->lock);
         dt_wake(t);
         pthread_join(t->tid, NULL);

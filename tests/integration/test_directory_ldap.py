@@ -74,7 +74,9 @@ def ldap_gateway(workroot, name, forests, imap_port, pop3_port, directory=None, 
     settings = {
         "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
                     "MasterPasswordFile": pwfile},
-        "directory": {"DirectoryThreads": str(THREADS), "RequestTimeout": "00:00:05"},
+        # No failed-logon delay here: it is tested on its own (test_directory_ldif.py).
+        "directory": {"DirectoryThreads": str(THREADS), "RequestTimeout": "00:00:05",
+                      "FailedLogonDelayMs": "0"},
         "databases": {"DB01": "127.0.0.1", "DB02": "127.0.0.2"},
     }
     settings["directory"].update(directory or {})

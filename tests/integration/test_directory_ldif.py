@@ -39,7 +39,7 @@ def mailbox_servers(workroot, name, forest):
     return servers, imap_port, pop3_port
 
 
-def gateway(workroot, name, forests, imap_port, pop3_port, order=None):
+def gateway(workroot, name, forests, imap_port, pop3_port, order=None, delay_ms=0):
     d = os.path.join(workroot, name)
     os.makedirs(d, exist_ok=True)
     pwfile = os.path.join(d, "master.pw")
@@ -48,7 +48,7 @@ def gateway(workroot, name, forests, imap_port, pop3_port, order=None):
     settings = {
         "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
                     "MasterPasswordFile": pwfile},
-        "directory": {"DirectoryThreads": "2"},
+        "directory": {"DirectoryThreads": "2", "FailedLogonDelayMs": str(delay_ms)},
         "databases": {"DB01": "127.0.0.1", "DB02": "127.0.0.2"},
     }
     if order:
@@ -252,3 +252,41 @@ def test_clients_vanishing_during_the_directory_request(env_a):
     assert fg.fd_count() == base
     ok, _, _ = imap_login(fg, "tuser", A.passwords["tuser"])
     assert ok
+
+
+def test_failed_logons_answer_after_the_delay(workroot, env_a):
+    """FailedLogonDelayMs: an unknown name and a wrong password are both
+    answered the delay after the login began, so their timing tells nothing;
+    a right password is not delayed; a client gone during the delay leaves
+    nothing behind."""
+    import socket
+    import time
+    A, fg0 = env_a
+    fg = gateway(workroot, "fg-dir-delay", [("uclabor", "Organization", A)],
+                 int(fg0.sections["imap"]["ProxyTargetPort"]),
+                 int(fg0.sections["pop3"]["ProxyTargetPort"]), delay_ms=400)
+    try:
+        took = {"unknown": [], "wrong": []}
+        for i in range(4):
+            for kind, name in (("unknown", f"nosuch{i}"), ("wrong", "tuser")):
+                t0 = time.monotonic()
+                ok, err, _ = imap_login(fg, name, "not-the-password")
+                took[kind].append(time.monotonic() - t0)
+                assert not ok and "AUTHENTICATIONFAILED" in err
+        for kind, ts in took.items():
+            assert all(0.4 <= t < 0.9 for t in ts), (kind, ts)
+        t0 = time.monotonic()
+        ok, _, _ = imap_login(fg, "tuser", A.passwords["tuser"])
+        assert ok and time.monotonic() - t0 < 0.35
+        base = fg.fd_count()
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5)
+            s.recv(512)
+            s.sendall(b"a LOGIN nosuch wrong\r\n")
+            s.close()
+        time.sleep(0.6)
+        st = fg.wait_idle()
+        assert st["connections"] == 0 and st["directory_in_flight"] == 0
+        assert fg.fd_count() == base
+    finally:
+        assert fg.stop() == 0

@@ -602,6 +602,8 @@ static void test_directory_sections(void)
     CHECKF(msgs[0] == 0, "%s", msgs);
     const struct dir_conf *dc = &cfg.dir;
     CHECK(dc->enabled && dc->threads == 3 && dc->rules.allow_admin && !dc->rules.allow_smtp_login);
+    CHECK_INT(dc->failed_delay_ms, 1000); /* the default */
+    CHECK_INT(dc->request_timeout, 10);
     /* organisation first, then SearchOrder */
     CHECK_INT(dc->topo.nforests, 3);
     CHECK(strcmp(dc->topo.forests[0].name, "res") == 0 && dc->topo.forests[0].organization);
@@ -684,6 +686,9 @@ static void test_directory_errors(void)
             {"[imap]\n[directory]\nSearchOrder = zz\n[forest:a]\nRole = Organization\n"
              "Ldif = %s/acc.ldif\nDomains = A:a:DC=a\n",
              "t.ini:3: SearchOrder: no [forest:zz]"},
+            {"[imap]\n[directory]\nFailedLogonDelayMs = 20000\n[forest:a]\nRole = Organization\n"
+             "Ldif = %s/acc.ldif\nDomains = A:a:DC=a\n",
+             "t.ini:3: FailedLogonDelayMs"},
             {"[imap]\n[forest:a]\nRole = Organization\nLdif = %s/acc.ldif\nDomains = A:a:DC=a\n"
              "[databases]\nDB01 = no-such-host.invalid\nDB01 = 127.0.0.1\n",
              "t.ini:8: database DB01 is already mapped on line 7"},
