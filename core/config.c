@@ -830,7 +830,6 @@ void cfg_ldap_store_conf(const struct dir_conf *dc, const struct forest_conf *fc
             .tls = fc->ldap_tls,
             .ca_file = fc->ldap_ca_file,
             .delegate_attr = dc->delegate_attr,
-            .login_attr = dc->login_attr,
             /* Half the request's time: a second server still has the other half. */
             .op_timeout_ms = t / 2,
             .connect_timeout_ms = FG_MIN(t / 2, 3000u),

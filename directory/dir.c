@@ -81,7 +81,7 @@ struct dir_thread {
     struct io_uring ring;                   /* posts completions to the workers' rings */
     struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
     struct dir_job *jobs, *jobs_tail;
-    struct dir_delayed *delayed; /* by due time */
+    struct dir_delayed *delayed, *delayed_tail; /* by due time */
 };
 
 static uint64_t dir_clock_ms(void)
@@ -212,11 +212,17 @@ static bool dt_delay(struct dir_thread *t, struct dir_request *req, uint64_t sta
         return false;
     x->req = req;
     x->due_ms = start + d;
+    /* Logins end roughly in the order they began: the tail is the place,
+     * nearly always; a walk from the head only for the rare earlier one. */
     struct dir_delayed **pp = &t->delayed;
+    if (t->delayed_tail && t->delayed_tail->due_ms <= x->due_ms)
+        pp = &t->delayed_tail->next;
     while (*pp && (*pp)->due_ms <= x->due_ms)
         pp = &(*pp)->next;
     x->next = *pp;
     *pp = x;
+    if (!x->next)
+        t->delayed_tail = x;
     return true;
 }
 
@@ -225,6 +231,8 @@ static void dt_post_due(struct dir_thread *t, uint64_t now)
     while (t->delayed && t->delayed->due_ms <= now) {
         struct dir_delayed *x = t->delayed;
         t->delayed = x->next;
+        if (!t->delayed)
+            t->delayed_tail = NULL;
         dt_post(t, x->req);
         free(x);
     }

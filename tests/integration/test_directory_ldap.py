@@ -20,7 +20,6 @@ import imaplib
 import os
 import poplib
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -30,7 +29,7 @@ import pytest
 
 from tests.integration import test_directory_ldif as ldif_suite
 from tests.ldap.fixtures import setup_a, setup_b, ssha
-from tests.lib.forestgate import Forestgate, Raw, free_port
+from tests.lib.forestgate import Forestgate, Raw, free_port, vanish_mid_login
 from tests.lib.mock_ad_bind import MockAdBindProxy, ad_diagnostic, dn_norm
 from tests.lib.slapd import Slapd, escape_filter_value
 
@@ -638,13 +637,9 @@ def test_clients_vanishing_during_the_directory_request(env_a):
     assert not imap_quick(fg, "tuser", WRONG_PASSWORDS[0])[0]
     base, base_ldap = fd_census(fg, {dc.port})
     for i in range(200):
-        s = socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5)
-        s.recv(512)
-        s.sendall(f"a LOGIN tuser {A.passwords['tuser']}\r\n".encode() if i % 2 else
-                  b"a LOGIN UCLABOR\\tuser\\other wrong\r\n")
-        if i % 3 == 0:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        s.close()
+        vanish_mid_login(fg.imap_port,
+                         f"a LOGIN tuser {A.passwords['tuser']}\r\n".encode() if i % 2 else
+                         b"a LOGIN UCLABOR\\tuser\\other wrong\r\n", reset=i % 3 == 0)
     st = fg.wait_idle()
     assert st["connections"] == 0 and st["backend_connections"] == 0
     rest, ldap = fd_census(fg, {dc.port})
@@ -920,16 +915,12 @@ def test_clients_vanishing_during_a_freeze(env_freeze):
     dc.pause()
     try:
         for i in range(60):
-            port = fg.imap_port if i % 4 else fg.pop3_port
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.recv(512)
-            if port == fg.imap_port:
-                s.sendall(f"a LOGIN tuser {pw}\r\n".encode())
+            if i % 4:
+                vanish_mid_login(fg.imap_port, f"a LOGIN tuser {pw}\r\n".encode(),
+                                 reset=i % 3 == 0)
             else:
-                s.sendall(f"USER tuser\r\nPASS {pw}\r\n".encode())
-            if i % 3 == 0:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-            s.close()
+                vanish_mid_login(fg.pop3_port, f"USER tuser\r\nPASS {pw}\r\n".encode(),
+                                 reset=i % 3 == 0)
         time.sleep(REQUEST_TIMEOUT + 0.5)
         st = fg.wait_idle()
         assert st["connections"] == 0 and st["backend_connections"] == 0

@@ -16,7 +16,7 @@ import pytest
 
 from tests.ldap.fixtures import setup_a, setup_b
 from tests.lib.dovecot import Dovecot
-from tests.lib.forestgate import Forestgate, free_port
+from tests.lib.forestgate import Forestgate, free_port, vanish_mid_login
 
 MASTER, MASTER_PW = "fgmaster", "master-secret-1"
 
@@ -236,17 +236,12 @@ def test_setup_b_audit_names_the_account_forest(env_b):
 def test_clients_vanishing_during_the_directory_request(env_a):
     """LOGIN, then gone before the answer: the answer still arrives on the
     worker's ring, finds the slot closing, and nothing is left behind."""
-    import socket
     A, fg = env_a
     base = fg.fd_count()
     for i in range(300):
-        s = socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5)
-        s.recv(512)
-        s.sendall(f"a LOGIN tuser {A.passwords['tuser']}\r\n".encode() if i % 2 else
-                  b"a LOGIN UCLABOR\\tuser\\other wrong\r\n")
-        if i % 3 == 0:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        s.close()
+        vanish_mid_login(fg.imap_port,
+                         f"a LOGIN tuser {A.passwords['tuser']}\r\n".encode() if i % 2 else
+                         b"a LOGIN UCLABOR\\tuser\\other wrong\r\n", reset=i % 3 == 0)
     st = fg.wait_idle()
     assert st["connections"] == 0 and st["backend_connections"] == 0
     assert fg.fd_count() == base
@@ -259,7 +254,6 @@ def test_failed_logons_answer_after_the_delay(workroot, env_a):
     answered the delay after the login began, so their timing tells nothing;
     a right password is not delayed; a client gone during the delay leaves
     nothing behind."""
-    import socket
     import time
     A, fg0 = env_a
     fg = gateway(workroot, "fg-dir-delay", [("uclabor", "Organization", A)],
@@ -280,10 +274,7 @@ def test_failed_logons_answer_after_the_delay(workroot, env_a):
         assert ok and time.monotonic() - t0 < 0.35
         base = fg.fd_count()
         for _ in range(50):
-            s = socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5)
-            s.recv(512)
-            s.sendall(b"a LOGIN nosuch wrong\r\n")
-            s.close()
+            vanish_mid_login(fg.imap_port, b"a LOGIN nosuch wrong\r\n")
         time.sleep(0.6)
         st = fg.wait_idle()
         assert st["connections"] == 0 and st["directory_in_flight"] == 0

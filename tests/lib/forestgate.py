@@ -55,6 +55,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def vanish_mid_login(port: int, data: bytes, reset: bool = False,
+                     host: str = "127.0.0.1") -> None:
+    """A client that connects, reads the greeting, sends data (a login) and is
+    gone before the answer: closed, or reset (SO_LINGER 0) when reset."""
+    s = socket.create_connection((host, port), timeout=5)
+    s.recv(512)
+    s.sendall(data)
+    if reset:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    s.close()
+
+
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

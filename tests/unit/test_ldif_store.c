@@ -211,14 +211,20 @@ static void test_bind_as_nobody(void)
     CHECK_INT(res.status, STORE_OK);
 }
 
-static struct resolution *run(const char *name, const char *pass, enum fg_proto proto)
+static struct resolution *run_with(const struct resolve_conf *conf, const char *name,
+                                   const char *pass, enum fg_proto proto)
 {
     static struct resolution rs;
-    static const struct resolve_conf conf = {0};
-    resolve_init(&rs, &topo, &conf, name, strlen(name), pass, strlen(pass), proto);
+    resolve_init(&rs, &topo, conf, name, strlen(name), pass, strlen(pass), proto);
     for (int guard = 0; resolve_next(&rs) == RESOLVE_OP && guard < 20; guard++)
         ldif_store_run(&st, &topo.forests[rs.op.forest], rs.op.forest, &rs.op, &rs.res);
     return &rs;
+}
+
+static struct resolution *run(const char *name, const char *pass, enum fg_proto proto)
+{
+    static const struct resolve_conf conf = {0};
+    return run_with(&conf, name, pass, proto);
 }
 
 static void test_resolve_through_the_store(void)
@@ -266,19 +272,13 @@ static void test_resolve_through_the_store(void)
  * of the mailbox (not of the account that logged on). */
 static void test_backend_login_attribute(void)
 {
-    static struct resolution rs;
     static const struct resolve_conf conf = {.login_attr = "sAMAccountName"};
-    const char *name = "UCLABOR\\tuser\\other";
-    resolve_init(&rs, &topo, &conf, name, strlen(name), "pw-t", 4, FG_PROTO_IMAP);
-    for (int guard = 0; resolve_next(&rs) == RESOLVE_OP && guard < 20; guard++)
-        ldif_store_run(&st, &topo.forests[rs.op.forest], rs.op.forest, &rs.op, &rs.res);
-    CHECK_INT(rs.status, LOGIN_OK);
-    CHECK(strcmp(rs.mailbox.alias, "other") == 0 && strcmp(rs.mailbox.login, "other") == 0);
+    struct resolution *rs = run_with(&conf, "UCLABOR\\tuser\\other", "pw-t", FG_PROTO_IMAP);
+    CHECK_INT(rs->status, LOGIN_OK);
+    CHECK(strcmp(rs->mailbox.alias, "other") == 0 && strcmp(rs->mailbox.login, "other") == 0);
     CHECK(strcmp(run("tuser", "pw-t", FG_PROTO_IMAP)->mailbox.login, "testalias") == 0);
-    resolve_init(&rs, &topo, &conf, "tuser", 5, "pw-t", 4, FG_PROTO_IMAP);
-    for (int guard = 0; resolve_next(&rs) == RESOLVE_OP && guard < 20; guard++)
-        ldif_store_run(&st, &topo.forests[rs.op.forest], rs.op.forest, &rs.op, &rs.res);
-    CHECK(strcmp(rs.mailbox.login, "tuser") == 0 && strcmp(rs.mailbox.alias, "testalias") == 0);
+    rs = run_with(&conf, "tuser", "pw-t", FG_PROTO_IMAP);
+    CHECK(strcmp(rs->mailbox.login, "tuser") == 0 && strcmp(rs->mailbox.alias, "testalias") == 0);
 }
 
 int main(void)
