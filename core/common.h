@@ -24,6 +24,7 @@ enum {
     FG_OK = 0,     /* done, success */
     FG_ERROR = -1, /* failed; the caller reports or closes */
     FG_AGAIN = -2, /* need more input or resources; call again later */
+    FG_DONE = -3,  /* the peer ended the stream cleanly (a TLS close_notify); not an error */
 };
 
 /* Doubly linked intrusive list; a node that is not on a list points to itself. */

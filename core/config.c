@@ -23,7 +23,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The fixed sections, then one slot per [forest:NAME] section. */
+/* The fixed sections, then one slot per [forest:NAME] section and one per
+ * database ([databases] line or [database:NAME] section). */
 enum cfg_section {
     SEC_GLOBAL,
     SEC_IMAP,
@@ -32,7 +33,8 @@ enum cfg_section {
     SEC_DIRECTORY,
     SEC_DATABASES,
     SEC_FOREST,
-    SEC_COUNT = SEC_FOREST + DIR_MAX_FORESTS,
+    SEC_DATABASE = SEC_FOREST + DIR_MAX_FORESTS,
+    SEC_COUNT = SEC_DATABASE + CFG_MAX_DATABASES,
     SEC_NONE = -1,
 };
 
@@ -58,18 +60,26 @@ enum cfg_enum_kind {
     EN_LDAP_TLS
 };
 
+/* Prints a key's effective value when it is not simply the field's (it is
+ * derived: discovered domains, the search order). */
+typedef void cfg_dump_fn(const struct fg_config *cfg, const void *base, FILE *out);
+
 struct cfg_key {
     const char *name;
     uint8_t type;
     size_t off;  /* in the section's struct */
     size_t size; /* of the field */
     uint32_t min, max;
+    cfg_dump_fn *dump; /* NULL: the field, by its type */
 };
 
-#define KEY(n, t, st, f, lo, hi)                                                                   \
+#define KEYD(n, t, st, f, lo, hi, d)                                                               \
     {                                                                                              \
-        n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi                                        \
+        n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi, d                                     \
     }
+#define KEY(n, t, st, f, lo, hi) KEYD(n, t, st, f, lo, hi, NULL)
+
+static cfg_dump_fn cfg_dump_search_order, cfg_dump_domains, cfg_dump_default_domain;
 
 static const struct cfg_key cfg_global_keys[] = {
         KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
@@ -78,7 +88,7 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
         KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
-        {NULL, 0, 0, 0, 0, 0},
+        {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
 /* Ranges follow Exchange's where it documents one. */
@@ -95,7 +105,7 @@ static const struct cfg_key cfg_proto_keys[] = {
         KEY("MaxConnections", CT_UINT, struct proto_conf, max_connections, 1, INT32_MAX),
         KEY("ProtocolLogEnabled", CT_BOOL, struct proto_conf, protocol_log, 0, 0),
         KEY("ProxyTargetPort", CT_UINT, struct proto_conf, target_port, 1, 65535),
-        {NULL, 0, 0, 0, 0, 0},
+        {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key cfg_backend_keys[] = {
@@ -108,10 +118,25 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("ProxyTtl", CT_UINT, struct backend_conf, ttl, 1, 100),
         KEY("AllowUncheckedMasterLogin", CT_BOOL, struct backend_conf, allow_unchecked_master, 0,
             0),
-        KEY("Tls", CT_ENUM, struct backend_conf, tls, EN_BACKEND_TLS, 0),
-        KEY("TlsCaFile", CT_STR, struct backend_conf, tls_ca_file, 1, 0),
-        KEY("TlsServerName", CT_STR, struct backend_conf, tls_name, 1, 0),
-        {NULL, 0, 0, 0, 0, 0},
+        KEY("Tls", CT_ENUM, struct backend_conf, policy.tls, EN_BACKEND_TLS, 0),
+        KEY("TlsCaFile", CT_STR, struct backend_conf, policy.ca_file, 1, 0),
+        KEY("TlsVerify", CT_BOOL, struct backend_conf, policy.verify, 0, 0),
+        KEY("TlsServerName", CT_STR, struct backend_conf, policy.server_name, 1, 0),
+        KEY("FailoverBackoff", CT_TIME, struct backend_conf, backoff, 1, 3600),
+        KEY("FailoverBackoffMax", CT_TIME, struct backend_conf, backoff_max, 1, 86400),
+        {NULL, 0, 0, 0, 0, 0, NULL},
+};
+
+/* [database:NAME]: [backend]'s Tls settings for one database, and its ports.
+ * What is not set here is [backend]'s. */
+static const struct cfg_key cfg_database_keys[] = {
+        KEY("Tls", CT_ENUM, struct database_conf, policy.tls, EN_BACKEND_TLS, 0),
+        KEY("TlsCaFile", CT_STR, struct database_conf, policy.ca_file, 1, 0),
+        KEY("TlsVerify", CT_BOOL, struct database_conf, policy.verify, 0, 0),
+        KEY("TlsServerName", CT_STR, struct database_conf, policy.server_name, 1, 0),
+        KEY("ImapPort", CT_UINT, struct database_conf, policy.port[FG_PROTO_IMAP], 1, 65535),
+        KEY("Pop3Port", CT_UINT, struct database_conf, policy.port[FG_PROTO_POP3], 1, 65535),
+        {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key cfg_directory_keys[] = {
@@ -122,8 +147,8 @@ static const struct cfg_key cfg_directory_keys[] = {
         KEY("AllowAdminLogon", CT_BOOL, struct dir_conf, allow_admin, 0, 0),
         KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
         KEY("BackendLoginAttribute", CT_STR, struct dir_conf, login_attr, 1, 0),
-        KEY("SearchOrder", CT_STR, struct dir_conf, search_order, 1, 0),
-        {NULL, 0, 0, 0, 0, 0},
+        KEYD("SearchOrder", CT_STR, struct dir_conf, search_order, 1, 0, cfg_dump_search_order),
+        {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key cfg_forest_keys[] = {
@@ -132,24 +157,53 @@ static const struct cfg_key cfg_forest_keys[] = {
         KEY("BindDn", CT_STR, struct forest_conf, bind_dn, 1, 0),
         KEY("BindPasswordFile", CT_STR, struct forest_conf, bind_password_file, 1, 0),
         KEY("BaseDn", CT_STR, struct forest_conf, base_dn, 1, 0),
-        KEY("Domains", CT_STR, struct forest_conf, domains, 1, 0),
-        KEY("DefaultDomain", CT_STR, struct forest_conf, default_domain, 1, 0),
+        KEYD("Domains", CT_STR, struct forest_conf, domains, 1, 0, cfg_dump_domains),
+        KEYD("DefaultDomain", CT_STR, struct forest_conf, default_domain, 1, 0,
+             cfg_dump_default_domain),
         KEY("LdapTls", CT_ENUM, struct forest_conf, ldap_tls, EN_LDAP_TLS, 0),
         KEY("LdapCaFile", CT_STR, struct forest_conf, ldap_ca_file, 1, 0),
         KEY("Ldif", CT_STR, struct forest_conf, ldif, 1, 0),
-        {NULL, 0, 0, 0, 0, 0},
+        {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key *cfg_keys_of(int sec)
 {
-    static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0}};
+    static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0, NULL}};
     static const struct cfg_key *const fixed[SEC_FOREST] = {cfg_global_keys,    cfg_proto_keys,
                                                             cfg_proto_keys,     cfg_backend_keys,
                                                             cfg_directory_keys, none};
+    if (sec >= SEC_DATABASE)
+        return cfg_database_keys;
     return sec >= SEC_FOREST ? cfg_forest_keys : fixed[sec];
 }
 
 #define CFG_MAX_KEYS 16
+
+/* The kinds of section, for config_section_kind / config_key_name. */
+static const struct {
+    const char *name;
+    const struct cfg_key *keys;
+} cfg_kinds[] = {
+        {"global", cfg_global_keys},       {"imap", cfg_proto_keys},
+        {"pop3", cfg_proto_keys},          {"backend", cfg_backend_keys},
+        {"directory", cfg_directory_keys}, {"forest:", cfg_forest_keys},
+        {"database:", cfg_database_keys},
+};
+
+const char *config_section_kind(unsigned k)
+{
+    return k < FG_ARRAY_SIZE(cfg_kinds) ? cfg_kinds[k].name : NULL;
+}
+
+const char *config_key_name(unsigned k, unsigned i)
+{
+    if (k >= FG_ARRAY_SIZE(cfg_kinds))
+        return NULL;
+    for (unsigned j = 0; j <= i; j++)
+        if (!cfg_kinds[k].keys[j].name)
+            return NULL;
+    return cfg_kinds[k].keys[i].name;
+}
 
 struct cfg_parse {
     struct fg_config *cfg;
@@ -200,6 +254,11 @@ static int cfg_section_of(const struct fg_config *cfg, const char *name)
         for (unsigned f = 0; f < cfg->dir.nforests; f++)
             if (strcasecmp(name + 7, cfg->dir.forests[f].name) == 0)
                 return SEC_FOREST + (int)f;
+    if (strncasecmp(name, "database:", 9) == 0)
+        for (unsigned d = 0; d < cfg->dir.ndatabases; d++)
+            if (cfg->dir.databases[d].custom &&
+                strcasecmp(name + 9, cfg->dir.databases[d].name) == 0)
+                return SEC_DATABASE + (int)d;
     return SEC_NONE;
 }
 
@@ -215,6 +274,8 @@ static void *cfg_base(struct fg_config *cfg, int sec)
     case SEC_DIRECTORY:
         return &cfg->dir;
     default:
+        if (sec >= SEC_DATABASE)
+            return &cfg->dir.databases[sec - SEC_DATABASE];
         return sec >= SEC_FOREST ? (void *)&cfg->dir.forests[sec - SEC_FOREST] : (void *)cfg;
     }
 }
@@ -396,27 +457,57 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
     return FG_ERROR;
 }
 
+/* The database called name (any case), found or added; NULL after an error. */
+static struct database_conf *cfg_database_slot(struct cfg_parse *cp, const char *name)
+{
+    struct dir_conf *dc = &cp->cfg->dir;
+    for (unsigned i = 0; i < dc->ndatabases; i++)
+        if (strcasecmp(dc->databases[i].name, name) == 0)
+            return &dc->databases[i];
+    if (!*name || strlen(name) >= sizeof dc->databases[0].name) {
+        cfg_error(cp, cp->line, "database \"%s\": a name is 1 to %zu characters", name,
+                  sizeof dc->databases[0].name - 1);
+        return NULL;
+    }
+    if (dc->ndatabases == CFG_MAX_DATABASES) {
+        cfg_error(cp, cp->line, "more than %d databases", CFG_MAX_DATABASES);
+        return NULL;
+    }
+    struct database_conf *db = &dc->databases[dc->ndatabases++];
+    snprintf(db->name, sizeof db->name, "%s", name);
+    return db;
+}
+
 /* [databases] NAME = host, host: the names are the databases' (homeMDB's
  * first RDN); the hosts are resolved by cfg_check_databases. */
 static void cfg_database(struct cfg_parse *cp, const char *name, const char *value)
 {
-    struct dir_conf *dc = &cp->cfg->dir;
-    for (unsigned i = 0; i < dc->ndatabases; i++)
-        if (strcasecmp(dc->databases[i].name, name) == 0) {
-            cfg_error(cp, cp->line, "database %s is already mapped on line %u", name,
-                      cp->db_line[i]);
-            return;
-        }
-    if (dc->ndatabases == CFG_MAX_DATABASES || strlen(name) >= sizeof dc->databases[0].name ||
-        strlen(value) >= sizeof dc->databases[0].target.name || !*value) {
-        cfg_error(cp, cp->line, "[databases] %s: %s", name,
-                  !*value ? "no host given" : "too many databases or too long a value");
+    struct database_conf *db = cfg_database_slot(cp, name);
+    if (!db)
+        return;
+    unsigned i = (unsigned)(db - cp->cfg->dir.databases);
+    if (db->mapped) {
+        cfg_error(cp, cp->line, "database %s is already mapped on line %u", name, cp->db_line[i]);
         return;
     }
-    struct database_conf *db = &dc->databases[dc->ndatabases];
-    snprintf(db->name, sizeof db->name, "%s", name);
-    snprintf(db->target.name, sizeof db->target.name, "%s", value);
-    cp->db_line[dc->ndatabases++] = cp->line;
+    if (!*value || strlen(value) >= sizeof db->hosts) {
+        cfg_error(cp, cp->line, "[databases] %s: %s", name,
+                  !*value ? "no host given" : "too long a value");
+        return;
+    }
+    db->mapped = true;
+    snprintf(db->hosts, sizeof db->hosts, "%s", value);
+    cp->db_line[i] = cp->line;
+}
+
+/* [database:NAME]: a new section of settings for one database. */
+static void cfg_new_database(struct cfg_parse *cp, const char *name)
+{
+    struct database_conf *db = cfg_database_slot(cp, name);
+    if (!db)
+        return;
+    db->custom = true;
+    cp->section_line[SEC_DATABASE + (db - cp->cfg->dir.databases)] = cp->line;
 }
 
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
@@ -485,6 +576,10 @@ static void cfg_header(struct cfg_parse *cp, const char *s)
         cfg_new_forest(cp, name + 7);
         return;
     }
+    if (sec == SEC_NONE && strncasecmp(name, "database:", 9) == 0) {
+        cfg_new_database(cp, name + 9);
+        return;
+    }
     if (sec == SEC_NONE) {
         cfg_error(cp, cp->line, "unknown section [%s]", name);
         return;
@@ -544,6 +639,9 @@ static void cfg_defaults(struct fg_config *cfg)
         pc->target_port = ports[i];
     }
     cfg->backend.connect_timeout = 5;
+    cfg->backend.backoff = 2;
+    cfg->backend.backoff_max = 60;
+    cfg->backend.policy.verify = true;
     cfg->dir.threads = 2;
     cfg->dir.request_timeout = 10;
     cfg->dir.failed_delay_ms = 1000;
@@ -577,7 +675,10 @@ static unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *na
 
 static void cfg_warn(struct cfg_parse *cp, unsigned line, const char *msg)
 {
-    fprintf(cp->err, "%s:%u: warning: %s\n", cp->cfg->path, line, msg);
+    if (line)
+        fprintf(cp->err, "%s:%u: warning: %s\n", cp->cfg->path, line, msg);
+    else
+        fprintf(cp->err, "%s: warning: %s\n", cp->cfg->path, msg);
 }
 
 static bool cfg_same_addr(const union net_addr *a, const union net_addr *b)
@@ -781,38 +882,63 @@ static void cfg_check_master(struct cfg_parse *cp)
                   "AllowUncheckedMasterLogin = true only for tests");
 }
 
-/* Resolves t->name (a host name or address, "[::1]" too) into t->addrs. */
-static void cfg_resolve_target(struct cfg_parse *cp, unsigned line, struct backend_target *t,
-                               const char *what)
+int config_target_add(struct backend_target *t, const char *host, char *why, size_t n)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    char host[256];
+    char name[CFG_HOST_MAX + 1];
+    size_t len = strlen(host);
 
-    snprintf(host, sizeof host, "%s", t->name);
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = 0;
+    if (t->nhosts == CFG_MAX_BACKEND_HOSTS) {
+        snprintf(why, n, "more than %d hosts", CFG_MAX_BACKEND_HOSTS);
+        return FG_ERROR;
     }
-    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (len == 0 || len > CFG_HOST_MAX) {
+        snprintf(why, n, "not a host name");
+        return FG_ERROR;
+    }
+    bool bracket = host[0] == '[' && host[len - 1] == ']' && len > 2;
+    snprintf(name, sizeof name, "%.*s", (int)(bracket ? len - 2 : len), host + bracket);
+    int rc = getaddrinfo(name, NULL, &hints, &res);
     if (rc != 0) {
-        cfg_error(cp, line, "%s %s: %s", what, t->name, gai_strerror(rc));
-        return;
+        snprintf(why, n, "%s", gai_strerror(rc));
+        return FG_ERROR;
     }
-    snprintf(t->name, sizeof t->name, "%s", host);
+    unsigned h = t->nhosts++;
+    memcpy(t->hosts[h], name, strlen(name) + 1);
     for (struct addrinfo *ai = res; ai && t->naddrs < CFG_MAX_BACKEND_ADDRS; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        memcpy(&t->addrs[t->naddrs++], ai->ai_addr, ai->ai_addrlen);
+        memcpy(&t->addrs[t->naddrs], ai->ai_addr, ai->ai_addrlen);
+        t->addr_host[t->naddrs++] = (uint8_t)h;
     }
     freeaddrinfo(res);
+    return FG_OK;
+}
+
+const struct backend_policy *config_database_policy(const struct fg_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->dir.ndatabases; i++)
+        if (strcasecmp(cfg->dir.databases[i].name, name) == 0)
+            return &cfg->dir.databases[i].policy;
+    return &cfg->backend.policy;
+}
+
+/* Adds host (a name or an address, "[::1]" too) and its addresses to t. */
+static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_target *t,
+                         const char *host, const char *what)
+{
+    char why[300];
+    int rc = config_target_add(t, host, why, sizeof why);
+    if (rc != FG_OK)
+        cfg_error(cp, line, "%s %s: %s", what, host, why);
 }
 
 static void cfg_resolve_backend(struct cfg_parse *cp)
 {
     struct backend_conf *bc = &cp->cfg->backend;
-    snprintf(bc->target.name, sizeof bc->target.name, "%s", bc->server);
-    cfg_resolve_target(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"), &bc->target,
-                       "DefaultServer");
+    bc->target.policy = &bc->policy;
+    cfg_add_host(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"), &bc->target, bc->server,
+                 "DefaultServer");
 }
 
 /* ---- the directory ---- */
@@ -829,7 +955,6 @@ void cfg_ldap_store_conf(const struct dir_conf *dc, const struct forest_conf *fc
             .bind_pass_len = fc->bind_pass_len,
             .tls = fc->ldap_tls,
             .ca_file = fc->ldap_ca_file,
-            .delegate_attr = dc->delegate_attr,
             /* Half the request's time: a second server still has the other half. */
             .op_timeout_ms = t / 2,
             .connect_timeout_ms = FG_MIN(t / 2, 3000u),
@@ -1049,24 +1174,29 @@ static void cfg_order_forests(struct cfg_parse *cp, const struct dir_forest *df,
         dc->topo.forests[k] = df[dc->order[k]];
 }
 
-static void cfg_resolve_target(struct cfg_parse *cp, unsigned line, struct backend_target *t,
-                               const char *what);
+static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_target *t,
+                         const char *host, const char *what);
+
+/* [databases] NAME = host, host: each host's addresses, in order. */
+static void cfg_database_hosts(struct cfg_parse *cp, unsigned i)
+{
+    struct database_conf *db = &cp->cfg->dir.databases[i];
+    char hosts[sizeof db->hosts];
+    snprintf(hosts, sizeof hosts, "%s", db->hosts);
+    for (char *save = NULL, *tok = strtok_r(hosts, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save))
+        if (*cfg_trim(tok))
+            cfg_add_host(cp, cp->db_line[i], &db->target, cfg_trim(tok), db->name);
+}
 
 static void cfg_check_databases(struct cfg_parse *cp)
 {
     struct dir_conf *dc = &cp->cfg->dir;
     for (unsigned i = 0; i < dc->ndatabases; i++) {
-        struct backend_target *t = &dc->databases[i].target;
-        char hosts[sizeof t->name];
-        snprintf(hosts, sizeof hosts, "%s", t->name);
-        for (char *save = NULL, *tok = strtok_r(hosts, ",", &save); tok;
-             tok = strtok_r(NULL, ",", &save)) {
-            struct backend_target one = {0};
-            snprintf(one.name, sizeof one.name, "%s", cfg_trim(tok));
-            cfg_resolve_target(cp, cp->db_line[i], &one, dc->databases[i].name);
-            for (unsigned a = 0; a < one.naddrs && t->naddrs < CFG_MAX_BACKEND_ADDRS; a++)
-                t->addrs[t->naddrs++] = one.addrs[a];
-        }
+        struct database_conf *db = &dc->databases[i];
+        db->target.policy = &db->policy;
+        if (db->mapped)
+            cfg_database_hosts(cp, i);
     }
 }
 
@@ -1099,31 +1229,137 @@ static void cfg_check_directory(struct cfg_parse *cp)
     dc->rules.allow_smtp_login = dc->allow_smtp_login;
     dc->rules.allow_admin = dc->allow_admin;
     dc->rules.login_attr = dc->login_attr;
+    dc->rules.delegate_attr = dc->delegate_attr;
+    dc->rules.allow_delegates = cp->cfg->backend.mode == BACKEND_LOGIN_MASTER;
     cfg_check_databases(cp);
 }
 
-/* Tls = starttls | implicit: the backend's certificate is always verified. */
+/* Exchange's backend ports: 143/110 in clear or with STARTTLS, 993/995 for
+ * implicit TLS. */
+static uint16_t cfg_default_port(int proto, uint8_t tls)
+{
+    static const uint16_t ports[2][FG_PROTO_COUNT] = {{143, 110}, {993, 995}};
+    return ports[tls == BACKEND_TLS_IMPLICIT][proto];
+}
+
+/*
+ * A database's policy: [backend]'s, then what its [database:NAME] sets. A
+ * port not set is ProxyTargetPort, unless the database speaks implicit TLS
+ * and [backend] does not, or the other way round: then it is that kind's
+ * default (993/995 for implicit TLS, 143/110 for clear text and STARTTLS).
+ */
+static void cfg_database_policy(struct cfg_parse *cp, unsigned i)
+{
+    const struct backend_policy *global = &cp->cfg->backend.policy;
+    struct database_conf *db = &cp->cfg->dir.databases[i];
+    struct database_conf raw = *db;
+    int sec = SEC_DATABASE + (int)i;
+
+    db->policy = *global;
+    db->policy.tls_cl = NULL;
+    for (int k = 0; cfg_database_keys[k].name; k++)
+        if (cp->key_line[sec][k])
+            memcpy((char *)db + cfg_database_keys[k].off, (char *)&raw + cfg_database_keys[k].off,
+                   cfg_database_keys[k].size);
+    static const char *const port_keys[FG_PROTO_COUNT] = {"ImapPort", "Pop3Port"};
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (!cfg_key_line(cp, sec, port_keys[p]))
+            db->policy.port[p] = (db->policy.tls == BACKEND_TLS_IMPLICIT) ==
+                                                 (global->tls == BACKEND_TLS_IMPLICIT)
+                                         ? global->port[p]
+                                         : cfg_default_port(p, db->policy.tls);
+}
+
+/* Tls = starttls | implicit: the certificate is verified unless TlsVerify =
+ * false says otherwise, loudly. sec is the policy's section. */
+static void cfg_check_policy(struct cfg_parse *cp, int sec, struct backend_policy *pol)
+{
+    char err[PATH_MAX + 200];
+    unsigned line = cfg_key_line(cp, sec, "Tls");
+    unsigned ca_line = cfg_key_line(cp, sec, "TlsCaFile");
+    unsigned vl = cfg_key_line(cp, sec, "TlsVerify");
+
+    if (pol->tls == BACKEND_TLS_NONE)
+        return;
+    if (!line)
+        line = cfg_key_line(cp, SEC_BACKEND, "Tls");
+    if (pol->verify && !pol->ca_file[0]) {
+        cfg_error(cp, line ? line : cp->section_line[sec],
+                  "Tls = %s needs TlsCaFile, the CA certificates that verify the backend",
+                  cfg_backend_tls[pol->tls]);
+        return;
+    }
+    if (!pol->verify)
+        cfg_warn(cp, vl ? vl : cfg_key_line(cp, SEC_BACKEND, "TlsVerify"),
+                 "TlsVerify = false: backend certificates are not checked, so anyone on the "
+                 "path can pose as the backend and read every password");
+    pol->tls_cl = tls_client_new(pol->ca_file, pol->verify, err, sizeof err);
+    if (!pol->tls_cl)
+        cfg_error(cp, ca_line ? ca_line : cfg_key_line(cp, SEC_BACKEND, "TlsCaFile"), "%s", err);
+}
+
+/* Appends "host (address)" for each address of t that would carry the
+ * master password in clear to another machine. */
+static void cfg_clear_hosts(const struct backend_target *t, char *list, size_t n)
+{
+    if (t->policy->tls != BACKEND_TLS_NONE)
+        return;
+    for (unsigned a = 0; a < t->naddrs; a++) {
+        char ip[INET6_ADDRSTRLEN];
+        size_t len = strlen(list);
+        if (net_addr_is_loopback(&t->addrs[a]) || len + 4 >= n)
+            continue;
+        net_addr_ip(&t->addrs[a], ip, sizeof ip);
+        snprintf(list + len, n - len, "%s%s (%s)", len ? ", " : "", t->hosts[t->addr_host[a]], ip);
+    }
+}
+
+/* MasterUser: one loud warning when the master password would cross the
+ * network in clear text to a configured host. (A host the directory names
+ * is warned about when it is first used.) */
+static void cfg_warn_clear_master(struct cfg_parse *cp)
+{
+    const struct fg_config *cfg = cp->cfg;
+    char list[1024] = "", msg[1400];
+
+    if (cfg->backend.mode != BACKEND_LOGIN_MASTER)
+        return;
+    cfg_clear_hosts(&cfg->backend.target, list, sizeof list);
+    for (unsigned i = 0; i < cfg->dir.ndatabases; i++)
+        cfg_clear_hosts(&cfg->dir.databases[i].target, list, sizeof list);
+    if (!list[0])
+        return;
+    snprintf(msg, sizeof msg,
+             "LoginMode = MasterUser with Tls = none: the master password crosses the network "
+             "in clear text to %s; set Tls = starttls or implicit",
+             list);
+    cfg_warn(cp, cfg_key_line(cp, SEC_BACKEND, "LoginMode"), msg);
+}
+
+/* PassThrough logs in with the client's own password, which cannot open a
+ * mailbox the client only has full access to. */
+static void cfg_warn_delegates(struct cfg_parse *cp)
+{
+    unsigned line = cfg_key_line(cp, SEC_BACKEND, "LoginMode");
+    if (cp->cfg->backend.mode != BACKEND_LOGIN_PASSTHROUGH || !cp->cfg->dir.enabled)
+        return;
+    cfg_warn(cp, line ? line : cp->section_line[SEC_BACKEND],
+             "LoginMode = PassThrough: delegate logons (DOMAIN\\user\\alias or upn\\alias to "
+             "a mailbox the account has full access to) are refused; they need LoginMode = "
+             "MasterUser");
+}
+
+/* Every route's TLS: [backend]'s, then each database's. */
 static void cfg_check_backend_tls(struct cfg_parse *cp)
 {
-    struct backend_conf *bc = &cp->cfg->backend;
-    struct backend_target *t = &bc->target;
-    unsigned line = cfg_key_line(cp, SEC_BACKEND, "Tls");
-    char err[PATH_MAX + 200];
-
-    if (bc->tls == BACKEND_TLS_NONE)
-        return;
-    if (!bc->tls_ca_file[0]) {
-        cfg_error(cp, line, "Tls = %s needs TlsCaFile, the CA certificates that verify the backend",
-                  cfg_backend_tls[bc->tls]);
-        return;
+    struct fg_config *cfg = cp->cfg;
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        cfg->backend.policy.port[p] = cfg->proto[p].target_port;
+    cfg_check_policy(cp, SEC_BACKEND, &cfg->backend.policy);
+    for (unsigned i = 0; i < cfg->dir.ndatabases; i++) {
+        cfg_database_policy(cp, i);
+        cfg_check_policy(cp, SEC_DATABASE + (int)i, &cfg->dir.databases[i].policy);
     }
-    t->tls_cl = tls_client_new(bc->tls_ca_file, err, sizeof err);
-    if (!t->tls_cl) {
-        cfg_error(cp, cfg_key_line(cp, SEC_BACKEND, "TlsCaFile"), "%s", err);
-        return;
-    }
-    t->tls = bc->tls;
-    snprintf(t->tls_name, sizeof t->tls_name, "%s", bc->tls_name[0] ? bc->tls_name : t->name);
 }
 
 static void cfg_check(struct cfg_parse *cp)
@@ -1145,7 +1381,12 @@ static void cfg_check(struct cfg_parse *cp)
         cfg_resolve_backend(cp);
     if (cfg->backend.mode == BACKEND_LOGIN_MASTER)
         cfg_check_master(cp);
+    if (cfg->backend.backoff_max < cfg->backend.backoff)
+        cfg_error(cp, cfg_key_line(cp, SEC_BACKEND, "FailoverBackoffMax"),
+                  "FailoverBackoffMax is shorter than FailoverBackoff");
     cfg_check_backend_tls(cp);
+    cfg_warn_clear_master(cp);
+    cfg_warn_delegates(cp);
 }
 
 int config_load(struct fg_config *cfg, const char *path, FILE *err)
@@ -1176,9 +1417,8 @@ int config_load(struct fg_config *cfg, const char *path, FILE *err)
                 cfg_default_bindings(&pc->tls, i == FG_PROTO_IMAP ? 993 : 995);
         }
         /* Implicit TLS to the backend: its TLS ports, unless told otherwise. */
-        if (cfg->backend.tls == BACKEND_TLS_IMPLICIT &&
-            !cfg_key_line(&cp, SEC_IMAP + i, "ProxyTargetPort"))
-            pc->target_port = i == FG_PROTO_IMAP ? 993 : 995;
+        if (!cfg_key_line(&cp, SEC_IMAP + i, "ProxyTargetPort"))
+            pc->target_port = cfg_default_port(i, cfg->backend.policy.tls);
     }
     cfg_check(&cp);
     return cp.errors;
@@ -1190,8 +1430,12 @@ void config_free(struct fg_config *cfg)
         tls_server_free(cfg->proto[p].tls_server);
         cfg->proto[p].tls_server = NULL;
     }
-    tls_client_free(cfg->backend.target.tls_cl);
-    cfg->backend.target.tls_cl = NULL;
+    tls_client_free(cfg->backend.policy.tls_cl);
+    cfg->backend.policy.tls_cl = NULL;
+    for (unsigned i = 0; i < cfg->dir.ndatabases; i++) {
+        tls_client_free(cfg->dir.databases[i].policy.tls_cl);
+        cfg->dir.databases[i].policy.tls_cl = NULL;
+    }
     for (unsigned f = 0; f < cfg->dir.nforests; f++) {
         if (cfg->dir.forests[f].store)
             ldif_free(cfg->dir.forests[f].store);
@@ -1203,101 +1447,159 @@ void config_free(struct fg_config *cfg)
     cfg_secret_free(&cfg->backend.master_pass, &cfg->backend.master_pass_len);
 }
 
-static void cfg_dump_bindings(const struct bindings *b, FILE *out)
+/* ---- show settings: the effective values, from the keys' tables ---- */
+
+static uint32_t cfg_get_uint(const void *field, size_t size)
 {
-    for (unsigned i = 0; i < b->n; i++) {
-        char s[64];
-        net_addr_str(&b->a[i], s, sizeof s);
-        fprintf(out, "%s%s", i ? ", " : "", s);
-    }
-    fputc('\n', out);
+    if (size == sizeof(uint16_t))
+        return *(const uint16_t *)field;
+    if (size == sizeof(uint8_t))
+        return *(const uint8_t *)field;
+    return *(const uint32_t *)field;
 }
 
-static void cfg_dump_time(FILE *out, const char *key, uint32_t t)
+/* "hh:mm:ss", or "d.hh:mm:ss" from a day on: what cfg_parse_time reads. */
+static void cfg_dump_time(FILE *out, uint32_t t)
 {
-    fprintf(out, "%s = %02u:%02u:%02u\n", key, t / 3600, t / 60 % 60, t % 60);
+    if (t >= 86400)
+        fprintf(out, "%u.", t / 86400);
+    fprintf(out, "%02u:%02u:%02u", t / 3600 % 24, t / 60 % 60, t % 60);
 }
 
-static void config_dump_directory(const struct dir_conf *dc, FILE *out)
+static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field)
 {
-    if (!dc->enabled)
-        return;
-    fprintf(out,
-            "[directory]\nDirectoryThreads = %u\nAllowSmtpAddressLogin = %s\n"
-            "AllowAdminLogon = %s\nDelegateAttribute = %s\nBackendLoginAttribute = %s\n"
-            "SearchOrder =",
-            dc->threads, dc->allow_smtp_login ? "true" : "false",
-            dc->allow_admin ? "true" : "false", dc->delegate_attr, dc->login_attr);
-    for (unsigned k = 1; k < dc->topo.nforests; k++)
-        fprintf(out, "%s %s", k > 1 ? "," : "", dc->topo.forests[k].name);
-    fputc('\n', out);
-    cfg_dump_time(out, "RequestTimeout", dc->request_timeout);
-    fprintf(out, "FailedLogonDelayMs = %u\n", dc->failed_delay_ms);
-    for (unsigned k = 0; k < dc->topo.nforests; k++) {
-        const struct dir_forest *df = &dc->topo.forests[k];
-        const struct forest_conf *fc = &dc->forests[dc->order[k]];
-        fprintf(out, "[forest:%s]\nRole = %s\n", fc->name, cfg_roles[fc->role]);
-        if (fc->ldif[0])
-            fprintf(out, "Ldif = %s\n", fc->ldif);
-        fprintf(out, "Domains =");
-        for (unsigned d = 0; d < df->ndomains; d++)
-            fprintf(out, "%s %s:%s:%s", d ? ";" : "", df->domains[d].netbios, df->domains[d].dns,
-                    df->domains[d].base);
-        fputc('\n', out);
-        if (df->organization && df->ndomains)
-            fprintf(out, "DefaultDomain = %s\n", df->domains[df->default_domain].netbios);
+    const struct bindings *b = field;
+    const struct cfg_enum_def *en = &cfg_enums[k->min];
+    switch (k->type) {
+    case CT_UINT:
+        fprintf(out, "%u", cfg_get_uint(field, k->size));
+        break;
+    case CT_BOOL:
+        fputs(*(const bool *)field ? "true" : "false", out);
+        break;
+    case CT_TIME:
+        cfg_dump_time(out, *(const uint32_t *)field);
+        break;
+    case CT_STR:
+        fputs(field, out);
+        break;
+    case CT_BINDINGS:
+        for (unsigned i = 0; i < b->n; i++) {
+            char a[64];
+            net_addr_str(&b->a[i], a, sizeof a);
+            fprintf(out, "%s%s", i ? ", " : "", a);
+        }
+        break;
+    case CT_ENUM:
+        fputs(en->names[cfg_get_uint(field, k->size) - en->first], out);
+        break;
     }
-    if (dc->ndatabases) {
-        fprintf(out, "[databases]\n");
-        for (unsigned i = 0; i < dc->ndatabases; i++) {
-            fprintf(out, "%s =", dc->databases[i].name);
-            for (unsigned a = 0; a < dc->databases[i].target.naddrs; a++) {
-                char sb[64];
-                net_addr_str(&dc->databases[i].target.addrs[a], sb, sizeof sb);
-                fprintf(out, "%s %s", a ? "," : "", sb);
-            }
+}
+
+/* One section: every key of its table, by its type or its own printer. A
+ * string that must not be empty and is not set becomes a comment. */
+static void cfg_dump_section(const struct fg_config *cfg, FILE *out, const char *name,
+                             const struct cfg_key *keys, const void *base)
+{
+    fprintf(out, "[%s]\n", name);
+    for (const struct cfg_key *k = keys; k->name; k++) {
+        const void *field = (const char *)base + k->off;
+        if (k->dump) {
+            k->dump(cfg, base, out);
+        } else if (k->type == CT_STR && k->min > 0 && !*(const char *)field) {
+            fprintf(out, "# %s = (not set)\n", k->name);
+        } else {
+            fprintf(out, "%s = ", k->name);
+            cfg_dump_value(out, k, field);
             fputc('\n', out);
         }
     }
 }
 
+/* The account forests in the order they are searched. */
+static void cfg_dump_search_order(const struct fg_config *cfg, const void *base, FILE *out)
+{
+    const struct dir_conf *dc = base;
+    (void)cfg;
+    if (dc->topo.nforests < 2) {
+        fprintf(out, "# SearchOrder = (no account forest)\n");
+        return;
+    }
+    fprintf(out, "SearchOrder =");
+    for (unsigned k = 1; k < dc->topo.nforests; k++)
+        fprintf(out, "%s %s", k > 1 ? "," : "", dc->topo.forests[k].name);
+    fputc('\n', out);
+}
+
+/* A forest as the resolver sees it (configured or discovered). */
+static const struct dir_forest *cfg_topo_forest(const struct fg_config *cfg,
+                                                const struct forest_conf *fc)
+{
+    const struct dir_conf *dc = &cfg->dir;
+    for (unsigned k = 0; k < dc->topo.nforests; k++)
+        if (&dc->forests[dc->order[k]] == fc)
+            return &dc->topo.forests[k];
+    return NULL;
+}
+
+static void cfg_dump_domains(const struct fg_config *cfg, const void *base, FILE *out)
+{
+    const struct dir_forest *df = cfg_topo_forest(cfg, base);
+    if (!df || df->ndomains == 0) {
+        fprintf(out, "# Domains = (none)\n");
+        return;
+    }
+    fprintf(out, "Domains =");
+    for (unsigned d = 0; d < df->ndomains; d++)
+        fprintf(out, "%s %s:%s:%s", d ? ";" : "", df->domains[d].netbios, df->domains[d].dns,
+                df->domains[d].base);
+    fputc('\n', out);
+}
+
+static void cfg_dump_default_domain(const struct fg_config *cfg, const void *base, FILE *out)
+{
+    const struct dir_forest *df = cfg_topo_forest(cfg, base);
+    if (df && df->organization && df->ndomains)
+        fprintf(out, "DefaultDomain = %s\n", df->domains[df->default_domain].netbios);
+    else
+        fprintf(out, "# DefaultDomain = (%s)\n",
+                df && df->organization ? "none" : "only the organisation forest has one");
+}
+
+static void cfg_dump_directory(const struct fg_config *cfg, FILE *out)
+{
+    const struct dir_conf *dc = &cfg->dir;
+    char name[80];
+    cfg_dump_section(cfg, out, "directory", cfg_directory_keys, dc);
+    for (unsigned k = 0; k < dc->topo.nforests; k++) {
+        const struct forest_conf *fc = &dc->forests[dc->order[k]];
+        snprintf(name, sizeof name, "forest:%s", fc->name);
+        cfg_dump_section(cfg, out, name, cfg_forest_keys, fc);
+    }
+    bool mapped = false;
+    for (unsigned i = 0; i < dc->ndatabases; i++)
+        mapped |= dc->databases[i].mapped;
+    if (mapped)
+        fprintf(out, "[databases]\n");
+    for (unsigned i = 0; i < dc->ndatabases; i++)
+        if (dc->databases[i].mapped)
+            fprintf(out, "%s = %s\n", dc->databases[i].name, dc->databases[i].hosts);
+    for (unsigned i = 0; i < dc->ndatabases; i++) {
+        if (!dc->databases[i].custom)
+            continue;
+        snprintf(name, sizeof name, "database:%s", dc->databases[i].name);
+        cfg_dump_section(cfg, out, name, cfg_database_keys, &dc->databases[i]);
+    }
+}
+
 void config_dump(const struct fg_config *cfg, FILE *out)
 {
-    fprintf(out,
-            "[global]\nWorkers = %u\nRelayPipes = %u\nLogLevel = %s\nLogFileLocation = %s\n"
-            "StatsSocket = %s\nCertificateDirectory = %s\n",
-            cfg->workers, cfg->relay_pipes, cfg_log_levels[cfg->log_level], cfg->log_dir,
-            cfg->stats_socket, cfg->cert_dir);
-    for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        const struct proto_conf *pc = &cfg->proto[p];
-        if (!pc->enabled)
-            continue;
-        fprintf(out, "[%s]\nUnencryptedOrTLSBindings = ", cfg_section_names[SEC_IMAP + p]);
-        cfg_dump_bindings(&pc->plain, out);
-        fprintf(out, "SSLBindings = ");
-        cfg_dump_bindings(&pc->tls, out);
-        fprintf(out, "X509CertificateName = %s\n", pc->cert_names);
-        fprintf(out, "LoginType = %s\nBanner = %s\n", cfg_login_types[pc->sess.login_type],
-                pc->banner);
-        cfg_dump_time(out, "PreAuthenticatedConnectionTimeout", pc->preauth_timeout);
-        cfg_dump_time(out, "AuthenticatedConnectionTimeout", pc->auth_timeout);
-        fprintf(out,
-                "MaxCommandSize = %u\nMaxConnections = %u\nProtocolLogEnabled = %s\n"
-                "ProxyTargetPort = %u\n",
-                pc->sess.max_command, pc->max_connections, pc->protocol_log ? "true" : "false",
-                pc->target_port);
-    }
-    const struct backend_conf *bc = &cfg->backend;
-    fprintf(out, "[backend]\nDefaultServer = %s\nLoginMode = %s\n", bc->server,
-            cfg_login_modes[bc->mode]);
-    if (bc->mode == BACKEND_LOGIN_MASTER)
-        fprintf(out, "MasterUser = %s\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = %s\n",
-                bc->master_user, bc->master_password_file,
-                bc->allow_unchecked_master ? "true" : "false");
-    cfg_dump_time(out, "ConnectTimeout", bc->connect_timeout);
-    fprintf(out, "ForwardClientAddress = %s\nProxyTtl = %u\nTls = %s\n",
-            bc->forward ? "true" : "false", bc->ttl, cfg_backend_tls[bc->tls]);
-    if (bc->tls != BACKEND_TLS_NONE)
-        fprintf(out, "TlsCaFile = %s\nTlsServerName = %s\n", bc->tls_ca_file, bc->target.tls_name);
-    config_dump_directory(&cfg->dir, out);
+    cfg_dump_section(cfg, out, "global", cfg_global_keys, cfg);
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (cfg->proto[p].enabled)
+            cfg_dump_section(cfg, out, cfg_section_names[SEC_IMAP + p], cfg_proto_keys,
+                             &cfg->proto[p]);
+    cfg_dump_section(cfg, out, "backend", cfg_backend_keys, &cfg->backend);
+    if (cfg->dir.enabled)
+        cfg_dump_directory(cfg, out);
 }

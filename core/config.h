@@ -16,7 +16,9 @@
 #include <stdio.h>
 
 #define CFG_MAX_BINDINGS      16
-#define CFG_MAX_BACKEND_ADDRS 8
+#define CFG_MAX_BACKEND_HOSTS 8  /* servers (database copies) of one route */
+#define CFG_MAX_BACKEND_ADDRS 16 /* their addresses, all together */
+#define CFG_HOST_MAX          255
 
 enum log_level {
     LOG_ERROR,
@@ -29,6 +31,7 @@ enum log_level {
 
 struct tls_server;
 struct tls_client;
+struct fg_config;
 
 /* How forestgate talks to a backend server. */
 enum backend_tls {
@@ -37,15 +40,35 @@ enum backend_tls {
     BACKEND_TLS_IMPLICIT, /* TLS from the first byte (993/995) */
 };
 
-/* The hosts of one backend server, tried in order, and how to reach them. */
-struct backend_target {
-    char name[256];
-    unsigned naddrs;
-    union net_addr addrs[CFG_MAX_BACKEND_ADDRS];
-    uint8_t tls;               /* enum backend_tls */
-    char tls_name[256];        /* the name its certificate must carry */
-    struct tls_client *tls_cl; /* verifies it; NULL without TLS */
+/*
+ * How the servers of a route are reached: [backend]'s Tls settings, or a
+ * [database:NAME] section's, which override them for one database. Every
+ * route has one: DefaultServer, the [databases] hosts and the hosts the
+ * directory names (msExchOwningServer -> dNSHostName).
+ */
+struct backend_policy {
+    uint8_t tls;                   /* Tls: enum backend_tls */
+    bool verify;                   /* TlsVerify: check the certificate and the name */
+    char ca_file[PATH_MAX];        /* TlsCaFile */
+    char server_name[256];         /* TlsServerName: the name to verify instead of each host's */
+    uint16_t port[FG_PROTO_COUNT]; /* the backend port per protocol, following tls */
+    struct tls_client *tls_cl;     /* verifies the servers; NULL without TLS */
 };
+
+/* The servers of one route, tried in order, each with its addresses. */
+struct backend_target {
+    const struct backend_policy *policy;
+    uint8_t nhosts, naddrs;
+    uint8_t addr_host[CFG_MAX_BACKEND_ADDRS];            /* hosts[] index of each address */
+    union net_addr addrs[CFG_MAX_BACKEND_ADDRS];         /* without a port: the policy's */
+    char hosts[CFG_MAX_BACKEND_HOSTS][CFG_HOST_MAX + 1]; /* as named; certificates carry these */
+};
+
+/* The name the certificate of a target's address i must carry. */
+static inline const char *backend_tls_name(const struct backend_target *t, unsigned i)
+{
+    return t->policy->server_name[0] ? t->policy->server_name : t->hosts[t->addr_host[i]];
+}
 
 struct bindings {
     unsigned n;
@@ -69,19 +92,19 @@ struct proto_conf {
 
 struct backend_conf {
     char server[256];
-    struct backend_target target;
+    struct backend_target target; /* DefaultServer */
+    struct backend_policy policy; /* [backend]'s: every route without a [database:NAME] */
     enum backend_login_mode mode;
     char master_user[CRED_NAME_MAX + 1];
     char master_password_file[PATH_MAX];
     char *master_pass; /* in memory excluded from core dumps */
     size_t master_pass_len;
     uint32_t connect_timeout; /* seconds */
+    uint32_t backoff;         /* FailoverBackoff, seconds: a down host is skipped this long */
+    uint32_t backoff_max;     /* FailoverBackoffMax: the back-off doubles up to this */
     bool forward;
     unsigned ttl;
     bool allow_unchecked_master;
-    uint8_t tls; /* Tls: enum backend_tls */
-    char tls_ca_file[PATH_MAX];
-    char tls_name[256]; /* TlsServerName; default: DefaultServer */
 };
 
 #define CFG_MAX_DATABASES 64
@@ -112,11 +135,29 @@ struct forest_conf {
     struct ldif_store *store; /* loaded from Ldif */
 };
 
-/* [databases]: a mailbox database's copies, tried in order. */
+/*
+ * A mailbox database: [databases] NAME = its copies' hosts, tried in order,
+ * and [database:NAME], how to reach them (or the hosts the directory names
+ * for it). Either may be given without the other.
+ */
 struct database_conf {
     char name[64];
-    struct backend_target target;
+    bool mapped;                  /* in [databases] */
+    bool custom;                  /* has a [database:NAME] section */
+    struct backend_policy policy; /* [backend]'s, with the section's overrides */
+    struct backend_target target; /* [databases]'s hosts; naddrs 0 when not mapped */
+    char hosts[512];              /* [databases]'s value, as written */
 };
+
+/*
+ * Adds host (a name, an address, or "[v6 address]") to t: its name, for
+ * certificates, and its addresses, resolved now (getaddrinfo: it may block).
+ * FG_OK, or FG_ERROR with a reason in why.
+ */
+int config_target_add(struct backend_target *t, const char *host, char *why, size_t n);
+
+/* The policy routes to database `name` follow (homeMDB's first RDN). */
+const struct backend_policy *config_database_policy(const struct fg_config *cfg, const char *name);
 
 /* [directory] and the forests. enabled: at least one forest is configured. */
 struct dir_conf {
@@ -172,8 +213,17 @@ void config_free(struct fg_config *cfg);
  */
 struct tls_server *config_load_certs(const struct fg_config *cfg, int p, char *err, size_t errlen);
 
-/* Prints the effective settings, one "[section] Key = value" per line. */
+/* Prints the effective settings in the file's format, from the parser's own
+ * tables: every key of every section in use. A setting that is not set is
+ * printed as a comment ("# Key = (not set)"); secrets appear only as the
+ * files they are read from. */
 void config_dump(const struct fg_config *cfg, FILE *out);
+
+/* The parser's sections and keys, for tests: the name of section kind k
+ * ("global", "imap", "pop3", "backend", "directory", "forest:", "database:")
+ * and of its i-th key; NULL past the last. */
+const char *config_section_kind(unsigned k);
+const char *config_key_name(unsigned k, unsigned i);
 
 const char *config_login_type_name(enum login_type t);
 

@@ -397,6 +397,8 @@ void conn_release(struct worker *w, struct conn *c)
     upstream_free(c);
     tlsio_free(c);
     sendq_free(&c->cq);
+    if (c->flags & CF_B_SESSION)
+        atomic_fetch_sub_explicit(&c->bh->sessions, 1, memory_order_relaxed);
     free(c->user);
     c->user = NULL;
     conn_set_state(w, c, CONN_FREE);

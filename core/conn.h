@@ -15,6 +15,7 @@
 #define FG_CONN_H
 
 #include "../proto/backend.h"
+#include "bhost.h"
 #include "log.h"
 #include "worker.h"
 
@@ -38,6 +39,9 @@ enum conn_flags {
     CF_TLS_HS = 1 << 7,      /* the client's TLS handshake is under way */
     CF_TLS_GREET = 1 << 8,   /* implicit TLS: greet once the handshake is done */
     CF_B_TLS_HS = 1 << 9,    /* the backend's TLS handshake is under way */
+    CF_B_UP = 1 << 10,       /* the backend greeted, over TLS if its route says so */
+    CF_B_PROBE = 1 << 11,    /* this connection probes a host that was down */
+    CF_B_SESSION = 1 << 12,  /* counted in c->bh->sessions */
 };
 
 enum relay_wait {
@@ -64,9 +68,10 @@ struct conn_login {
     struct dir_request req;
     struct backend_login bl;
     struct backend_login_params par;
-    struct sendq bq; /* bytes to the backend (ciphertext with TLS) */
-    struct buf bout; /* backend TLS: the dialogue's plaintext, before encryption */
-    unsigned addr_idx;
+    struct sendq bq;   /* bytes to the backend (ciphertext with TLS) */
+    struct buf bout;   /* backend TLS: the dialogue's plaintext, before encryption */
+    unsigned addr_idx; /* the route's address being tried */
+    uint8_t tried;     /* addresses connected to */
     uint32_t dir_started_ms;
     char client_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
 };
@@ -92,6 +97,7 @@ struct conn {
     struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
     union net_addr peer;
     union net_addr baddr; /* the backend, once chosen */
+    struct bhost *bh;     /* its health; NULL when untracked */
     char sid[17];
     char *user;      /* the login name, for the log */
     const char *why; /* why it closes, with CF_CLOSE_AFTER */
@@ -175,7 +181,8 @@ int tlsio_client_encrypt(struct conn *c);
 /* Starts the backend's TLS (implicit, or after its STARTTLS answer). */
 int tlsio_backend_start(struct worker *w, struct conn *c);
 /* Ciphertext from the backend during the login: handshake, then plaintext
- * into the dialogue's input. FG_OK, FG_AGAIN (handshake goes on) or FG_ERROR
+ * into the dialogue's input. FG_OK, FG_AGAIN (handshake goes on), FG_DONE
+ * (the backend closed TLS cleanly) or FG_ERROR (a TLS failure), the last two
  * with a reason in *why. */
 int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size_t n,
                         const char **why);

@@ -184,6 +184,7 @@ static int main_run(struct fg_config *cfg)
     unsigned n = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t slots = main_slots(cfg, n);
     struct fg_shared shared = {0};
+    struct bhost_table bhosts;
     struct fg_tls tls = {0};
     struct dir dir;
     struct stats st = {.fd = -1, .cfg = cfg, .nworkers = n, .slots = slots * n};
@@ -203,6 +204,14 @@ static int main_run(struct fg_config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     struct worker *ws = calloc(n, sizeof *ws);
+    /* A probe of a host that was down takes at most ConnectTimeout: the
+     * others skip the host that long, and a second more. */
+    const struct backend_conf *bc = &cfg->backend;
+    if (bhost_table_init(&bhosts, bc->backoff * 1000, bc->backoff_max * 1000,
+                         bc->connect_timeout * 1000 + 1000) != FG_OK)
+        goto out_bhosts;
+    shared.bhosts = &bhosts;
+    st.bhosts = &bhosts;
     if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
     dir_init(&dir, cfg);
@@ -240,6 +249,8 @@ stop:
     if (rc == 0)
         log_msg(LOG_INFO, "stopped", "all connections closed");
 out:
+    bhost_table_free(&bhosts);
+out_bhosts:
     main_tls_stop(&tls);
     free(ws);
     if (sfd >= 0)

@@ -119,3 +119,14 @@ int net_listen(const union net_addr *a, int backlog)
     }
     return fd;
 }
+
+bool net_addr_is_loopback(const union net_addr *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->sa.sa_family == AF_INET)
+        return (ntohl(a->v4.sin_addr.s_addr) >> 24) == 127;
+    const uint8_t *b = a->v6.sin6_addr.s6_addr;
+    if (memcmp(b, mapped, 12) == 0)
+        return b[12] == 127;
+    return IN6_IS_ADDR_LOOPBACK(&a->v6.sin6_addr);
+}

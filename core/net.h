@@ -35,6 +35,10 @@ void net_addr_ip(const union net_addr *a, char *ip, size_t n);
 /* Writes "ip:port" or "[ip]:port". */
 void net_addr_str(const union net_addr *a, char *s, size_t n);
 
+/* True for 127.0.0.0/8, ::1 and IPv4-mapped 127.x: traffic that never
+ * leaves the machine. */
+bool net_addr_is_loopback(const union net_addr *a);
+
 /*
  * Opens a non-blocking listening socket with SO_REUSEPORT, so that every
  * worker binds its own socket to the same address. Returns the fd or -errno.

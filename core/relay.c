@@ -224,7 +224,8 @@ static void relay_answer(struct conn *c, int d, struct tls_conn *src)
 }
 
 /* Decrypts a record's plaintext into out, reading ciphertext as needed.
- * Returns the bytes, 0 at the end of the stream, or -errno. */
+ * Returns the bytes, 0 at the end of the stream (the peer's close_notify, or
+ * its socket closed), or -errno. */
 static ssize_t relay_decrypt(struct worker *w, struct conn *c, int d, struct tls_conn *src,
                              char *out)
 {
@@ -232,7 +233,7 @@ static ssize_t relay_decrypt(struct worker *w, struct conn *c, int d, struct tls
         ssize_t n = tls_conn_read(src, out, FG_TLS_CHUNK);
         if (n != FG_AGAIN) {
             relay_answer(c, d, src);
-            return n == FG_ERROR ? -EPROTO : n;
+            return n == FG_DONE ? 0 : n == FG_ERROR ? -EPROTO : n;
         }
         ssize_t raw = recv(relay_src(c, d), w->tls_raw, FG_TLS_CHUNK, MSG_DONTWAIT);
         if (raw <= 0)

@@ -47,10 +47,20 @@ void stats_close(struct stats *st, const char *path)
     st->fd = -1;
 }
 
+/* The backend hosts' health, summed (show backends has each host). */
+static void stats_backends_info(const struct bhost_table *t, FILE *out)
+{
+    fprintf(out,
+            "backend_hosts: %u\nbackend_hosts_down: %u\nbackend_down_total: %llu\n"
+            "backend_up_total: %llu\nbackend_skipped_total: %llu\n",
+            atomic_load(&t->n), bhost_down_count(t), (unsigned long long)atomic_load(&t->downs),
+            (unsigned long long)atomic_load(&t->ups), (unsigned long long)atomic_load(&t->skipped));
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
-    uint64_t hs = 0, res = 0, tfail = 0, bhs = 0;
+    uint64_t hs = 0, res = 0, tfail = 0, bhs = 0, btls = 0, bclear = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -68,6 +78,8 @@ static void stats_info(const struct stats *st, FILE *out)
         res += atomic_load(&s->tls_resumed);
         tfail += atomic_load(&s->tls_failed);
         bhs += atomic_load(&s->backend_tls_handshakes);
+        btls += atomic_load(&s->logins_backend_tls);
+        bclear += atomic_load(&s->logins_backend_clear);
         conns += atomic_load(&s->conns);
         pre += atomic_load(&s->preauth);
         login += atomic_load(&s->login);
@@ -92,9 +104,12 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)pw);
     fprintf(out,
             "tls_handshakes_total: %llu\ntls_resumed_total: %llu\ntls_failed_total: %llu\n"
-            "backend_tls_handshakes_total: %llu\n",
+            "backend_tls_handshakes_total: %llu\nlogins_backend_tls_total: %llu\n"
+            "logins_backend_clear_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
-            (unsigned long long)bhs);
+            (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
+    if (st->bhosts)
+        stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {
         const struct dir_stats *d = &st->dir->stats;
         fprintf(out,
@@ -116,9 +131,12 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
         stats_info(st, out);
     else if (strcmp(cmd, "show settings") == 0)
         config_dump(st->cfg, out);
+    else if (strcmp(cmd, "show backends") == 0 && st->bhosts)
+        bhost_dump(st->bhosts, out, bhost_now_ms());
     else if (strcmp(cmd, "help") == 0 || cmd[0] == 0)
         fprintf(out, "show info      counters and current connections\n"
-                     "show settings  the effective configuration\n");
+                     "show settings  the effective configuration\n"
+                     "show backends  each backend host: up or down, its back-off, its counters\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }

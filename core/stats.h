@@ -1,11 +1,13 @@
 /*
  * The stats socket: a Unix socket that answers one command per connection,
- * in the manner of HAProxy's. Commands: "show info", "show settings", "help".
+ * in the manner of HAProxy's. Commands: "show info", "show settings",
+ * "show backends", "help".
  */
 #ifndef FG_STATS_H
 #define FG_STATS_H
 
 #include "../directory/dir.h"
+#include "bhost.h"
 #include "log.h"
 #include "worker.h"
 
@@ -15,7 +17,8 @@ struct stats {
     struct worker *workers;
     unsigned nworkers;
     uint32_t slots;
-    const struct dir *dir; /* NULL: no directory pool */
+    const struct dir *dir;      /* NULL: no directory pool */
+    struct bhost_table *bhosts; /* the backend hosts' health */
 };
 
 /* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */

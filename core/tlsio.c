@@ -68,8 +68,9 @@ int tlsio_client_start(struct worker *w, struct conn *c, bool implicit)
     return FG_OK;
 }
 
-/* Appends the plaintext TLS has ready to dst. 0: nothing, 1: some, -1: the
- * peer closed TLS, FG_ERROR: a failure. */
+/* Appends the plaintext TLS has ready to dst. 0: nothing, 1: some, FG_DONE:
+ * the peer closed TLS (after any plaintext before its close_notify), FG_ERROR:
+ * a failure. */
 static int tlsio_drain(struct tls_conn *t, struct buf *dst)
 {
     int got = 0;
@@ -79,10 +80,8 @@ static int tlsio_drain(struct tls_conn *t, struct buf *dst)
         ssize_t n = tls_conn_read(t, dst->data + dst->len, dst->cap - dst->len);
         if (n == FG_AGAIN)
             return got;
-        if (n == 0)
-            return -1;
-        if (n < 0)
-            return FG_ERROR;
+        if (n == FG_DONE || n == FG_ERROR)
+            return (int)n;
         dst->len += (uint32_t)n;
         got = 1;
     }
@@ -148,8 +147,8 @@ int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_
         tlsio_client_failed(w, c, "TLS error");
         return FG_ERROR;
     }
-    if (got < 0)
-        c->flags |= CF_C_EOF;
+    if (got == FG_DONE)
+        c->flags |= CF_C_EOF; /* a clean close, as a TCP FIN: not a TLS error */
     /* Reading may have queued TLS records (a TLS 1.3 KeyUpdate answer). */
     if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
         conn_close(w, c, "out of memory");
@@ -187,7 +186,9 @@ int tlsio_backend_start(struct worker *w, struct conn *c)
     const struct backend_target *t = lg->req.route.target;
 
     (void)w;
-    if (!(c->btls = tls_client_conn(t->tls_cl, t->tls_name)))
+    /* The name the route gave this host (its [databases] entry, its
+     * dNSHostName, DefaultServer), unless TlsServerName overrides it. */
+    if (!(c->btls = tls_client_conn(t->policy->tls_cl, backend_tls_name(t, lg->addr_idx))))
         return FG_ERROR;
     c->flags |= CF_B_TLS_HS;
     lg->bl.out = &lg->bout;
@@ -219,8 +220,12 @@ int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size
             lg->bl.ops->tls_done(&lg->bl);
     }
     int got = tlsio_drain(c->btls, &lg->bl.in);
-    if (got == FG_ERROR || got < 0) {
-        *why = got < 0 ? "the backend closed TLS" : tls_conn_error(c->btls);
+    if (got == FG_DONE) {
+        *why = "the backend closed TLS";
+        return FG_DONE;
+    }
+    if (got == FG_ERROR) {
+        *why = tls_conn_error(c->btls);
         return FG_ERROR;
     }
     return tlsio_move_out(c->btls, &lg->bq.q);

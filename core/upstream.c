@@ -101,8 +101,11 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
         log_cstr(&l, "reason", reason);
     if (c->s && c->s->client_id[0])
         log_cstr(&l, "client_id", c->s->client_id);
+    /* Whether the password and the session crossed to the backend encrypted. */
     if (c->btls && tls_conn_done(c->btls))
         log_cstr(&l, "backend_tls", tls_conn_version(c->btls));
+    else if (st == LOGIN_OK || (c->flags & CF_GREETED))
+        log_cstr(&l, "backend_tls", "none");
     if (c->lg)
         log_fmt(&l, "ms", "%u", fg_now_ms() - c->lg->dir_started_ms);
     log_end(&l);
@@ -117,7 +120,8 @@ static void upstream_abort(struct worker *w, struct conn *c)
     c->bops += 2;
     c->bfd = -1;
     c->flags |= CF_B_ABORTED;
-    c->flags &= ~(CF_B_RECV | CF_GREETED);
+    c->flags &= ~(CF_B_RECV | CF_GREETED | CF_B_UP | CF_B_PROBE);
+    c->bh = NULL;
     STAT_SUB(w, backend_fds, 1);
     backend_login_free(&c->lg->bl);
     buf_free(&c->lg->bq.q);
@@ -162,7 +166,7 @@ static void upstream_fill_params(struct worker *w, struct conn *c)
     par->master_pass = bc->master_pass;
     par->master_pass_len = bc->master_pass_len;
     par->forward = bc->forward;
-    par->starttls = lg->req.route.target->tls == BACKEND_TLS_STARTTLS;
+    par->starttls = lg->req.route.target->policy->tls == BACKEND_TLS_STARTTLS;
     par->ttl = bc->ttl;
     par->session_id = c->sid;
     if (getsockname(c->fd, &local.sa, &len) < 0)
@@ -175,23 +179,71 @@ static void upstream_fill_params(struct worker *w, struct conn *c)
     par->local_port = local.sa.sa_family == AF_UNSPEC ? 0 : net_addr_port(&local);
 }
 
-static void upstream_connect(struct worker *w, struct conn *c)
+/* A host the directory named, seen for the first time: the start-up check
+ * could not warn about it. */
+static void upstream_warn_clear(struct worker *w, const struct conn *c, const struct bhost *h)
+{
+    const struct backend_target *t = c->lg->req.route.target;
+    if (t != &c->lg->req.own_target || w->cfg->backend.mode != BACKEND_LOGIN_MASTER ||
+        t->policy->tls != BACKEND_TLS_NONE || net_addr_is_loopback(&h->addr))
+        return;
+    log_msg(LOG_WARN, "backend_clear_text",
+            "LoginMode = MasterUser with Tls = none: the master password goes in clear text to "
+            "%s, which the directory names; set Tls = starttls or implicit",
+            h->name);
+}
+
+/* Chooses the route's next address a logon may use now: a host that is down
+ * is passed by until its back-off ends. False when none is left. */
+static bool upstream_pick(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     const struct backend_target *t = lg->req.route.target;
+    struct bhost_table *bt = w->shared->bhosts;
+    uint64_t now = bhost_now_ms();
+
+    for (; lg->addr_idx < t->naddrs; lg->addr_idx++) {
+        union net_addr a = t->addrs[lg->addr_idx];
+        bool created = false;
+        net_addr_set_port(&a, lg->req.route.port);
+        struct bhost *h = bt ? bhost_get(bt, &a, t->hosts[t->addr_host[lg->addr_idx]],
+                                         t->policy->tls, &created)
+                             : NULL;
+        if (created)
+            upstream_warn_clear(w, c, h);
+        enum bhost_use use = h ? bhost_claim(bt, h, now) : BHOST_USE;
+        if (use == BHOST_SKIP)
+            continue;
+        c->baddr = a;
+        c->bh = h;
+        if (use == BHOST_PROBE)
+            c->flags |= CF_B_PROBE;
+        if (h)
+            atomic_fetch_add_explicit(&h->attempts, 1, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+static void upstream_connect(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
     int one = 1;
 
     if (c->bops > 0) {
         c->flags |= CF_B_CONNECT; /* after the old socket's completions */
         return;
     }
-    c->flags &= ~(CF_B_CONNECT | CF_B_ABORTED | CF_GREETED);
-    if (lg->addr_idx >= t->naddrs) {
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, "no backend host reachable");
+    c->flags &= ~(CF_B_CONNECT | CF_B_ABORTED | CF_GREETED | CF_B_UP | CF_B_PROBE);
+    if (!upstream_pick(w, c)) {
+        /* Every copy is down: say so at once, as Exchange does when no copy
+         * of a database is mounted. */
+        upstream_fail(w, c, LOGIN_UNAVAILABLE,
+                      lg->tried ? "no backend host reachable"
+                                : "every backend host of the route is down");
         return;
     }
-    c->baddr = t->addrs[lg->addr_idx];
-    net_addr_set_port(&c->baddr, lg->req.route.port);
+    lg->tried++;
     int fd = socket(c->baddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         upstream_fail(w, c, LOGIN_UNAVAILABLE, strerror(errno));
@@ -213,13 +265,16 @@ static void upstream_connect(struct worker *w, struct conn *c)
     c->bops++;
 }
 
-/* This host failed before it greeted us: try the next one. */
+/* This host failed before it was usable (no greeting, no TLS): it is
+ * marked down, and the next one is tried. */
 static void upstream_next_host(struct worker *w, struct conn *c, const char *why)
 {
     struct log_line l;
     conn_log_begin(&l, c, LOG_WARN, "backend_error");
     log_cstr(&l, "reason", why);
     log_end(&l);
+    if (c->bh)
+        bhost_failed(w->shared->bhosts, c->bh, c->flags & CF_B_PROBE, bhost_now_ms(), why);
     upstream_abort(w, c);
     c->lg->addr_idx++;
     /* The next connect may wait for the old socket's completions; the
@@ -238,6 +293,7 @@ void upstream_on_login_done(struct worker *w, struct conn *c)
     }
     upstream_fill_params(w, c);
     lg->addr_idx = 0;
+    lg->tried = 0;
     upstream_connect(w, c);
 }
 
@@ -292,7 +348,7 @@ void upstream_on_connect(struct worker *w, struct conn *c, int res)
         upstream_next_host(w, c, strerror(-res));
         return;
     }
-    if (lg_target(c)->tls == BACKEND_TLS_IMPLICIT) {
+    if (lg_target(c)->policy->tls == BACKEND_TLS_IMPLICIT) {
         if (tlsio_backend_start(w, c) != FG_OK) {
             upstream_next_host(w, c, "cannot start TLS");
             return;
@@ -311,6 +367,14 @@ static void upstream_success(struct worker *w, struct conn *c)
     c->user = strndup(s->cred->user, s->cred->user_len);
     upstream_log(c, LOGIN_OK, NULL);
     STAT_ADD(w, logins_ok, 1);
+    if (c->btls)
+        STAT_ADD(w, logins_backend_tls, 1);
+    else
+        STAT_ADD(w, logins_backend_clear, 1);
+    if (c->bh) {
+        atomic_fetch_add_explicit(&c->bh->sessions, 1, memory_order_relaxed);
+        c->flags |= CF_B_SESSION;
+    }
     s->ops->login_done(s, LOGIN_OK, lg->bl.caps, lg->bl.caps_len);
     /* Bytes that followed the login on either side belong to the session:
      * plaintext, encrypted on the way out when that side is TLS. */
@@ -355,16 +419,36 @@ static void upstream_input(struct worker *w, struct conn *c)
     }
 }
 
-/* TLS to the backend failed: a host that never greeted is skipped, as if it
- * were down; a certificate that does not verify is logged as such. */
+/* The backend went away, or its TLS failed: before the host was usable
+ * (greeted, over TLS when the route says so) it counts against the host and
+ * the next copy is tried; after, the password may have been sent, and the
+ * logon ends. */
+static void upstream_lost(struct worker *w, struct conn *c, const char *why)
+{
+    if (c->flags & CF_B_UP)
+        upstream_fail(w, c, LOGIN_UNAVAILABLE, why);
+    else
+        upstream_next_host(w, c, why);
+}
+
 static void upstream_tls_failed(struct worker *w, struct conn *c, const char *why)
 {
     char reason[200];
     snprintf(reason, sizeof reason, "TLS to the backend failed: %s", why);
-    if (c->flags & CF_GREETED)
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, reason);
-    else
-        upstream_next_host(w, c, reason);
+    upstream_lost(w, c, reason);
+}
+
+/* The host answered as its route expects: greeted, and over TLS if the
+ * route uses it (after STARTTLS, once the handshake is done). */
+static void upstream_check_up(struct worker *w, struct conn *c)
+{
+    if ((c->flags & CF_B_UP) || !(c->flags & CF_GREETED))
+        return;
+    if (lg_target(c)->policy->tls != BACKEND_TLS_NONE && (!c->btls || (c->flags & CF_B_TLS_HS)))
+        return;
+    c->flags |= CF_B_UP;
+    if (c->bh)
+        bhost_ok(w->shared->bhosts, c->bh);
 }
 
 void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
@@ -379,11 +463,7 @@ void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
         return;
     }
     if (res <= 0) {
-        const char *why = res == 0 ? "backend closed the connection" : strerror(-res);
-        if (c->flags & CF_GREETED)
-            upstream_fail(w, c, LOGIN_UNAVAILABLE, why);
-        else
-            upstream_next_host(w, c, why);
+        upstream_lost(w, c, res == 0 ? "backend closed the connection" : strerror(-res));
         return;
     }
     const char *data = worker_buf(w, cqe, NULL);
@@ -394,7 +474,12 @@ void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
             upstream_tls_failed(w, c, why);
             return;
         }
+        if (trc == FG_DONE) {
+            upstream_lost(w, c, why); /* a clean close_notify: no TLS failure */
+            return;
+        }
         upstream_flush(w, c);
+        upstream_check_up(w, c);
         if (trc == FG_AGAIN || buf_avail(&c->lg->bl.in) == 0) {
             timer_touch(w, c, TL_BACKEND);
             upstream_arm_recv(w, c); /* the handshake, or a record, goes on */
@@ -409,6 +494,7 @@ void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe
         return;
     }
     c->flags |= CF_GREETED;
+    upstream_check_up(w, c);
     timer_touch(w, c, TL_BACKEND);
     upstream_input(w, c);
 }
@@ -447,10 +533,12 @@ void upstream_on_send(struct worker *w, struct conn *c, int res)
 
 void upstream_expire(struct worker *w, struct conn *c)
 {
-    if (c->flags & CF_GREETED)
+    if (c->flags & CF_B_UP)
         upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend did not answer in time");
     else
-        upstream_next_host(w, c, "backend connect or greeting timed out");
+        upstream_next_host(w, c,
+                           c->flags & CF_GREETED ? "backend TLS did not finish in time"
+                                                 : "backend connect or greeting timed out");
 }
 
 void upstream_free(struct conn *c)

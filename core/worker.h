@@ -114,12 +114,16 @@ struct worker_stats {
     _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
     _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
     _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
+    _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
+
+struct bhost_table;
 
 struct fg_shared {
     _Atomic uint32_t proto_conns[FG_PROTO_COUNT]; /* for MaxConnections */
     _Atomic bool stopping;
+    struct bhost_table *bhosts; /* the backend hosts' health */
 };
 
 struct conn;

@@ -45,7 +45,7 @@ static enum login_status dir_precheck(const struct cred *c)
 static void dir_static_route(const struct fg_config *cfg, struct dir_request *req)
 {
     req->route.target = &cfg->backend.target;
-    req->route.port = cfg->proto[req->proto].target_port;
+    req->route.port = cfg->backend.policy.port[req->proto];
     req->route.mailbox_len = req->cred->user_len;
     memcpy(req->route.mailbox, req->cred->user, req->cred->user_len + 1);
 }
@@ -98,7 +98,7 @@ static bool dir_database_mapped(const struct dir_conf *dc, struct dir_request *r
     char name[64];
     dir_database_name(op->dn, name, sizeof name);
     for (unsigned i = 0; i < dc->ndatabases; i++) {
-        if (strcasecmp(dc->databases[i].name, name) == 0) {
+        if (dc->databases[i].mapped && strcasecmp(dc->databases[i].name, name) == 0) {
             memset(res, 0, sizeof *res);
             req->route.target = &dc->databases[i].target;
             res->nhosts = dc->databases[i].target.naddrs;
@@ -108,21 +108,19 @@ static bool dir_database_mapped(const struct dir_conf *dc, struct dir_request *r
     return false;
 }
 
-/* Host names from the directory become addresses, in order. */
-static void dir_resolve_hosts(struct dir_request *req, const struct resolution *rs)
+/* Host names from the directory (dNSHostName) become the route, in order,
+ * reached as the database's policy says. */
+static void dir_resolve_hosts(const struct fg_config *cfg, struct dir_request *req,
+                              const struct resolution *rs)
 {
     struct backend_target *t = &req->own_target;
+    char db[64], why[200];
     memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", rs->hosts[0]);
-    for (unsigned h = 0; h < rs->nhosts && t->naddrs < CFG_MAX_BACKEND_ADDRS; h++) {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-        if (getaddrinfo(rs->hosts[h], NULL, &hints, &ai) != 0)
-            continue;
-        for (struct addrinfo *a = ai; a && t->naddrs < CFG_MAX_BACKEND_ADDRS; a = a->ai_next)
-            if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
-                memcpy(&t->addrs[t->naddrs++], a->ai_addr, a->ai_addrlen);
-        freeaddrinfo(ai);
-    }
+    dir_database_name(rs->mailbox.home_mdb, db, sizeof db);
+    t->policy = config_database_policy(cfg, db);
+    for (unsigned h = 0; h < rs->nhosts; h++)
+        if (config_target_add(t, rs->hosts[h], why, sizeof why) != FG_OK)
+            log_msg(LOG_WARN, "backend_dns", "database %s: host %s: %s", db, rs->hosts[h], why);
     req->route.target = t;
 }
 
@@ -152,7 +150,7 @@ static void dir_answer(const struct fg_config *cfg, struct dir_job *j, uint64_t 
 
     req->status = rs->status;
     if (rs->status == LOGIN_OK && !req->route.target)
-        dir_resolve_hosts(req, rs);
+        dir_resolve_hosts(cfg, req, rs);
     /* A mailbox whose database has no server goes to DefaultServer, if any. */
     if (rs->why == RW_NO_DATABASE_SERVER && cfg->backend.target.naddrs > 0) {
         req->status = LOGIN_OK;
@@ -163,7 +161,7 @@ static void dir_answer(const struct fg_config *cfg, struct dir_job *j, uint64_t 
         req->status = LOGIN_UNAVAILABLE;
         rs->why = RW_NO_DATABASE_SERVER;
     }
-    req->route.port = cfg->proto[req->proto].target_port;
+    req->route.port = req->route.target ? req->route.target->policy->port[req->proto] : 0;
     /* The backend login name: BackendLoginAttribute, else the alias. */
     const char *login = rs->mailbox.login[0] ? rs->mailbox.login : rs->mailbox.alias;
     size_t n = strlen(login);

@@ -47,6 +47,7 @@ struct ldap_req {
     struct ldap_req *next;
     struct ldap_op *lop;
     int msgid;
+    int domain; /* a search of one domain: the index of the domain searched, else -1 */
     uint64_t sent_ms;
 };
 
@@ -72,7 +73,6 @@ struct ldap_store {
     size_t bind_pass_len;
     uint8_t tls;
     char ca_file[PATH_MAX];
-    char delegate_attr[64];
     uint32_t op_timeout_ms, connect_timeout_ms;
     const struct dir_forest *df;
     int forest_index;
@@ -355,7 +355,7 @@ static bool lds_open(struct ldap_store *ls, struct ldap_conn *c, uint64_t now)
     return false;
 }
 
-static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, uint64_t now)
+static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, int domain, uint64_t now)
 {
     struct ldap_req *r = calloc(1, sizeof *r);
     if (!r) { /* out of memory: the answer will be dropped; the op times out */
@@ -363,6 +363,7 @@ static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, uint6
     }
     r->lop = lop;
     r->msgid = msgid;
+    r->domain = domain;
     r->sent_ms = now;
     r->next = c->reqs;
     c->reqs = r;
@@ -413,8 +414,9 @@ static size_t lds_filter(const struct store_op *op, char *f, size_t cap)
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-static bool lds_search(struct ldap_store *ls, struct ldap_op *lop, const char *base, int scope,
-                       const char *filter, char **attrs, uint64_t now)
+/* domain: the index of the domain whose naming context base is, or -1. */
+static bool lds_search(struct ldap_store *ls, struct ldap_op *lop, const char *base, int domain,
+                       int scope, const char *filter, char **attrs, uint64_t now)
 {
     int msgid;
     struct timeval tl = {(ls->op_timeout_ms + 999) / 1000, 0};
@@ -422,7 +424,7 @@ static bool lds_search(struct ldap_store *ls, struct ldap_op *lop, const char *b
             ldap_search_ext(ls->look.ld, base, scope, filter, attrs, 0, NULL, NULL, &tl, 2, &msgid);
     if (rc != LDAP_SUCCESS)
         return false;
-    lds_track(&ls->look, lop, msgid, now);
+    lds_track(&ls->look, lop, msgid, domain, now);
     return true;
 }
 
@@ -438,16 +440,17 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
     if (op->kind == SOP_DATABASE) {
         char *a0[] = {lop->stage == 0 ? "msExchOwningServer" : "dNSHostName", NULL};
         if (lop->stage == 0)
-            return lds_search(ls, lop, op->dn, LDAP_SCOPE_BASE, "(objectClass=*)", a0, now);
+            return lds_search(ls, lop, op->dn, -1, LDAP_SCOPE_BASE, "(objectClass=*)", a0, now);
         for (unsigned i = 0; i < lop->nservers; i++)
-            if (!lds_search(ls, lop, lop->servers[i], LDAP_SCOPE_BASE, "(objectClass=*)", a0, now))
+            if (!lds_search(ls, lop, lop->servers[i], -1, LDAP_SCOPE_BASE, "(objectClass=*)", a0,
+                            now))
                 return false;
         return true;
     }
     for (size_t i = 0; i < FG_ARRAY_SIZE(lds_attrs_base); i++)
         attrs[na++] = lds_attrs_base[i];
-    if (op->kind == SOP_FIND_ALIAS)
-        attrs[na++] = ls->delegate_attr;
+    if (op->kind == SOP_FIND_ALIAS && op->delegate_attr)
+        attrs[na++] = op->delegate_attr;
     if (op->login_attr)
         attrs[na++] = op->login_attr;
     attrs[na] = NULL;
@@ -457,8 +460,8 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
     for (unsigned d = 0; d < fo->ndomains; d++) {
         if (op->kind == SOP_FIND_SAM && op->domain >= 0 && (int)d != op->domain)
             continue;
-        if (!lds_search(ls, lop, fo->domains[d].base, LDAP_SCOPE_SUBTREE, filter, (char **)attrs,
-                        now))
+        if (!lds_search(ls, lop, fo->domains[d].base, (int)d, LDAP_SCOPE_SUBTREE, filter,
+                        (char **)attrs, now))
             return false;
     }
     return true;
@@ -515,7 +518,7 @@ static void lds_bind_begin(struct ldap_store *ls, struct ldap_op *lop, uint64_t 
         lds_conn_failed(ls, c, now, ldap_err2string(rc), lop);
         return;
     }
-    lds_track(c, lop, msgid, now);
+    lds_track(c, lop, msgid, -1, now);
 }
 
 static void lds_op_begin(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
@@ -591,15 +594,13 @@ static bool lds_dn_equal(const char *a, const char *b)
     return eq;
 }
 
-static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const struct store_op *op,
-                     struct dir_entry *out)
+static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const char *dn,
+                     const struct store_op *op, struct dir_entry *out)
 {
     char num[32];
     size_t n;
     memset(out, 0, sizeof *out);
-    char *dn = ldap_get_dn(ld, e);
-    snprintf(out->dn, sizeof out->dn, "%s", dn ? dn : "");
-    ldap_memfree(dn);
+    snprintf(out->dn, sizeof out->dn, "%s", dn);
     out->forest = (uint8_t)ls->forest_index;
     lds_copy_first(ld, e, "objectSid", out->sid, sizeof out->sid + 1, &n, false);
     out->sid_len = n <= DIR_SID_MAX ? (uint8_t)n : 0;
@@ -619,8 +620,8 @@ static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const stru
     for (size_t i = 0; v && v[i]; i++)
         out->proto_disabled |= dir_protocol_disabled(v[i]->bv_val, v[i]->bv_len);
     ldap_value_free_len(v);
-    if (op->kind == SOP_FIND_ALIAS && op->dn && op->dn[0]) {
-        v = ldap_get_values_len(ld, e, ls->delegate_attr);
+    if (op->kind == SOP_FIND_ALIAS && op->dn && op->dn[0] && op->delegate_attr) {
+        v = ldap_get_values_len(ld, e, op->delegate_attr);
         for (size_t i = 0; v && v[i] && !out->delegate_ok; i++) {
             char d[DIR_DN_MAX];
             if (v[i]->bv_len < sizeof d) {
@@ -633,16 +634,32 @@ static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const stru
     }
 }
 
-static void lds_entry(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, struct ldap_op *lop)
+/* An entry of a search of domain (or -1). A server that keeps a child
+ * domain in the parent's tree (one slapd database, say) returns the child's
+ * entries to a search of the parent: they are the child's, not the
+ * parent's, and are dropped, as AD would never send them. */
+static void lds_account(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, int domain,
+                        struct ldap_op *lop)
 {
     struct store_result *res = lop->res;
-    if (lop->op->kind != SOP_DATABASE) {
+    char *dn = ldap_get_dn(ld, e);
+    if (dn && (domain < 0 || dir_domain_of(ls->df, dn) == domain)) {
         if (res->n < 2)
-            lds_fill(ls, ld, e, lop->op, &res->e[res->n]);
+            lds_fill(ls, ld, e, dn, lop->op, &res->e[res->n]);
         if (res->n < 2)
             res->n++;
+    }
+    ldap_memfree(dn);
+}
+
+static void lds_entry(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, int domain,
+                      struct ldap_op *lop)
+{
+    if (lop->op->kind != SOP_DATABASE) {
+        lds_account(ls, ld, e, domain, lop);
         return;
     }
+    struct store_result *res = lop->res;
     const char *attr = lop->stage == 0 ? "msExchOwningServer" : "dNSHostName";
     struct berval **v = ldap_get_values_len(ld, e, attr);
     for (size_t i = 0; v && v[i]; i++) {
@@ -754,12 +771,13 @@ static void lds_dispatch(struct ldap_store *ls, struct ldap_conn *c, LDAPMessage
     if (!r)
         return; /* abandoned */
     struct ldap_op *lop = r->lop;
+    int domain = r->domain;
     if (last)
         free(r);
     if (!lop)
         return;
     if (type == LDAP_RES_SEARCH_ENTRY) {
-        lds_entry(ls, c->ld, msg, lop);
+        lds_entry(ls, c->ld, msg, domain, lop);
     } else if (type == LDAP_RES_SEARCH_RESULT || type == LDAP_RES_BIND) {
         int rc = LDAP_OTHER;
         char *diag = NULL;
@@ -962,7 +980,6 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
     snprintf(ls->name, sizeof ls->name, "%s", conf->forest_name);
     snprintf(ls->bind_dn, sizeof ls->bind_dn, "%s", conf->bind_dn ? conf->bind_dn : "");
     snprintf(ls->ca_file, sizeof ls->ca_file, "%s", conf->ca_file ? conf->ca_file : "");
-    snprintf(ls->delegate_attr, sizeof ls->delegate_attr, "%s", conf->delegate_attr);
     ls->tls = conf->tls;
     ls->op_timeout_ms = conf->op_timeout_ms;
     ls->connect_timeout_ms = conf->connect_timeout_ms;

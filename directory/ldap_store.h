@@ -63,7 +63,6 @@ struct ldap_store_conf {
     size_t bind_pass_len;
     uint8_t tls; /* 0 none, 1 starttls, 2 ldaps */
     const char *ca_file;
-    const char *delegate_attr;
     uint32_t op_timeout_ms;       /* an unanswered request marks the server down */
     uint32_t connect_timeout_ms;  /* TCP connect, TLS, and the service bind */
     _Atomic uint64_t *down_count; /* counts servers marked down; may be NULL */

@@ -359,21 +359,6 @@ bool ldif_password_ok(const char *stored, size_t n, const char *pass, size_t pn)
 
 /* ---- the store operations ---- */
 
-/* The domain of the forest that holds dn: the deepest base it lies under. */
-static int lp_domain_of(const struct dir_forest *fo, const char *dn)
-{
-    int best = -1;
-    size_t best_len = 0;
-    for (unsigned d = 0; d < fo->ndomains; d++) {
-        size_t m = strlen(fo->domains[d].base);
-        if (m > best_len && dir_dn_under(dn, fo->domains[d].base)) {
-            best = (int)d;
-            best_len = m;
-        }
-    }
-    return best;
-}
-
 static bool lp_has_value(const struct ldif_entry *e, const char *attr, const char *v, size_t n,
                          bool icase)
 {
@@ -419,8 +404,10 @@ static void lp_copy(char *dst, size_t cap, const struct ldif_value *v)
     dst[n] = 0;
 }
 
+/* rights_of: with SOP_FIND_ALIAS, whose full access to look for in
+ * op->delegate_attr. */
 static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_of,
-                    const char *login_attr, struct dir_entry *out)
+                    const struct store_op *op, struct dir_entry *out)
 {
     memset(out, 0, sizeof *out);
     snprintf(out->dn, sizeof out->dn, "%s", e->dn);
@@ -442,17 +429,19 @@ static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_o
     out->has_mailbox = v != NULL;
     lp_copy(out->home_mdb, sizeof out->home_mdb, v);
     lp_copy(out->alias, sizeof out->alias, lp_first(e, "mailNickname"));
-    lp_copy(out->login, sizeof out->login, lp_first(e, login_attr ? login_attr : "mailNickname"));
+    lp_copy(out->login, sizeof out->login,
+            lp_first(e, op->login_attr ? op->login_attr : "mailNickname"));
     out->proto_disabled = lp_proto_disabled(e);
     if (rights_of && rights_of[0])
         out->delegate_ok =
-                lp_has_value(e, "msExchDelegateListLink", rights_of, strlen(rights_of), true);
+                lp_has_value(e, op->delegate_attr ? op->delegate_attr : "msExchDelegateListLink",
+                             rights_of, strlen(rights_of), true);
 }
 
 static bool lp_match(const struct ldif_entry *e, const struct dir_forest *fo,
                      const struct store_op *op)
 {
-    int d = lp_domain_of(fo, e->dn);
+    int d = dir_domain_of(fo, e->dn);
     if (d < 0 || !lp_is_user(e))
         return false;
     char smtp[300];
@@ -540,6 +529,6 @@ void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest
     /* Like an LDAP search with size limit 2: two are enough to say "not one". */
     for (size_t i = 0; i < st->n && res->n < 2; i++)
         if (lp_match(&st->e[i], forest, op))
-            lp_fill(&st->e[i], forest_index, op->kind == SOP_FIND_ALIAS ? op->dn : NULL,
-                    op->login_attr, &res->e[res->n++]);
+            lp_fill(&st->e[i], forest_index, op->kind == SOP_FIND_ALIAS ? op->dn : NULL, op,
+                    &res->e[res->n++]);
 }

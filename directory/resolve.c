@@ -81,6 +81,8 @@ static enum resolve_step rs_ask(struct resolution *rs, enum rs_state next, enum 
     rs->op.forest = forest;
     rs->op.domain = -1;
     rs->op.login_attr = rs->conf->login_attr ? rs->conf->login_attr : "mailNickname";
+    rs->op.delegate_attr =
+            rs->conf->delegate_attr ? rs->conf->delegate_attr : "msExchDelegateListLink";
     rs->state = (uint8_t)next;
     rs->ops++;
     return RESOLVE_OP;
@@ -129,6 +131,20 @@ bool dir_dn_under(const char *dn, const char *base)
     if (m == 0 || n < m || strcasecmp(dn + n - m, base) != 0)
         return false;
     return n == m || dn[n - m - 1] == ',';
+}
+
+int dir_domain_of(const struct dir_forest *fo, const char *dn)
+{
+    int best = -1;
+    size_t best_len = 0;
+    for (unsigned d = 0; d < fo->ndomains; d++) {
+        size_t m = strlen(fo->domains[d].base);
+        if (m > best_len && dir_dn_under(dn, fo->domains[d].base)) {
+            best = (int)d;
+            best_len = m;
+        }
+    }
+    return best;
 }
 
 static enum resolve_step rs_bind(struct resolution *rs)
@@ -212,10 +228,11 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
         }
         return rs_miss(rs, RW_NOT_FOUND);
     }
+    /* The account must lie in the named domain itself: a child domain's
+     * DN ends with its parent's base too, so "under the base" is not enough. */
     if (rs->ln.form == LN_DOMAIN_UPN &&
         (rs->account.forest != rs->domain_forest ||
-         !dir_dn_under(rs->account.dn,
-                       rs->topo->forests[rs->domain_forest].domains[rs->domain_index].base)))
+         dir_domain_of(&rs->topo->forests[rs->domain_forest], rs->account.dn) != rs->domain_index))
         return rs_miss(rs, RW_WRONG_DOMAIN);
     return rs_bind(rs);
 }
@@ -342,6 +359,10 @@ static enum resolve_step rs_on_alias(struct resolution *rs)
     bool own = rs_dn_eq(rs->mailbox.dn, target->dn);
     if (!own && !(rs->mailbox.dn[0] && target->delegate_ok))
         return rs_done(rs, LOGIN_DENIED, RW_NO_RIGHTS);
+    /* PassThrough logs in with the client's own password, which opens only
+     * the client's own mailbox: refused here, before any backend is asked. */
+    if (!own && !rs->conf->allow_delegates)
+        return rs_done(rs, LOGIN_DENIED, RW_DELEGATE_NEEDS_MASTER);
     rs->mailbox = *target;
     return rs_checks(rs);
 }
@@ -440,6 +461,7 @@ const char *resolve_why_text(enum resolve_why why)
             [RW_MAILBOX_AMBIGUOUS] = "more than one mailbox matches",
             [RW_NO_SUCH_ALIAS] = "no mailbox has that alias",
             [RW_NO_RIGHTS] = "no full access to that mailbox",
+            [RW_DELEGATE_NEEDS_MASTER] = "delegate logons need LoginMode MasterUser",
             [RW_PROTOCOL_DISABLED] = "the protocol is disabled for the mailbox (protocolSettings)",
             [RW_NO_DATABASE_SERVER] = "the mailbox's database has no reachable server",
             [RW_UNAVAILABLE] = "the directory is unavailable",

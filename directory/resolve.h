@@ -49,9 +49,11 @@ struct dir_topology {
 
 /* The policy switches of [directory]. */
 struct resolve_conf {
-    bool allow_smtp_login;  /* AllowSmtpAddressLogin */
-    bool allow_admin;       /* AllowAdminLogon */
-    const char *login_attr; /* BackendLoginAttribute; NULL: mailNickname */
+    bool allow_smtp_login;     /* AllowSmtpAddressLogin */
+    bool allow_admin;          /* AllowAdminLogon */
+    bool allow_delegates;      /* LoginMode = MasterUser: the backend can open another's mailbox */
+    const char *login_attr;    /* BackendLoginAttribute; NULL: mailNickname */
+    const char *delegate_attr; /* DelegateAttribute; NULL: msExchDelegateListLink */
 };
 
 /* ---- the store interface ---- */
@@ -65,7 +67,7 @@ enum store_op_kind {
                         a real check, and fail */
     SOP_FIND_LINKED, /* organisation forest: mailboxes whose msExchMasterAccountSid = sid */
     SOP_FIND_ALIAS,  /* organisation forest: mailboxes whose mailNickname = key; for each,
-                        delegate_ok says whether dn is in its msExchDelegateListLink */
+                        delegate_ok says whether dn is in its delegate_attr */
     SOP_DATABASE,    /* the servers of database dn (homeMDB): their dNSHostName */
     SOP_FIND_SID,    /* accounts whose objectSid = sid, whole forest */
 };
@@ -81,7 +83,8 @@ struct store_op {
     const char *dn; /* SOP_BIND: who; SOP_FIND_ALIAS: whose rights; SOP_DATABASE: which */
     const char *pass;
     size_t pass_len;
-    const char *login_attr; /* searches: the attribute that fills dir_entry.login */
+    const char *login_attr;    /* searches: the attribute that fills dir_entry.login */
+    const char *delegate_attr; /* SOP_FIND_ALIAS: the attribute that lists full access */
 };
 
 /* An account or mailbox as the resolver needs it. */
@@ -134,7 +137,7 @@ enum resolve_why {
     RW_NOT_FOUND,
     RW_AMBIGUOUS,
     RW_DISABLED,
-    RW_WRONG_DOMAIN, /* domain\upn: the UPN's account lies elsewhere */
+    RW_WRONG_DOMAIN, /* domain\upn: the UPN's account lies in another domain (a child too) */
     RW_BAD_PASSWORD,
     RW_EXPIRED,
     RW_ADMIN,
@@ -142,6 +145,7 @@ enum resolve_why {
     RW_MAILBOX_AMBIGUOUS,
     RW_NO_SUCH_ALIAS,
     RW_NO_RIGHTS,
+    RW_DELEGATE_NEEDS_MASTER, /* full access, but PassThrough cannot open another's mailbox */
     RW_PROTOCOL_DISABLED,
     RW_NO_DATABASE_SERVER,
     RW_UNAVAILABLE,
@@ -193,8 +197,13 @@ bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n
                      int *domain_r);
 
 /* True when dn lies in the naming context base (ends with ",base" or is it),
- * compared without case. */
+ * compared without case. A child domain's DN lies under its parent's base
+ * too: to ask which domain holds a DN, use dir_domain_of. */
 bool dir_dn_under(const char *dn, const char *base);
+
+/* The domain of forest fo that holds dn: the one with the deepest base dn lies
+ * under (so an account of CHILD is CHILD's, never its parent's). -1: none. */
+int dir_domain_of(const struct dir_forest *fo, const char *dn);
 
 /* One protocolSettings value: "IMAP4\xc2\xa70..." or "POP3\xc2\xa70..." (\xc2\xa7 is
  * the section sign) disables that protocol. Returns 1 << fg_proto bits. */

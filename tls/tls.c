@@ -5,6 +5,7 @@
  */
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,6 +51,7 @@ struct tls_buf {
 
 struct tls_client {
     WOLFSSL_CTX *ctx;
+    bool verify;
 };
 
 struct tls_conn {
@@ -213,7 +215,7 @@ void tls_server_free(struct tls_server *s)
 
 /* ---- the backend side ---- */
 
-struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
+struct tls_client *tls_client_new(const char *ca_file, bool verify, char *err, size_t errlen)
 {
     struct tls_client *cl = calloc(1, sizeof(*cl));
     const char *why = NULL;
@@ -223,14 +225,16 @@ struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
         why = "cannot require TLS 1.2";
     else if (wolfSSL_CTX_set_cipher_list(cl->ctx, TLS_CIPHERS) != WOLFSSL_SUCCESS)
         why = "the AEAD cipher suites are not in this wolfSSL";
-    else if (wolfSSL_CTX_load_verify_locations(cl->ctx, ca_file, NULL) != WOLFSSL_SUCCESS)
+    else if ((verify || ca_file[0]) &&
+             wolfSSL_CTX_load_verify_locations(cl->ctx, ca_file, NULL) != WOLFSSL_SUCCESS)
         why = "cannot load the CA certificates (PEM)";
     if (why) {
         snprintf(err, errlen, "%s: %s", ca_file, why);
         tls_client_free(cl);
         return NULL;
     }
-    wolfSSL_CTX_set_verify(cl->ctx, WOLFSSL_VERIFY_PEER, NULL);
+    cl->verify = verify;
+    wolfSSL_CTX_set_verify(cl->ctx, verify ? WOLFSSL_VERIFY_PEER : WOLFSSL_VERIFY_NONE, NULL);
     return cl;
 }
 
@@ -251,6 +255,14 @@ static void tls_set_io(struct tls_conn *c)
     wolfSSL_SetIOWriteCtx(c->ssl, c);
 }
 
+/* An IPv4 or IPv6 address in text: SNI carries host names only (RFC 6066). */
+static bool tls_is_ip(const char *name)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    return inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
+}
+
 struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name)
 {
     struct tls_conn *c = calloc(1, sizeof(*c));
@@ -258,9 +270,9 @@ struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name)
         return NULL;
     size_t len = strlen(name);
     if (len > TLS_NAME_MAX || !(c->ssl = wolfSSL_new(cl->ctx)) ||
-        wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, name, (unsigned short)len) !=
-                WOLFSSL_SUCCESS ||
-        wolfSSL_check_domain_name(c->ssl, name) != WOLFSSL_SUCCESS) {
+        (!tls_is_ip(name) && wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, name,
+                                            (unsigned short)len) != WOLFSSL_SUCCESS) ||
+        (cl->verify && wolfSSL_check_domain_name(c->ssl, name) != WOLFSSL_SUCCESS)) {
         tls_conn_free(c);
         return NULL;
     }
@@ -449,7 +461,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n)
         return ret;
     if (wolfSSL_get_error(c->ssl, ret) == WOLFSSL_ERROR_ZERO_RETURN) {
         snprintf(c->err, sizeof(c->err), "the peer closed TLS");
-        return 0;
+        return FG_DONE;
     }
     return tls_fail(c, ret);
 }

@@ -23,6 +23,7 @@
 #ifndef FG_TLS_H
 #define FG_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -71,11 +72,13 @@ int tls_store_reload(struct tls_store *st, const struct tls_cert *certs, size_t 
 
 /*
  * The backend side: forestgate as a TLS client that verifies the backend's
- * certificate against a CA file and a name (the name is also sent as SNI).
+ * certificate against a CA file and a name (the name is also sent as SNI,
+ * unless it is an IP address, which SNI cannot carry).
  */
 struct tls_client;
-/* Returns NULL with a reason in err. */
-struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen);
+/* verify false: encrypt, but check neither the certificate nor the name
+ * (ca_file may then be ""). Returns NULL with a reason in err. */
+struct tls_client *tls_client_new(const char *ca_file, bool verify, char *err, size_t errlen);
 void tls_client_free(struct tls_client *cl);
 /* A client-side connection to the host `name`; NULL when out of memory. */
 struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name);
@@ -96,8 +99,9 @@ int tls_conn_feed(struct tls_conn *c, const void *p, size_t n);
 int tls_conn_handshake(struct tls_conn *c);
 
 /*
- * Decrypts into buf. Returns the bytes, FG_AGAIN when a whole record has not
- * arrived, 0 on the peer's close_notify, or FG_ERROR on a failure.
+ * Decrypts into buf. Returns the bytes (> 0), FG_AGAIN when a whole record
+ * has not arrived, FG_DONE on the peer's close_notify (a clean end), or
+ * FG_ERROR on a failure (a reason is in tls_conn_error()).
  */
 ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n);
 

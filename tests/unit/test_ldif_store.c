@@ -40,6 +40,7 @@ static const char setup_a[] =
         "mailNickname: other\n"
         "homeMDB: CN=DB02,CN=Databases,CN=Exchange,CN=Configuration,DC=uclabor,DC=de\n"
         "msExchDelegateListLink: cn=TUSER,cn=users,dc=uclabor,dc=de\n"
+        "fgFullAccess: CN=childonly,CN=Users,DC=child,DC=uclabor,DC=de\n"
         "userPassword: {SSHA512}bP85dTv9QmrjJ0cMfr+CH66P/AmjtR24bVM/uxkbhCucFAhtJ68dzuBYKZAp9\n"
         " EuVYeIX6k6/YSIDIBqcmA0WgjAxMjM0NTY3ODlhYmNkZWY=\n"
         "\n"
@@ -74,6 +75,7 @@ static const char setup_a[] =
         "dn: CN=childonly,CN=Users,DC=child,DC=uclabor,DC=de\n"
         "objectClass: user\n"
         "sAMAccountName: childonly\n"
+        "userPrincipalName: childonly@child.uclabor.de\n"
         "mailNickname: childonly\n"
         "homeMDB: CN=DB02,CN=Databases,CN=Exchange,CN=Configuration,DC=uclabor,DC=de\n"
         "userPassword: {SSHA}qNpx/NlhpNhmML008VCA8FpEbChzYWx0c2FsdA==\n"
@@ -223,7 +225,7 @@ static struct resolution *run_with(const struct resolve_conf *conf, const char *
 
 static struct resolution *run(const char *name, const char *pass, enum fg_proto proto)
 {
-    static const struct resolve_conf conf = {0};
+    static const struct resolve_conf conf = {.allow_delegates = true};
     return run_with(&conf, name, pass, proto);
 }
 
@@ -253,6 +255,13 @@ static void test_resolve_through_the_store(void)
             {"childonly", "pw-t", LOGIN_FAILED, NULL},
             {"CHILD\\childonly", "pw-t", LOGIN_OK, "mbx2.uclabor.de"},
             {"UCLABOR\\childonly", "pw-t", LOGIN_FAILED, NULL},
+            /* domain\upn: exactly that domain, not its parent nor its child */
+            {"CHILD\\childonly@child.uclabor.de", "pw-t", LOGIN_OK, "mbx2.uclabor.de"},
+            {"UCLABOR\\childonly@child.uclabor.de", "pw-t", LOGIN_FAILED, NULL},
+            {"uclabor.de\\childonly@child.uclabor.de", "pw-t", LOGIN_FAILED, NULL},
+            {"CHILD\\tuser.upn@upn.uclabor.de", "pw-t", LOGIN_FAILED, NULL},
+            /* the default DelegateAttribute, msExchDelegateListLink */
+            {"CHILD\\childonly\\other", "pw-t", LOGIN_DENIED, NULL},
             {"*", "pw-t", LOGIN_FAILED, NULL},
             {"t*", "pw-t", LOGIN_FAILED, NULL},
             {"x)(|(sAMAccountName=*)", "pw-t", LOGIN_FAILED, NULL},
@@ -272,13 +281,27 @@ static void test_resolve_through_the_store(void)
  * of the mailbox (not of the account that logged on). */
 static void test_backend_login_attribute(void)
 {
-    static const struct resolve_conf conf = {.login_attr = "sAMAccountName"};
+    static const struct resolve_conf conf = {.login_attr = "sAMAccountName",
+                                             .allow_delegates = true};
     struct resolution *rs = run_with(&conf, "UCLABOR\\tuser\\other", "pw-t", FG_PROTO_IMAP);
     CHECK_INT(rs->status, LOGIN_OK);
     CHECK(strcmp(rs->mailbox.alias, "other") == 0 && strcmp(rs->mailbox.login, "other") == 0);
     CHECK(strcmp(run("tuser", "pw-t", FG_PROTO_IMAP)->mailbox.login, "testalias") == 0);
     rs = run_with(&conf, "tuser", "pw-t", FG_PROTO_IMAP);
     CHECK(strcmp(rs->mailbox.login, "tuser") == 0 && strcmp(rs->mailbox.alias, "testalias") == 0);
+}
+
+/* DelegateAttribute: full access is read from the attribute it names. */
+static void test_delegate_attribute(void)
+{
+    static const struct resolve_conf conf = {.delegate_attr = "fgFullAccess",
+                                             .allow_delegates = true};
+    struct resolution *rs = run_with(&conf, "CHILD\\childonly\\other", "pw-t", FG_PROTO_IMAP);
+    CHECKF(rs->status == LOGIN_OK && strcmp(rs->mailbox.alias, "other") == 0, "status %d (%s)",
+           rs->status, resolve_why_text(rs->why));
+    rs = run_with(&conf, "UCLABOR\\tuser\\other", "pw-t", FG_PROTO_IMAP);
+    CHECKF(rs->status == LOGIN_DENIED && rs->why == RW_NO_RIGHTS, "status %d (%s)", rs->status,
+           resolve_why_text(rs->why));
 }
 
 int main(void)
@@ -290,6 +313,7 @@ int main(void)
     test_bind_as_nobody();
     test_resolve_through_the_store();
     test_backend_login_attribute();
+    test_delegate_attribute();
     ldif_free(&st);
     return th_finish("test_ldif_store");
 }

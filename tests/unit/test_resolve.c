@@ -153,7 +153,7 @@ static const struct fx setup_a[] = {
          1,
          "CN=childonly,DC=child,DC=uclabor,DC=de",
          "childonly",
-         NULL,
+         "childonly@child.uclabor.de",
          "pw-c",
          512,
          false,
@@ -381,7 +381,8 @@ static struct resolution *resolve(char setup, const char *name, const char *pass
                                   enum fg_proto proto, const struct resolve_conf *conf)
 {
     static struct resolution rs;
-    static const struct resolve_conf dflt = {0};
+    /* MasterUser, as in the field tests: delegates may log on. */
+    static const struct resolve_conf dflt = {.allow_delegates = true};
     cur = setup == 'A' ? setup_a : setup_b;
     ncur = setup == 'A' ? FG_ARRAY_SIZE(setup_a) : FG_ARRAY_SIZE(setup_b);
     oplog[0] = 0;
@@ -440,6 +441,17 @@ static const struct rcase cases_a[] = {
         {'A', "CHILD\\tuser", "pw-t", LOGIN_FAILED, NULL, RW_NOT_FOUND, "sam bind"},
         {'A', "CHILD\\tuser.upn@upn.uclabor.de", "pw-t", LOGIN_FAILED, NULL, RW_WRONG_DOMAIN,
          "upn bind"},
+        /* domain\upn: the account lies in exactly that domain, not in one below it */
+        {'A', "child.uclabor.de\\tuser.upn@upn.uclabor.de", "pw-t", LOGIN_FAILED, NULL,
+         RW_WRONG_DOMAIN, "upn bind"},
+        {'A', "UCLABOR\\childonly@child.uclabor.de", "pw-c", LOGIN_FAILED, NULL, RW_WRONG_DOMAIN,
+         "upn bind"},
+        {'A', "uclabor.de\\childonly@child.uclabor.de", "pw-c", LOGIN_FAILED, NULL, RW_WRONG_DOMAIN,
+         "upn bind"},
+        {'A', "CHILD\\childonly@child.uclabor.de", "pw-c", LOGIN_OK, "childonly", RW_NONE,
+         "upn bind db"},
+        {'A', "child.uclabor.de\\childonly@child.uclabor.de", "pw-c", LOGIN_OK, "childonly",
+         RW_NONE, "upn bind db"},
         {'A', "off", "pw-f", LOGIN_FAILED, NULL, RW_NOT_FOUND, "sam bind"},
         {'A', "off@uclabor.de", "pw-f", LOGIN_FAILED, NULL, RW_DISABLED, "upn bind"},
         {'A', "old", "expired", LOGIN_EXPIRED, NULL, RW_EXPIRED, "sam bind"},
@@ -493,7 +505,7 @@ static void test_setup_a(void)
     rs = resolve('A', "noimap", "pw-n", FG_PROTO_POP3, NULL);
     CHECK_INT(rs->status, LOGIN_OK);
     /* AllowAdminLogon */
-    struct resolve_conf admins = {.allow_admin = true};
+    struct resolve_conf admins = {.allow_admin = true, .allow_delegates = true};
     rs = resolve('A', "administrator", "pw-a", FG_PROTO_IMAP, &admins);
     CHECK_INT(rs->status, LOGIN_OK);
     /* the directory down: unavailable, never "failed" */
@@ -523,13 +535,54 @@ static void test_setup_b(void)
                NULL);
     b_linked_has_upn = false;
     /* AllowSmtpAddressLogin: the linked mailbox's address logs on as its master. */
-    struct resolve_conf smtp = {.allow_smtp_login = true};
+    struct resolve_conf smtp = {.allow_smtp_login = true, .allow_delegates = true};
     check_case(&(struct rcase){'B', "linked@res.example", "pw-au", LOGIN_OK, "linked", RW_NONE,
                                "upn upn smtp sid bind linked db"},
                &smtp);
     check_case(&(struct rcase){'B', "nobody@res.example", "pw", LOGIN_FAILED, NULL, RW_NOT_FOUND,
                                "upn upn smtp bind"},
                &smtp);
+}
+
+/* LoginMode = PassThrough: the backend gets the client's own password, which
+ * opens the client's own mailbox only. A delegate logon is refused after the
+ * password check and before any database is read; the own mailbox named by
+ * its alias still works. */
+static void test_passthrough_delegates(void)
+{
+    static const struct resolve_conf pt = {.allow_delegates = false};
+    static const struct rcase cases[] = {
+            {'A', "UCLABOR\\tuser\\other", "pw-t", LOGIN_DENIED, NULL, RW_DELEGATE_NEEDS_MASTER,
+             "sam bind alias"},
+            {'A', "tuser.upn@upn.uclabor.de\\other", "pw-t", LOGIN_DENIED, NULL,
+             RW_DELEGATE_NEEDS_MASTER, "upn bind alias"},
+            {'A', "UCLABOR\\tuser\\other", "wrong", LOGIN_FAILED, NULL, RW_BAD_PASSWORD,
+             "sam bind"},
+            {'A', "UCLABOR\\other\\testalias", "pw-o", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+             "sam bind alias"},
+            {'A', "UCLABOR\\tuser\\testalias", "pw-t", LOGIN_OK, "testalias", RW_NONE,
+             "sam bind alias db"},
+            {'A', "tuser", "pw-t", LOGIN_OK, "testalias", RW_NONE, "sam bind db"},
+            {'B', "ACC\\auser\\linked", "pw-au", LOGIN_OK, "linked", RW_NONE,
+             "sam bind linked alias db"},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++)
+        check_case(&cases[i], &pt);
+    CHECK(strcmp(resolve_why_text(RW_DELEGATE_NEEDS_MASTER),
+                 "delegate logons need LoginMode MasterUser") == 0);
+}
+
+/* dir_domain_of: the deepest naming context, never a parent's. */
+static void test_domain_of(void)
+{
+    const struct dir_forest *fo = &topo_a.forests[0];
+    CHECK_INT(dir_domain_of(fo, "CN=x,DC=uclabor,DC=de"), 0);
+    CHECK_INT(dir_domain_of(fo, "CN=x,OU=y,DC=child,DC=uclabor,DC=de"), 1);
+    CHECK_INT(dir_domain_of(fo, "cn=x,dc=CHILD,dc=uclabor,dc=de"), 1);
+    CHECK_INT(dir_domain_of(fo, "DC=child,DC=uclabor,DC=de"), 1);
+    CHECK_INT(dir_domain_of(fo, "CN=x,DC=notchild,DC=uclabor,DC=de"), 0);
+    CHECK_INT(dir_domain_of(fo, "CN=x,DC=example"), -1);
+    CHECK(dir_dn_under("CN=x,DC=child,DC=uclabor,DC=de", "DC=uclabor,DC=de"));
 }
 
 static void test_helpers(void)
@@ -551,5 +604,7 @@ int main(void)
     test_setup_a();
     test_setup_b();
     test_helpers();
+    test_passthrough_delegates();
+    test_domain_of();
     return th_finish("test_resolve");
 }

@@ -357,7 +357,7 @@ static void test_backend_client(void)
             {"a.crt", "b.example", 0}, /* a CA that did not sign it */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
-        struct tls_client *cl = tls_client_new(path(cases[i].ca), err, sizeof(err));
+        struct tls_client *cl = tls_client_new(path(cases[i].ca), true, err, sizeof(err));
         CHECKF(cl != NULL, "tls_client_new: %s", err);
         struct tls_conn *cli = tls_client_conn(cl, cases[i].name);
         struct tls_conn *srv = tls_conn_new(s);
@@ -376,7 +376,7 @@ static void test_backend_client(void)
         tls_conn_free(srv);
         tls_client_free(cl);
     }
-    CHECK(tls_client_new("/nonexistent-ca.pem", err, sizeof(err)) == NULL);
+    CHECK(tls_client_new("/nonexistent-ca.pem", true, err, sizeof(err)) == NULL);
     CHECKF(strstr(err, "cannot load the CA") != NULL, "%s", err);
     tls_server_free(s);
 }
