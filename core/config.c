@@ -642,6 +642,7 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->backend.backoff = 2;
     cfg->backend.backoff_max = 60;
     cfg->backend.policy.verify = true;
+    cfg->backend.target.policy = &cfg->backend.policy;
     cfg->dir.threads = 2;
     cfg->dir.request_timeout = 10;
     cfg->dir.failed_delay_ms = 1000;
@@ -936,7 +937,6 @@ static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_tar
 static void cfg_resolve_backend(struct cfg_parse *cp)
 {
     struct backend_conf *bc = &cp->cfg->backend;
-    bc->target.policy = &bc->policy;
     cfg_add_host(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"), &bc->target, bc->server,
                  "DefaultServer");
 }
@@ -1302,7 +1302,7 @@ static void cfg_check_policy(struct cfg_parse *cp, int sec, struct backend_polic
  * master password in clear to another machine. */
 static void cfg_clear_hosts(const struct backend_target *t, char *list, size_t n)
 {
-    if (t->policy->tls != BACKEND_TLS_NONE)
+    if (!t->policy || t->policy->tls != BACKEND_TLS_NONE)
         return;
     for (unsigned a = 0; a < t->naddrs; a++) {
         char ip[INET6_ADDRSTRLEN];

@@ -108,8 +108,11 @@ def test_stats_socket_commands(fg):
     text = fg.stats("show settings")["text"]
     assert "[backend]\nDefaultServer = 127.0.0.1\nLoginMode = PassThrough\n" in text
     assert f"UnencryptedOrTLSBindings = 127.0.0.1:{fg.imap_port}\n" in text
-    assert "MasterPassword" not in text
-    assert "show info" in fg.stats("help")["text"]
+    # every key, the unset ones as comments: a secret only ever as its file
+    assert "# MasterPasswordFile = (not set)\n" in text
+    assert "# TlsServerName = (not set)\n" in text
+    helptext = fg.stats("help")["text"]
+    assert "show info" in helptext and "show backends" in helptext
     assert fg.stats("drop everything")["text"].startswith('Unknown command "drop everything"')
     info = fg.stats()
     assert info["workers"] == 2 and info["connections"] == 0 and info["slots"] > 1000

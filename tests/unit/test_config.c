@@ -248,19 +248,25 @@ static bool make_cert_dir(void)
 }
 
 /* Loads text with every "@D" replaced by the certificate directory. */
-static int load_certs(struct fg_config *cfg, const char *text, char **msgs)
+/* text with every "@D" replaced by the certificates' folder. */
+static void expand_d(const char *text, char *out, size_t n)
 {
-    char out[4096];
     size_t o = 0;
-    for (const char *p = text; *p && o + sizeof cert_dir < sizeof out; p++) {
+    for (const char *p = text; *p && o + sizeof cert_dir < n; p++) {
         if (p[0] == '@' && p[1] == 'D') {
-            o += (size_t)snprintf(out + o, sizeof out - o, "%s", cert_dir);
+            o += (size_t)snprintf(out + o, n - o, "%s", cert_dir);
             p++;
         } else {
             out[o++] = *p;
         }
     }
     out[o] = 0;
+}
+
+static int load_certs(struct fg_config *cfg, const char *text, char **msgs)
+{
+    char out[4096];
+    expand_d(text, out, sizeof out);
     return load(cfg, out, msgs);
 }
 
@@ -570,6 +576,208 @@ static void test_backend_tls(void)
     config_free(&cfg);
 }
 
+/* ---- [database:NAME]: one database's TLS and ports ---- */
+
+static void test_database_sections(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    write_file("acc.ldif", "dn: DC=acc,DC=example\nobjectClass: domainDNS\n");
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\nProxyTargetPort = 10143\n"
+                         "[pop3]\nLoginType = PlainTextLogin\n"
+                         "[backend]\nLoginMode = MasterUser\nMasterUser = m\n"
+                         "MasterPasswordFile = @D/../master.pw\nTls = starttls\n"
+                         "TlsCaFile = @D/mail.example.crt\n"
+                         "[forest:a]\nRole = Organization\nLdif = @D/../acc.ldif\n"
+                         "Domains = A:a.example:DC=acc,DC=example\n"
+                         "[database:db01]\nTls = implicit\nTlsServerName = mbx.example\n"
+                         "[databases]\nDB01 = 127.0.0.2, localhost\nDB02 = 127.0.0.3\n"
+                         "[database:Mailbox Database 7]\nTls = none\nPop3Port = 1110\n",
+                         &msgs),
+              0);
+    CHECKF(msgs[0] == 0, "%s", msgs);
+    const struct dir_conf *dc = &cfg.dir;
+    CHECK_INT(dc->ndatabases, 3);
+    const struct database_conf *d1 = &dc->databases[0], *d2 = &dc->databases[1],
+                               *d7 = &dc->databases[2];
+    /* DB01: its own implicit TLS, its own name, and the implicit TLS ports */
+    CHECK(d1->mapped && d1->custom && d1->target.policy == &d1->policy);
+    CHECK(d1->policy.tls == BACKEND_TLS_IMPLICIT && d1->policy.tls_cl != NULL);
+    CHECK(d1->policy.tls_cl != cfg.backend.policy.tls_cl);
+    CHECK_INT(d1->policy.port[FG_PROTO_IMAP], 993);
+    CHECK_INT(d1->policy.port[FG_PROTO_POP3], 995);
+    CHECK(strcmp(backend_tls_name(&d1->target, 0), "mbx.example") == 0);
+    /* two hosts; each address knows its host */
+    CHECK(d1->target.nhosts == 2 && d1->target.naddrs >= 2);
+    CHECK(strcmp(d1->target.hosts[1], "localhost") == 0 && d1->target.addr_host[1] == 1);
+    /* DB02: no section, [backend]'s STARTTLS and ProxyTargetPort; the name is the host's */
+    CHECK(d2->mapped && !d2->custom && d2->policy.tls == BACKEND_TLS_STARTTLS);
+    CHECK_INT(d2->policy.port[FG_PROTO_IMAP], 10143);
+    CHECK_INT(d2->policy.port[FG_PROTO_POP3], 110);
+    CHECK(strcmp(backend_tls_name(&d2->target, 0), "127.0.0.3") == 0);
+    /* A section alone: for the hosts the directory names; clear text, its own POP3 port */
+    CHECK(!d7->mapped && d7->custom && d7->target.naddrs == 0);
+    CHECK(d7->policy.tls == BACKEND_TLS_NONE && d7->policy.tls_cl == NULL);
+    CHECK_INT(d7->policy.port[FG_PROTO_IMAP], 10143);
+    CHECK_INT(d7->policy.port[FG_PROTO_POP3], 1110);
+    CHECK(config_database_policy(&cfg, "MAILBOX DATABASE 7") == &d7->policy);
+    CHECK(config_database_policy(&cfg, "DB99") == &cfg.backend.policy);
+    CHECK(cfg.backend.policy.tls == BACKEND_TLS_STARTTLS);
+    free(msgs);
+    config_free(&cfg);
+    CHECK(cfg.dir.databases[0].policy.tls_cl == NULL);
+
+    static const struct {
+        const char *text, *want;
+    } errs[] = {
+            {"[database:DB01]\nTls = implicit\n",
+             "t.ini:7: Tls = implicit needs TlsCaFile, the CA certificates"},
+            {"[database:DB01]\nTls = starttls\nTlsCaFile = @D/../garbage.crt\n",
+             "t.ini:8: @D/../garbage.crt: cannot load the CA certificates"},
+            {"[database:DB01]\n[database:db01]\n",
+             "t.ini:7: section [database:db01] already started on line 6"},
+            {"[database:DB01]\nHosts = x\n",
+             "t.ini:7: unknown setting \"Hosts\" in [database:DB01]"},
+            {"[database:DB01]\nImapPort = 0\n",
+             "t.ini:7: ImapPort: expected a number from 1 to 65535"},
+            {"[database:]\n", "t.ini:6: database \"\": a name is 1 to 63 characters"},
+            {"[backend]\nFailoverBackoff = 00:01:00\nFailoverBackoffMax = 00:00:10\n",
+             "t.ini:8: FailoverBackoffMax is shorter than FailoverBackoff"},
+    };
+    write_file("garbage.crt", "not a certificate\n");
+    for (size_t i = 0; i < FG_ARRAY_SIZE(errs); i++) {
+        char text[1024], want[512];
+        snprintf(text, sizeof text,
+                 "[imap]\nLoginType = PlainTextLogin\n[forest:a]\nRole = Organization\n"
+                 "Ldif = @D/../acc.ldif\n%s",
+                 errs[i].text);
+        int n = load_certs(&cfg, text, &msgs);
+        expand_d(errs[i].want, want, sizeof want);
+        CHECKF(n >= 1 && strstr(msgs, want), "case %zu: %d errors:\n%s\nexpected: %s", i, n, msgs,
+               want);
+        free(msgs);
+        config_free(&cfg);
+    }
+}
+
+/* Loud warnings: the master password in clear to another machine, and
+ * certificates that are not checked. */
+static void test_backend_warnings(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\n[backend]\nLoginMode = MasterUser\n"
+                         "MasterUser = m\nMasterPasswordFile = @D/../master.pw\n"
+                         "[forest:a]\nRole = Organization\nLdif = @D/../acc.ldif\n"
+                         "Domains = A:a.example:DC=acc,DC=example\n"
+                         "[databases]\nDB01 = 127.0.0.2, 10.9.8.7\nDB02 = 192.0.2.1\n"
+                         "[database:DB02]\nTls = implicit\nTlsVerify = false\n",
+                         &msgs),
+              0);
+    /* one line for the clear-text hosts (not the loopback one, not DB02, which has TLS) */
+    CHECKF(strstr(msgs, "t.ini:4: warning: LoginMode = MasterUser with Tls = none: the master "
+                        "password crosses the network in clear text to 10.9.8.7 (10.9.8.7); ") &&
+                   !strstr(msgs, "127.0.0.2 (") && !strstr(msgs, "192.0.2.1 ("),
+           "%s", msgs);
+    CHECKF(strstr(msgs, "t.ini:16: warning: TlsVerify = false: backend certificates are not "
+                        "checked"),
+           "%s", msgs);
+    CHECK(cfg.dir.databases[1].policy.tls_cl != NULL);
+    free(msgs);
+    config_free(&cfg);
+    /* loopback only: nothing to say */
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\n[backend]\nLoginMode = MasterUser\n"
+                         "MasterUser = m\nMasterPasswordFile = @D/../master.pw\n"
+                         "DefaultServer = 127.0.0.1\n[forest:a]\nRole = Organization\n"
+                         "Ldif = @D/../acc.ldif\nDomains = A:a.example:DC=acc,DC=example\n",
+                         &msgs),
+              0);
+    CHECKF(msgs[0] == 0, "%s", msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
+/* show settings: every key the parser knows appears, in the file's format, and
+ * what it prints loads again to the same settings. */
+static bool dump_has_key(const char *dump, const char *kind, const char *key)
+{
+    bool in = false;
+    size_t kl = strlen(kind);
+    for (const char *l = dump; *l; l = strchr(l, '\n') + 1) {
+        size_t n = strcspn(l, "\n");
+        if (l[0] == '[')
+            in = kind[kl - 1] == ':' ? strncasecmp(l + 1, kind, kl) == 0
+                                     : n == kl + 2 && strncasecmp(l + 1, kind, kl) == 0;
+        const char *k = l[0] == '#' ? l + 2 : l;
+        if (in && strncmp(k, key, strlen(key)) == 0 && strncmp(k + strlen(key), " =", 2) == 0)
+            return true;
+        if (!l[n])
+            break;
+    }
+    return false;
+}
+
+static char *dump_of(const struct fg_config *cfg)
+{
+    char *dump;
+    size_t n;
+    FILE *f = open_memstream(&dump, &n);
+    config_dump(cfg, f);
+    fclose(f);
+    return dump;
+}
+
+static void test_dump_has_every_key_and_loads_again(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    write_file("bind.pw", "service-secret\n");
+    CHECK_INT(
+            load_certs(&cfg,
+                       "[global]\nCertificateDirectory = @D\nStatsSocket = /tmp/x.sock\n"
+                       "[imap]\nX509CertificateName = mail.example\nLoginType = PlainTextLogin\n"
+                       "AuthenticatedConnectionTimeout = 1.00:00:00\n"
+                       "[pop3]\nSSLBindings = 127.0.0.1:1995\nX509CertificateName = mail.example\n"
+                       "[backend]\nLoginMode = MasterUser\nMasterUser = m\n"
+                       "MasterPasswordFile = @D/../master.pw\nTls = implicit\n"
+                       "TlsCaFile = @D/mail.example.crt\n"
+                       "[directory]\nSearchOrder = acc\n"
+                       "[forest:org]\nRole = Organization\nLdif = @D/../acc.ldif\n"
+                       "Domains = A:a.example:DC=acc,DC=example\n"
+                       "[forest:acc]\nRole = Account\nUri = ldap://127.0.0.1:1\nBindDn = CN=s\n"
+                       "BindPasswordFile = @D/../bind.pw\nDomains = B:b.example:DC=b\n"
+                       "[databases]\nDB01 = 127.0.0.2\n[database:DB01]\nTls = none\n",
+                       &msgs),
+            0);
+    char *dump = dump_of(&cfg);
+    for (unsigned k = 0; config_section_kind(k); k++)
+        for (unsigned i = 0; config_key_name(k, i); i++)
+            CHECKF(dump_has_key(dump, config_section_kind(k), config_key_name(k, i)),
+                   "[%s] %s is not in the dump:\n%s", config_section_kind(k), config_key_name(k, i),
+                   dump);
+    /* secrets only as their files */
+    CHECK(!strstr(dump, "service-secret") && strstr(dump, "BindPasswordFile = "));
+    CHECK(strstr(dump, "AuthenticatedConnectionTimeout = 1.00:00:00\n") != NULL);
+    CHECK(strstr(dump, "ImapPort = 143\nPop3Port = 110\n") != NULL);
+    CHECK(strstr(dump, "[imap]\n") && strstr(dump, "ProxyTargetPort = 993\n"));
+    free(msgs);
+    /* The dump is a configuration that gives the same dump. */
+    char *again;
+    struct fg_config cfg2;
+    int n = load(&cfg2, dump, &msgs);
+    CHECKF(n == 0, "the dump does not load: %s\n%s", msgs, dump);
+    again = dump_of(&cfg2);
+    CHECKF(strcmp(dump, again) == 0, "first:\n%s\nsecond:\n%s", dump, again);
+    free(again);
+    free(msgs);
+    free(dump);
+    config_free(&cfg2);
+    config_free(&cfg);
+}
+
 /* ---- the directory: [directory], [forest:NAME], [databases] ---- */
 
 static const char dir_ldif[] =
@@ -741,6 +949,10 @@ int main(void)
         test_wildcard_must_be_star_dot();
         test_clash_with_default_tls_binding_has_a_line();
         test_backend_tls();
+        write_file("master.pw", "master-secret\n");
+        test_database_sections();
+        test_backend_warnings();
+        test_dump_has_every_key_and_loads_again();
     }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
