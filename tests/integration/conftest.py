@@ -64,6 +64,7 @@ def make_fg(workroot, dovecot):
     started = []
 
     def make(settings=None, start=True, **kw):
+        """kw: Forestgate's (workers, hosts ...) and the backend ports."""
         _counter[0] += 1
         fg = Forestgate(os.path.join(workroot, f"fg{_counter[0]}"),
                         imap_backend_port=kw.pop("imap_backend_port", dovecot.imap_port),

@@ -1,59 +1,16 @@
 """The backend side: unavailable backends, master users, client-address
 forwarding, and clients that vanish in the middle of a login."""
 
-import base64
 import imaplib
 import os
 import poplib
-import socket
-import threading
 import time
 
 import pytest
 
-from conftest import MASTER_PASSWORD, MASTER_USER, PASSWORDS
+from conftest import MASTER_PASSWORD, MASTER_USER
 from tests.lib.forestgate import Raw, free_port
-
-
-class SilentServer:
-    """A mock backend that accepts connections and never says a word: the
-    one kind of broken backend a real Dovecot cannot stand in for."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def open_count(self):
-        """Connections the proxy still holds open."""
-        n = 0
-        for c in self.conns:
-            c.setblocking(False)
-            try:
-                if c.recv(1) != b"":
-                    n += 1
-            except BlockingIOError:
-                n += 1
-            except OSError:
-                pass
-        return n
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
+from tests.lib.mock import SilentServer
 
 
 def test_backend_down_is_unavailable(make_fg):

@@ -1079,6 +1079,13 @@ def test_ldap_over_tls(workroot, mbx_a, ldap_tls, mode):
                        "childonly", "DB02")
         ok, _, _, ev = login(fg, "imap", "UCLABOR\\tuser\\other", WRONG_PASSWORDS[0])
         assert not ok and ev["reason"] == "wrong password", ev
+        # show settings: the forest's LDAP settings, the secret only as its file
+        shown = fg.stats("show settings")["text"]
+        sec = fg.sections["forest:uclabor"]
+        for key in ("Uri", "BindDn", "BindPasswordFile", "BaseDn", "LdapTls", "LdapCaFile"):
+            assert f"\n{key} = {sec[key]}\n" in shown, (key, shown)
+        assert "Domains = UCLABOR:uclabor.de:DC=uclabor,DC=de; CHILD:" in shown
+        assert A.bind_password not in shown
     finally:
         stop_ok(fg)
     binds = slapd_bind_ssf(dc, mark)

@@ -11,26 +11,32 @@ passwords checked are the directory's."""
 import imaplib
 import os
 import poplib
+import subprocess
 
 import pytest
 
 from tests.ldap.fixtures import setup_a, setup_b
 from tests.lib.dovecot import Dovecot
-from tests.lib.forestgate import Forestgate, free_port, vanish_mid_login
+from tests.lib.forestgate import Forestgate, binary, free_port, vanish_mid_login
 
 MASTER, MASTER_PW = "fgmaster", "master-secret-1"
 
 
-def mailbox_servers(workroot, name, forest):
-    """Two Dovecots on the same ports: DB01's mailboxes on .1, DB02's on .2."""
+def mailbox_servers(workroot, name, forest, tls=None, ports=None,
+                    hosts=(("DB01", "127.0.0.1"), ("DB02", "127.0.0.2"))):
+    """Two Dovecots on the same ports: DB01's mailboxes on .1, DB02's on .2.
+    tls: {db: (cert, key)} for Dovecots that speak TLS (STARTTLS on the
+    plain ports, implicit TLS on the TLS ports); ports: more Dovecot
+    arguments for every one (imaps_port, pop3s_port)."""
     imap_port, pop3_port = free_port(), free_port()
     servers = {}
-    for db, host in (("DB01", "127.0.0.1"), ("DB02", "127.0.0.2")):
+    for db, host in hosts:
         users = {a.alias: "unused-pw" for a in forest.accounts.values()
-                 if a.alias and a.database == db}
+                 if a.alias and a.database == db[:4]}
         dc = Dovecot(os.path.join(workroot, f"{name}-{db}"), users,
                      master_users={MASTER: MASTER_PW}, imap_port=imap_port,
-                     pop3_port=pop3_port, listen_host=host)
+                     pop3_port=pop3_port, listen_host=host, tls=(tls or {}).get(db),
+                     **(ports or {}))
         dc.start()
         for alias in users:
             dc.deliver(alias, f"Subject: {alias}\r\n\r\nthe mailbox of {alias} on {db}\r\n"
@@ -39,7 +45,16 @@ def mailbox_servers(workroot, name, forest):
     return servers, imap_port, pop3_port
 
 
-def gateway(workroot, name, forests, imap_port, pop3_port, order=None, delay_ms=0):
+DATABASES = {"DB01": "127.0.0.1", "DB02": "127.0.0.2"}
+
+
+def gateway(workroot, name, forests, imap_port, pop3_port, order=None, delay_ms=0,
+            extra=None, hosts=None, ldif=None, start=True, databases=DATABASES):
+    """A forestgate with LDIF forests: (name, role, fixture forest). extra:
+    settings merged over these (a section None drops it); hosts: names for
+    forestgate alone (Forestgate's hosts); ldif: a function that edits each
+    forest's LDIF text; databases: the [databases] section (None: none, so
+    the directory names the hosts)."""
     d = os.path.join(workroot, name)
     os.makedirs(d, exist_ok=True)
     pwfile = os.path.join(d, "master.pw")
@@ -49,19 +64,25 @@ def gateway(workroot, name, forests, imap_port, pop3_port, order=None, delay_ms=
         "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
                     "MasterPasswordFile": pwfile},
         "directory": {"DirectoryThreads": "2", "FailedLogonDelayMs": str(delay_ms)},
-        "databases": {"DB01": "127.0.0.1", "DB02": "127.0.0.2"},
     }
+    if databases:
+        settings["databases"] = dict(databases)
     if order:
         settings["directory"]["SearchOrder"] = order
     for fname, role, forest in forests:
         path = os.path.join(d, f"{fname}.ldif")
         with open(path, "w") as f:
-            f.write(forest.ldif())
+            f.write(ldif(forest.ldif()) if ldif else forest.ldif())
         settings[f"forest:{fname}"] = {"Role": role, "Ldif": path}
+    for sec, values in (extra or {}).items():
+        if values is None:
+            settings.pop(sec, None)
+        else:
+            settings.setdefault(sec, {}).update(values)
     fg = Forestgate(d, imap_backend_port=imap_port, pop3_backend_port=pop3_port,
-                    settings=settings)
+                    settings=settings, hosts=hosts)
     fg.sections["backend"].pop("DefaultServer", None)
-    return fg.start()
+    return fg.start() if start else fg
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +151,14 @@ SETUP_A = [
     ("CHILD\\tuser", "childtuser", None, None),
     ("disuser", "disuser", None, None),
     ("UCLABOR\\hmueller", "hmueller", "hmueller", "DB01"),
+    # domain\upn: the account lies in exactly the named domain, not in its child
+    ("CHILD\\childonly@child.uclabor.de", "childonly", "childonly", "DB02"),
+    ("child.uclabor.de\\childonly@child.uclabor.de", "childonly", "childonly", "DB02"),
+    ("UCLABOR\\childonly@child.uclabor.de", "childonly", None, None),
+    ("uclabor.de\\childonly@child.uclabor.de", "childonly", None, None),
+    ("CHILD\\tuser.upn@upn.uclabor.de", "tuser", None, None),
+    ("child.uclabor.de\\tuser.upn@upn.uclabor.de", "tuser", None, None),
+    ("UCLABOR\\tuser@child.uclabor.de", "childtuser", None, None),
     ("hans.mueller@uclabor.de", "hmueller", "hmueller", "DB01"),
     ("*", "tuser", None, None),
     ("t*", "tuser", None, None),
@@ -279,5 +308,70 @@ def test_failed_logons_answer_after_the_delay(workroot, env_a):
         st = fg.wait_idle()
         assert st["connections"] == 0 and st["directory_in_flight"] == 0
         assert fg.fd_count() == base
+    finally:
+        assert fg.stop() == 0
+
+
+def test_delegate_attribute_is_read_from_the_ldif(workroot, env_a):
+    """DelegateAttribute names where full access is listed, in the LDIF store
+    as in the LDAP one: with the list moved to another attribute, the
+    delegate logon works only when DelegateAttribute names it."""
+    A, fg0 = env_a
+    ports = (int(fg0.sections["imap"]["ProxyTargetPort"]),
+             int(fg0.sections["pop3"]["ProxyTargetPort"]))
+
+    def moved(text):
+        assert "msExchDelegateListLink:" in text
+        return text.replace("msExchDelegateListLink:", "fgFullAccess:")
+
+    for attr, works in (("fgFullAccess", True), (None, False)):
+        extra = {"directory": {"DelegateAttribute": attr}} if attr else None
+        fg = gateway(workroot, f"fg-dir-delegattr-{works}", [("uclabor", "Organization", A)],
+                     *ports, ldif=moved, extra=extra)
+        try:
+            ok, err, body = imap_login(fg, "UCLABOR\\tuser\\other", A.passwords["tuser"])
+            ev = fg.events("login")[-1]
+            if works:
+                assert ok and "the mailbox of other on DB02" in body, (err, ev)
+            else:
+                assert not ok and "AUTHORIZATIONFAILED" in err
+                assert ev["reason"] == "no full access to that mailbox", ev
+        finally:
+            assert fg.stop() == 0
+
+
+def test_passthrough_refuses_delegate_logons_before_any_backend(workroot, env_a):
+    """LoginMode = PassThrough logs in with the client's own password, which
+    cannot open another's mailbox: a delegate logon is refused after the
+    password check, with its reason, and no backend hears of it;
+    --check-config warns about the combination."""
+    A, fg0 = env_a
+    ports = (int(fg0.sections["imap"]["ProxyTargetPort"]),
+             int(fg0.sections["pop3"]["ProxyTargetPort"]))
+    fg = gateway(workroot, "fg-dir-passthrough", [("uclabor", "Organization", A)], *ports,
+                 extra={"backend": {"LoginMode": "PassThrough"}})
+    try:
+        check = subprocess.run([binary(), "-c", fg.config_path, "--check-config"],
+                               capture_output=True, text=True)
+        assert check.returncode == 0 and "configuration OK" in check.stdout
+        assert "warning: LoginMode = PassThrough: delegate logons" in check.stderr, check.stderr
+        for typed in ("UCLABOR\\tuser\\other", "tuser.upn@upn.uclabor.de\\other"):
+            ok, err, _ = imap_login(fg, typed, A.passwords["tuser"])
+            ev = fg.events("login")[-1]
+            assert not ok and "AUTHORIZATIONFAILED" in err, err
+            assert ev["result"] == "denied", ev
+            assert ev["reason"] == "delegate logons need LoginMode MasterUser", ev
+        p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
+        p.user("UCLABOR\\tuser\\other")
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            p.pass_(A.passwords["tuser"])
+        p.quit()
+        # No backend was contacted: no backend host was ever named.
+        hosts = fg.stats("show backends")["text"].splitlines()
+        assert hosts == [hosts[0]] and hosts[0].startswith("# host"), hosts
+        assert fg.stats()["backend_connections"] == 0
+        # A wrong password is still a wrong password.
+        ok, err, _ = imap_login(fg, "UCLABOR\\tuser\\other", "not-the-password")
+        assert not ok and fg.events("login")[-1]["reason"] == "wrong password"
     finally:
         assert fg.stop() == 0

@@ -24,31 +24,10 @@ import pytest
 from conftest import PASSWORDS
 from tests.lib.dovecot import Dovecot
 from tests.lib.forestgate import Forestgate, bench_binary
+from tests.lib.pki import make_ca, make_cert
 
 USER, PASSWORD = "alice", PASSWORDS["alice"]
 NAMES = ["mail.test", "other.test", "*.wild.test"]
-
-
-def openssl(*args, cwd=None):
-    subprocess.run(["openssl", *args], check=True, cwd=cwd, capture_output=True)
-
-
-def make_cert(d, ca, name, rsa=False, days=30):
-    """A key and a CA-signed certificate for name, as d/name.key and d/name.crt."""
-    key, csr, crt = (os.path.join(d, f"{name}.{x}") for x in ("key", "csr", "crt"))
-    if rsa:
-        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
-    else:
-        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-    openssl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
-    ext = os.path.join(d, f"{name}.ext")
-    with open(ext, "w") as f:
-        f.write(f"subjectAltName=DNS:{name}\n")
-    openssl("x509", "-req", "-in", csr, "-CA", ca + ".crt", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-days", str(days), "-extfile", ext, "-out", crt)
-    os.unlink(csr)
-    os.unlink(ext)
-    return crt, key
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +35,7 @@ def pki(workroot):
     d = os.path.join(workroot, "pki")
     certs = os.path.join(d, "certs")
     os.makedirs(certs, exist_ok=True)
-    ca = os.path.join(d, "ca")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "30", "-subj", "/CN=forestgate test CA", "-keyout", ca + ".key",
-            "-out", ca + ".crt")
+    ca = make_ca(d)
     make_cert(certs, ca, "mail.test")
     make_cert(certs, ca, "other.test", rsa=True)
     make_cert(certs, ca, "*.wild.test")
@@ -600,6 +576,28 @@ def test_garbage_instead_of_client_hello_is_closed_cleanly(tfg):
                           ssl_context=client_ctx(tfg.pki, check_hostname=False))
     assert m.login(USER, PASSWORD)[0] == "OK"
     m.logout()
+
+
+def test_a_clean_tls_close_before_login_is_no_tls_error(make_fg, pki):
+    """A client that ends TLS with close_notify before it logs in (implicit
+    TLS and after STARTTLS, IMAP and POP3) has closed, as a FIN would say: no
+    tls_error, no tls_failed count, and the session ends as "client closed"
+    (logged at debug level before a login)."""
+    tfg = TlsFg(make_fg, pki, extra={"global": {"LogLevel": "debug"}})
+    ctx = client_ctx(pki)
+    for port, greeting in ((tfg.imaps_port, b"* OK"), (tfg.pop3s_port, b"+OK")):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="mail.test")
+        assert s.recv(512).startswith(greeting)
+        s.unwrap().close()  # close_notify, then the socket
+    m = imaplib.IMAP4("127.0.0.1", tfg.imap_port, timeout=10)
+    m.starttls(ssl_context=client_ctx(pki, check_hostname=False))  # imaplib sends 127.0.0.1
+    m.sock.unwrap().close()
+    st = tfg.wait_idle()
+    assert st["tls_failed_total"] == 0 and not tfg.events("tls_error"), tfg.log_text()
+    closes = [e["reason"] for e in tfg.events("disconnect")]
+    assert closes == ["client closed"] * 3, closes
+    assert st["tls_handshakes_total"] == 3
 
 
 def test_clients_vanishing_mid_handshake_leave_nothing(tfg):

@@ -208,7 +208,9 @@ class Dovecot:
                  proxy_to: tuple[int, int] | None = None,
                  proxy_login_procs: int = 2, proxy_login_clients: int = 10000,
                  proxy_host: str = "127.0.0.1", info_log: bool = True,
-                 tls: tuple[str, str] | None = None, listen_host: str = "127.0.0.1"):
+                 tls: tuple[str, str] | None = None, listen_host: str = "127.0.0.1",
+                 imaps_port: int | None = None, pop3s_port: int | None = None,
+                 mail_procs_min: int = 0):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError("workdir may only contain [A-Za-z0-9._/+-] "
@@ -230,8 +232,12 @@ class Dovecot:
         # Another loopback address (127.0.0.2 ...) beside the default: two
         # instances on the same ports stand for two mailbox servers.
         self.listen_host = listen_host
-        self.imaps_port = free_port() if tls else 0
-        self.pop3s_port = free_port() if tls else 0
+        # Copies of one database on two addresses share these ports too.
+        self.imaps_port = (imaps_port or free_port()) if tls else 0
+        self.pop3s_port = (pop3s_port or free_port()) if tls else 0
+        # imap/pop3 processes started before the first login (process_min_avail):
+        # with imap_client_limit > 1, a burst of logins needs no spawning.
+        self.mail_procs_min = int(mail_procs_min)
         self.trusted_networks = trusted_networks
         self.auth_failure_delay = int(auth_failure_delay)
         if imap_client_limit < 1 or process_limit < 1:
@@ -566,11 +572,13 @@ service imap {{
   process_limit = {self.process_limit}
   client_limit = {self.imap_client_limit}
   service_count = {svc_count}
+  process_min_avail = {self.mail_procs_min}
 }}
 service pop3 {{
   process_limit = {self.process_limit}
   client_limit = {self.imap_client_limit}
   service_count = {svc_count}
+  process_min_avail = {self.mail_procs_min}
 }}
 service imap-urlauth-login {{
 {nochroot}}}

@@ -87,7 +87,8 @@ class Forestgate:
 
     def __init__(self, workdir: str, imap_backend_port: int | None = None,
                  pop3_backend_port: int | None = None, settings: dict | None = None,
-                 workers: int = 2, backend: str = "127.0.0.1", new_session: bool = False):
+                 workers: int = 2, backend: str = "127.0.0.1", new_session: bool = False,
+                 hosts: dict[str, str] | None = None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.imap_port = free_port()
@@ -117,6 +118,25 @@ class Forestgate:
         # True: its own session, so a terminal's Ctrl-C reaches only the
         # caller, which then stops forestgate itself (bench/compare).
         self.new_session = new_session
+        # Host names for forestgate alone ({"mbx1.uclabor.de": "127.0.0.1"}):
+        # it runs in a mount namespace of its own (unshare -m) where
+        # /etc/hosts is a copy with these lines added, so backend routes can
+        # name hosts the way a real directory does, and certificates can be
+        # checked against those names. Nothing else on the machine sees them.
+        self.hosts = hosts
+
+    def command(self) -> list[str]:
+        cmd = [binary(), "-c", self.config_path]
+        if not self.hosts:
+            return cmd
+        path = os.path.join(self.workdir, "hosts")
+        with open("/etc/hosts") as f:
+            base = f.read()
+        with open(path, "w") as f:
+            f.write(base.rstrip("\n") + "\n")
+            f.writelines(f"{ip} {name}\n" for name, ip in self.hosts.items())
+        return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                path] + cmd
 
     def config_text(self) -> str:
         out = []
@@ -132,7 +152,7 @@ class Forestgate:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([binary(), "-c", self.config_path], stdout=self._log,
+        self.proc = subprocess.Popen(self.command(), stdout=self._log,
                                      stderr=self._log, env=env,
                                      start_new_session=self.new_session)
         deadline = time.monotonic() + timeout

@@ -1,10 +1,12 @@
-"""The MOCK backend, forestgate-bench --serve, as a process for tests."""
+"""MOCK backends for tests: forestgate-bench --serve as a process, and a
+silent server (accepts, never greets)."""
 
 import os
 import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 from tests.lib.forestgate import SANITIZER_RE, bench_binary, free_port, stop_process
@@ -58,3 +60,50 @@ class Mock:
         bad = [l for l in self.log_text().splitlines() if SANITIZER_RE.search(l)]
         assert not bad, "sanitizer reports:\n" + self.log_text()
         return rc
+
+
+class SilentServer:
+    """A MOCK backend that accepts connections and never says a word: the
+    one kind of broken backend a real Dovecot cannot stand in for. On
+    host:port (port 0: any free one); counts what it accepted."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    @property
+    def accepted(self):
+        return len(self.conns)
+
+    def open_count(self):
+        """Connections the proxy still holds open."""
+        n = 0
+        for c in self.conns:
+            c.setblocking(False)
+            try:
+                if c.recv(1) != b"":
+                    n += 1
+            except BlockingIOError:
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
