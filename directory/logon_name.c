@@ -1,4 +1,4 @@
-/* Splitting a typed logon name: see logon_name.h and LOGIN-RULES.md section 1. */
+/* Splitting a typed logon name: see logon_name.h and docs/login-rules.md section 1. */
 #include "logon_name.h"
 
 #include <string.h>

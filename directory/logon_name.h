@@ -1,5 +1,5 @@
 /*
- * The form of a typed logon name (LOGIN-RULES.md section 1): the one place
+ * The form of a typed logon name (docs/login-rules.md section 1): the one place
  * that decides how `user`, `DOMAIN\user`, `DOMAIN\user\alias`, `upn`,
  * `upn\alias` and `DOMAIN\upn` are told apart.
  *

@@ -1,5 +1,5 @@
 /*
- * The resolver: LOGIN-RULES.md sections 2 to 5, written once.
+ * The resolver: docs/login-rules.md sections 2 to 4, written once.
  *
  * It is a pure, resumable state machine. resolve_next() either asks for one
  * store operation (find accounts by sAMAccountName or UPN, check a password,
@@ -127,7 +127,7 @@ enum resolve_step {
     RESOLVE_DONE, /* rs->status, rs->why and, when OK, the mailbox are set */
 };
 
-/* Why a login failed, for the event log (LOGIN-RULES names the lines). */
+/* Why a login failed, for the event log (docs/login-rules.md section 6 lists them). */
 enum resolve_why {
     RW_NONE,
     RW_INVALID_NAME,
@@ -188,7 +188,7 @@ void resolve_init(struct resolution *rs, const struct dir_topology *topo,
 /* Advances: RESOLVE_OP with rs->op to run, or RESOLVE_DONE. */
 enum resolve_step resolve_next(struct resolution *rs);
 
-/* The event-log text for why (LOGIN-RULES wording where it gives one). */
+/* The event-log text for why (the wording of docs/login-rules.md section 6). */
 const char *resolve_why_text(enum resolve_why why);
 
 /* Finds a typed domain (NetBIOS or DNS name, any case) in the topology.

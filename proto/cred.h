@@ -7,7 +7,7 @@
 
 #include "../core/common.h"
 
-/* A logon name may be 256 bytes (LOGIN-RULES section 1); AD passwords are up to
+/* A logon name may be 256 bytes (docs/login-rules.md section 1); AD passwords are up to
  * 256 UTF-16 units, which is at most 768 UTF-8 bytes. */
 #define CRED_NAME_MAX 256
 #define CRED_PASS_MAX 1024

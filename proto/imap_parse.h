@@ -2,7 +2,7 @@
  * IMAP4 byte parsers: client commands, backend response lines, and the
  * astring encoder used when credentials are re-sent to a backend.
  *
- * The command parser is pure and resumable (STYLE.md, "Parsing"): the caller
+ * The command parser is pure and resumable (no I/O, as Dovecot's imap-parser): the caller
  * hands it the bytes of the current command, from its first byte, as many as
  * have arrived; the parser scans only what it has not seen before and keeps
  * its state in struct imap_parser. Arguments are slices (offset, length) into

@@ -1,5 +1,5 @@
 /*
- * One interface for both protocols (STYLE.md): core/ drives an IMAP or a POP3
+ * One interface for both protocols (as nginx's ngx_mail_protocol_t): core/ drives an IMAP or a POP3
  * client session through struct sess_ops without knowing which it is.
  *
  * A session is pure: it reads bytes from s->in and appends replies to s->out.

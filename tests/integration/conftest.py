@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from tests.lib.dovecot import Dovecot  # noqa: E402
 from tests.lib.forestgate import Forestgate  # noqa: E402
 
-# Passwords of every class a client can send (REFERENCE.md), by user name.
+# Passwords of every class a client can send (RFC 3501 atoms, quoted strings and literals; SASL PLAIN; POP3 PASS), by user name.
 PASSWORDS = {
     "alice": "secret",
     "plus": "a+b+c",

@@ -1,4 +1,4 @@
-"""The directory end to end with the LDAP store: LOGIN-RULES section 6 through
+"""The directory end to end with the LDAP store: docs/login-rules.md section 8 through
 forestgate against real slapd instances (tests/lib/slapd.py, AD-like forests
 from tests/ldap/fixtures.py), with imaplib and poplib, routed by database to
 two real Dovecot servers (127.0.0.1 holds DB01, 127.0.0.2 holds DB02).
@@ -421,7 +421,7 @@ def test_discovered_domains_setup_a(workroot, mbx_a, dc_a):
 
 
 def test_unknown_domain_is_not_found(env_a):
-    """LOGIN-RULES section 2: an unknown domain is "not found", and the
+    """docs/login-rules.md section 2: an unknown domain is "not found", and the
     event log says so in the words of a name that was not found."""
     fg, ref, _ = env_a
     for typed in ["NOSUCH\\tuser", "nosuch.example\\tuser\\other",

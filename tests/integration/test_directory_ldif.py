@@ -1,4 +1,4 @@
-"""The directory end to end with the LDIF store: LOGIN-RULES section 6 through
+"""The directory end to end with the LDIF store: docs/login-rules.md section 8 through
 forestgate, with imaplib and poplib, against two real Dovecot mailbox servers
 on different loopback addresses (127.0.0.1 holds DB01, 127.0.0.2 holds DB02),
 so the route by database is proven by where each login lands.

@@ -1,4 +1,4 @@
-"""AD-like directory data for forestgate's tests (LOGIN-RULES.md section 6).
+"""AD-like directory data for forestgate's tests (docs/login-rules.md section 8 (the worked examples)).
 
 Pure data and LDIF generation, standard library only.  Serve it with
 tests/lib/slapd.py::
@@ -428,7 +428,7 @@ def _mbx(forest: Forest, key: str, domain: Domain, sam: str, cn: str, password: 
 
 # ============================================================== setup A
 def setup_a() -> Forest:
-    """LOGIN-RULES section 6, setup A: one forest UCLABOR / uclabor.de with a
+    """docs/login-rules.md section 8, setup A: one forest UCLABOR / uclabor.de with a
     child domain CHILD / child.uclabor.de.  Keys of ``accounts``:
 
     svc            UCLABOR\\svc-forestgate, the lookup (bind) account
@@ -492,7 +492,7 @@ def setup_a() -> Forest:
 # ============================================================== setup B
 @dataclass
 class SetupB:
-    """LOGIN-RULES section 6, setup B: ``res`` is the organisation (resource)
+    """docs/login-rules.md section 8, setup B: ``res`` is the organisation (resource)
     forest, ``acc`` the account forest.  Each needs its own Slapd."""
     res: Forest
     acc: Forest

@@ -104,6 +104,11 @@ class SilentServer:
         return n
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept: the port is free at once
+        except OSError:
+            pass
         self.sock.close()
+        self.thread.join(5)
         for c in self.conns:
             c.close()

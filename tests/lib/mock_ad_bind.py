@@ -2,7 +2,7 @@
 
 slapd refuses a bad simple bind with a bare resultCode 49. Active Directory
 adds a diagnosticMessage whose "data" sub-code says why, and forestgate must
-tell two of them apart (LOGIN-RULES section 3)::
+tell two of them apart (docs/login-rules.md section 3)::
 
     80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 52e, v4563
     data 52e  wrong password            -> like any failed logon

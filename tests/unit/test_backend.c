@@ -377,7 +377,7 @@ static void test_imap_refused_id_does_not_stop_login(void)
 
 struct cred_case {
     const char *user, *pass;
-    uint8_t ukind, pkind; /* how each must travel (RFC 3501 section 9, REFERENCE.md) */
+    uint8_t ukind, pkind; /* how each must travel (RFC 3501 section 9) */
 };
 
 /* ATOM-CHARs are sent bare, other printable ASCII quoted, 8-bit and controls as literals. */

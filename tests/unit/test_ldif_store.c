@@ -15,7 +15,7 @@
 
 static const char setup_a[] =
         "version: 1\n"
-        "# setup A of LOGIN-RULES section 6\n"
+        "# setup A of docs/login-rules.md section 8\n"
         "\n"
         "dn: DC=uclabor,DC=de\n"
         "objectClass: domainDNS\n"

@@ -1,5 +1,5 @@
 /*
- * The logon-name splitter (LOGIN-RULES.md section 1): every row of its table,
+ * The logon-name splitter (docs/login-rules.md section 1): every row of its table,
  * the invalid forms, the field-test names of section 6, limits and control
  * characters. Each name is also run from a guarded copy, so a read past its
  * end faults.

@@ -1,7 +1,7 @@
 /*
- * The resolver against LOGIN-RULES.md section 6, run on a store double: a
- * (A name that finds no account still costs a password check -- the "bind"
- * at the end of every miss -- so it answers no faster than a wrong password.)
+ * The resolver against docs/login-rules.md section 8 (the worked examples), run on a store double:
+ * a (A name that finds no account still costs a password check -- the "bind" at the end of every
+ * miss -- so it answers no faster than a wrong password.)
  *
  * table of entries answered in memory, operation by operation, exactly as
  * the store interface specifies. (The LDIF and LDAP stores are tested

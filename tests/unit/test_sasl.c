@@ -77,7 +77,7 @@ static void test_plain_encode_roundtrip(void)
     CHECK(memcmp(raw, "mbox\0master\0p\xc3\xa4ss w", 20) == 0);
 }
 
-/* Passwords of every class, as REFERENCE.md lists them. */
+/* Passwords of every class a client can send. */
 static const char *const classes[] = {
         "secret",
         "a+b",
