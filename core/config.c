@@ -1469,7 +1469,6 @@ static void cfg_dump_time(FILE *out, uint32_t t)
 static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field)
 {
     const struct bindings *b = field;
-    const struct cfg_enum_def *en = &cfg_enums[k->min];
     switch (k->type) {
     case CT_UINT:
         fprintf(out, "%u", cfg_get_uint(field, k->size));
@@ -1491,7 +1490,8 @@ static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field
         }
         break;
     case CT_ENUM:
-        fputs(en->names[cfg_get_uint(field, k->size) - en->first], out);
+        fputs(cfg_enums[k->min].names[cfg_get_uint(field, k->size) - cfg_enums[k->min].first],
+              out);
         break;
     }
 }

@@ -30,7 +30,9 @@ build() { # build DIR MESON-OPTIONS...
 
 unit() { # unit DIR LABEL
     local log
-    log=$(meson test -C "$1" --suite unit --print-errorlogs 2>&1)
+    # UBSan only prints unless told to stop: a report must fail the test.
+    log=$(UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C "$1" --suite unit --print-errorlogs 2>&1)
     echo "$log" | grep -E "^ *[0-9]+/[0-9]+ " || true
     local ok fail
     ok=$(echo "$log" | sed -n 's/^Ok: *\([0-9]*\).*/\1/p')

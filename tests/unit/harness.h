@@ -44,7 +44,7 @@ void th_fail(const char *file, int line, const char *fmt, ...)
         size_t th_n = (size_t)(n);                                                                 \
         const char *th_s = (s);                                                                    \
         th_checks++;                                                                               \
-        if (th_n != strlen(th_s) || memcmp((p), th_s, th_n) != 0)                                  \
+        if (th_n != strlen(th_s) || (th_n > 0 && memcmp((p), th_s, th_n) != 0))                    \
             th_fail(__FILE__, __LINE__, "%s: got \"%.*s\", expected \"%s\"", #p, (int)th_n,        \
                     (const char *)(p), th_s);                                                      \
     } while (0)
