@@ -1490,8 +1490,7 @@ static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field
         }
         break;
     case CT_ENUM:
-        fputs(cfg_enums[k->min].names[cfg_get_uint(field, k->size) - cfg_enums[k->min].first],
-              out);
+        fputs(cfg_enums[k->min].names[cfg_get_uint(field, k->size) - cfg_enums[k->min].first], out);
         break;
     }
 }

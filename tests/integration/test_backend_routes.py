@@ -16,14 +16,14 @@ Python, named as mocks).
 
 import imaplib
 import os
-import poplib
 import socket
 import ssl
 import threading
 
 import pytest
 
-from tests.integration.test_directory_ldif import MASTER, gateway, imap_login, mailbox_servers
+from tests.integration.test_directory_ldif import (MASTER, gateway, imap_login, mailbox_servers,
+                                                   pop3_login)
 from tests.ldap.fixtures import setup_a
 from tests.lib.forestgate import free_port
 from tests.lib.pki import make_ca, make_cert
@@ -87,19 +87,6 @@ def log_marks(servers):
     return {db: os.path.getsize(dc.log_path) for db, dc in servers["dc"].items()}
 
 
-def pop3_login(fg, name, password):
-    p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
-    try:
-        p.user(name)
-        p.pass_(password)
-    except poplib.error_proto as e:
-        p.close()
-        return False, str(e)
-    body = b"\r\n".join(p.retr(1)[1]).decode()
-    p.quit()
-    return True, body
-
-
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_directory_routes_speak_tls_by_each_hosts_own_name(workroot, servers, pki, mode):
     """No [databases]: the directory names the hosts (dNSHostName). Each is
@@ -115,8 +102,8 @@ def test_directory_routes_speak_tls_by_each_hosts_own_name(workroot, servers, pk
             ok, err, body = imap_login(fg, typed, TUSER)
             assert ok, (err, fg.log_text()[-3000:])
             assert f"the mailbox of {alias} on {db}" in body
-            ok, body = pop3_login(fg, typed, TUSER)
-            assert ok and f"the mailbox of {alias} on {db}" in body, body
+            ok, err, body = pop3_login(fg, typed, TUSER)
+            assert ok and f"the mailbox of {alias} on {db}" in body, err
             lines = dovecot_logins(servers["dc"][db], marks[db], alias)
             assert len(lines) == 2 and all("TLS" in l for l in lines), lines
         logins = [e for e in fg.events("login") if e["result"] == "ok"]
@@ -165,7 +152,7 @@ def test_a_certificate_from_another_ca_is_refused_before_the_password(workroot, 
         marks = log_marks(servers)
         ok, err, _ = imap_login(fg, "tuser", TUSER)
         assert not ok and "UNAVAILABLE" in err
-        ok, err = pop3_login(fg, "tuser", TUSER)
+        ok, err, _ = pop3_login(fg, "tuser", TUSER)
         assert not ok and "SYS/TEMP" in err
         ev = fg.events("login")[-1]
         assert ev["result"] == "unavailable"

@@ -35,7 +35,7 @@ from tests.lib.slapd import Slapd, escape_filter_value
 
 MASTER, MASTER_PW = ldif_suite.MASTER, ldif_suite.MASTER_PW
 SETUP_A, SETUP_B = ldif_suite.SETUP_A, ldif_suite.SETUP_B
-imap_login = ldif_suite.imap_login
+imap_login, pop3_login = ldif_suite.imap_login, ldif_suite.pop3_login
 
 A = setup_a()
 B = setup_b()
@@ -123,19 +123,6 @@ def unlog(v):
 def last_login(fg):
     return {k: unlog(v) for k, v in fg.events("login")[-1].items()}
 
-
-def pop3_login(fg, name, password):
-    """USER/PASS; returns (ok, reply text, message 1 or None)."""
-    p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
-    try:
-        p.user(name)
-        p.pass_(password)
-    except poplib.error_proto as e:
-        p.close()
-        return False, str(e), None
-    _, lines, _ = p.retr(1)
-    p.quit()
-    return True, "", b"\r\n".join(lines).decode()
 
 
 def login(fg, proto, name, password):

@@ -125,6 +125,20 @@ def imap_login(fg, name, password):
     return True, "", data[0][1].decode()
 
 
+def pop3_login(fg, name, password):
+    """USER/PASS; returns (ok, reply text, message 1 or None)."""
+    p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
+    try:
+        p.user(name)
+        p.pass_(password)
+    except poplib.error_proto as e:
+        p.close()
+        return False, str(e), None
+    _, lines, _ = p.retr(1)
+    p.quit()
+    return True, "", b"\r\n".join(lines).decode()
+
+
 # typed name, account key (its password), expected mailbox alias and database or None
 SETUP_A = [
     ("tuser", "tuser", "testalias", "DB01"),

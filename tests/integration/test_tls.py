@@ -600,6 +600,24 @@ def test_a_clean_tls_close_before_login_is_no_tls_error(make_fg, pki):
     assert st["tls_handshakes_total"] == 3
 
 
+def test_maxconnections_on_a_tls_binding_closes_without_a_word(make_fg, pki):
+    """Past MaxConnections, a client of an SSLBindings address is closed
+    before any TLS: there is no greeting to say BYE in (the README says so)."""
+    tfg = TlsFg(make_fg, pki, extra={"imap": {"MaxConnections": "2"}})
+    ctx = client_ctx(pki)
+    held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", tfg.imaps_port), timeout=10),
+                            server_hostname="mail.test") for _ in range(2)]
+    for h in held:
+        assert h.recv(512).startswith(b"* OK")
+    extra = socket.create_connection(("127.0.0.1", tfg.imaps_port), timeout=10)
+    assert extra.recv(512) == b""  # closed, nothing sent: not even a TLS alert
+    extra.close()
+    for h in held:
+        h.close()
+    st = tfg.wait_idle()
+    assert st["refused_total"] == 1 and st["tls_handshakes_total"] == 2
+
+
 def test_clients_vanishing_mid_handshake_leave_nothing(tfg):
     base_fds = tfg.fd_count()
     hello = client_hello()
