@@ -388,6 +388,8 @@ static void upstream_success(struct worker *w, struct conn *c)
     relay_start(w, c);
 }
 
+static void upstream_lost(struct worker *w, struct conn *c, const char *why);
+
 /* Bytes from the backend during the login dialogue. */
 static void upstream_input(struct worker *w, struct conn *c)
 {
@@ -406,7 +408,9 @@ static void upstream_input(struct worker *w, struct conn *c)
         upstream_fail(w, c, lg->bl.status, lg->bl.reason);
         break;
     case BACKEND_FAIL:
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, lg->bl.reason[0] ? lg->bl.reason : "backend error");
+        /* Before the host is usable (a STARTTLS route that refused
+         * STARTTLS), no credential has gone out: the next copy may serve. */
+        upstream_lost(w, c, lg->bl.reason[0] ? lg->bl.reason : "backend error");
         break;
     case BACKEND_STARTTLS:
         if (tlsio_backend_start(w, c) != FG_OK) {

@@ -10,6 +10,7 @@ tests count the connections the dead copy gets, never the time.
 """
 
 import imaplib
+import os
 import poplib
 import time
 
@@ -18,6 +19,7 @@ import pytest
 from tests.integration.test_directory_ldif import gateway, imap_login, mailbox_servers
 from tests.ldap.fixtures import setup_a
 from tests.lib.mock import SilentServer
+from tests.lib.pki import make_ca, make_cert
 
 A = setup_a()
 TUSER = A.passwords["tuser"]
@@ -194,3 +196,37 @@ def test_imap_login_is_served_while_a_copy_is_down(workroot, copies):
         m.logout()
     finally:
         assert fg.stop() == 0
+
+
+def test_a_copy_that_fails_tls_is_passed_by(workroot):
+    """Tls = starttls; the first copy has no TLS (it refuses STARTTLS), the
+    second has a certificate for its name: the first is taken for down
+    before any credential goes to it, and the second serves."""
+    d = os.path.join(workroot, "failover-tls-pki")
+    ca = make_ca(d)
+    cert = make_cert(d, ca, "mbx2.uclabor.de")
+    dc, ip, pp = mailbox_servers(workroot, "copies-tls", A, hosts=COPIES, tls={"DB01b": cert})
+    _n[0] += 1
+    fg = gateway(workroot, f"fg-failover-{_n[0]}", [("uclabor", "Organization", A)], ip, pp,
+                 databases={"DB01": "mbx1.uclabor.de, mbx2.uclabor.de"}, start=False,
+                 hosts={"mbx1.uclabor.de": "127.0.0.1", "mbx2.uclabor.de": "127.0.0.2"},
+                 extra={"backend": {"Tls": "starttls", "TlsCaFile": ca + ".crt",
+                                    "FailoverBackoff": "00:01:00"}})
+    fg.start()
+    try:
+        mark = os.path.getsize(dc["DB01a"].log_path)
+        for _ in range(3):
+            login_lands_on(fg, "DB01b")
+        down = fg.events("backend_down")
+        assert len(down) == 1 and down[0]["host"] == "mbx1.uclabor.de", down
+        assert "STARTTLS" in down[0]["reason"], down
+        assert all(e["backend_tls"].startswith("TLSv1.") for e in fg.events("login"))
+        h = host_line(fg, f"127.0.0.1:{ip}")
+        assert (h["state"], h["attempts"], h["skipped"]) == ("down", "1", "2"), h
+        with open(dc["DB01a"].log_path) as f:
+            f.seek(mark)
+            assert "Login:" not in f.read()  # no credential went to the copy in clear
+    finally:
+        assert fg.stop() == 0
+        for c in dc.values():
+            c.stop()
