@@ -12,6 +12,7 @@
 #include "../directory/ldif_store.h"
 #include "../tls/tls.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -1210,8 +1211,13 @@ static void cfg_check_directory(struct cfg_parse *cp)
     if (!dc->enabled) {
         unsigned l = cp->section_line[SEC_DIRECTORY] ? cp->section_line[SEC_DIRECTORY]
                                                      : cp->section_line[SEC_DATABASES];
+        /* Without [databases], a database comes from its [database:NAME]. */
+        if (!l && dc->ndatabases)
+            l = cp->section_line[SEC_DATABASE];
         if (l)
-            cfg_error(cp, l, "[directory] and [databases] need at least one [forest:NAME]");
+            cfg_error(cp, l,
+                      "[directory], [databases] and [database:NAME] need at least one "
+                      "[forest:NAME]");
         return;
     }
     memset(df, 0, sizeof df);
@@ -1349,6 +1355,28 @@ static void cfg_warn_delegates(struct cfg_parse *cp)
              "MasterUser");
 }
 
+/* A host given as an address, on a route that checks certificates against
+ * its host's name: certificates name hosts, and wolfSSL matches a name, not
+ * an IP address entry, so this needs TlsServerName (or a CN of the address). */
+static void cfg_warn_address_names(struct cfg_parse *cp, unsigned line,
+                                   const struct backend_target *t)
+{
+    const struct backend_policy *pol = t->policy;
+    char msg[600];
+    if (!pol || pol->tls == BACKEND_TLS_NONE || !pol->verify || pol->server_name[0])
+        return;
+    for (unsigned h = 0; h < t->nhosts; h++) {
+        struct in6_addr a;
+        if (inet_pton(AF_INET, t->hosts[h], &a) != 1 && inet_pton(AF_INET6, t->hosts[h], &a) != 1)
+            continue;
+        snprintf(msg, sizeof msg,
+                 "%s is an address: its certificate must carry the name \"%s\"; give the route's "
+                 "TlsServerName the name its certificate carries",
+                 t->hosts[h], t->hosts[h]);
+        cfg_warn(cp, line, msg);
+    }
+}
+
 /* Every route's TLS: [backend]'s, then each database's. */
 static void cfg_check_backend_tls(struct cfg_parse *cp)
 {
@@ -1356,9 +1384,12 @@ static void cfg_check_backend_tls(struct cfg_parse *cp)
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         cfg->backend.policy.port[p] = cfg->proto[p].target_port;
     cfg_check_policy(cp, SEC_BACKEND, &cfg->backend.policy);
+    cfg_warn_address_names(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"),
+                           &cfg->backend.target);
     for (unsigned i = 0; i < cfg->dir.ndatabases; i++) {
         cfg_database_policy(cp, i);
         cfg_check_policy(cp, SEC_DATABASE + (int)i, &cfg->dir.databases[i].policy);
+        cfg_warn_address_names(cp, cp->db_line[i], &cfg->dir.databases[i].target);
     }
 }
 

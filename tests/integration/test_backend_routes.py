@@ -127,6 +127,9 @@ def test_databases_route_checks_the_name_it_was_given(workroot, servers, pki):
     dbs = {"DB01": "mbx1.uclabor.de", "DB02": "127.0.0.2"}
     fg = routes_gateway(workroot, servers, backend, implicit=True, databases=dbs)
     try:
+        # start-up said what would happen
+        assert 'warning: 127.0.0.2 is an address: its certificate must carry the name ' \
+               '"127.0.0.2"' in fg.log_text()
         assert imap_login(fg, "tuser", TUSER)[0]
         marks = log_marks(servers)
         ok, err, _ = imap_login(fg, "UCLABOR\\tuser\\other", TUSER)
