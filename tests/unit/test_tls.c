@@ -371,11 +371,31 @@ static void test_backend_client(void)
             pump(cli, srv);
             char got[32];
             CHECK_INT(tls_conn_read(srv, got, sizeof(got)), 13);
+            /* A close_notify is a clean end, told apart from a failure. */
+            tls_conn_close_notify(srv);
+            pump(srv, cli);
+            CHECK_INT(tls_conn_read(cli, got, sizeof(got)), FG_DONE);
+            static const uint8_t bad[] = {23, 3,  3,  0,  24, 1,  2,  3,  4,  5,  6,  7,  8,  9, 10,
+                                          11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24};
+            CHECK_INT(tls_conn_feed(srv, bad, sizeof bad), FG_OK);
+            CHECK_INT(tls_conn_read(srv, got, sizeof(got)), FG_ERROR);
         }
         tls_conn_free(cli);
         tls_conn_free(srv);
         tls_client_free(cl);
     }
+    /* TlsVerify = false: no CA needed, any name; an address goes out without SNI. */
+    struct tls_client *cl = tls_client_new("", false, err, sizeof(err));
+    CHECKF(cl != NULL, "tls_client_new without verification: %s", err);
+    for (int i = 0; i < 2; i++) {
+        struct tls_conn *cli = tls_client_conn(cl, i ? "127.0.0.1" : "x.example");
+        struct tls_conn *srv = tls_conn_new(s);
+        CHECKF(engines_handshake(cli, srv), "unverified handshake %d: %s", i, tls_conn_error(cli));
+        CHECK(strcmp(tls_conn_sni(srv), i ? "" : "x.example") == 0);
+        tls_conn_free(cli);
+        tls_conn_free(srv);
+    }
+    tls_client_free(cl);
     CHECK(tls_client_new("/nonexistent-ca.pem", true, err, sizeof(err)) == NULL);
     CHECKF(strstr(err, "cannot load the CA") != NULL, "%s", err);
     tls_server_free(s);
