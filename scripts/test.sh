@@ -17,6 +17,17 @@ passed=0
 failed=0
 failures=()
 
+# Each stage says how long it took, so a suite that grows toward CI's limit
+# shows where: stage NAME starts one, and ends the one before.
+stage_name=""
+stage_start=$SECONDS
+stage() {
+    [ -z "$stage_name" ] || echo "-- $stage_name: $((SECONDS - stage_start)) s"
+    stage_name=$1
+    stage_start=$SECONDS
+    [ -z "$1" ] || echo "== $1"
+}
+
 # Adds the counts of one stage: count NAME PASSED FAILED
 count() {
     passed=$((passed + $2))
@@ -56,7 +67,7 @@ integration() { # integration BINARY LABEL
     rm -f "$out"
 }
 
-echo "== release build"
+stage "release build"
 if build build -Dbuildtype=release; then
     count "build" 1 0
     unit build release
@@ -65,7 +76,7 @@ else
     count "release build" 0 1
 fi
 
-echo "== ASan + UBSan build"
+stage "ASan + UBSan build"
 if build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Djemalloc=false; then
     count "asan build" 1 0
     unit build-asan asan
@@ -74,7 +85,7 @@ else
     count "asan build" 0 1
 fi
 
-echo "== fuzzing, ${FUZZ_SECONDS}s per target"
+stage "fuzzing, ${FUZZ_SECONDS}s per target"
 if CC=clang build build-fuzz -Dfuzz=true -Djemalloc=false; then
     for f in fuzz_imap_parse fuzz_session fuzz_backend; do
         work=$(mktemp -d)
@@ -92,7 +103,7 @@ else
     count "fuzz build" 0 1
 fi
 
-echo "== formatting"
+stage "formatting"
 unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
     grep -c "warning:" || true)
 if [ "$unformatted" -eq 0 ]; then
@@ -102,6 +113,8 @@ else
     count "clang-format" 0 1
 fi
 
+stage ""
+echo "-- all stages: $SECONDS s"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
