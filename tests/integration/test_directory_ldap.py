@@ -879,6 +879,11 @@ def test_frozen_directory(env_freeze):
         t0 = time.monotonic()
         ok, err = imap_quick(fg, "tuser", pw)
         assert not ok and "[UNAVAILABLE]" in err and time.monotonic() - t0 <= REQUEST_TIMEOUT + 1.5
+    except BaseException:
+        # The sessions end with the failure: the next test starts idle.
+        m.shutdown()
+        p.close()
+        raise
     finally:
         dc.resume()
     # (c)

@@ -724,12 +724,37 @@ class Slapd:
         except OSError:
             return False
 
-    def pause(self) -> None:
-        """SIGSTOP: slapd hangs; the kernel still accepts TCP connections."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: slapd hangs; the kernel still accepts TCP connections.
+        Returns once every slapd thread is stopped: a stop takes effect
+        asynchronously, and a thread that is still running could answer a
+        request sent right after this returns."""
         if not self.running:
             raise SlapdError("not running")
         os.kill(self._proc.pid, signal.SIGSTOP)
         self._paused = True
+        deadline = time.monotonic() + timeout
+        while not self._all_stopped():
+            if time.monotonic() > deadline:
+                raise SlapdError(f"slapd did not stop within {timeout}s of SIGSTOP")
+            time.sleep(0.005)
+
+    def _all_stopped(self) -> bool:
+        """True when every thread of slapd is in the stopped state (T or t)."""
+        task_dir = f"/proc/{self._proc.pid}/task"
+        try:
+            tids = os.listdir(task_dir)
+        except OSError:
+            return False
+        for tid in tids:
+            try:
+                with open(f"{task_dir}/{tid}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue  # a thread that ended
+            if stat[stat.rfind(b")") + 2:][:1] not in (b"T", b"t"):
+                return False
+        return True
 
     def resume(self) -> None:
         """SIGCONT after pause()."""
