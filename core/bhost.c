@@ -204,14 +204,19 @@ void bhost_dump(struct bhost_table *t, FILE *out, uint64_t now)
 {
     static const char *const tls[] = {"none", "starttls", "implicit"};
     uint32_t n = atomic_load_explicit(&t->n, memory_order_acquire);
-    pthread_mutex_lock(&t->lock);
     fprintf(out, "# host address tls state retry_in_ms backoff_ms attempts failures skipped "
                  "downs sessions last_error\n");
     for (uint32_t i = 0; i < n; i++) {
         const struct bhost *h = t->hosts[i];
-        char a[64];
+        char a[64], why[sizeof h->why];
         uint64_t until = atomic_load(&h->down_until);
         net_addr_str(&h->addr, a, sizeof a);
+        /* Copied under the lock, printed outside it: a stats client that
+         * reads slowly blocks the print, and must not block a worker that
+         * adds a host. */
+        pthread_mutex_lock(&t->lock);
+        memcpy(why, until ? h->why : "", until ? sizeof why : 1);
+        pthread_mutex_unlock(&t->lock);
         fprintf(out, "%s %s %s %s %llu %u %llu %llu %llu %llu %u \"%s\"\n", h->name, a,
                 tls[h->tls % 3],
                 until == 0    ? "up"
@@ -221,8 +226,6 @@ void bhost_dump(struct bhost_table *t, FILE *out, uint64_t now)
                 (unsigned long long)atomic_load(&h->attempts),
                 (unsigned long long)atomic_load(&h->failures),
                 (unsigned long long)atomic_load(&h->skipped),
-                (unsigned long long)atomic_load(&h->downs), atomic_load(&h->sessions),
-                until ? h->why : "");
+                (unsigned long long)atomic_load(&h->downs), atomic_load(&h->sessions), why);
     }
-    pthread_mutex_unlock(&t->lock);
 }
