@@ -27,7 +27,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
-#include "../proto/base64.h"
+#include "../base/base64.h"
 #include "resp.h"
 
 const char *const fgb_err_names[E_N] = {"connect", "greeting", "login", "command", "protocol",

@@ -20,7 +20,7 @@
  */
 #include "fgb.h"
 
-#include "../proto/base64.h"
+#include "../base/base64.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

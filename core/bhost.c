@@ -1,7 +1,7 @@
 /* Backend hosts' health: see bhost.h. */
 #include "bhost.h"
 
-#include "log.h"
+#include "../base/log.h"
 
 #include <stdlib.h>
 #include <string.h>

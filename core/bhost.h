@@ -20,7 +20,7 @@
 #ifndef FG_BHOST_H
 #define FG_BHOST_H
 
-#include "net.h"
+#include "../base/net.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

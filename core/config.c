@@ -884,53 +884,12 @@ static void cfg_check_master(struct cfg_parse *cp)
                   "AllowUncheckedMasterLogin = true only for tests");
 }
 
-int config_target_add(struct backend_target *t, const char *host, char *why, size_t n)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    char name[CFG_HOST_MAX + 1];
-    size_t len = strlen(host);
-
-    if (t->nhosts == CFG_MAX_BACKEND_HOSTS) {
-        snprintf(why, n, "more than %d hosts", CFG_MAX_BACKEND_HOSTS);
-        return FG_ERROR;
-    }
-    if (len == 0 || len > CFG_HOST_MAX) {
-        snprintf(why, n, "not a host name");
-        return FG_ERROR;
-    }
-    bool bracket = host[0] == '[' && host[len - 1] == ']' && len > 2;
-    snprintf(name, sizeof name, "%.*s", (int)(bracket ? len - 2 : len), host + bracket);
-    int rc = getaddrinfo(name, NULL, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, n, "%s", gai_strerror(rc));
-        return FG_ERROR;
-    }
-    unsigned h = t->nhosts++;
-    memcpy(t->hosts[h], name, strlen(name) + 1);
-    for (struct addrinfo *ai = res; ai && t->naddrs < CFG_MAX_BACKEND_ADDRS; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-            continue;
-        memcpy(&t->addrs[t->naddrs], ai->ai_addr, ai->ai_addrlen);
-        t->addr_host[t->naddrs++] = (uint8_t)h;
-    }
-    freeaddrinfo(res);
-    return FG_OK;
-}
-
-const struct backend_policy *config_database_policy(const struct fg_config *cfg, const char *name)
-{
-    for (unsigned i = 0; i < cfg->dir.ndatabases; i++)
-        if (strcasecmp(cfg->dir.databases[i].name, name) == 0)
-            return &cfg->dir.databases[i].policy;
-    return &cfg->backend.policy;
-}
-
 /* Adds host (a name or an address, "[::1]" too) and its addresses to t. */
 static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_target *t,
                          const char *host, const char *what)
 {
     char why[300];
-    int rc = config_target_add(t, host, why, sizeof why);
+    int rc = dir_target_add(t, host, why, sizeof why);
     if (rc != FG_OK)
         cfg_error(cp, line, "%s %s: %s", what, host, why);
 }
@@ -943,24 +902,6 @@ static void cfg_resolve_backend(struct cfg_parse *cp)
 }
 
 /* ---- the directory ---- */
-
-void cfg_ldap_store_conf(const struct dir_conf *dc, const struct forest_conf *fc,
-                         struct ldap_store_conf *lc)
-{
-    uint32_t t = dc->request_timeout * 1000;
-    *lc = (struct ldap_store_conf){
-            .forest_name = fc->name,
-            .uris = fc->uri,
-            .bind_dn = fc->bind_dn,
-            .bind_pass = fc->bind_pass,
-            .bind_pass_len = fc->bind_pass_len,
-            .tls = fc->ldap_tls,
-            .ca_file = fc->ldap_ca_file,
-            /* Half the request's time: a second server still has the other half. */
-            .op_timeout_ms = t / 2,
-            .connect_timeout_ms = FG_MIN(t / 2, 3000u),
-    };
-}
 
 static void cfg_add_domain(struct cfg_parse *cp, unsigned line, struct dir_forest *df,
                            const char *nb, const char *dns, const char *base)
@@ -1086,7 +1027,7 @@ static void cfg_discover_ldap_domains(struct cfg_parse *cp, unsigned i, struct d
     struct cfg_found_domains fd = {cp, sl, df};
     char err[400];
 
-    cfg_ldap_store_conf(&cp->cfg->dir, fc, &lc);
+    dir_ldap_store_conf(&cp->cfg->dir, fc, &lc);
     if (ldap_store_discover(&lc, fc->base_dn, cfg_found_domain, &fd, err, sizeof err) != FG_OK)
         cfg_error(cp, sl, "[forest:%s]: %s", fc->name, err);
 }

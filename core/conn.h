@@ -14,9 +14,9 @@
 #ifndef FG_CONN_H
 #define FG_CONN_H
 
+#include "../base/log.h"
 #include "../proto/backend.h"
 #include "bhost.h"
-#include "log.h"
 #include "worker.h"
 
 enum conn_state {

@@ -214,7 +214,7 @@ static int main_run(struct fg_config *cfg)
     st.bhosts = &bhosts;
     if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
-    dir_init(&dir, cfg);
+    dir_init(&dir, &cfg->dir, &cfg->backend.target, &cfg->backend.policy);
     if (dir_start(&dir) != FG_OK) {
         dir_stop(&dir);
         goto out;

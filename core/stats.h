@@ -6,9 +6,9 @@
 #ifndef FG_STATS_H
 #define FG_STATS_H
 
+#include "../base/log.h"
 #include "../directory/dir.h"
 #include "bhost.h"
-#include "log.h"
 #include "worker.h"
 
 struct stats {

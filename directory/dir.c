@@ -4,7 +4,7 @@
  */
 #include "dir.h"
 
-#include "../core/log.h"
+#include "../base/log.h"
 #include "ldap_store.h"
 #include "ldif_store.h"
 
@@ -20,10 +20,13 @@
 #include <strings.h>
 #include <time.h>
 
-void dir_init(struct dir *d, const struct fg_config *cfg)
+void dir_init(struct dir *d, const struct dir_conf *conf, const struct backend_target *fallback,
+              const struct backend_policy *policy)
 {
     memset(d, 0, sizeof *d);
-    d->cfg = cfg;
+    d->conf = conf;
+    d->fallback = fallback;
+    d->policy = policy;
 }
 
 /* Refusals that need no directory: they never reach a backend. */
@@ -41,10 +44,10 @@ static enum login_status dir_precheck(const struct cred *c)
     return LOGIN_OK;
 }
 
-static void dir_static_route(const struct fg_config *cfg, struct dir_request *req)
+static void dir_static_route(const struct dir *d, struct dir_request *req)
 {
-    req->route.target = &cfg->backend.target;
-    req->route.port = cfg->backend.policy.port[req->proto];
+    req->route.target = d->fallback;
+    req->route.port = d->policy->port[req->proto];
     req->route.mailbox_len = req->cred->user_len;
     memcpy(req->route.mailbox, req->cred->user, req->cred->user_len + 1);
 }
@@ -109,16 +112,16 @@ static bool dir_database_mapped(const struct dir_conf *dc, struct dir_request *r
 
 /* Host names from the directory (dNSHostName) become the route, in order,
  * reached as the database's policy says. */
-static void dir_resolve_hosts(const struct fg_config *cfg, struct dir_request *req,
+static void dir_resolve_hosts(const struct dir *d, struct dir_request *req,
                               const struct resolution *rs)
 {
     struct backend_target *t = &req->own_target;
     char db[64], why[200];
     memset(t, 0, sizeof *t);
     dir_database_name(rs->mailbox.home_mdb, db, sizeof db);
-    t->policy = config_database_policy(cfg, db);
+    t->policy = dir_database_policy(d->conf, d->policy, db);
     for (unsigned h = 0; h < rs->nhosts; h++)
-        if (config_target_add(t, rs->hosts[h], why, sizeof why) != FG_OK)
+        if (dir_target_add(t, rs->hosts[h], why, sizeof why) != FG_OK)
             log_msg(LOG_WARN, "backend_dns", "database %s: host %s: %s", db, rs->hosts[h], why);
     req->route.target = t;
 }
@@ -141,19 +144,19 @@ static void dir_audit(struct dir_request *req, const struct resolution *rs,
 }
 
 /* The resolution's outcome becomes the request's answer. */
-static void dir_answer(const struct fg_config *cfg, struct dir_job *j, uint64_t now)
+static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
 {
-    const struct dir_conf *dc = &cfg->dir;
+    const struct dir_conf *dc = d->conf;
     struct dir_request *req = j->req;
     struct resolution *rs = &j->rs;
 
     req->status = rs->status;
     if (rs->status == LOGIN_OK && !req->route.target)
-        dir_resolve_hosts(cfg, req, rs);
+        dir_resolve_hosts(d, req, rs);
     /* A mailbox whose database has no server goes to DefaultServer, if any. */
-    if (rs->why == RW_NO_DATABASE_SERVER && cfg->backend.target.naddrs > 0) {
+    if (rs->why == RW_NO_DATABASE_SERVER && d->fallback->naddrs > 0) {
         req->status = LOGIN_OK;
-        req->route.target = &cfg->backend.target;
+        req->route.target = d->fallback;
         rs->why = RW_NONE;
     }
     if (req->status == LOGIN_OK && (!req->route.target || req->route.target->naddrs == 0)) {
@@ -203,7 +206,7 @@ static void dt_post(struct dir_thread *t, struct dir_request *req)
  */
 static bool dt_delay(struct dir_thread *t, struct dir_request *req, uint64_t start, uint64_t now)
 {
-    uint32_t d = t->d->cfg->dir.failed_delay_ms;
+    uint32_t d = t->d->conf->failed_delay_ms;
     struct dir_delayed *x;
     if (req->status != LOGIN_FAILED || d == 0 || start + d <= now || !(x = calloc(1, sizeof *x)))
         return false;
@@ -238,7 +241,7 @@ static void dt_post_due(struct dir_thread *t, uint64_t now)
 static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
     uint64_t now = dir_clock_ms();
-    dir_answer(t->d->cfg, j, now);
+    dir_answer(t->d, j, now);
     if (j->prev)
         j->prev->next = j->next;
     else
@@ -261,7 +264,7 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
  * when this returns. */
 static void dj_step(struct dir_thread *t, struct dir_job *j)
 {
-    const struct dir_conf *dc = &t->d->cfg->dir;
+    const struct dir_conf *dc = t->d->conf;
     while (resolve_next(&j->rs) == RESOLVE_OP) {
         const struct store_op *op = &j->rs.op;
         if (op->kind == SOP_DATABASE && dir_database_mapped(dc, j->req, op, &j->rs.res))
@@ -296,7 +299,7 @@ static void dj_ldap_done(void *arg, struct ldap_op *lop)
 
 static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now)
 {
-    const struct fg_config *cfg = t->d->cfg;
+    const struct dir *d = t->d;
     struct dir_job *j = calloc(1, sizeof *j);
     if (!j) {
         req->status = LOGIN_UNAVAILABLE;
@@ -307,7 +310,7 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
     j->start_ms = now;
     atomic_fetch_add_explicit(&t->d->stats.requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
-    j->deadline_ms = now + (uint64_t)cfg->dir.request_timeout * 1000;
+    j->deadline_ms = now + (uint64_t)d->conf->request_timeout * 1000;
     j->prev = t->jobs_tail;
     if (t->jobs_tail)
         t->jobs_tail->next = j;
@@ -315,7 +318,7 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
         t->jobs = j;
     t->jobs_tail = j;
     req->route.target = NULL;
-    resolve_init(&j->rs, &cfg->dir.topo, &cfg->dir.rules, req->cred->user, req->cred->user_len,
+    resolve_init(&j->rs, &d->conf->topo, &d->conf->rules, req->cred->user, req->cred->user_len,
                  req->cred->pass, req->cred->pass_len, req->proto);
     dj_step(t, j);
 }
@@ -336,7 +339,7 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
         atomic_fetch_add_explicit(&t->d->stats.timeouts, 1, memory_order_relaxed);
         log_msg(LOG_WARN, "directory_timeout",
                 "a login's directory request took longer than RequestTimeout (%us)",
-                t->d->cfg->dir.request_timeout);
+                t->d->conf->request_timeout);
         dj_finish(t, j);
     }
 }
@@ -417,7 +420,7 @@ static void dt_free(struct dir_thread *t)
 
 static int dt_init(struct dir *d, struct dir_thread *t)
 {
-    const struct dir_conf *dc = &d->cfg->dir;
+    const struct dir_conf *dc = d->conf;
     t->d = d;
     t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&t->lock, NULL);
@@ -430,7 +433,7 @@ static int dt_init(struct dir *d, struct dir_thread *t)
         struct ldap_store_conf lc;
         if (!fc->uri[0])
             continue;
-        cfg_ldap_store_conf(dc, fc, &lc);
+        dir_ldap_store_conf(dc, fc, &lc);
         lc.down_count = &d->stats.ldap_down;
         if (!(t->ls[k] = ldap_store_new(&lc, &dc->topo.forests[k], (int)k, dj_ldap_done, t))) {
             log_msg(LOG_ERROR, "directory", "forest %s: cannot set up its LDAP store", fc->name);
@@ -442,7 +445,7 @@ static int dt_init(struct dir *d, struct dir_thread *t)
 
 int dir_start(struct dir *d)
 {
-    const struct dir_conf *dc = &d->cfg->dir;
+    const struct dir_conf *dc = d->conf;
     if (!dc->enabled)
         return FG_OK;
     d->threads = calloc(dc->threads, sizeof *d->threads);
@@ -494,7 +497,7 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     req->status = dir_precheck(req->cred);
     req->elapsed_ms = 0;
     memset(&req->audit, 0, sizeof req->audit);
-    if (req->status == LOGIN_OK && d->cfg->dir.enabled && d->nthreads > 0) {
+    if (req->status == LOGIN_OK && d->conf->enabled && d->nthreads > 0) {
         unsigned i = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) % d->nthreads;
         struct dir_thread *t = &d->threads[i];
         req->ring_fd = ring->ring_fd;
@@ -514,7 +517,7 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     if (!sqe)
         return FG_AGAIN;
     if (req->status == LOGIN_OK)
-        dir_static_route(d->cfg, req);
+        dir_static_route(d, req);
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, ud);
     return FG_OK;

@@ -19,7 +19,8 @@
 #ifndef FG_DIR_H
 #define FG_DIR_H
 
-#include "../core/config.h"
+#include "../base/cred.h"
+#include "dir_conf.h"
 
 #include <liburing.h>
 #include <pthread.h>
@@ -74,14 +75,18 @@ struct dir_stats {
 };
 
 struct dir {
-    const struct fg_config *cfg;
+    const struct dir_conf *conf;
+    const struct backend_target *fallback; /* DefaultServer: every route without a directory */
+    const struct backend_policy *policy;   /* [backend]'s: databases without a section */
     unsigned nthreads;
     struct dir_thread *threads;
     _Atomic unsigned next; /* round robin over the threads */
     struct dir_stats stats;
 };
 
-void dir_init(struct dir *d, const struct fg_config *cfg);
+/* fallback and policy are [backend]'s DefaultServer and TLS policy. */
+void dir_init(struct dir *d, const struct dir_conf *conf, const struct backend_target *fallback,
+              const struct backend_policy *policy);
 
 /* Starts the directory pool when forests are configured. FG_OK or FG_ERROR. */
 int dir_start(struct dir *d);

@@ -20,7 +20,7 @@
  */
 #include "ldap_store.h"
 
-#include "../core/log.h"
+#include "../base/log.h"
 
 #include <ldap.h>
 #include <limits.h>

@@ -1,7 +1,7 @@
 /* The LDIF store: see ldif_store.h. */
 #include "ldif_store.h"
 
-#include "../proto/base64.h"
+#include "../base/base64.h"
 
 #include <crypt.h>
 #include <errno.h>

@@ -9,7 +9,7 @@
 #ifndef FG_LOGON_NAME_H
 #define FG_LOGON_NAME_H
 
-#include "../core/common.h"
+#include "../base/common.h"
 
 #define LOGON_NAME_MAX 256 /* bytes of UTF-8; exactly 256 is allowed */
 

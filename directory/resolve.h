@@ -13,7 +13,8 @@
 #ifndef FG_RESOLVE_H
 #define FG_RESOLVE_H
 
-#include "../proto/session.h"
+#include "../base/cred.h"
+#include "../base/login.h"
 #include "logon_name.h"
 
 #define DIR_MAX_FORESTS 8

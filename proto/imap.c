@@ -5,8 +5,9 @@
  * clients or scripts are known to match on it ("Command received in Invalid
  * state.", "LOGIN failed."), and carry RFC 5530 response codes.
  */
-#include "base64.h"
+#include "../base/base64.h"
 #include "imap_parse.h"
+#include "sasl_plain.h"
 #include "session.h"
 
 #include <stdio.h>

@@ -12,6 +12,7 @@
  * byte a client can send arrives unchanged.
  */
 #include "backend.h"
+#include "sasl_plain.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 #ifndef FG_IMAP_PARSE_H
 #define FG_IMAP_PARSE_H
 
-#include "../core/common.h"
+#include "../base/common.h"
 
 /* Enough for ID with its 30 field/value pairs, two list markers, tag and name. */
 #define IMAP_MAX_ARGS       70

@@ -2,8 +2,9 @@
  * POP3 client session in the AUTHORIZATION state (RFC 1939, RFC 2449,
  * RFC 5034, RFC 3206 response codes).
  */
-#include "base64.h"
+#include "../base/base64.h"
 #include "pop3_parse.h"
+#include "sasl_plain.h"
 #include "session.h"
 
 #include <stdio.h>

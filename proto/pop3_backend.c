@@ -13,6 +13,7 @@
  * a leading or trailing space, which some servers trim.
  */
 #include "backend.h"
+#include "sasl_plain.h"
 
 #include <string.h>
 

@@ -6,7 +6,7 @@
 #ifndef FG_POP3_PARSE_H
 #define FG_POP3_PARSE_H
 
-#include "../core/common.h"
+#include "../base/common.h"
 
 struct pop3_parser {
     uint32_t pos;     /* bytes scanned, none of them an LF */

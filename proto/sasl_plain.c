@@ -1,32 +1,10 @@
-/* SASL PLAIN (RFC 4616) in both directions, plus the credential record. */
-#include "base64.h"
-#include "cred.h"
+/* SASL PLAIN (RFC 4616) in both directions. */
+#include "sasl_plain.h"
+
+#include "../base/base64.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int cred_set(char *dst, uint16_t *len_r, size_t max, const char *src, size_t n)
-{
-    if (n > max || memchr(src, 0, n) != NULL)
-        return FG_ERROR;
-    memcpy(dst, src, n);
-    dst[n] = 0;
-    *len_r = (uint16_t)n;
-    return FG_OK;
-}
-
-struct cred *cred_new(void)
-{
-    return calloc(1, sizeof(struct cred));
-}
-
-void cred_free(struct cred *c)
-{
-    if (!c)
-        return;
-    explicit_bzero(c, sizeof *c);
-    free(c);
-}
 
 int sasl_plain_decode(const uint8_t *msg, size_t n, struct cred *c)
 {

@@ -11,21 +11,9 @@
 #ifndef FG_SESSION_H
 #define FG_SESSION_H
 
-#include "../core/buf.h"
-#include "cred.h"
-
-enum fg_proto {
-    FG_PROTO_IMAP,
-    FG_PROTO_POP3,
-    FG_PROTO_COUNT,
-};
-
-/* Exchange's LoginType: what may be sent in clear text. */
-enum login_type {
-    LOGIN_TYPE_PLAIN_TEXT_LOGIN, /* LOGIN, USER/PASS and AUTHENTICATE allowed */
-    LOGIN_TYPE_PLAIN_TEXT_AUTH,  /* AUTHENTICATE/AUTH only */
-    LOGIN_TYPE_SECURE,           /* nothing that reveals a password */
-};
+#include "../base/buf.h"
+#include "../base/cred.h"
+#include "../base/login.h"
 
 /* The settings a session reads. */
 struct sess_conf {
@@ -41,16 +29,6 @@ enum sess_action {
     SESS_CLOSE,    /* send what is queued, then close */
     SESS_STARTTLS, /* send what is queued, then the TLS handshake; the session
                       has dropped every byte that followed the command */
-};
-
-/* Outcome of a login, as the client is told. */
-enum login_status {
-    LOGIN_OK,
-    LOGIN_FAILED,      /* unknown name or wrong password: never say which */
-    LOGIN_DENIED,      /* authenticated, but may not open that mailbox */
-    LOGIN_EXPIRED,     /* password expired or must be changed */
-    LOGIN_UNAVAILABLE, /* directory or backend down */
-    LOGIN_IN_USE,      /* the backend says the mailbox is locked (POP3) */
 };
 
 enum sess_bye {

@@ -5,7 +5,7 @@
  * real server would read it, so that every credential byte is checked.
  */
 #include "../../proto/backend.h"
-#include "../../proto/base64.h"
+#include "../../base/base64.h"
 #include "harness.h"
 
 #include <stdlib.h>

@@ -626,8 +626,8 @@ static void test_database_sections(void)
     CHECK(d7->policy.tls == BACKEND_TLS_NONE && d7->policy.tls_cl == NULL);
     CHECK_INT(d7->policy.port[FG_PROTO_IMAP], 10143);
     CHECK_INT(d7->policy.port[FG_PROTO_POP3], 1110);
-    CHECK(config_database_policy(&cfg, "MAILBOX DATABASE 7") == &d7->policy);
-    CHECK(config_database_policy(&cfg, "DB99") == &cfg.backend.policy);
+    CHECK(dir_database_policy(&cfg.dir, &cfg.backend.policy, "MAILBOX DATABASE 7") == &d7->policy);
+    CHECK(dir_database_policy(&cfg.dir, &cfg.backend.policy, "DB99") == &cfg.backend.policy);
     CHECK(cfg.backend.policy.tls == BACKEND_TLS_STARTTLS);
     free(msgs);
     config_free(&cfg);

@@ -3,8 +3,9 @@
  * class a client can send must come back unchanged after the encoder writes
  * it and a server-side parser reads it.
  */
-#include "../../proto/base64.h"
-#include "../../proto/cred.h"
+#include "../../base/base64.h"
+#include "../../base/cred.h"
+#include "../../proto/sasl_plain.h"
 #include "../../proto/imap_parse.h"
 #include "harness.h"
 

@@ -7,7 +7,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
-#include "../../core/common.h"
+#include "../../base/common.h"
 #include "../../tls/tls.h"
 #include "harness.h"
 

@@ -27,7 +27,7 @@ static size_t log_time(char *dst, size_t n)
 
 void log_begin(struct log_line *l, enum log_level level, const char *event)
 {
-    char ts[40];
+    char ts[64]; /* room for any year gmtime_r can give */
     l->skip = !log_enabled(level);
     l->n = 0;
     if (l->skip)

@@ -9,7 +9,15 @@
 #ifndef FG_LOG_H
 #define FG_LOG_H
 
-#include "config.h"
+#include "common.h"
+#include "login.h"
+
+enum log_level {
+    LOG_ERROR,
+    LOG_WARN,
+    LOG_INFO,
+    LOG_DEBUG,
+};
 
 struct log_line {
     char buf[2048];
