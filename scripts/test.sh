@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Builds forestgate and runs every test:
+#   0. the layering check (scripts/check-layers.py)
 #   1. unit tests (meson), release build
 #   2. integration tests against a real Dovecot with real clients (pytest)
 #   3. the same two under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -67,6 +68,15 @@ integration() { # integration BINARY LABEL
     rm -f "$out"
 }
 
+stage "layers"
+# Every #include points down the stack (base, then proto/tls/directory, then
+# core and bench): the script prints the order and the folder graph.
+if $PY scripts/check-layers.py; then
+    count "check-layers" 1 0
+else
+    count "check-layers" 0 1
+fi
+
 stage "release build"
 if build build -Dbuildtype=release; then
     count "build" 1 0
@@ -104,12 +114,12 @@ else
 fi
 
 stage "formatting"
-unformatted=$(clang-format --dry-run core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
+unformatted=$(clang-format --dry-run base/*.[ch] core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
     grep -c "warning:" || true)
 if [ "$unformatted" -eq 0 ]; then
     count "clang-format" 1 0
 else
-    echo "clang-format: $unformatted places differ; run clang-format -i on core proto directory tls bench tests/unit"
+    echo "clang-format: $unformatted places differ; run clang-format -i on base core proto directory tls bench tests/unit"
     count "clang-format" 0 1
 fi
 

@@ -15,7 +15,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
-#include "../core/common.h"
+#include "../base/common.h"
 
 /* AEAD with ECDHE only; TLS 1.3's three suites first. */
 static const char TLS_CIPHERS[] =
