@@ -1,9 +1,12 @@
 /*
- * Client connections: accept, the pre-login session, timeouts and close.
+ * The connection slot: allocation and refusal, phases, sending, logging,
+ * close and release. See conn.h.
  */
 #include "conn.h"
 
 #include "../tls/tls.h"
+#include "pipes.h"
+#include "tlsio.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -15,12 +18,6 @@
 #include <unistd.h>
 
 static const struct sess_ops *const conn_ops[FG_PROTO_COUNT] = {&imap_sess_ops, &pop3_sess_ops};
-
-void conn_sqe_data(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op)
-{
-    io_uring_sqe_set_data64(sqe, ud_make(op, conn_slot(w, c), c->gen));
-    c->inflight++;
-}
 
 void conn_set_state(struct worker *w, struct conn *c, enum conn_state st)
 {
@@ -114,7 +111,7 @@ static void conn_refuse(struct worker *w, int fd, const struct listener *l, cons
     }
 }
 
-static struct conn *conn_alloc(struct worker *w, struct listener *l, int fd)
+static struct conn *conn_alloc(struct worker *w, const struct listener *l, int fd)
 {
     struct fg_shared *sh = w->shared;
     uint32_t max = w->cfg->proto[l->proto].max_connections;
@@ -143,47 +140,87 @@ static struct conn *conn_alloc(struct worker *w, struct listener *l, int fd)
     return c;
 }
 
-void conn_accept(struct worker *w, struct listener *l, int fd)
+struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
 {
     int one = 1;
     socklen_t len = sizeof(union net_addr);
     struct conn *c = conn_alloc(w, l, fd);
 
     if (!c)
-        return;
+        return NULL;
     STAT_ADD(w, accepted, 1);
     conn_make_sid(w, c);
     if (getpeername(fd, &c->peer.sa, &len) < 0)
         c->peer.sa.sa_family = AF_UNSPEC;
     /* Commands and replies are small: send them at once. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->s = conn_ops[l->proto]->create(&w->cfg->proto[l->proto].sess, &c->cq.q);
     conn_set_state(w, c, CONN_PREAUTH);
-    if (!c->s) {
-        conn_close(w, c, "out of memory");
+    return c;
+}
+
+void conn_enter(struct worker *w, struct conn *c, enum conn_state st)
+{
+    conn_set_state(w, c, st);
+    c->flags |= CF_ENTER;
+}
+
+static struct sendq *conn_queue(struct conn *c, enum conn_side side)
+{
+    return side == SIDE_CLIENT ? &c->cq : &c->lg->bq;
+}
+
+/* One send of p..p+n on side's socket. Backend sends are also counted in
+ * c->bops, so a backend socket given up during the login is not reused
+ * before they are in. */
+static void conn_send_chunk(struct worker *w, struct conn *c, enum conn_side side, const char *p,
+                            uint32_t n)
+{
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    io_uring_prep_send(sqe, side == SIDE_CLIENT ? c->fd : c->bfd, p, n, MSG_NOSIGNAL);
+    ring_tag(w, c, sqe, side == SIDE_CLIENT ? OP_C_SEND : OP_B_SEND);
+    if (side == SIDE_BACKEND)
+        c->bops++;
+}
+
+void conn_send(struct worker *w, struct conn *c, enum conn_side side)
+{
+    const char *p;
+    uint32_t n;
+    if (sendq_start(conn_queue(c, side), &p, &n))
+        conn_send_chunk(w, c, side, p, n);
+}
+
+bool conn_sent(struct worker *w, struct conn *c, enum conn_side side, int res)
+{
+    const char *p;
+    uint32_t n;
+    if (!sendq_done(conn_queue(c, side), (uint32_t)res, &p, &n))
+        return false;
+    conn_send_chunk(w, c, side, p, n);
+    return true;
+}
+
+void conn_tls_failed(struct worker *w, struct conn *c, const char *why)
+{
+    struct log_line l;
+    STAT_ADD(w, tls_failed, 1);
+    conn_log_begin(&l, c, LOG_INFO, "tls_error");
+    log_cstr(&l, "reason", tls_conn_error(c->tls));
+    log_end(&l);
+    conn_close(w, c, why);
+}
+
+void conn_drop_login(struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    if (!lg)
         return;
-    }
-    if (plog_fds[c->proto] >= 0) {
-        c->s->plog = conn_plog;
-        c->s->plog_ctx = c;
-    }
-    timer_touch(w, c, TL_PREAUTH + c->proto);
-#ifdef FG_DEBUG
-    struct log_line ll;
-    conn_log_begin(&ll, c, LOG_DEBUG, "connect");
-    log_end(&ll);
-#endif
-    if (l->tls) {
-        /* The greeting waits for the handshake. */
-        if (tlsio_client_start(w, c, true) != FG_OK) {
-            conn_close(w, c, "out of memory");
-            return;
-        }
-    } else {
-        c->s->ops->greeting(c->s);
-        conn_flush(w, c);
-    }
-    conn_arm_recv(w, c);
+    backend_login_free(&lg->bl);
+    sendq_free(&lg->bq);
+    buf_free(&lg->bout);
+    explicit_bzero(lg, sizeof *lg);
+    free(lg);
+    c->lg = NULL;
 }
 
 void conn_arm_recv(struct worker *w, struct conn *c)
@@ -195,110 +232,12 @@ void conn_arm_recv(struct worker *w, struct conn *c)
     /* Back-pressure: while a login is pending, input piles up unparsed. */
     if (buf_avail(&c->s->in) > 2 * c->s->conf->max_command)
         return;
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_recv(sqe, c->fd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    conn_sqe_data(w, c, sqe, OP_C_RECV);
+    ring_tag(w, c, sqe, OP_C_RECV);
     c->flags |= CF_C_RECV;
-}
-
-void conn_run_session(struct worker *w, struct conn *c)
-{
-    switch (c->s->ops->input(c->s)) {
-    case SESS_AGAIN:
-        break;
-    case SESS_LOGIN:
-        upstream_login_start(w, c);
-        break;
-    case SESS_CLOSE:
-        c->flags |= CF_CLOSE_AFTER;
-        c->why = "client logged out";
-        break;
-    case SESS_STARTTLS:
-        /* The OK goes out in clear text; then only TLS records count. */
-        conn_flush(w, c);
-        if (tlsio_client_start(w, c, false) != FG_OK)
-            conn_close(w, c, "out of memory");
-        break;
-    }
-    if (c->state != CONN_CLOSING)
-        conn_flush(w, c);
-}
-
-/* The client will send nothing more. */
-static void conn_on_c_eof(struct worker *w, struct conn *c)
-{
-    c->flags |= CF_C_EOF;
-    if (c->state == CONN_RELAY) {
-        /* Relaying has begun: pass the half-close on to the backend. */
-        relay_maybe_go(w, c);
-    } else if (c->state == CONN_PREAUTH) {
-        /* Commands that arrived were served; send their replies. */
-        c->flags |= CF_CLOSE_AFTER;
-        c->why = "client closed";
-        conn_flush(w, c);
-    } else {
-        /* Nobody is left to log in for: free the backend at once, as
-         * Dovecot's and nginx's login processes do. */
-        conn_close(w, c, "client closed during login");
-    }
-}
-
-/* Received bytes, before the relay: to the session, through TLS if any. */
-static void conn_c_data(struct worker *w, struct conn *c, const char *data, size_t n)
-{
-    if (c->tls) {
-        if (tlsio_client_input(w, c, data, n, NULL) != FG_OK)
-            return;
-    } else if (buf_append(&c->s->in, data, n) != FG_OK) {
-        conn_close(w, c, "out of memory");
-        return;
-    }
-    /* A handshake is timed from its start, not from its last byte. */
-    if (c->state == CONN_PREAUTH && !(c->flags & CF_TLS_HS))
-        timer_touch(w, c, TL_PREAUTH + c->proto);
-    conn_run_session(w, c);
-    if (c->state != CONN_CLOSING && (c->flags & CF_C_EOF))
-        conn_on_c_eof(w, c); /* the client's close_notify */
-    conn_input_done(w, c);
-}
-
-void conn_on_c_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
-{
-    int res = cqe->res;
-
-    c->flags &= ~CF_C_RECV;
-    if (res == -ENOBUFS) {
-        /* Buffers go back to the ring as completions are reaped. */
-        conn_arm_recv(w, c);
-        return;
-    }
-    if (res == 0) {
-        conn_on_c_eof(w, c);
-        return;
-    }
-    if (res == -ECANCELED && c->state == CONN_RELAY) {
-        relay_maybe_go(w, c); /* relay_start cancelled it */
-        return;
-    }
-    if (res < 0) {
-        conn_close(w, c, strerror(-res));
-        return;
-    }
-    const char *data = worker_buf(w, cqe, NULL);
-    if (c->state == CONN_RELAY) {
-        /* A receive armed during the login finished after it: its bytes go
-         * to the backend ahead of anything the relay reads. */
-        struct buf *to = c->btls ? &c->lg->bout : &c->lg->bq.q;
-        if (!c->tls)
-            buf_append(to, data, (size_t)res);
-        else if (tlsio_client_input(w, c, data, (size_t)res, to) != FG_OK)
-            return;
-        relay_maybe_go(w, c);
-        return;
-    }
-    conn_c_data(w, c, data, (size_t)res);
 }
 
 void conn_input_done(struct worker *w, struct conn *c)
@@ -309,54 +248,26 @@ void conn_input_done(struct worker *w, struct conn *c)
 
 void conn_flush(struct worker *w, struct conn *c)
 {
-    const char *p;
-    uint32_t n;
-
     if (c->tls && tlsio_client_encrypt(c) != FG_OK) {
         conn_close(w, c, "TLS error");
         return;
     }
-    if (sendq_start(&c->cq, &p, &n)) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
-        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(w, c, sqe, OP_C_SEND);
-    } else if ((c->flags & CF_CLOSE_AFTER) && sendq_idle(&c->cq)) {
+    conn_send(w, c, SIDE_CLIENT);
+    if ((c->flags & CF_CLOSE_AFTER) && sendq_idle(&c->cq))
         conn_close(w, c, c->why);
-    }
-}
-
-void conn_on_c_send(struct worker *w, struct conn *c, int res)
-{
-    const char *p;
-    uint32_t n;
-
-    if (res < 0) {
-        conn_close(w, c, strerror(-res));
-        return;
-    }
-    if (sendq_done(&c->cq, (uint32_t)res, &p, &n)) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
-        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(w, c, sqe, OP_C_SEND);
-        return;
-    }
-    if (c->state == CONN_RELAY)
-        relay_maybe_go(w, c);
-    else
-        conn_flush(w, c);
 }
 
 void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_op)
 {
     if (io_uring_sq_space_left(&w->ring) < 2)
         io_uring_submit(&w->ring);
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     sqe->flags |= IOSQE_IO_HARDLINK;
-    conn_sqe_data(w, c, sqe, cancel_op);
-    sqe = worker_sqe(w);
+    ring_tag(w, c, sqe, cancel_op);
+    sqe = ring_sqe(w);
     io_uring_prep_close(sqe, fd);
-    conn_sqe_data(w, c, sqe, cancel_op + 1);
+    ring_tag(w, c, sqe, cancel_op + 1);
 }
 
 void conn_close(struct worker *w, struct conn *c, const char *reason)
@@ -372,13 +283,13 @@ void conn_close(struct worker *w, struct conn *c, const char *reason)
         log_fmt(&l, "bytes", "%llu/%llu", (unsigned long long)c->relayed[0],
                 (unsigned long long)c->relayed[1]);
     log_end(&l);
-    timer_remove(c);
+    ring_timer_remove(c);
     /* A close_notify, when it cannot cut a record in two. */
     if (c->tls && tls_conn_done(c->tls) && !c->cq.busy && buf_avail(&c->cq.q) == 0 &&
         (c->state != CONN_RELAY || c->rd[1].pending == 0))
         tlsio_close_notify(c->tls, c->fd);
-    if (c->state == CONN_RELAY)
-        relay_release(w, c);
+    pipes_release(w, &c->rd[0]);
+    pipes_release(w, &c->rd[1]);
     conn_close_fd(w, c, c->fd, OP_CANCEL);
     c->fd = -1;
     if (c->bfd >= 0) {
@@ -394,7 +305,7 @@ void conn_release(struct worker *w, struct conn *c)
     if (c->s)
         c->s->ops->destroy(c->s);
     c->s = NULL;
-    upstream_free(c);
+    conn_drop_login(c);
     tlsio_free(c);
     sendq_free(&c->cq);
     if (c->flags & CF_B_SESSION)
@@ -406,45 +317,4 @@ void conn_release(struct worker *w, struct conn *c)
     atomic_fetch_sub(&w->shared->proto_conns[c->proto], 1);
     STAT_SUB(w, conns, 1);
     w->free_slots[w->nfree++] = conn_slot(w, c);
-}
-
-/* Sends a last word without waiting for it, then closes: a client that does
- * not read must not keep its connection open. Inside TLS the word is
- * encrypted; during a handshake there is nobody to say it to. */
-static void conn_bye(struct worker *w, struct conn *c, enum sess_bye why, const char *reason)
-{
-    if (c->s && !c->cq.busy && !(c->flags & CF_TLS_HS)) {
-        buf_free(&c->cq.q);
-        sess_bye(c->s, why);
-        if (c->tls && tlsio_client_encrypt(c) != FG_OK)
-            buf_free(&c->cq.q);
-        ssize_t FG_UNUSED rc =
-                send(c->fd, buf_head(&c->cq.q), buf_avail(&c->cq.q), MSG_DONTWAIT | MSG_NOSIGNAL);
-        buf_free(&c->cq.q);
-    }
-    conn_close(w, c, reason);
-}
-
-void conn_expire(struct worker *w, struct conn *c)
-{
-    STAT_ADD(w, timeouts, 1);
-    switch (c->state) {
-    case CONN_BACKEND:
-        upstream_expire(w, c);
-        break;
-    case CONN_RELAY:
-        conn_close(w, c, "idle timeout");
-        break;
-    default:
-        conn_bye(w, c, SESS_BYE_TIMEOUT, "pre-login timeout");
-        break;
-    }
-}
-
-void conn_shutdown(struct worker *w, struct conn *c)
-{
-    if (c->state == CONN_RELAY || !c->s)
-        conn_close(w, c, "server shutdown");
-    else if (c->state != CONN_CLOSING && c->state != CONN_FREE)
-        conn_bye(w, c, SESS_BYE_SHUTDOWN, "server shutdown");
 }

@@ -7,10 +7,8 @@
  * calls splice with SPLICE_F_NONBLOCK on its non-blocking sockets, as
  * HAProxy does with epoll.
  *
- * Why pipes from a pool: a pipe is only needed while bytes are in flight.
- * An idle session holds no pipe and no buffer, only its two sockets, so
- * thousands of idle sessions cost almost nothing and stay far from the
- * open-files limit. A pipe that is empty again goes back to the pool.
+ * Why pipes from a pool (pipes.c): a pipe is only needed while bytes are in
+ * flight, so an idle session holds no pipe and no buffer.
  *
  * When the pool is empty (RelayPipes directions are all stuck behind slow
  * readers), a direction copies through a small buffer instead, like
@@ -24,8 +22,12 @@
  * has read ahead, so a direction that used up its turns comes back through
  * a NOP on the ring instead of waiting for a POLLIN that may never come.
  */
+#include "relay.h"
+
 #include "../tls/tls.h"
 #include "conn.h"
+#include "pipes.h"
+#include "tlsio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,96 +37,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RELAY_ROUNDS  8 /* chunks per wake-up, so that one session cannot starve the others */
-#define RELAY_BUF_SZ  (16 * 1024)           /* a plain copy chunk */
-#define RELAY_BUF_CAP (FG_TLS_CHUNK + 1024) /* or one TLS record, with its overhead */
-
-/* The copy buffer of a direction that got no pipe, or of a TLS session,
- * while bytes are pending. */
-struct relay_buf {
-    uint32_t off;
-    char data[RELAY_BUF_CAP];
-};
-
-int pipe_pool_init(struct pipe_pool *pp, uint32_t cap)
-{
-    memset(pp, 0, sizeof *pp);
-    pp->fds = malloc(sizeof *pp->fds * cap);
-    pp->free = malloc(sizeof *pp->free * cap);
-    pp->holes = malloc(sizeof *pp->holes * cap);
-    if (!pp->fds || !pp->free || !pp->holes)
-        return FG_ERROR;
-    pp->cap = cap;
-    return FG_OK;
-}
-
-void pipe_pool_free(struct pipe_pool *pp)
-{
-    for (uint32_t i = 0; i < pp->nfree; i++) {
-        close(pp->fds[pp->free[i]][0]);
-        close(pp->fds[pp->free[i]][1]);
-    }
-    free(pp->fds);
-    free(pp->free);
-    free(pp->holes);
-    memset(pp, 0, sizeof *pp);
-}
-
-/* Returns a pipe index, or -1 when the pool is exhausted. */
-static int32_t pipe_get(struct worker *w)
-{
-    struct pipe_pool *pp = &w->pipes;
-    uint32_t i;
-
-    if (pp->nfree > 0) {
-        i = pp->free[--pp->nfree];
-    } else {
-        if (pp->nholes > 0)
-            i = pp->holes[--pp->nholes];
-        else if (pp->count < pp->cap)
-            i = pp->count++;
-        else
-            return -1;
-        if (pipe2(pp->fds[i], O_NONBLOCK | O_CLOEXEC) < 0) {
-            pp->holes[pp->nholes++] = i;
-            return -1;
-        }
-        fcntl(pp->fds[i][1], F_SETPIPE_SZ, FG_PIPE_SZ);
-        STAT_ADD(w, pipes, 1);
-    }
-    STAT_ADD(w, pipes_busy, 1);
-    return (int32_t)i;
-}
-
-/* Gives a pipe back. A pipe that still holds bytes is closed, not reused. */
-static void pipe_put(struct worker *w, struct relay_dir *rd)
-{
-    struct pipe_pool *pp = &w->pipes;
-    uint32_t i = (uint32_t)rd->pipe;
-
-    if (rd->pipe < 0)
-        return;
-    rd->pipe = -1;
-    STAT_SUB(w, pipes_busy, 1);
-    if (rd->pending > 0 || pp->nfree >= FG_PIPES_IDLE) {
-        close(pp->fds[i][0]);
-        close(pp->fds[i][1]);
-        pp->holes[pp->nholes++] = i;
-        STAT_SUB(w, pipes, 1);
-    } else {
-        pp->free[pp->nfree++] = i;
-    }
-}
-
-/* Drops what a direction holds while bytes are in flight. */
-static void relay_idle(struct worker *w, struct relay_dir *rd)
-{
-    pipe_put(w, rd);
-    free(rd->buf);
-    rd->buf = NULL;
-    rd->pending = 0;
-}
-
+#define RELAY_ROUNDS 8 /* chunks per wake-up, so that one session cannot starve the others */
 static bool relay_is_tls(const struct conn *c)
 {
     return c->tls || c->btls;
@@ -156,27 +69,27 @@ static const enum fg_op relay_ops[2][2] = {{OP_C_POLLIN, OP_B_POLLOUT},
 
 static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
 
     io_uring_prep_poll_add(sqe, out ? relay_dst(c, d) : relay_src(c, d), out ? POLLOUT : POLLIN);
-    conn_sqe_data(w, c, sqe, relay_ops[d][out]);
+    ring_tag(w, c, sqe, relay_ops[d][out]);
     c->rd[d].wait = out ? RD_OUT : RD_IN;
 }
 
 /* Comes back to the direction after the other sessions had their turn. */
 static void relay_yield(struct worker *w, struct conn *c, int d)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
 
     io_uring_prep_nop(sqe);
-    conn_sqe_data(w, c, sqe, relay_ops[d][0]);
+    ring_tag(w, c, sqe, relay_ops[d][0]);
     c->rd[d].wait = RD_IN;
 }
 
 /* The source has nothing more to say. */
 static void relay_eof(struct worker *w, struct conn *c, int d)
 {
-    relay_idle(w, &c->rd[d]);
+    pipes_release(w, &c->rd[d]);
     if (d == 1) {
         conn_close(w, c, "backend closed");
         return;
@@ -283,7 +196,7 @@ static ssize_t relay_read(struct worker *w, struct conn *c, int d)
 
     if (relay_is_tls(c))
         return relay_read_tls(w, c, d);
-    if (rd->pipe < 0 && !rd->buf && (rd->pipe = pipe_get(w)) < 0) {
+    if (rd->pipe < 0 && !rd->buf && (rd->pipe = pipes_get(w)) < 0) {
         if (!(rd->buf = malloc(sizeof *rd->buf)))
             return -ENOMEM;
         STAT_ADD(w, relay_copies, 1);
@@ -318,10 +231,11 @@ static ssize_t relay_write(struct worker *w, struct conn *c, int d)
     return m < 0 ? -errno : m;
 }
 
-/* Drops a direction's buffers once it waits for its source again. */
-static void relay_rest(struct worker *w, struct conn *c, int d)
+/* Drops a direction's buffers, and trims its TLS queues, once it waits for
+ * its source again. */
+static void relay_trim(struct worker *w, struct conn *c, int d)
 {
-    relay_idle(w, &c->rd[d]);
+    pipes_release(w, &c->rd[d]);
     if (relay_src_tls(c, d))
         tls_conn_trim(relay_src_tls(c, d));
     if (relay_dst_tls(c, d))
@@ -342,7 +256,7 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
                 return;
             }
             if (n == -EAGAIN) {
-                relay_rest(w, c, d);
+                relay_trim(w, c, d);
                 relay_arm(w, c, d, false);
             } else if (n < 0) {
                 conn_close(w, c, n == -EPROTO && tls ? "TLS error" : strerror((int)-n));
@@ -352,7 +266,7 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
             rd->pending = (uint32_t)n;
             /* With TLS a short read proves nothing: records may be buffered. */
             full = tls || n == (rd->pipe >= 0 ? FG_PIPE_SZ : RELAY_BUF_SZ);
-            timer_touch(w, c, TL_AUTH + c->proto);
+            ring_timer_touch(w, c, TL_AUTH + c->proto);
         }
         ssize_t m = relay_write(w, c, d);
         if (m < 0 && m != -EAGAIN) {
@@ -371,7 +285,7 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
             break;
     }
     /* Drained, or out of turns so that other sessions run: wait for more. */
-    relay_rest(w, c, d);
+    relay_trim(w, c, d);
     if (tls)
         relay_yield(w, c, d);
     else
@@ -388,30 +302,41 @@ void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res)
     relay_pump(w, c, d);
 }
 
-void relay_start(struct worker *w, struct conn *c)
+/* Sends what the login left queued for the backend: the client's bytes that
+ * followed its login command, encrypted first with TLS. */
+static void relay_flush_login(struct worker *w, struct conn *c)
 {
-    c->rd[0] = (struct relay_dir){.pipe = -1, .wait = RD_START};
-    c->rd[1] = (struct relay_dir){.pipe = -1, .wait = RD_START};
-    /* A receive armed during the login may still bring client bytes; they
-     * must reach the backend before anything the relay reads. */
-    if (c->flags & CF_C_RECV) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
-        io_uring_prep_cancel64(sqe, ud_make(OP_C_RECV, conn_slot(w, c), c->gen), 0);
-        conn_sqe_data(w, c, sqe, OP_CANCEL);
+    if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
+        buf_free(&c->lg->bout); /* out of memory: the backend gets nothing more */
+        return;
     }
-    conn_flush(w, c);
-    relay_maybe_go(w, c);
+    conn_send(w, c, SIDE_BACKEND);
 }
 
-void relay_maybe_go(struct worker *w, struct conn *c)
+/* Both directions run: nothing of the login stays in memory. */
+static void relay_drop_login(struct conn *c)
 {
-    struct conn_login *lg = c->lg;
+    conn_drop_login(c);
+    sendq_free(&c->cq);
+    buf_free(&c->tout);
+    if (c->tls)
+        tls_conn_trim(c->tls);
+    if (c->btls)
+        tls_conn_trim(c->btls);
+}
 
+/*
+ * Starts each direction once the login's last bytes toward its destination
+ * are sent (and, client to backend, once a receive armed during the login
+ * has completed), so nothing the relay moves overtakes them.
+ */
+static void relay_try_begin(struct worker *w, struct conn *c)
+{
     if (c->state != CONN_RELAY)
         return;
     if (c->rd[0].wait == RD_START && !(c->flags & CF_C_RECV)) {
-        upstream_flush(w, c);
-        if (sendq_idle(&lg->bq)) {
+        relay_flush_login(w, c);
+        if (sendq_idle(&c->lg->bq)) {
             if (c->flags & CF_C_EOF) {
                 c->rd[0].wait = RD_EOF;
                 shutdown(c->bfd, SHUT_WR);
@@ -422,20 +347,64 @@ void relay_maybe_go(struct worker *w, struct conn *c)
     }
     if (c->rd[1].wait == RD_START && sendq_idle(&c->cq))
         relay_arm(w, c, 1, false);
-    if (c->rd[0].wait != RD_START && c->rd[1].wait != RD_START && lg) {
-        /* The login is over: nothing of it stays in memory. */
-        upstream_free(c);
-        sendq_free(&c->cq);
-        buf_free(&c->tout);
-        if (c->tls)
-            tls_conn_trim(c->tls);
-        if (c->btls)
-            tls_conn_trim(c->btls);
-    }
+    if (c->rd[0].wait != RD_START && c->rd[1].wait != RD_START && c->lg)
+        relay_drop_login(c);
 }
 
-void relay_release(struct worker *w, struct conn *c)
+void relay_start(struct worker *w, struct conn *c)
 {
-    relay_idle(w, &c->rd[0]);
-    relay_idle(w, &c->rd[1]);
+    c->rd[0] = (struct relay_dir){.pipe = -1, .wait = RD_START};
+    c->rd[1] = (struct relay_dir){.pipe = -1, .wait = RD_START};
+    /* A receive armed during the login may still bring client bytes; they
+     * must reach the backend before anything the relay reads. */
+    if (c->flags & CF_C_RECV) {
+        struct io_uring_sqe *sqe = ring_sqe(w);
+        io_uring_prep_cancel64(sqe, ud_make(OP_C_RECV, conn_slot(w, c), c->gen), 0);
+        ring_tag(w, c, sqe, OP_CANCEL);
+    }
+    conn_flush(w, c);
+    relay_try_begin(w, c);
+}
+
+void relay_on_client_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+
+    c->flags &= ~CF_C_RECV;
+    if (res == 0)
+        c->flags |= CF_C_EOF; /* passed on to the backend once its direction starts */
+    if (res < 0 && res != -ECANCELED && res != -ENOBUFS) {
+        conn_close(w, c, strerror(-res));
+        return;
+    }
+    if (res > 0) {
+        /* A receive armed during the login finished after it: its bytes go
+         * to the backend ahead of anything the relay reads. */
+        const char *data = ring_buf(w, cqe), *why;
+        struct buf *to = c->btls ? &c->lg->bout : &c->lg->bq.q;
+        if (!c->tls) {
+            buf_append(to, data, (size_t)res);
+        } else if (tlsio_client_input(w, c, data, (size_t)res, to, &why) == FG_ERROR) {
+            conn_tls_failed(w, c, why);
+            return;
+        }
+    }
+    relay_try_begin(w, c);
+}
+
+void relay_on_client_sent(struct worker *w, struct conn *c, int res)
+{
+    if (res < 0)
+        conn_close(w, c, strerror(-res));
+    else if (!conn_sent(w, c, SIDE_CLIENT, res))
+        relay_try_begin(w, c);
+}
+
+void relay_on_backend_sent(struct worker *w, struct conn *c, int res)
+{
+    c->bops--;
+    if (res < 0)
+        conn_close(w, c, strerror(-res));
+    else if (!conn_sent(w, c, SIDE_BACKEND, res))
+        relay_try_begin(w, c);
 }

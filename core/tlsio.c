@@ -1,12 +1,12 @@
 /*
  * TLS on a connection, both sides: the glue between the ring's bytes and
- * tls/ (wolfSSL through memory).
+ * tls/ (wolfSSL through memory). See tlsio.h.
  *
  * Client side: received ciphertext is fed to the TLS engine; the handshake
  * runs as bytes arrive; plaintext goes where plain bytes would have gone
  * (the session's input). The session's replies go to c->tout and are
- * encrypted into the client send queue by conn_flush, so the send path and
- * its in-flight rules do not change.
+ * encrypted into the client send queue when conn.c sends, so the send path
+ * and its in-flight rules do not change.
  *
  * Backend side: the same, with the login dialogue's input (bl->in) and
  * output (lg->bout) in place of the session's.
@@ -16,8 +16,9 @@
  * handshakes, so a handshake that stalls or dribbles still ends at
  * PreAuthenticatedConnectionTimeout.
  */
+#include "tlsio.h"
+
 #include "../tls/tls.h"
-#include "conn.h"
 
 #include <errno.h>
 #include <string.h>
@@ -87,71 +88,54 @@ static int tlsio_drain(struct tls_conn *t, struct buf *dst)
     }
 }
 
-static void tlsio_client_failed(struct worker *w, struct conn *c, const char *what)
-{
-    struct log_line l;
-    STAT_ADD(w, tls_failed, 1);
-    conn_log_begin(&l, c, LOG_INFO, "tls_error");
-    log_cstr(&l, "reason", tls_conn_error(c->tls));
-    log_end(&l);
-    conn_close(w, c, what);
-}
-
-/* The handshake finished: count it, greet (implicit TLS), run the session. */
+/* The handshake finished: count it. The caller greets (implicit TLS). */
 static void tlsio_client_ready(struct worker *w, struct conn *c)
 {
     c->flags &= ~CF_TLS_HS;
     STAT_ADD(w, tls_handshakes, 1);
     if (tls_conn_resumed(c->tls))
         STAT_ADD(w, tls_resumed, 1);
-#ifdef FG_DEBUG
-    struct log_line l;
-    conn_log_begin(&l, c, LOG_DEBUG, "tls");
-    log_cstr(&l, "cipher", tls_conn_cipher(c->tls));
-    log_cstr(&l, "sni", tls_conn_sni(c->tls));
-    log_end(&l);
-#endif
-    if (c->flags & CF_TLS_GREET) {
-        c->flags &= ~CF_TLS_GREET;
-        c->s->ops->greeting(c->s);
+}
+
+/* Runs the handshake on what was fed. FG_OK when it is done, FG_AGAIN while
+ * it goes on, FG_ERROR with a reason. Its records go to the send queue. */
+static int tlsio_client_handshake(struct worker *w, struct conn *c, const char **why)
+{
+    int rc = tls_conn_handshake(c->tls);
+    if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
+        *why = "out of memory";
+        return FG_ERROR;
     }
+    if (rc == FG_ERROR)
+        *why = "TLS handshake failed";
+    if (rc == FG_OK)
+        tlsio_client_ready(w, c);
+    return rc;
 }
 
 int tlsio_client_input(struct worker *w, struct conn *c, const char *data, size_t n,
-                       struct buf *relay)
+                       struct buf *dst, const char **why)
 {
     if (tls_conn_feed(c->tls, data, n) != FG_OK) {
-        tlsio_client_failed(w, c, "TLS input overflow");
+        *why = "TLS input overflow";
         return FG_ERROR;
     }
     if (c->flags & CF_TLS_HS) {
-        int rc = tls_conn_handshake(c->tls);
-        if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
-            conn_close(w, c, "out of memory");
-            return FG_ERROR;
-        }
-        if (rc == FG_ERROR) {
-            /* Flush what TLS said (an alert) before closing, if anything. */
-            tlsio_client_failed(w, c, "TLS handshake failed");
-            return FG_ERROR;
-        }
-        if (rc == FG_AGAIN) {
-            conn_flush(w, c);
-            return FG_OK;
-        }
-        tlsio_client_ready(w, c);
+        int rc = tlsio_client_handshake(w, c, why);
+        if (rc != FG_OK)
+            return rc;
     }
     /* A client may send its first command with its last handshake flight. */
-    int got = tlsio_drain(c->tls, relay ? relay : &c->s->in);
+    int got = tlsio_drain(c->tls, dst);
     if (got == FG_ERROR) {
-        tlsio_client_failed(w, c, "TLS error");
+        *why = "TLS error";
         return FG_ERROR;
     }
     if (got == FG_DONE)
         c->flags |= CF_C_EOF; /* a clean close, as a TCP FIN: not a TLS error */
     /* Reading may have queued TLS records (a TLS 1.3 KeyUpdate answer). */
     if (tlsio_move_out(c->tls, &c->cq.q) != FG_OK) {
-        conn_close(w, c, "out of memory");
+        *why = "out of memory";
         return FG_ERROR;
     }
     /* Both queues are empty now unless a record is half in: a session that
@@ -180,12 +164,11 @@ int tlsio_client_encrypt(struct conn *c)
     return tlsio_encrypt(c->tls, &c->tout, &c->cq.q);
 }
 
-int tlsio_backend_start(struct worker *w, struct conn *c)
+int tlsio_backend_start(struct conn *c)
 {
     struct conn_login *lg = c->lg;
     const struct backend_target *t = lg->req.route.target;
 
-    (void)w;
     /* The name the route gave this host (its [databases] entry, its
      * dNSHostName, DefaultServer), unless TlsServerName overrides it. */
     if (!(c->btls = tls_client_conn(t->policy->tls_cl, backend_tls_name(t, lg->addr_idx))))

@@ -1,10 +1,17 @@
 /*
- * The worker: one thread, one io_uring ring, one event loop.
+ * The worker: one thread, one io_uring ring, one event loop. See worker.h.
  *
  * The loop submits and waits in one system call, then reaps completions in a
- * batch and dispatches each on the operation encoded in its user_data.
+ * batch and dispatches each on the operation encoded in its user_data and
+ * the connection's phase.
  */
+#include "worker.h"
+
+#include "client.h"
 #include "conn.h"
+#include "login.h"
+#include "pipes.h"
+#include "relay.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,39 +22,47 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WORKER_SQ_ENTRIES 1024
-#define WORKER_CQ_ENTRIES 8192
-
-static uint32_t worker_clock(void)
+/*
+ * A phase ended and named the next (conn_enter): start it. Phases never call
+ * each other, so the connection's life reads as this sequence: client, login,
+ * relay, or client again after a failed login.
+ */
+static void worker_enter(struct worker *w, struct conn *c)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint32_t)ts.tv_sec;
+    while ((c->flags & CF_ENTER) && c->state != CONN_CLOSING) {
+        c->flags &= ~CF_ENTER;
+        switch (c->state) {
+        case CONN_LOGIN:
+            login_start(w, c);
+            break;
+        case CONN_RELAY:
+            relay_start(w, c);
+            break;
+        case CONN_PREAUTH:
+            client_resume(w, c);
+            break;
+        default:
+            break;
+        }
+    }
 }
 
-struct io_uring_sqe *worker_sqe(struct worker *w)
+/* The connection's phase timed out. */
+static void worker_expire_conn(struct worker *w, struct conn *c)
 {
-    struct io_uring_sqe *sqe;
-    while (!(sqe = io_uring_get_sqe(&w->ring)))
-        io_uring_submit(&w->ring);
-    return sqe;
-}
-
-void timer_touch(struct worker *w, struct conn *c, enum timer_class tc)
-{
-    /* Within the same second the order of the list does not change. */
-    if (c->tclass == tc && c->last == w->now)
-        return;
-    fg_list_del(&c->tnode);
-    c->last = w->now;
-    c->tclass = (uint8_t)tc;
-    fg_list_add_tail(&w->tl[tc].head, &c->tnode);
-}
-
-void timer_remove(struct conn *c)
-{
-    fg_list_del(&c->tnode);
-    c->tclass = TL_COUNT;
+    STAT_ADD(w, timeouts, 1);
+    switch (c->state) {
+    case CONN_BACKEND:
+        login_expire(w, c);
+        break;
+    case CONN_RELAY:
+        conn_close(w, c, "idle timeout");
+        break;
+    default:
+        client_expire(w, c);
+        break;
+    }
+    worker_enter(w, c);
 }
 
 static void worker_expire(struct worker *w)
@@ -58,37 +73,22 @@ static void worker_expire(struct worker *w)
             struct conn *c = FG_CONTAINER_OF(tl->head.next, struct conn, tnode);
             if (w->now - c->last < tl->timeout)
                 break;
-            conn_expire(w, c);
+            worker_expire_conn(w, c);
             /* Every expiry closes the connection or moves it to another list. */
         }
     }
 }
 
-const char *worker_buf(struct worker *w, struct io_uring_cqe *cqe, uint16_t *bid_r)
-{
-    uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    if (bid_r)
-        *bid_r = bid;
-    return w->bufs + (size_t)bid * FG_RECV_BUF_SZ;
-}
-
-void worker_buf_recycle(struct worker *w, uint16_t bid)
-{
-    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ, bid,
-                          io_uring_buf_ring_mask(FG_RECV_BUFS), 0);
-    io_uring_buf_ring_advance(w->br, 1);
-}
-
 static void worker_arm_accept(struct worker *w, unsigned i)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_multishot_accept(sqe, w->ls[i].fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, i, 0));
 }
 
 static void worker_arm_tick(struct worker *w)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ud_make(OP_TICK, 0, 0));
 }
@@ -99,7 +99,7 @@ static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
     int res = cqe->res;
 
     if (res >= 0) {
-        conn_accept(w, &w->ls[i], res);
+        client_accept(w, &w->ls[i], res);
     } else if (res != -ECANCELED && res != -EBADF) {
         /* Out of descriptors or memory: the kernel ends the multishot
          * accept; wait a little before arming it again. */
@@ -110,7 +110,7 @@ static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
     if ((cqe->flags & IORING_CQE_F_MORE) || w->stopping)
         return;
     if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
+        struct io_uring_sqe *sqe = ring_sqe(w);
         io_uring_prep_timeout(sqe, &w->retry_ts, 0, 0);
         io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_RETRY, i, 0));
     } else {
@@ -124,7 +124,7 @@ static void worker_begin_stop(struct worker *w)
         return;
     w->stopping = true;
     for (unsigned i = 0; i < w->nls; i++) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
+        struct io_uring_sqe *sqe = ring_sqe(w);
         io_uring_prep_cancel_fd(sqe, w->ls[i].fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, ud_make(OP_NONE, 0, 0));
     }
@@ -135,8 +135,51 @@ static void worker_begin_stop(struct worker *w)
     }
     for (uint32_t s = 0; s < w->nslots; s++) {
         struct conn *c = &w->conns[s];
-        if (c->state != CONN_FREE && c->state != CONN_CLOSING)
-            conn_shutdown(w, c);
+        if (c->state == CONN_RELAY)
+            conn_close(w, c, "server shutdown");
+        else if (c->state != CONN_FREE && c->state != CONN_CLOSING)
+            client_shutdown(w, c);
+    }
+}
+
+/* Routes a connection's completion to the module of its phase. Client
+ * sends and receives belong to the relay once it runs; before, to the client
+ * phase, which keeps reading while a login is under way. */
+static void worker_route(struct worker *w, struct conn *c, struct io_uring_cqe *cqe, enum fg_op op)
+{
+    bool relay = c->state == CONN_RELAY;
+
+    switch (op) {
+    case OP_C_RECV:
+        (relay ? relay_on_client_recv : client_on_recv)(w, c, cqe);
+        break;
+    case OP_C_SEND:
+        (relay ? relay_on_client_sent : client_on_sent)(w, c, cqe->res);
+        break;
+    case OP_LOGIN_DONE:
+        login_on_directory(w, c);
+        break;
+    case OP_B_CONNECT:
+        login_on_connect(w, c, cqe->res);
+        break;
+    case OP_B_RECV:
+        login_on_recv(w, c, cqe);
+        break;
+    case OP_B_SEND:
+        (relay ? relay_on_backend_sent : login_on_sent)(w, c, cqe->res);
+        break;
+    case OP_B_CANCEL:
+    case OP_B_CLOSE:
+        login_on_closed(w, c);
+        break;
+    case OP_C_POLLIN:
+    case OP_C_POLLOUT:
+    case OP_B_POLLIN:
+    case OP_B_POLLOUT:
+        relay_on_poll(w, c, op, cqe->res);
+        break;
+    default:
+        break;
     }
 }
 
@@ -157,38 +200,8 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
             conn_release(w, c);
         return;
     }
-    switch (op) {
-    case OP_C_RECV:
-        conn_on_c_recv(w, c, cqe);
-        break;
-    case OP_C_SEND:
-        conn_on_c_send(w, c, cqe->res);
-        break;
-    case OP_LOGIN_DONE:
-        upstream_on_login_done(w, c);
-        break;
-    case OP_B_CONNECT:
-        upstream_on_connect(w, c, cqe->res);
-        break;
-    case OP_B_RECV:
-        upstream_on_recv(w, c, cqe);
-        break;
-    case OP_B_SEND:
-        upstream_on_send(w, c, cqe->res);
-        break;
-    case OP_B_CANCEL:
-    case OP_B_CLOSE:
-        upstream_op_done(w, c);
-        break;
-    case OP_C_POLLIN:
-    case OP_C_POLLOUT:
-    case OP_B_POLLIN:
-    case OP_B_POLLOUT:
-        relay_on_poll(w, c, op, cqe->res);
-        break;
-    default:
-        break;
-    }
+    worker_route(w, c, cqe, op);
+    worker_enter(w, c);
 }
 
 static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -218,64 +231,12 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
     /* Handlers copy what they need; the buffer goes straight back. */
     if (cqe->flags & IORING_CQE_F_BUFFER)
-        worker_buf_recycle(w, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
-}
-
-static int worker_ring_setup(struct worker *w)
-{
-    /* Prefer one issuer and deferred task work (6.1+): completions are then
-     * processed only when this thread asks, in batches. */
-    static const unsigned flag_sets[] = {
-            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
-            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
-            IORING_SETUP_COOP_TASKRUN,
-            0,
-    };
-    int rc = -EINVAL;
-    for (size_t i = 0; i < FG_ARRAY_SIZE(flag_sets); i++) {
-        struct io_uring_params p = {.flags = flag_sets[i] | IORING_SETUP_CQSIZE,
-                                    .cq_entries = WORKER_CQ_ENTRIES};
-        rc = io_uring_queue_init_params(WORKER_SQ_ENTRIES, &w->ring, &p);
-        if (rc == 0) {
-            if (i > 0 && w->id == 0)
-                log_msg(LOG_WARN, "io_uring", "kernel lacks some ring flags; using set %zu", i);
-            return FG_OK;
-        }
-        if (rc != -EINVAL)
-            break;
-    }
-    log_msg(LOG_ERROR, "io_uring", "cannot create a ring: %s", strerror(-rc));
-    return FG_ERROR;
-}
-
-static int worker_buffers_setup(struct worker *w)
-{
-    size_t ring_sz = FG_RECV_BUFS * sizeof(struct io_uring_buf);
-    void *mem = mmap(NULL, ring_sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED)
-        return FG_ERROR;
-    w->br = mem;
-    io_uring_buf_ring_init(w->br);
-    struct io_uring_buf_reg reg = {
-            .ring_addr = (uintptr_t)mem, .ring_entries = FG_RECV_BUFS, .bgid = FG_BUF_GROUP};
-    int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-    if (rc < 0) {
-        log_msg(LOG_ERROR, "io_uring", "cannot register the buffer ring: %s", strerror(-rc));
-        return FG_ERROR;
-    }
-    w->bufs = malloc((size_t)FG_RECV_BUFS * FG_RECV_BUF_SZ);
-    if (!w->bufs)
-        return FG_ERROR;
-    for (unsigned i = 0; i < FG_RECV_BUFS; i++)
-        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ,
-                              (unsigned short)i, io_uring_buf_ring_mask(FG_RECV_BUFS), (int)i);
-    io_uring_buf_ring_advance(w->br, FG_RECV_BUFS);
-    return FG_OK;
+        ring_buf_recycle(w, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
 }
 
 static void worker_loop(struct worker *w)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_read(sqe, w->stop_fd, &w->stop_val, sizeof w->stop_val, 0);
     io_uring_sqe_set_data64(sqe, ud_make(OP_STOP, 0, 0));
     for (unsigned i = 0; i < w->nls; i++)
@@ -288,7 +249,7 @@ static void worker_loop(struct worker *w)
             log_msg(LOG_ERROR, "io_uring", "submit failed: %s", strerror(-rc));
             break;
         }
-        w->now = worker_clock();
+        w->now = ring_clock();
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -303,7 +264,7 @@ static void worker_loop(struct worker *w)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    int ok = worker_ring_setup(w) == FG_OK && worker_buffers_setup(w) == FG_OK;
+    int ok = ring_setup(w) == FG_OK;
 
     pthread_mutex_lock(&w->ready_lock);
     w->ready = ok ? 1 : -1;
@@ -374,7 +335,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     w->dir = dir;
     w->tls = tls;
     w->stop_fd = -1;
-    w->now = worker_clock();
+    w->now = ring_clock();
     w->tick_ts.tv_sec = 1;
     w->retry_ts.tv_nsec = 100 * 1000 * 1000;
     pthread_mutex_init(&w->ready_lock, NULL);
@@ -392,7 +353,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     w->tls_raw = malloc(FG_TLS_CHUNK);
     w->tls_plain = malloc(FG_TLS_CHUNK);
     if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK || !w->tls_raw || !w->tls_plain ||
-        pipe_pool_init(&w->pipes, cfg->relay_pipes) != FG_OK) {
+        pipes_init(&w->pipes, cfg->relay_pipes) != FG_OK) {
         log_msg(LOG_ERROR, "worker", "worker %u: out of memory", id);
         return FG_ERROR;
     }
@@ -447,7 +408,7 @@ void worker_free(struct worker *w)
             conn_release(w, c);
         }
     }
-    pipe_pool_free(&w->pipes);
+    pipes_free(&w->pipes);
     free(w->ls);
     free(w->free_slots);
     free(w->bufs);

@@ -1,186 +1,26 @@
 /*
- * Workers: one thread per core, each owning an io_uring ring, its listening
- * sockets, its connection table, its receive buffers and its pipes. A
- * connection stays on the worker that accepted it, so nothing on the
- * per-connection path takes a lock.
+ * The worker's life and its event loop: one thread, one ring, and the one
+ * dispatcher that routes each completion to the phase module that owns the
+ * connection's current state (client.c, login.c, relay.c), and starts the
+ * next phase when one ends (conn_enter).
+ *
+ * This is the top of core/ below main.c: it calls every connection module,
+ * and none of them calls it.
  */
 #ifndef FG_WORKER_H
 #define FG_WORKER_H
 
-#include "../directory/dir.h"
-#include "config.h"
-
-#include <liburing.h>
-#include <pthread.h>
-#include <stdatomic.h>
-
-#define FG_BUF_GROUP   0
-#define FG_RECV_BUF_SZ 4096
-#define FG_RECV_BUFS   512 /* a power of two */
-#define FG_PIPE_SZ     (64 * 1024)
-#define FG_PIPES_IDLE  32 /* idle pipes kept for reuse */
+#include "ring.h"
 
 /*
- * user_data of every SQE: the operation, the connection slot and the slot's
- * generation. A completion whose generation no longer matches belongs to a
- * connection that is gone (see conn_release), and is dropped.
- */
-enum fg_op {
-    OP_NONE,
-    OP_ACCEPT,       /* slot field: listener index */
-    OP_ACCEPT_RETRY, /* timer before re-arming an accept after EMFILE */
-    OP_TICK,
-    OP_STOP,
-    OP_C_RECV,
-    OP_C_SEND,
-    OP_B_CONNECT,
-    OP_B_RECV,
-    OP_B_SEND,
-    OP_LOGIN_DONE,
-    OP_C_POLLIN,  /* relay, client to backend */
-    OP_C_POLLOUT, /* relay, backend to client, client full */
-    OP_B_POLLIN,  /* relay, backend to client */
-    OP_B_POLLOUT, /* relay, client to backend, backend full */
-    OP_CANCEL,    /* closing the connection */
-    OP_CLOSE,
-    OP_B_CANCEL, /* giving up a backend socket during the login */
-    OP_B_CLOSE,
-};
-
-static inline uint64_t ud_make(enum fg_op op, uint32_t slot, uint32_t gen)
-{
-    return (uint64_t)gen << 32 | (uint64_t)(slot & 0xffffff) << 8 | (uint64_t)op;
-}
-
-static inline enum fg_op ud_op(uint64_t ud)
-{
-    return (enum fg_op)(ud & 0xff);
-}
-
-static inline uint32_t ud_slot(uint64_t ud)
-{
-    return (uint32_t)(ud >> 8) & 0xffffff;
-}
-
-static inline uint32_t ud_gen(uint64_t ud)
-{
-    return (uint32_t)(ud >> 32);
-}
-
-/* Connections idle in one phase share a timeout, so a list in order of last
- * activity is also in order of expiry: touching is O(1), expiring O(expired). */
-enum timer_class {
-    TL_PREAUTH,               /* + proto */
-    TL_AUTH = FG_PROTO_COUNT, /* + proto */
-    TL_BACKEND = 2 * FG_PROTO_COUNT,
-    TL_COUNT,
-};
-
-struct timer_list {
-    struct fg_list head;
-    uint32_t timeout; /* seconds */
-};
-
-struct listener {
-    int fd;
-    uint8_t proto;
-    bool tls; /* SSLBindings: TLS from the first byte */
-    union net_addr addr;
-};
-
-struct tls_store;
-
-/* The certificates in force per protocol (NULL: none), replaced by SIGHUP. */
-struct fg_tls {
-    struct tls_store *store[FG_PROTO_COUNT];
-};
-
-#define FG_TLS_CHUNK (16 * 1024) /* a TLS record's plaintext */
-
-/* Pipes for the relay, taken only while bytes are in flight. */
-struct pipe_pool {
-    int (*fds)[2];  /* [i][0] read end, [i][1] write end */
-    uint32_t *free; /* stack of open, empty pipes */
-    uint32_t nfree;
-    uint32_t *holes; /* stack of closed indexes below count */
-    uint32_t nholes;
-    uint32_t count; /* indexes handed out so far */
-    uint32_t cap;   /* RelayPipes */
-};
-
-/* Counters, written by the worker only and read by the stats socket. */
-struct worker_stats {
-    _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
-    _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
-    _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
-    _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
-    _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
-    _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
-};
-
-struct bhost_table;
-
-struct fg_shared {
-    _Atomic uint32_t proto_conns[FG_PROTO_COUNT]; /* for MaxConnections */
-    _Atomic bool stopping;
-    struct bhost_table *bhosts; /* the backend hosts' health */
-};
-
-struct conn;
-
-struct worker {
-    unsigned id;
-    pthread_t thread;
-    struct io_uring ring;
-    const struct fg_config *cfg;
-    struct fg_shared *shared;
-    struct dir *dir;
-    const struct fg_tls *tls;
-    char *tls_raw;   /* FG_TLS_CHUNK bytes: ciphertext read by the relay */
-    char *tls_plain; /* FG_TLS_CHUNK bytes: plaintext between two TLS sides */
-
-    struct listener *ls;
-    unsigned nls;
-
-    struct conn *conns; /* the slot table, mapped once */
-    uint32_t nslots;
-    uint32_t *free_slots;
-    uint32_t nfree;
-
-    struct io_uring_buf_ring *br;
-    char *bufs;
-
-    struct pipe_pool pipes;
-    struct timer_list tl[TL_COUNT];
-    uint32_t now; /* seconds, monotonic, refreshed every loop */
-
-    int stop_fd;
-    uint64_t stop_val;
-    bool stopping;
-    bool started;
-    int ready; /* 0 while starting, 1 running, -1 failed */
-    pthread_mutex_t ready_lock;
-    pthread_cond_t ready_cond;
-    struct __kernel_timespec tick_ts, retry_ts;
-    uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
-    uint32_t sid_counter;
-    uint8_t sid_salt[3];
-    int plog_fd[FG_PROTO_COUNT];
-    struct worker_stats stats;
-};
-
-#define STAT_ADD(w, f, v) atomic_fetch_add_explicit(&(w)->stats.f, (v), memory_order_relaxed)
-#define STAT_SUB(w, f, v) atomic_fetch_sub_explicit(&(w)->stats.f, (v), memory_order_relaxed)
-
-/*
- * Prepares a worker: ring, buffers, listeners, slot table. Returns FG_OK or
+ * Prepares a worker: slot table, pipes, listening sockets. Returns FG_OK or
  * FG_ERROR after logging why.
  */
 int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
                 struct fg_shared *shared, struct dir *dir, const struct fg_tls *tls,
                 uint32_t nslots);
 
-/* Starts the worker's thread. */
+/* Starts the worker's thread, which sets up its ring; FG_OK once it runs. */
 int worker_start(struct worker *w);
 
 /* Asks the worker to stop; it closes its connections and its thread ends. */
@@ -188,11 +28,5 @@ void worker_stop(struct worker *w);
 
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
-
-/* Gets a submission entry, flushing the ring when it is full. Never NULL. */
-struct io_uring_sqe *worker_sqe(struct worker *w);
-
-void timer_touch(struct worker *w, struct conn *c, enum timer_class tc);
-void timer_remove(struct conn *c);
 
 #endif

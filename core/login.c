@@ -1,11 +1,13 @@
 /*
- * The login, as the worker drives it: directory request, backend connect,
- * the backend's login dialogue (proto/imap_backend.c, proto/pop3_backend.c), and the hand-over to
- * the relay. Every step is a completion on the worker's ring.
+ * The login phase: directory request, backend connect, the backend's login
+ * dialogue (proto/imap_backend.c, proto/pop3_backend.c), and the hand-over
+ * to the relay. Every step is a completion on the worker's ring. See login.h.
  */
-#include "conn.h"
+#include "login.h"
 
 #include "../tls/tls.h"
+#include "conn.h"
+#include "tlsio.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -16,27 +18,27 @@
 #include <time.h>
 #include <unistd.h>
 
-static const struct backend_login_ops *const upstream_ops[FG_PROTO_COUNT] = {&imap_backend_ops,
-                                                                             &pop3_backend_ops};
+static const struct backend_login_ops *const login_ops[FG_PROTO_COUNT] = {&imap_backend_ops,
+                                                                          &pop3_backend_ops};
 
-static const char *upstream_status_name(enum login_status st)
+static const char *login_status_name(enum login_status st)
 {
     static const char *const names[] = {"ok",      "failed",      "denied",
                                         "expired", "unavailable", "in-use"};
     return names[st];
 }
 
-void upstream_login_start(struct worker *w, struct conn *c)
+void login_start(struct worker *w, struct conn *c)
 {
     if (!c->lg && !(c->lg = calloc(1, sizeof *c->lg))) {
         c->s->ops->login_done(c->s, LOGIN_UNAVAILABLE, NULL, 0);
+        conn_enter(w, c, CONN_PREAUTH);
         return;
     }
     struct conn_login *lg = c->lg;
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
     lg->dir_started_ms = fg_now_ms();
-    conn_set_state(w, c, CONN_LOGIN);
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
     while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
         io_uring_submit(&w->ring);
@@ -48,8 +50,7 @@ void upstream_login_start(struct worker *w, struct conn *c)
  * account and its forest, why it failed, and the directory's time and
  * operations (a Windows Security log entry, as one line).
  */
-static void upstream_log_directory(struct log_line *l, const struct conn *c,
-                                   const struct dir_audit *a)
+static void login_log_directory(struct log_line *l, const struct conn *c, const struct dir_audit *a)
 {
     const struct cred *cr = c->s ? c->s->cred : NULL;
     log_cstr(l, "form", logon_form_name((enum logon_form)a->form));
@@ -79,13 +80,13 @@ static void upstream_log_directory(struct log_line *l, const struct conn *c,
 }
 
 /* Logs the outcome of a login attempt: one audit line per attempt. */
-static void upstream_log(struct conn *c, enum login_status st, const char *reason)
+static void login_log(struct conn *c, enum login_status st, const char *reason)
 {
     struct log_line l;
     const struct cred *cr = c->s ? c->s->cred : NULL;
 
     conn_log_begin(&l, c, st == LOGIN_OK ? LOG_INFO : LOG_WARN, "login");
-    log_cstr(&l, "result", upstream_status_name(st));
+    log_cstr(&l, "result", login_status_name(st));
     if (cr && !c->user)
         log_cstr(&l, "mech",
                  cr->mech == CRED_MECH_PLAIN   ? "plain"
@@ -96,7 +97,7 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
     const struct dir_audit *a =
             c->lg && (c->lg->req.audit.ops > 0 || c->lg->req.audit.why) ? &c->lg->req.audit : NULL;
     if (a)
-        upstream_log_directory(&l, c, a);
+        login_log_directory(&l, c, a);
     if (reason && !(a && (a->why || a->not_found)))
         log_cstr(&l, "reason", reason);
     if (c->s && c->s->client_id[0])
@@ -112,7 +113,7 @@ static void upstream_log(struct conn *c, enum login_status st, const char *reaso
 }
 
 /* Gives up the backend socket; its pending completions become stale. */
-static void upstream_abort(struct worker *w, struct conn *c)
+static void login_abort(struct worker *w, struct conn *c)
 {
     if (c->bfd < 0)
         return;
@@ -132,22 +133,18 @@ static void upstream_abort(struct worker *w, struct conn *c)
 }
 
 /* The login failed: tell the client, and go back to reading commands. */
-static void upstream_fail(struct worker *w, struct conn *c, enum login_status st,
-                          const char *reason)
+static void login_fail(struct worker *w, struct conn *c, enum login_status st, const char *reason)
 {
-    upstream_log(c, st, reason);
+    login_log(c, st, reason);
     STAT_ADD(w, logins_failed, 1);
     if (st == LOGIN_UNAVAILABLE)
         STAT_ADD(w, backend_errors, 1);
-    upstream_abort(w, c);
+    login_abort(w, c);
     c->s->ops->login_done(c->s, st, NULL, 0);
-    conn_set_state(w, c, CONN_PREAUTH);
-    timer_touch(w, c, TL_PREAUTH + c->proto);
-    conn_run_session(w, c);
-    conn_input_done(w, c);
+    conn_enter(w, c, CONN_PREAUTH);
 }
 
-static void upstream_fill_params(struct worker *w, struct conn *c)
+static void login_fill_params(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     struct backend_login_params *par = &lg->par;
@@ -181,7 +178,7 @@ static void upstream_fill_params(struct worker *w, struct conn *c)
 
 /* A host the directory named, seen for the first time: the start-up check
  * could not warn about it. */
-static void upstream_warn_clear(struct worker *w, const struct conn *c, const struct bhost *h)
+static void login_warn_clear(struct worker *w, const struct conn *c, const struct bhost *h)
 {
     const struct backend_target *t = c->lg->req.route.target;
     if (t != &c->lg->req.own_target || w->cfg->backend.mode != BACKEND_LOGIN_MASTER ||
@@ -195,7 +192,7 @@ static void upstream_warn_clear(struct worker *w, const struct conn *c, const st
 
 /* Chooses the route's next address a logon may use now: a host that is down
  * is passed by until its back-off ends. False when none is left. */
-static bool upstream_pick(struct worker *w, struct conn *c)
+static bool login_pick(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     const struct backend_target *t = lg->req.route.target;
@@ -210,7 +207,7 @@ static bool upstream_pick(struct worker *w, struct conn *c)
                                          t->policy->tls, &created)
                              : NULL;
         if (created)
-            upstream_warn_clear(w, c, h);
+            login_warn_clear(w, c, h);
         enum bhost_use use = h ? bhost_claim(bt, h, now) : BHOST_USE;
         if (use == BHOST_SKIP)
             continue;
@@ -225,7 +222,7 @@ static bool upstream_pick(struct worker *w, struct conn *c)
     return false;
 }
 
-static void upstream_connect(struct worker *w, struct conn *c)
+static void login_connect(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     int one = 1;
@@ -235,39 +232,39 @@ static void upstream_connect(struct worker *w, struct conn *c)
         return;
     }
     c->flags &= ~(CF_B_CONNECT | CF_B_ABORTED | CF_GREETED | CF_B_UP | CF_B_PROBE);
-    if (!upstream_pick(w, c)) {
+    if (!login_pick(w, c)) {
         /* Every copy is down: say so at once, as Exchange does when no copy
          * of a database is mounted. */
-        upstream_fail(w, c, LOGIN_UNAVAILABLE,
-                      lg->tried ? "no backend host reachable"
-                                : "every backend host of the route is down");
+        login_fail(w, c, LOGIN_UNAVAILABLE,
+                   lg->tried ? "no backend host reachable"
+                             : "every backend host of the route is down");
         return;
     }
     lg->tried++;
     int fd = socket(c->baddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, strerror(errno));
+        login_fail(w, c, LOGIN_UNAVAILABLE, strerror(errno));
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->bfd = fd;
     STAT_ADD(w, backend_fds, 1);
     conn_set_state(w, c, CONN_BACKEND);
-    timer_touch(w, c, TL_BACKEND);
-    backend_login_init(&lg->bl, upstream_ops[c->proto], &lg->par, &lg->bq.q);
+    ring_timer_touch(w, c, TL_BACKEND);
+    backend_login_init(&lg->bl, login_ops[c->proto], &lg->par, &lg->bq.q);
     if (plog_fds[c->proto] >= 0) {
         lg->bl.plog = conn_plog;
         lg->bl.plog_ctx = c;
     }
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_connect(sqe, fd, &c->baddr.sa, net_addr_len(&c->baddr));
-    conn_sqe_data(w, c, sqe, OP_B_CONNECT);
+    ring_tag(w, c, sqe, OP_B_CONNECT);
     c->bops++;
 }
 
 /* This host failed before it was usable (no greeting, no TLS): it is
  * marked down, and the next one is tried. */
-static void upstream_next_host(struct worker *w, struct conn *c, const char *why)
+static void login_next_host(struct worker *w, struct conn *c, const char *why)
 {
     struct log_line l;
     conn_log_begin(&l, c, LOG_WARN, "backend_error");
@@ -275,35 +272,35 @@ static void upstream_next_host(struct worker *w, struct conn *c, const char *why
     log_end(&l);
     if (c->bh)
         bhost_failed(w->shared->bhosts, c->bh, c->flags & CF_B_PROBE, bhost_now_ms(), why);
-    upstream_abort(w, c);
+    login_abort(w, c);
     c->lg->addr_idx++;
     /* The next connect may wait for the old socket's completions; the
      * timeout starts again for it (and leaves the expiry list's head). */
-    timer_touch(w, c, TL_BACKEND);
-    upstream_connect(w, c);
+    ring_timer_touch(w, c, TL_BACKEND);
+    login_connect(w, c);
 }
 
-void upstream_on_login_done(struct worker *w, struct conn *c)
+void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
 
     if (lg->req.status != LOGIN_OK) {
-        upstream_fail(w, c, lg->req.status, "refused before the backend");
+        login_fail(w, c, lg->req.status, "refused before the backend");
         return;
     }
-    upstream_fill_params(w, c);
+    login_fill_params(w, c);
     lg->addr_idx = 0;
     lg->tried = 0;
-    upstream_connect(w, c);
+    login_connect(w, c);
 }
 
-bool upstream_op_done(struct worker *w, struct conn *c)
+static bool login_op_done(struct worker *w, struct conn *c)
 {
     c->bops--;
     if (!(c->flags & CF_B_ABORTED))
         return true;
     if (c->bops == 0 && (c->flags & CF_B_CONNECT))
-        upstream_connect(w, c);
+        login_connect(w, c);
     return false;
 }
 
@@ -312,60 +309,54 @@ static const struct backend_target *lg_target(const struct conn *c)
     return c->lg->req.route.target;
 }
 
-static void upstream_arm_recv(struct worker *w, struct conn *c)
+static void login_arm_recv(struct worker *w, struct conn *c)
 {
-    struct io_uring_sqe *sqe = worker_sqe(w);
+    struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_recv(sqe, c->bfd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    conn_sqe_data(w, c, sqe, OP_B_RECV);
+    ring_tag(w, c, sqe, OP_B_RECV);
     c->bops++;
     c->flags |= CF_B_RECV;
 }
 
-void upstream_flush(struct worker *w, struct conn *c)
+/* Sends what the dialogue queued for the backend, encrypted first with TLS. */
+static void login_flush(struct worker *w, struct conn *c)
 {
-    const char *p;
-    uint32_t n;
     if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
         /* Out of memory: the backend gets nothing more. */
         buf_free(&c->lg->bout);
         return;
     }
-    if (!sendq_start(&c->lg->bq, &p, &n))
-        return;
-    struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
-    conn_sqe_data(w, c, sqe, OP_B_SEND);
-    c->bops++;
+    conn_send(w, c, SIDE_BACKEND);
 }
 
-void upstream_on_connect(struct worker *w, struct conn *c, int res)
+void login_on_connect(struct worker *w, struct conn *c, int res)
 {
-    if (!upstream_op_done(w, c))
+    if (!login_op_done(w, c))
         return;
     if (res < 0) {
-        upstream_next_host(w, c, strerror(-res));
+        login_next_host(w, c, strerror(-res));
         return;
     }
     if (lg_target(c)->policy->tls == BACKEND_TLS_IMPLICIT) {
-        if (tlsio_backend_start(w, c) != FG_OK) {
-            upstream_next_host(w, c, "cannot start TLS");
+        if (tlsio_backend_start(c) != FG_OK) {
+            login_next_host(w, c, "cannot start TLS");
             return;
         }
-        upstream_flush(w, c);
+        login_flush(w, c);
     }
-    upstream_arm_recv(w, c);
+    login_arm_recv(w, c);
 }
 
 /* Logged in at the backend: answer the client and start relaying. */
-static void upstream_success(struct worker *w, struct conn *c)
+static void login_success(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     struct session *s = c->s;
 
     c->user = strndup(s->cred->user, s->cred->user_len);
-    upstream_log(c, LOGIN_OK, NULL);
+    login_log(c, LOGIN_OK, NULL);
     STAT_ADD(w, logins_ok, 1);
     if (c->btls)
         STAT_ADD(w, logins_backend_tls, 1);
@@ -383,42 +374,41 @@ static void upstream_success(struct worker *w, struct conn *c)
     s->ops->destroy(s);
     c->s = NULL;
     backend_login_free(&lg->bl);
-    timer_touch(w, c, TL_AUTH + c->proto);
-    conn_set_state(w, c, CONN_RELAY);
-    relay_start(w, c);
+    ring_timer_touch(w, c, TL_AUTH + c->proto);
+    conn_enter(w, c, CONN_RELAY);
 }
 
-static void upstream_lost(struct worker *w, struct conn *c, const char *why);
+static void login_lost(struct worker *w, struct conn *c, const char *why);
 
 /* Bytes from the backend during the login dialogue. */
-static void upstream_input(struct worker *w, struct conn *c)
+static void login_input(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     enum backend_login_result r = lg->bl.ops->input(&lg->bl);
 
-    upstream_flush(w, c);
+    login_flush(w, c);
     switch (r) {
     case BACKEND_AGAIN:
-        upstream_arm_recv(w, c);
+        login_arm_recv(w, c);
         break;
     case BACKEND_OK:
-        upstream_success(w, c);
+        login_success(w, c);
         break;
     case BACKEND_NO:
-        upstream_fail(w, c, lg->bl.status, lg->bl.reason);
+        login_fail(w, c, lg->bl.status, lg->bl.reason);
         break;
     case BACKEND_FAIL:
         /* Before the host is usable (a STARTTLS route that refused
          * STARTTLS), no credential has gone out: the next copy may serve. */
-        upstream_lost(w, c, lg->bl.reason[0] ? lg->bl.reason : "backend error");
+        login_lost(w, c, lg->bl.reason[0] ? lg->bl.reason : "backend error");
         break;
     case BACKEND_STARTTLS:
-        if (tlsio_backend_start(w, c) != FG_OK) {
-            upstream_fail(w, c, LOGIN_UNAVAILABLE, "cannot start TLS to the backend");
+        if (tlsio_backend_start(c) != FG_OK) {
+            login_fail(w, c, LOGIN_UNAVAILABLE, "cannot start TLS to the backend");
             break;
         }
-        upstream_flush(w, c);
-        upstream_arm_recv(w, c);
+        login_flush(w, c);
+        login_arm_recv(w, c);
         break;
     }
 }
@@ -427,24 +417,24 @@ static void upstream_input(struct worker *w, struct conn *c)
  * (greeted, over TLS when the route says so) it counts against the host and
  * the next copy is tried; after, the password may have been sent, and the
  * logon ends. */
-static void upstream_lost(struct worker *w, struct conn *c, const char *why)
+static void login_lost(struct worker *w, struct conn *c, const char *why)
 {
     if (c->flags & CF_B_UP)
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, why);
+        login_fail(w, c, LOGIN_UNAVAILABLE, why);
     else
-        upstream_next_host(w, c, why);
+        login_next_host(w, c, why);
 }
 
-static void upstream_tls_failed(struct worker *w, struct conn *c, const char *why)
+static void login_tls_failed(struct worker *w, struct conn *c, const char *why)
 {
     char reason[200];
     snprintf(reason, sizeof reason, "TLS to the backend failed: %s", why);
-    upstream_lost(w, c, reason);
+    login_lost(w, c, reason);
 }
 
 /* The host answered as its route expects: greeted, and over TLS if the
  * route uses it (after STARTTLS, once the handshake is done). */
-static void upstream_check_up(struct worker *w, struct conn *c)
+static void login_check_up(struct worker *w, struct conn *c)
 {
     if ((c->flags & CF_B_UP) || !(c->flags & CF_GREETED))
         return;
@@ -455,105 +445,81 @@ static void upstream_check_up(struct worker *w, struct conn *c)
         bhost_ok(w->shared->bhosts, c->bh);
 }
 
-void upstream_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void login_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 {
     int res = cqe->res;
 
     c->flags &= ~CF_B_RECV;
-    if (!upstream_op_done(w, c))
+    if (!login_op_done(w, c))
         return;
     if (res == -ENOBUFS) {
-        upstream_arm_recv(w, c); /* the buffer ring refills as completions are reaped */
+        login_arm_recv(w, c); /* the buffer ring refills as completions are reaped */
         return;
     }
     if (res <= 0) {
-        upstream_lost(w, c, res == 0 ? "backend closed the connection" : strerror(-res));
+        login_lost(w, c, res == 0 ? "backend closed the connection" : strerror(-res));
         return;
     }
-    const char *data = worker_buf(w, cqe, NULL);
+    const char *data = ring_buf(w, cqe);
     if (c->btls) {
         const char *why;
         int trc = tlsio_backend_input(w, c, data, (size_t)res, &why);
         if (trc == FG_ERROR) {
-            upstream_tls_failed(w, c, why);
+            login_tls_failed(w, c, why);
             return;
         }
         if (trc == FG_DONE) {
-            upstream_lost(w, c, why); /* a clean close_notify: no TLS failure */
+            login_lost(w, c, why); /* a clean close_notify: no TLS failure */
             return;
         }
-        upstream_flush(w, c);
-        upstream_check_up(w, c);
+        login_flush(w, c);
+        login_check_up(w, c);
         if (trc == FG_AGAIN || buf_avail(&c->lg->bl.in) == 0) {
-            timer_touch(w, c, TL_BACKEND);
-            upstream_arm_recv(w, c); /* the handshake, or a record, goes on */
+            ring_timer_touch(w, c, TL_BACKEND);
+            login_arm_recv(w, c); /* the handshake, or a record, goes on */
             return;
         }
     } else if (buf_append(&c->lg->bl.in, data, (size_t)res) != FG_OK) {
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, "out of memory");
+        login_fail(w, c, LOGIN_UNAVAILABLE, "out of memory");
         return;
     }
     if (buf_avail(&c->lg->bl.in) > 256 * 1024) {
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend sent too much");
+        login_fail(w, c, LOGIN_UNAVAILABLE, "backend sent too much");
         return;
     }
     c->flags |= CF_GREETED;
-    upstream_check_up(w, c);
-    timer_touch(w, c, TL_BACKEND);
-    upstream_input(w, c);
+    login_check_up(w, c);
+    ring_timer_touch(w, c, TL_BACKEND);
+    login_input(w, c);
 }
 
-void upstream_on_send(struct worker *w, struct conn *c, int res)
+void login_on_sent(struct worker *w, struct conn *c, int res)
 {
     struct sendq *bq = &c->lg->bq;
-    const char *p;
-    uint32_t n;
 
-    if (!upstream_op_done(w, c)) {
+    if (!login_op_done(w, c)) {
         /* The socket was given up: drop what it was sending. */
         bq->busy = false;
         buf_free(&bq->fly);
         return;
     }
-    if (res < 0) {
-        if (c->state == CONN_RELAY)
-            conn_close(w, c, strerror(-res));
-        else
-            upstream_fail(w, c, LOGIN_UNAVAILABLE, strerror(-res));
-        return;
-    }
-    if (sendq_done(bq, (uint32_t)res, &p, &n)) {
-        struct io_uring_sqe *sqe = worker_sqe(w);
-        io_uring_prep_send(sqe, c->bfd, p, n, MSG_NOSIGNAL);
-        conn_sqe_data(w, c, sqe, OP_B_SEND);
-        c->bops++;
-        return;
-    }
-    if (c->state == CONN_RELAY)
-        relay_maybe_go(w, c);
-    else
-        upstream_flush(w, c);
+    if (res < 0)
+        login_fail(w, c, LOGIN_UNAVAILABLE, strerror(-res));
+    else if (!conn_sent(w, c, SIDE_BACKEND, res))
+        login_flush(w, c);
 }
 
-void upstream_expire(struct worker *w, struct conn *c)
+void login_expire(struct worker *w, struct conn *c)
 {
     if (c->flags & CF_B_UP)
-        upstream_fail(w, c, LOGIN_UNAVAILABLE, "backend did not answer in time");
+        login_fail(w, c, LOGIN_UNAVAILABLE, "backend did not answer in time");
     else
-        upstream_next_host(w, c,
-                           c->flags & CF_GREETED ? "backend TLS did not finish in time"
-                                                 : "backend connect or greeting timed out");
+        login_next_host(w, c,
+                        c->flags & CF_GREETED ? "backend TLS did not finish in time"
+                                              : "backend connect or greeting timed out");
 }
 
-void upstream_free(struct conn *c)
+void login_on_closed(struct worker *w, struct conn *c)
 {
-    struct conn_login *lg = c->lg;
-    if (!lg)
-        return;
-    backend_login_free(&lg->bl);
-    sendq_free(&lg->bq);
-    buf_free(&lg->bout);
-    explicit_bzero(lg, sizeof *lg);
-    free(lg);
-    c->lg = NULL;
+    login_op_done(w, c);
 }
