@@ -46,7 +46,7 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
         c->s->plog = conn_plog;
         c->s->plog_ctx = c;
     }
-    ring_timer_touch(w, c, TL_PREAUTH + c->proto);
+    ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
 #ifdef FG_DEBUG
     struct log_line ll;
     conn_log_begin(&ll, c, LOG_DEBUG, "connect");
@@ -91,7 +91,7 @@ static void client_run(struct worker *w, struct conn *c)
 
 void client_resume(struct worker *w, struct conn *c)
 {
-    ring_timer_touch(w, c, TL_PREAUTH + c->proto);
+    ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
     client_run(w, c);
     conn_input_done(w, c);
 }
@@ -136,7 +136,7 @@ static void client_data(struct worker *w, struct conn *c, const char *data, size
     }
     /* A handshake is timed from its start, not from its last byte. */
     if (c->state == CONN_PREAUTH && !(c->flags & CF_TLS_HS))
-        ring_timer_touch(w, c, TL_PREAUTH + c->proto);
+        ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
     client_run(w, c);
     if (c->state != CONN_CLOSING && (c->flags & CF_C_EOF))
         client_on_eof(w, c); /* the client's close_notify */

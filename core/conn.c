@@ -132,10 +132,10 @@ static struct conn *conn_alloc(struct worker *w, const struct listener *l, int f
     c->fd = fd;
     c->bfd = -1;
     c->proto = l->proto;
-    c->tclass = TL_COUNT;
+    c->timer.list = TL_COUNT;
     c->started = w->now;
     c->rd[0].pipe = c->rd[1].pipe = -1;
-    fg_list_init(&c->tnode);
+    fg_list_init(&c->timer.node);
     STAT_ADD(w, conns, 1);
     return c;
 }
@@ -158,6 +158,12 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
     return c;
 }
 
+void conn_tag(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op)
+{
+    io_uring_sqe_set_data64(sqe, ud_make(op, conn_slot(w, c), c->gen));
+    c->inflight++;
+}
+
 void conn_enter(struct worker *w, struct conn *c, enum conn_state st)
 {
     conn_set_state(w, c, st);
@@ -177,7 +183,7 @@ static void conn_send_chunk(struct worker *w, struct conn *c, enum conn_side sid
 {
     struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_send(sqe, side == SIDE_CLIENT ? c->fd : c->bfd, p, n, MSG_NOSIGNAL);
-    ring_tag(w, c, sqe, side == SIDE_CLIENT ? OP_C_SEND : OP_B_SEND);
+    conn_tag(w, c, sqe, side == SIDE_CLIENT ? OP_C_SEND : OP_B_SEND);
     if (side == SIDE_BACKEND)
         c->bops++;
 }
@@ -236,7 +242,7 @@ void conn_arm_recv(struct worker *w, struct conn *c)
     io_uring_prep_recv(sqe, c->fd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    ring_tag(w, c, sqe, OP_C_RECV);
+    conn_tag(w, c, sqe, OP_C_RECV);
     c->flags |= CF_C_RECV;
 }
 
@@ -264,10 +270,10 @@ void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_o
     struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     sqe->flags |= IOSQE_IO_HARDLINK;
-    ring_tag(w, c, sqe, cancel_op);
+    conn_tag(w, c, sqe, cancel_op);
     sqe = ring_sqe(w);
     io_uring_prep_close(sqe, fd);
-    ring_tag(w, c, sqe, cancel_op + 1);
+    conn_tag(w, c, sqe, cancel_op + 1);
 }
 
 void conn_close(struct worker *w, struct conn *c, const char *reason)
@@ -283,7 +289,7 @@ void conn_close(struct worker *w, struct conn *c, const char *reason)
         log_fmt(&l, "bytes", "%llu/%llu", (unsigned long long)c->relayed[0],
                 (unsigned long long)c->relayed[1]);
     log_end(&l);
-    ring_timer_remove(c);
+    ring_timer_remove(&c->timer);
     /* A close_notify, when it cannot cut a record in two. */
     if (c->tls && tls_conn_done(c->tls) && !c->cq.busy && buf_avail(&c->cq.q) == 0 &&
         (c->state != CONN_RELAY || c->rd[1].pending == 0))

@@ -7,7 +7,7 @@
  * calls none of them.
  *
  * Lifetime rules, which keep late completions from touching freed memory:
- *  - every SQE that names a connection is tagged with ring_tag(), which
+ *  - every SQE that names a connection is tagged with conn_tag(), which
  *    bumps c->inflight; its completion drops it;
  *  - conn_close() cancels and closes both sockets through the ring and
  *    moves the slot to CONN_CLOSING: from then on no handler runs for it;
@@ -37,6 +37,10 @@ enum conn_side {
  * NULL after refusing the client (no slot, MaxConnections, shutting down):
  * a clear-text last word on a plain listener, and the socket is closed. */
 struct conn *conn_new(struct worker *w, const struct listener *l, int fd);
+
+/* Tags an SQE with c and op, and counts it in c->inflight: the slot is not
+ * reused until its completion is in. */
+void conn_tag(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op);
 
 /* Moves c to phase st, keeping the per-phase counters. */
 void conn_set_state(struct worker *w, struct conn *c, enum conn_state st);

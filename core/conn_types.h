@@ -85,19 +85,17 @@ struct conn {
     uint16_t flags;
     uint8_t state;
     uint8_t proto;
-    uint8_t tclass; /* timer list, TL_COUNT when on none */
-    uint8_t bops;   /* backend operations in flight */
+    uint8_t bops; /* backend operations in flight */
     int fd, bfd;
-    uint32_t last; /* last activity, in worker seconds */
     uint32_t started;
-    struct fg_list tnode;
-    struct session *s;      /* until the relay starts */
-    struct conn_login *lg;  /* from the first login until the relay starts */
-    struct sendq cq;        /* bytes to the client (ciphertext with TLS) */
-    struct tls_conn *tls;   /* the client's TLS, from SSLBindings or STARTTLS on */
-    struct tls_conn *btls;  /* the backend's TLS */
-    struct buf tout;        /* client TLS: replies waiting to be encrypted */
-    struct relay_dir rd[2]; /* 0: client to backend, 1: backend to client */
+    struct ring_timer timer; /* the phase's timeout */
+    struct session *s;       /* until the relay starts */
+    struct conn_login *lg;   /* from the first login until the relay starts */
+    struct sendq cq;         /* bytes to the client (ciphertext with TLS) */
+    struct tls_conn *tls;    /* the client's TLS, from SSLBindings or STARTTLS on */
+    struct tls_conn *btls;   /* the backend's TLS */
+    struct buf tout;         /* client TLS: replies waiting to be encrypted */
+    struct relay_dir rd[2];  /* 0: client to backend, 1: backend to client */
     union net_addr peer;
     union net_addr baddr; /* the backend, once chosen */
     struct bhost *bh;     /* its health; NULL when untracked */

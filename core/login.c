@@ -250,7 +250,7 @@ static void login_connect(struct worker *w, struct conn *c)
     c->bfd = fd;
     STAT_ADD(w, backend_fds, 1);
     conn_set_state(w, c, CONN_BACKEND);
-    ring_timer_touch(w, c, TL_BACKEND);
+    ring_timer_touch(w, &c->timer, TL_BACKEND);
     backend_login_init(&lg->bl, login_ops[c->proto], &lg->par, &lg->bq.q);
     if (plog_fds[c->proto] >= 0) {
         lg->bl.plog = conn_plog;
@@ -258,7 +258,7 @@ static void login_connect(struct worker *w, struct conn *c)
     }
     struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_connect(sqe, fd, &c->baddr.sa, net_addr_len(&c->baddr));
-    ring_tag(w, c, sqe, OP_B_CONNECT);
+    conn_tag(w, c, sqe, OP_B_CONNECT);
     c->bops++;
 }
 
@@ -276,7 +276,7 @@ static void login_next_host(struct worker *w, struct conn *c, const char *why)
     c->lg->addr_idx++;
     /* The next connect may wait for the old socket's completions; the
      * timeout starts again for it (and leaves the expiry list's head). */
-    ring_timer_touch(w, c, TL_BACKEND);
+    ring_timer_touch(w, &c->timer, TL_BACKEND);
     login_connect(w, c);
 }
 
@@ -315,7 +315,7 @@ static void login_arm_recv(struct worker *w, struct conn *c)
     io_uring_prep_recv(sqe, c->bfd, NULL, FG_RECV_BUF_SZ, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = FG_BUF_GROUP;
-    ring_tag(w, c, sqe, OP_B_RECV);
+    conn_tag(w, c, sqe, OP_B_RECV);
     c->bops++;
     c->flags |= CF_B_RECV;
 }
@@ -374,7 +374,7 @@ static void login_success(struct worker *w, struct conn *c)
     s->ops->destroy(s);
     c->s = NULL;
     backend_login_free(&lg->bl);
-    ring_timer_touch(w, c, TL_AUTH + c->proto);
+    ring_timer_touch(w, &c->timer, TL_AUTH + c->proto);
     conn_enter(w, c, CONN_RELAY);
 }
 
@@ -475,7 +475,7 @@ void login_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         login_flush(w, c);
         login_check_up(w, c);
         if (trc == FG_AGAIN || buf_avail(&c->lg->bl.in) == 0) {
-            ring_timer_touch(w, c, TL_BACKEND);
+            ring_timer_touch(w, &c->timer, TL_BACKEND);
             login_arm_recv(w, c); /* the handshake, or a record, goes on */
             return;
         }
@@ -489,7 +489,7 @@ void login_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     }
     c->flags |= CF_GREETED;
     login_check_up(w, c);
-    ring_timer_touch(w, c, TL_BACKEND);
+    ring_timer_touch(w, &c->timer, TL_BACKEND);
     login_input(w, c);
 }
 

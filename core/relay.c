@@ -72,7 +72,7 @@ static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
     struct io_uring_sqe *sqe = ring_sqe(w);
 
     io_uring_prep_poll_add(sqe, out ? relay_dst(c, d) : relay_src(c, d), out ? POLLOUT : POLLIN);
-    ring_tag(w, c, sqe, relay_ops[d][out]);
+    conn_tag(w, c, sqe, relay_ops[d][out]);
     c->rd[d].wait = out ? RD_OUT : RD_IN;
 }
 
@@ -82,7 +82,7 @@ static void relay_yield(struct worker *w, struct conn *c, int d)
     struct io_uring_sqe *sqe = ring_sqe(w);
 
     io_uring_prep_nop(sqe);
-    ring_tag(w, c, sqe, relay_ops[d][0]);
+    conn_tag(w, c, sqe, relay_ops[d][0]);
     c->rd[d].wait = RD_IN;
 }
 
@@ -266,7 +266,7 @@ static void relay_pump(struct worker *w, struct conn *c, int d)
             rd->pending = (uint32_t)n;
             /* With TLS a short read proves nothing: records may be buffered. */
             full = tls || n == (rd->pipe >= 0 ? FG_PIPE_SZ : RELAY_BUF_SZ);
-            ring_timer_touch(w, c, TL_AUTH + c->proto);
+            ring_timer_touch(w, &c->timer, TL_AUTH + c->proto);
         }
         ssize_t m = relay_write(w, c, d);
         if (m < 0 && m != -EAGAIN) {
@@ -360,7 +360,7 @@ void relay_start(struct worker *w, struct conn *c)
     if (c->flags & CF_C_RECV) {
         struct io_uring_sqe *sqe = ring_sqe(w);
         io_uring_prep_cancel64(sqe, ud_make(OP_C_RECV, conn_slot(w, c), c->gen), 0);
-        ring_tag(w, c, sqe, OP_CANCEL);
+        conn_tag(w, c, sqe, OP_CANCEL);
     }
     conn_flush(w, c);
     relay_try_begin(w, c);

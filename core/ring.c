@@ -2,8 +2,6 @@
  * buffers, timer lists. See ring.h. */
 #include "ring.h"
 
-#include "conn_types.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,21 +26,21 @@ struct io_uring_sqe *ring_sqe(struct worker *w)
     return sqe;
 }
 
-void ring_timer_touch(struct worker *w, struct conn *c, enum timer_class tc)
+void ring_timer_touch(struct worker *w, struct ring_timer *t, enum timer_class tc)
 {
     /* Within the same second the order of the list does not change. */
-    if (c->tclass == tc && c->last == w->now)
+    if (t->list == tc && t->last == w->now)
         return;
-    fg_list_del(&c->tnode);
-    c->last = w->now;
-    c->tclass = (uint8_t)tc;
-    fg_list_add_tail(&w->tl[tc].head, &c->tnode);
+    fg_list_del(&t->node);
+    t->last = w->now;
+    t->list = (uint8_t)tc;
+    fg_list_add_tail(&w->tl[tc].head, &t->node);
 }
 
-void ring_timer_remove(struct conn *c)
+void ring_timer_remove(struct ring_timer *t)
 {
-    fg_list_del(&c->tnode);
-    c->tclass = TL_COUNT;
+    fg_list_del(&t->node);
+    t->list = TL_COUNT;
 }
 
 const char *ring_buf(struct worker *w, struct io_uring_cqe *cqe)
@@ -113,10 +111,4 @@ static int ring_buffers(struct worker *w)
 int ring_setup(struct worker *w)
 {
     return ring_create(w) == FG_OK && ring_buffers(w) == FG_OK ? FG_OK : FG_ERROR;
-}
-
-void ring_tag(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op)
-{
-    io_uring_sqe_set_data64(sqe, ud_make(op, (uint32_t)(c - w->conns), c->gen));
-    c->inflight++;
 }

@@ -6,9 +6,9 @@
  * timer lists. A connection stays on the worker that accepted it, so nothing
  * on the per-connection path takes a lock.
  *
- * This is the bottom of core/: it knows the connection only as a slot with
- * a timer node, and calls nothing above it. The loop that drives the ring is
- * worker.c, at the top.
+ * This is the bottom of core/: it does not know the connection record (a
+ * timer is a struct ring_timer inside it) and calls nothing above it. The
+ * loop that drives the ring is worker.c, at the top.
  */
 #ifndef FG_RING_H
 #define FG_RING_H
@@ -80,6 +80,13 @@ enum timer_class {
     TL_AUTH = FG_PROTO_COUNT, /* + proto */
     TL_BACKEND = 2 * FG_PROTO_COUNT,
     TL_COUNT,
+};
+
+/* What a connection carries to be on a timer list. */
+struct ring_timer {
+    struct fg_list node;
+    uint32_t last; /* last activity, in worker seconds */
+    uint8_t list;  /* enum timer_class; TL_COUNT when on none */
 };
 
 struct timer_list {
@@ -188,18 +195,14 @@ uint32_t ring_clock(void);
 /* Gets a submission entry, flushing the ring when it is full. Never NULL. */
 struct io_uring_sqe *ring_sqe(struct worker *w);
 
-/* Tags an SQE with connection c and op, and counts it in c->inflight: the
- * slot is not reused until its completion is in (see conn.h). */
-void ring_tag(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum fg_op op);
-
 /* The data of a receive completion. The dispatcher gives the buffer back to
  * the ring after the handler returns, so a handler copies what it keeps. */
 const char *ring_buf(struct worker *w, struct io_uring_cqe *cqe);
 void ring_buf_recycle(struct worker *w, uint16_t bid);
 
-/* Puts c at the tail of timer list tc (it expires after that list's
+/* Puts t at the tail of timer list tc (it expires after that list's
  * timeout without another touch), or takes it off its list. */
-void ring_timer_touch(struct worker *w, struct conn *c, enum timer_class tc);
-void ring_timer_remove(struct conn *c);
+void ring_timer_touch(struct worker *w, struct ring_timer *t, enum timer_class tc);
+void ring_timer_remove(struct ring_timer *t);
 
 #endif

@@ -70,8 +70,8 @@ static void worker_expire(struct worker *w)
     for (int i = 0; i < TL_COUNT; i++) {
         struct timer_list *tl = &w->tl[i];
         while (!fg_list_empty(&tl->head)) {
-            struct conn *c = FG_CONTAINER_OF(tl->head.next, struct conn, tnode);
-            if (w->now - c->last < tl->timeout)
+            struct conn *c = FG_CONTAINER_OF(tl->head.next, struct conn, timer.node);
+            if (w->now - c->timer.last < tl->timeout)
                 break;
             worker_expire_conn(w, c);
             /* Every expiry closes the connection or moves it to another list. */

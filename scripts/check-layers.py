@@ -12,8 +12,10 @@ files and the layers below it:
   3  tests/                     may include anything
 
 An include that points up or sideways fails, and so does an include that
-leaves the known folders. The folder graph is printed, so a reviewer sees the
-shape at a glance. Exit status: 0 clean, 1 a violation, 2 usage.
+leaves the known folders. Inside a folder, modules (a .c and its .h) must not
+include each other in a circle either: a circle of calls hides which module
+drives which. The folder graph is printed, so a reviewer sees the shape at a
+glance. Exit status: 0 clean, 1 a violation, 2 usage.
 """
 
 from __future__ import annotations
@@ -46,9 +48,49 @@ def sources(root: str):
                     yield os.path.join(dirpath, name)
 
 
+def module_of(root: str, path: str) -> str:
+    return os.path.splitext(os.path.relpath(path, root))[0]
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
 def check(root: str) -> tuple[list[str], dict[tuple[str, str], int]]:
     errors: list[str] = []
     edges: dict[tuple[str, str], int] = {}
+    modules: dict[str, set[str]] = {}
     for path in sources(root):
         src = folder_of(root, path)
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -64,10 +106,14 @@ def check(root: str) -> tuple[list[str], dict[tuple[str, str], int]]:
                     continue
                 if dst != src:
                     edges[(src, dst)] = edges.get((src, dst), 0) + 1
+                elif module_of(root, target) != module_of(root, path):
+                    modules.setdefault(module_of(root, path), set()).add(module_of(root, target))
                 if dst != src and RANK[dst] >= RANK[src]:
                     way = "up the stack" if RANK[dst] > RANK[src] else "sideways, at a sibling"
                     errors.append(f"{where}: {src}/ includes {dst}/ ({m.group(1)}): "
                                   f"points {way}")
+    for comp in circles(modules):
+        errors.append("modules include each other in a circle: " + " -> ".join(comp))
     return errors, edges
 
 

@@ -65,3 +65,14 @@ def test_an_include_outside_the_folders_fails(tree):
     r = run(tree)
     assert r.returncode == 1
     assert f"proto/pop3.c:{line}: includes ../../elsewhere/x.h, outside the layered folders" in r.stdout
+
+
+def test_modules_in_a_circle_fail(tree):
+    """ring.c is the bottom of core/: including the connection's functions
+    from it closes a circle (conn -> conn_types -> ring -> conn)."""
+    plant(tree / "core/ring.c", "conn.h")
+    r = run(tree)
+    assert r.returncode == 1, r.stdout
+    circle = [l for l in r.stdout.splitlines() if l.startswith("modules include each other")]
+    assert len(circle) == 1, r.stdout
+    assert "core/conn ->" in circle[0] and "core/ring" in circle[0], circle
