@@ -1,16 +1,14 @@
 /*
- * Configuration loading. inih does the INI syntax; this file knows the
+ * The configuration reader. inih does the INI syntax; this file knows the
  * settings: a table per section gives each key its type, place and range.
+ * The settings dump is generated from the same tables. The checks here need
+ * nothing but the file; config_load.c loads what it names.
  *
  * inih's handler is not told line numbers, so the file is fed through our own
  * reader, which counts lines, spots section headers and refuses lines longer
  * than inih's buffer instead of letting inih split them silently.
  */
-#include "config.h"
-
-#include "../directory/ldap_store.h"
-#include "../directory/ldif_store.h"
-#include "../tls/tls.h"
+#include "config_int.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -24,61 +22,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The fixed sections, then one slot per [forest:NAME] section and one per
- * database ([databases] line or [database:NAME] section). */
-enum cfg_section {
-    SEC_GLOBAL,
-    SEC_IMAP,
-    SEC_POP3,
-    SEC_BACKEND,
-    SEC_DIRECTORY,
-    SEC_DATABASES,
-    SEC_FOREST,
-    SEC_DATABASE = SEC_FOREST + DIR_MAX_FORESTS,
-    SEC_COUNT = SEC_DATABASE + CFG_MAX_DATABASES,
-    SEC_NONE = -1,
-};
-
-static const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
-                                                          "backend", "directory", "databases"};
-
-enum cfg_type {
-    CT_UINT,
-    CT_BOOL,
-    CT_TIME,
-    CT_STR,
-    CT_BINDINGS,
-    CT_ENUM, /* one of the names of cfg_enums[min] */
-};
-
-/* The settings that take one of a list of names. */
-enum cfg_enum_kind {
-    EN_LOGIN_TYPE,
-    EN_LOGIN_MODE,
-    EN_LOG_LEVEL,
-    EN_BACKEND_TLS,
-    EN_ROLE,
-    EN_LDAP_TLS
-};
-
-/* Prints a key's effective value when it is not simply the field's (it is
- * derived: discovered domains, the search order). */
-typedef void cfg_dump_fn(const struct fg_config *cfg, const void *base, FILE *out);
-
-struct cfg_key {
-    const char *name;
-    uint8_t type;
-    size_t off;  /* in the section's struct */
-    size_t size; /* of the field */
-    uint32_t min, max;
-    cfg_dump_fn *dump; /* NULL: the field, by its type */
-};
-
-#define KEYD(n, t, st, f, lo, hi, d)                                                               \
-    {                                                                                              \
-        n, t, offsetof(st, f), sizeof(((st *)0)->f), lo, hi, d                                     \
-    }
-#define KEY(n, t, st, f, lo, hi) KEYD(n, t, st, f, lo, hi, NULL)
+const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
+                                                   "backend", "directory", "databases"};
 
 static cfg_dump_fn cfg_dump_search_order, cfg_dump_domains, cfg_dump_default_domain;
 
@@ -130,7 +75,7 @@ static const struct cfg_key cfg_backend_keys[] = {
 
 /* [database:NAME]: [backend]'s Tls settings for one database, and its ports.
  * What is not set here is [backend]'s. */
-static const struct cfg_key cfg_database_keys[] = {
+const struct cfg_key cfg_database_keys[] = {
         KEY("Tls", CT_ENUM, struct database_conf, policy.tls, EN_BACKEND_TLS, 0),
         KEY("TlsCaFile", CT_STR, struct database_conf, policy.ca_file, 1, 0),
         KEY("TlsVerify", CT_BOOL, struct database_conf, policy.verify, 0, 0),
@@ -167,7 +112,7 @@ static const struct cfg_key cfg_forest_keys[] = {
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
-static const struct cfg_key *cfg_keys_of(int sec)
+const struct cfg_key *cfg_keys_of(int sec)
 {
     static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0, NULL}};
     static const struct cfg_key *const fixed[SEC_FOREST] = {cfg_global_keys,    cfg_proto_keys,
@@ -177,8 +122,6 @@ static const struct cfg_key *cfg_keys_of(int sec)
         return cfg_database_keys;
     return sec >= SEC_FOREST ? cfg_forest_keys : fixed[sec];
 }
-
-#define CFG_MAX_KEYS 16
 
 /* The kinds of section, for config_section_kind / config_key_name. */
 static const struct {
@@ -206,22 +149,10 @@ const char *config_key_name(unsigned k, unsigned i)
     return cfg_kinds[k].keys[i].name;
 }
 
-struct cfg_parse {
-    struct fg_config *cfg;
-    FILE *fp, *err;
-    int errors;
-    unsigned line;
-    unsigned section_line[SEC_COUNT];
-    unsigned key_line[SEC_COUNT][CFG_MAX_KEYS]; /* 0: not set */
-    unsigned bad_lines[32];                     /* lines with an error: later checks skip them */
-    unsigned nbad;
-    unsigned db_line[CFG_MAX_DATABASES];
-};
-
-static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
+void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
+void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
 {
     va_list ap;
     if (line)
@@ -237,8 +168,7 @@ static void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
         cp->bad_lines[cp->nbad++] = line;
 }
 
-/* A key whose value was refused: checks that depend on it would only add noise. */
-static bool cfg_line_bad(const struct cfg_parse *cp, unsigned line)
+bool cfg_line_bad(const struct cfg_parse *cp, unsigned line)
 {
     for (unsigned i = 0; i < cp->nbad; i++)
         if (line && cp->bad_lines[i] == line)
@@ -327,7 +257,7 @@ static const char *const cfg_login_types[] = {"PlainTextLogin", "PlainTextAuthen
                                               "SecureLogin"};
 static const char *const cfg_login_modes[] = {"PassThrough", "MasterUser"};
 static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"};
-static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
+const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
 static const char *const cfg_roles[] = {"", "Organization", "Account"};
 static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
 
@@ -458,59 +388,6 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
     return FG_ERROR;
 }
 
-/* The database called name (any case), found or added; NULL after an error. */
-static struct database_conf *cfg_database_slot(struct cfg_parse *cp, const char *name)
-{
-    struct dir_conf *dc = &cp->cfg->dir;
-    for (unsigned i = 0; i < dc->ndatabases; i++)
-        if (strcasecmp(dc->databases[i].name, name) == 0)
-            return &dc->databases[i];
-    if (!*name || strlen(name) >= sizeof dc->databases[0].name) {
-        cfg_error(cp, cp->line, "database \"%s\": a name is 1 to %zu characters", name,
-                  sizeof dc->databases[0].name - 1);
-        return NULL;
-    }
-    if (dc->ndatabases == CFG_MAX_DATABASES) {
-        cfg_error(cp, cp->line, "more than %d databases", CFG_MAX_DATABASES);
-        return NULL;
-    }
-    struct database_conf *db = &dc->databases[dc->ndatabases++];
-    snprintf(db->name, sizeof db->name, "%s", name);
-    return db;
-}
-
-/* [databases] NAME = host, host: the names are the databases' (homeMDB's
- * first RDN); the hosts are resolved by cfg_check_databases. */
-static void cfg_database(struct cfg_parse *cp, const char *name, const char *value)
-{
-    struct database_conf *db = cfg_database_slot(cp, name);
-    if (!db)
-        return;
-    unsigned i = (unsigned)(db - cp->cfg->dir.databases);
-    if (db->mapped) {
-        cfg_error(cp, cp->line, "database %s is already mapped on line %u", name, cp->db_line[i]);
-        return;
-    }
-    if (!*value || strlen(value) >= sizeof db->hosts) {
-        cfg_error(cp, cp->line, "[databases] %s: %s", name,
-                  !*value ? "no host given" : "too long a value");
-        return;
-    }
-    db->mapped = true;
-    snprintf(db->hosts, sizeof db->hosts, "%s", value);
-    cp->db_line[i] = cp->line;
-}
-
-/* [database:NAME]: a new section of settings for one database. */
-static void cfg_new_database(struct cfg_parse *cp, const char *name)
-{
-    struct database_conf *db = cfg_database_slot(cp, name);
-    if (!db)
-        return;
-    db->custom = true;
-    cp->section_line[SEC_DATABASE + (db - cp->cfg->dir.databases)] = cp->line;
-}
-
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct cfg_parse *cp = user;
@@ -541,27 +418,6 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
     }
     cfg_error(cp, cp->line, "unknown setting \"%s\" in [%s]", name, section);
     return 1;
-}
-
-/* [forest:NAME]: a new forest, named by letters, digits, '-' and '_'. */
-static void cfg_new_forest(struct cfg_parse *cp, const char *name)
-{
-    struct dir_conf *dc = &cp->cfg->dir;
-    size_t n = strlen(name);
-    bool ok = n > 0 && n < sizeof dc->forests[0].name;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = isalnum((unsigned char)name[i]) || name[i] == '-' || name[i] == '_';
-    if (!ok) {
-        cfg_error(cp, cp->line, "[forest:%s]: a forest's name is 1 to 63 letters, digits, - or _",
-                  name);
-        return;
-    }
-    if (dc->nforests == DIR_MAX_FORESTS) {
-        cfg_error(cp, cp->line, "more than %d forests", DIR_MAX_FORESTS);
-        return;
-    }
-    snprintf(dc->forests[dc->nforests].name, sizeof dc->forests[0].name, "%s", name);
-    cp->section_line[SEC_FOREST + dc->nforests++] = cp->line;
 }
 
 /* Notes a section header line: its position, or an error if it is unknown. */
@@ -665,8 +521,7 @@ static void cfg_default_bindings(struct bindings *b, uint16_t port)
     b->n = 2;
 }
 
-/* The line a key was set on, or 0. */
-static unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *name)
+unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *name)
 {
     const struct cfg_key *keys = cfg_keys_of(sec);
     for (int i = 0; keys[i].name; i++)
@@ -675,7 +530,7 @@ static unsigned cfg_key_line(const struct cfg_parse *cp, int sec, const char *na
     return 0;
 }
 
-static void cfg_warn(struct cfg_parse *cp, unsigned line, const char *msg)
+void cfg_warn(struct cfg_parse *cp, unsigned line, const char *msg)
 {
     if (line)
         fprintf(cp->err, "%s:%u: warning: %s\n", cp->cfg->path, line, msg);
@@ -714,68 +569,11 @@ static void cfg_check_unique(struct cfg_parse *cp, int p, int kind, unsigned lin
     }
 }
 
-/* A name from X509CertificateName becomes a file name: no paths. */
-static bool cfg_cert_name_ok(const char *n, size_t len)
-{
-    if (len == 0 || len > TLS_NAME_MAX || n[0] == '.')
-        return false;
-    /* A wildcard is "*." and a name: nothing else may carry a star. */
-    size_t from = len > 2 && n[0] == '*' && n[1] == '.' ? 2 : 0;
-    for (size_t i = from; i < len; i++)
-        if (!isalnum((unsigned char)n[i]) && n[i] != '.' && n[i] != '-' && n[i] != '_')
-            return false;
-    return n[from] != '.';
-}
-
-struct tls_server *config_load_certs(const struct fg_config *cfg, int p, char *err, size_t errlen)
-{
-    char tmp[sizeof cfg->proto[p].cert_names];
-    char names[CFG_MAX_CERTS][TLS_NAME_MAX + 1];
-    char files[CFG_MAX_CERTS][2][PATH_MAX + 8];
-    struct tls_cert certs[CFG_MAX_CERTS];
-    size_t n = 0;
-
-    snprintf(tmp, sizeof tmp, "%s", cfg->proto[p].cert_names);
-    for (char *save = NULL, *tok = strtok_r(tmp, ", \t", &save); tok;
-         tok = strtok_r(NULL, ", \t", &save)) {
-        if (n == CFG_MAX_CERTS) {
-            snprintf(err, errlen, "X509CertificateName: more than %d names", CFG_MAX_CERTS);
-            return NULL;
-        }
-        if (!cfg_cert_name_ok(tok, strlen(tok))) {
-            snprintf(err, errlen,
-                     "X509CertificateName: \"%s\" is not a host name (letters, digits, '.', "
-                     "'-', a leading \"*.\")",
-                     tok);
-            return NULL;
-        }
-        snprintf(names[n], sizeof names[n], "%s", tok);
-        snprintf(files[n][0], sizeof files[n][0], "%s/%s.crt", cfg->cert_dir, tok);
-        snprintf(files[n][1], sizeof files[n][1], "%s/%s.key", cfg->cert_dir, tok);
-        certs[n] = (struct tls_cert){names[n], files[n][0], files[n][1]};
-        n++;
-    }
-    if (n == 0) {
-        snprintf(err, errlen, "X509CertificateName: no name given");
-        return NULL;
-    }
-    /* The first name is also the default, for clients that send no SNI. */
-    return tls_server_new(certs, n, err, errlen);
-}
-
+/* The certificates themselves are loaded by config_load.c. */
 static void cfg_check_tls(struct cfg_parse *cp, int p)
 {
     struct proto_conf *pc = &cp->cfg->proto[p];
     int sec = SEC_IMAP + p;
-    unsigned nl = cfg_key_line(cp, sec, "X509CertificateName");
-    char err[PATH_MAX + 200];
-
-    if (pc->cert_names[0] && !cfg_line_bad(cp, nl)) {
-        pc->tls_server = config_load_certs(cp->cfg, p, err, sizeof err);
-        if (!pc->tls_server)
-            cfg_error(cp, nl, "%s", err);
-    }
-    pc->sess.starttls = pc->tls_server != NULL;
     unsigned tl = cfg_key_line(cp, sec, "SSLBindings");
     if (pc->tls.n > 0 && !pc->cert_names[0])
         cfg_error(cp, tl ? tl : cp->section_line[sec],
@@ -812,56 +610,6 @@ static void cfg_check_proto(struct cfg_parse *cp, int p)
     }
 }
 
-/* Keeps the master password in memory that never reaches a core dump. */
-static char *cfg_secret_alloc(size_t n)
-{
-    size_t len = (n + 4095) & ~(size_t)4095;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    madvise(p, len, MADV_DONTDUMP);
-    return p;
-}
-
-/* A password file: one line of 1 to CRED_PASS_MAX bytes (a trailing newline
- * is the file's), kept in memory excluded from core dumps. */
-static void cfg_load_secret(struct cfg_parse *cp, unsigned line, const char *key, const char *path,
-                            char **out, size_t *out_len)
-{
-    char tmp[CRED_PASS_MAX + 3];
-    FILE *f = fopen(path, "r");
-
-    if (!f) {
-        cfg_error(cp, line, "%s %s: %s", key, path, strerror(errno));
-        return;
-    }
-    size_t n = fread(tmp, 1, sizeof tmp, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
-    if (n > 0 && tmp[n - 1] == '\n')
-        n--;
-    if (n > 0 && tmp[n - 1] == '\r')
-        n--;
-    if (more || n > CRED_PASS_MAX || n == 0 || memchr(tmp, 0, n) || memchr(tmp, '\n', n)) {
-        cfg_error(cp, line, "%s %s: expected one line of 1 to %d bytes", key, path, CRED_PASS_MAX);
-    } else if ((*out = cfg_secret_alloc(n + 1)) != NULL) {
-        memcpy(*out, tmp, n);
-        *out_len = n;
-    }
-    explicit_bzero(tmp, sizeof tmp);
-}
-
-static void cfg_secret_free(char **p, size_t *n)
-{
-    if (!*p)
-        return;
-    size_t len = (*n + 1 + 4095) & ~(size_t)4095;
-    explicit_bzero(*p, *n);
-    munmap(*p, len);
-    *p = NULL;
-    *n = 0;
-}
-
 static void cfg_check_master(struct cfg_parse *cp)
 {
     struct backend_conf *bc = &cp->cfg->backend;
@@ -871,10 +619,6 @@ static void cfg_check_master(struct cfg_parse *cp)
         cfg_error(cp, line, "LoginMode = MasterUser needs MasterUser");
     if (!bc->master_password_file[0])
         cfg_error(cp, line, "LoginMode = MasterUser needs MasterPasswordFile");
-    else
-        cfg_load_secret(cp, cfg_key_line(cp, SEC_BACKEND, "MasterPasswordFile"),
-                        "MasterPasswordFile", bc->master_password_file, &bc->master_pass,
-                        &bc->master_pass_len);
     /* The backend trusts a master login for any mailbox, so somebody else has
      * to check the client's password: the directory. */
     if (!bc->allow_unchecked_master && !cp->cfg->dir.enabled)
@@ -884,346 +628,21 @@ static void cfg_check_master(struct cfg_parse *cp)
                   "AllowUncheckedMasterLogin = true only for tests");
 }
 
-/* Adds host (a name or an address, "[::1]" too) and its addresses to t. */
-static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_target *t,
-                         const char *host, const char *what)
-{
-    char why[300];
-    int rc = dir_target_add(t, host, why, sizeof why);
-    if (rc != FG_OK)
-        cfg_error(cp, line, "%s %s: %s", what, host, why);
-}
-
-static void cfg_resolve_backend(struct cfg_parse *cp)
-{
-    struct backend_conf *bc = &cp->cfg->backend;
-    cfg_add_host(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"), &bc->target, bc->server,
-                 "DefaultServer");
-}
-
 /* ---- the directory ---- */
-
-static void cfg_add_domain(struct cfg_parse *cp, unsigned line, struct dir_forest *df,
-                           const char *nb, const char *dns, const char *base)
-{
-    if (df->ndomains == DIR_MAX_DOMAINS) {
-        cfg_error(cp, line, "more than %d domains in a forest", DIR_MAX_DOMAINS);
-        return;
-    }
-    if (!*nb || strlen(nb) > 15 || !*dns || strlen(dns) >= sizeof df->domains[0].dns || !*base ||
-        strlen(base) >= DIR_DN_MAX) {
-        cfg_error(cp, line,
-                  "domain \"%s:%s:%s\": expected NETBIOS (1 to 15 characters):dns.name:base DN", nb,
-                  dns, base);
-        return;
-    }
-    struct dir_domain *d = &df->domains[df->ndomains++];
-    snprintf(d->netbios, sizeof d->netbios, "%s", nb);
-    snprintf(d->dns, sizeof d->dns, "%s", dns);
-    snprintf(d->base, sizeof d->base, "%s", base);
-}
-
-static char *cfg_trim(char *t)
-{
-    while (isspace((unsigned char)*t))
-        t++;
-    char *e = t + strlen(t);
-    while (e > t && isspace((unsigned char)e[-1]))
-        *--e = 0;
-    return t;
-}
-
-/* Domains = NETBIOS:dns.name:DC=base; ... */
-static void cfg_parse_domains(struct cfg_parse *cp, unsigned line, const char *v,
-                              struct dir_forest *df)
-{
-    char tmp[sizeof((struct forest_conf *)0)->domains];
-    snprintf(tmp, sizeof tmp, "%s", v);
-    for (char *save = NULL, *tok = strtok_r(tmp, ";", &save); tok;
-         tok = strtok_r(NULL, ";", &save)) {
-        char *t = cfg_trim(tok), *c1 = strchr(t, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!*t)
-            continue;
-        if (!c2) {
-            cfg_error(cp, line, "Domains: \"%s\": expected NETBIOS:dns.name:base DN", t);
-            continue;
-        }
-        *c1 = *c2 = 0;
-        cfg_add_domain(cp, line, df, cfg_trim(t), cfg_trim(c1 + 1), cfg_trim(c2 + 1));
-    }
-}
-
-/* No Domains: the crossRef objects of the forest's configuration, as AD
- * publishes them (systemFlags bit 2 marks a domain). */
-static void cfg_discover_domains(struct cfg_parse *cp, unsigned line, const struct ldif_store *st,
-                                 struct dir_forest *df)
-{
-    for (size_t i = 0; i < st->n; i++) {
-        const struct ldif_entry *e = &st->e[i];
-        const struct ldif_attr *oc = ldif_attr(e, "objectClass");
-        const struct ldif_attr *nb = ldif_attr(e, "nETBIOSName"), *dns = ldif_attr(e, "dnsRoot"),
-                               *nc = ldif_attr(e, "nCName"), *fl = ldif_attr(e, "systemFlags");
-        bool cross = false;
-        for (unsigned k = 0; oc && k < oc->nvals; k++)
-            cross |= strcasecmp(oc->vals[k].p, "crossRef") == 0;
-        if (!cross || !nb || !dns || !nc || !fl || !(strtoul(fl->vals[0].p, NULL, 10) & 2))
-            continue;
-        cfg_add_domain(cp, line, df, nb->vals[0].p, dns->vals[0].p, nc->vals[0].p);
-    }
-}
-
-/* The LDAP settings of a forest: URIs that parse, who to search as. */
-static void cfg_check_ldap_forest(struct cfg_parse *cp, unsigned i)
-{
-    struct forest_conf *fc = &cp->cfg->dir.forests[i];
-    int sec = SEC_FOREST + (int)i;
-    unsigned sl = cp->section_line[sec];
-    char uris[LDS_MAX_URIS][256], err[300];
-
-    int n = ldap_store_parse_uris(fc->uri, uris, LDS_MAX_URIS, err, sizeof err);
-    if (n < 0)
-        cfg_error(cp, cfg_key_line(cp, sec, "Uri"), "Uri: %s", err);
-    /* A URI's scheme and LdapTls must agree: never clear text by mistake. */
-    for (int k = 0; k < n; k++) {
-        bool ldaps = strncasecmp(uris[k], "ldaps:", 6) == 0;
-        if (fc->ldap_tls == 2 && !ldaps)
-            cfg_error(cp, cfg_key_line(cp, sec, "LdapTls"),
-                      "LdapTls = ldaps needs ldaps:// URIs, not %s", uris[k]);
-        else if (fc->ldap_tls == 1 && ldaps)
-            cfg_error(cp, cfg_key_line(cp, sec, "LdapTls"),
-                      "LdapTls = starttls needs ldap:// URIs: %s is TLS already", uris[k]);
-    }
-    /* AD answers no anonymous search: the lookups need an account. */
-    if (!fc->bind_dn[0])
-        cfg_error(cp, sl, "[forest:%s]: Uri needs BindDn, the account that searches", fc->name);
-    if (!fc->bind_password_file[0])
-        cfg_error(cp, sl, "[forest:%s]: Uri needs BindPasswordFile", fc->name);
-    else
-        cfg_load_secret(cp, cfg_key_line(cp, sec, "BindPasswordFile"), "BindPasswordFile",
-                        fc->bind_password_file, &fc->bind_pass, &fc->bind_pass_len);
-    if (fc->ldap_ca_file[0] && access(fc->ldap_ca_file, R_OK) != 0)
-        cfg_error(cp, cfg_key_line(cp, sec, "LdapCaFile"), "LdapCaFile %s: %s", fc->ldap_ca_file,
-                  strerror(errno));
-}
-
-struct cfg_found_domains {
-    struct cfg_parse *cp;
-    unsigned line;
-    struct dir_forest *df;
-};
-
-static void cfg_found_domain(void *arg, const char *nb, const char *dns, const char *base)
-{
-    struct cfg_found_domains *fd = arg;
-    cfg_add_domain(fd->cp, fd->line, fd->df, nb, dns, base);
-}
-
-/* No Domains for an LDAP forest: ask its servers, once, at start-up. */
-static void cfg_discover_ldap_domains(struct cfg_parse *cp, unsigned i, struct dir_forest *df)
-{
-    struct forest_conf *fc = &cp->cfg->dir.forests[i];
-    unsigned sl = cp->section_line[SEC_FOREST + (int)i];
-    struct ldap_store_conf lc;
-    struct cfg_found_domains fd = {cp, sl, df};
-    char err[400];
-
-    dir_ldap_store_conf(&cp->cfg->dir, fc, &lc);
-    if (ldap_store_discover(&lc, fc->base_dn, cfg_found_domain, &fd, err, sizeof err) != FG_OK)
-        cfg_error(cp, sl, "[forest:%s]: %s", fc->name, err);
-}
-
-static void cfg_check_forest(struct cfg_parse *cp, unsigned i, struct dir_forest *df)
-{
-    struct forest_conf *fc = &cp->cfg->dir.forests[i];
-    int sec = SEC_FOREST + (int)i;
-    unsigned sl = cp->section_line[sec];
-    char err[PATH_MAX + 300];
-
-    snprintf(df->name, sizeof df->name, "%s", fc->name);
-    df->organization = fc->role == FOREST_ROLE_ORGANIZATION;
-    if (fc->role == FOREST_ROLE_UNSET && !cfg_line_bad(cp, cfg_key_line(cp, sec, "Role")))
-        cfg_error(cp, sl, "[forest:%s] needs Role = Organization or Account", fc->name);
-    if (fc->uri[0] && fc->ldif[0])
-        cfg_error(cp, cfg_key_line(cp, sec, "Ldif"),
-                  "[forest:%s]: Uri and Ldif exclude each other: one store per forest", fc->name);
-    else if (!fc->uri[0] && !fc->ldif[0])
-        cfg_error(cp, sl, "[forest:%s] needs Uri (LDAP servers) or Ldif (a file)", fc->name);
-    else if (fc->uri[0])
-        cfg_check_ldap_forest(cp, i);
-    if (fc->ldif[0] && !fc->uri[0]) {
-        if (!(fc->store = calloc(1, sizeof *fc->store)) ||
-            ldif_load(fc->store, fc->ldif, err, sizeof err) != FG_OK) {
-            cfg_error(cp, cfg_key_line(cp, sec, "Ldif"), "%s", fc->store ? err : "out of memory");
-            free(fc->store);
-            fc->store = NULL;
-        }
-    }
-    unsigned dl = cfg_key_line(cp, sec, "Domains");
-    if (fc->domains[0])
-        cfg_parse_domains(cp, dl, fc->domains, df);
-    else if (fc->store)
-        cfg_discover_domains(cp, sl, fc->store, df);
-    else if (fc->uri[0] && fc->bind_pass && cp->errors == 0)
-        cfg_discover_ldap_domains(cp, i, df);
-    if (df->ndomains == 0 && (fc->store || fc->domains[0]) && !cfg_line_bad(cp, dl))
-        cfg_error(cp, dl ? dl : sl,
-                  "[forest:%s] has no domain: set Domains, or give crossRef objects in its "
-                  "directory",
-                  fc->name);
-    if (fc->default_domain[0]) {
-        int f, d;
-        struct dir_topology one = {.nforests = 1};
-        one.forests[0] = *df;
-        if (!df->organization ||
-            !dir_find_domain(&one, fc->default_domain, strlen(fc->default_domain), &f, &d))
-            cfg_error(cp, cfg_key_line(cp, sec, "DefaultDomain"), "DefaultDomain %s: %s",
-                      fc->default_domain,
-                      df->organization ? "not a domain of this forest"
-                                       : "only the organisation forest has one");
-        else
-            df->default_domain = (unsigned)d;
-    }
-}
-
-/* Organisation forest first, then SearchOrder, then the other account
- * forests as configured. */
-static void cfg_order_forests(struct cfg_parse *cp, const struct dir_forest *df, int org)
-{
-    struct dir_conf *dc = &cp->cfg->dir;
-    bool used[DIR_MAX_FORESTS] = {false};
-    unsigned n = 0, line = cfg_key_line(cp, SEC_DIRECTORY, "SearchOrder");
-    char tmp[sizeof dc->search_order];
-
-    dc->order[n++] = (uint8_t)org;
-    used[org] = true;
-    snprintf(tmp, sizeof tmp, "%s", dc->search_order);
-    for (char *save = NULL, *tok = strtok_r(tmp, ", ", &save); tok;
-         tok = strtok_r(NULL, ", ", &save)) {
-        unsigned f = 0;
-        while (f < dc->nforests && strcasecmp(dc->forests[f].name, tok) != 0)
-            f++;
-        if (f == dc->nforests)
-            cfg_error(cp, line, "SearchOrder: no [forest:%s]", tok);
-        else if (!used[f])
-            dc->order[n++] = (uint8_t)f, used[f] = true;
-    }
-    for (unsigned f = 0; f < dc->nforests; f++)
-        if (!used[f])
-            dc->order[n++] = (uint8_t)f;
-    dc->topo.nforests = n;
-    dc->topo.org = 0;
-    for (unsigned k = 0; k < n; k++)
-        dc->topo.forests[k] = df[dc->order[k]];
-}
-
-static void cfg_add_host(struct cfg_parse *cp, unsigned line, struct backend_target *t,
-                         const char *host, const char *what);
-
-/* [databases] NAME = host, host: each host's addresses, in order. */
-static void cfg_database_hosts(struct cfg_parse *cp, unsigned i)
-{
-    struct database_conf *db = &cp->cfg->dir.databases[i];
-    char hosts[sizeof db->hosts];
-    snprintf(hosts, sizeof hosts, "%s", db->hosts);
-    for (char *save = NULL, *tok = strtok_r(hosts, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save))
-        if (*cfg_trim(tok))
-            cfg_add_host(cp, cp->db_line[i], &db->target, cfg_trim(tok), db->name);
-}
-
-static void cfg_check_databases(struct cfg_parse *cp)
-{
-    struct dir_conf *dc = &cp->cfg->dir;
-    for (unsigned i = 0; i < dc->ndatabases; i++) {
-        struct database_conf *db = &dc->databases[i];
-        db->target.policy = &db->policy;
-        if (db->mapped)
-            cfg_database_hosts(cp, i);
-    }
-}
-
-static void cfg_check_directory(struct cfg_parse *cp)
-{
-    struct dir_conf *dc = &cp->cfg->dir;
-    struct dir_forest df[DIR_MAX_FORESTS];
-    int org = -1, norg = 0;
-
-    dc->enabled = dc->nforests > 0;
-    if (!dc->enabled) {
-        unsigned l = cp->section_line[SEC_DIRECTORY] ? cp->section_line[SEC_DIRECTORY]
-                                                     : cp->section_line[SEC_DATABASES];
-        /* Without [databases], a database comes from its [database:NAME]. */
-        if (!l && dc->ndatabases)
-            l = cp->section_line[SEC_DATABASE];
-        if (l)
-            cfg_error(cp, l,
-                      "[directory], [databases] and [database:NAME] need at least one "
-                      "[forest:NAME]");
-        return;
-    }
-    memset(df, 0, sizeof df);
-    for (unsigned i = 0; i < dc->nforests; i++) {
-        cfg_check_forest(cp, i, &df[i]);
-        if (df[i].organization) {
-            org = org < 0 ? (int)i : org;
-            norg++;
-        }
-    }
-    if (norg != 1)
-        cfg_error(cp, cp->section_line[SEC_FOREST],
-                  "exactly one forest must have Role = Organization; %d do", norg);
-    cfg_order_forests(cp, df, org < 0 ? 0 : org);
-    dc->rules.allow_smtp_login = dc->allow_smtp_login;
-    dc->rules.allow_admin = dc->allow_admin;
-    dc->rules.login_attr = dc->login_attr;
-    dc->rules.delegate_attr = dc->delegate_attr;
-    dc->rules.allow_delegates = cp->cfg->backend.mode == BACKEND_LOGIN_MASTER;
-    cfg_check_databases(cp);
-}
 
 /* Exchange's backend ports: 143/110 in clear or with STARTTLS, 993/995 for
  * implicit TLS. */
-static uint16_t cfg_default_port(int proto, uint8_t tls)
+uint16_t cfg_default_port(int proto, uint8_t tls)
 {
     static const uint16_t ports[2][FG_PROTO_COUNT] = {{143, 110}, {993, 995}};
     return ports[tls == BACKEND_TLS_IMPLICIT][proto];
-}
-
-/*
- * A database's policy: [backend]'s, then what its [database:NAME] sets. A
- * port not set is ProxyTargetPort, unless the database speaks implicit TLS
- * and [backend] does not, or the other way round: then it is that kind's
- * default (993/995 for implicit TLS, 143/110 for clear text and STARTTLS).
- */
-static void cfg_database_policy(struct cfg_parse *cp, unsigned i)
-{
-    const struct backend_policy *global = &cp->cfg->backend.policy;
-    struct database_conf *db = &cp->cfg->dir.databases[i];
-    struct database_conf raw = *db;
-    int sec = SEC_DATABASE + (int)i;
-
-    db->policy = *global;
-    db->policy.tls_cl = NULL;
-    for (int k = 0; cfg_database_keys[k].name; k++)
-        if (cp->key_line[sec][k])
-            memcpy((char *)db + cfg_database_keys[k].off, (char *)&raw + cfg_database_keys[k].off,
-                   cfg_database_keys[k].size);
-    static const char *const port_keys[FG_PROTO_COUNT] = {"ImapPort", "Pop3Port"};
-    for (int p = 0; p < FG_PROTO_COUNT; p++)
-        if (!cfg_key_line(cp, sec, port_keys[p]))
-            db->policy.port[p] = (db->policy.tls == BACKEND_TLS_IMPLICIT) ==
-                                                 (global->tls == BACKEND_TLS_IMPLICIT)
-                                         ? global->port[p]
-                                         : cfg_default_port(p, db->policy.tls);
 }
 
 /* Tls = starttls | implicit: the certificate is verified unless TlsVerify =
  * false says otherwise, loudly. sec is the policy's section. */
 static void cfg_check_policy(struct cfg_parse *cp, int sec, struct backend_policy *pol)
 {
-    char err[PATH_MAX + 200];
     unsigned line = cfg_key_line(cp, sec, "Tls");
-    unsigned ca_line = cfg_key_line(cp, sec, "TlsCaFile");
     unsigned vl = cfg_key_line(cp, sec, "TlsVerify");
 
     if (pol->tls == BACKEND_TLS_NONE)
@@ -1240,47 +659,6 @@ static void cfg_check_policy(struct cfg_parse *cp, int sec, struct backend_polic
         cfg_warn(cp, vl ? vl : cfg_key_line(cp, SEC_BACKEND, "TlsVerify"),
                  "TlsVerify = false: backend certificates are not checked, so anyone on the "
                  "path can pose as the backend and read every password");
-    pol->tls_cl = tls_client_new(pol->ca_file, pol->verify, err, sizeof err);
-    if (!pol->tls_cl)
-        cfg_error(cp, ca_line ? ca_line : cfg_key_line(cp, SEC_BACKEND, "TlsCaFile"), "%s", err);
-}
-
-/* Appends "host (address)" for each address of t that would carry the
- * master password in clear to another machine. */
-static void cfg_clear_hosts(const struct backend_target *t, char *list, size_t n)
-{
-    if (!t->policy || t->policy->tls != BACKEND_TLS_NONE)
-        return;
-    for (unsigned a = 0; a < t->naddrs; a++) {
-        char ip[INET6_ADDRSTRLEN];
-        size_t len = strlen(list);
-        if (net_addr_is_loopback(&t->addrs[a]) || len + 4 >= n)
-            continue;
-        net_addr_ip(&t->addrs[a], ip, sizeof ip);
-        snprintf(list + len, n - len, "%s%s (%s)", len ? ", " : "", t->hosts[t->addr_host[a]], ip);
-    }
-}
-
-/* MasterUser: one loud warning when the master password would cross the
- * network in clear text to a configured host. (A host the directory names
- * is warned about when it is first used.) */
-static void cfg_warn_clear_master(struct cfg_parse *cp)
-{
-    const struct fg_config *cfg = cp->cfg;
-    char list[1024] = "", msg[1400];
-
-    if (cfg->backend.mode != BACKEND_LOGIN_MASTER)
-        return;
-    cfg_clear_hosts(&cfg->backend.target, list, sizeof list);
-    for (unsigned i = 0; i < cfg->dir.ndatabases; i++)
-        cfg_clear_hosts(&cfg->dir.databases[i].target, list, sizeof list);
-    if (!list[0])
-        return;
-    snprintf(msg, sizeof msg,
-             "LoginMode = MasterUser with Tls = none: the master password crosses the network "
-             "in clear text to %s; set Tls = starttls or implicit",
-             list);
-    cfg_warn(cp, cfg_key_line(cp, SEC_BACKEND, "LoginMode"), msg);
 }
 
 /* PassThrough logs in with the client's own password, which cannot open a
@@ -1296,28 +674,6 @@ static void cfg_warn_delegates(struct cfg_parse *cp)
              "MasterUser");
 }
 
-/* A host given as an address, on a route that checks certificates against
- * its host's name: certificates name hosts, and wolfSSL matches a name, not
- * an IP address entry, so this needs TlsServerName (or a CN of the address). */
-static void cfg_warn_address_names(struct cfg_parse *cp, unsigned line,
-                                   const struct backend_target *t)
-{
-    const struct backend_policy *pol = t->policy;
-    char msg[600];
-    if (!pol || pol->tls == BACKEND_TLS_NONE || !pol->verify || pol->server_name[0])
-        return;
-    for (unsigned h = 0; h < t->nhosts; h++) {
-        struct in6_addr a;
-        if (inet_pton(AF_INET, t->hosts[h], &a) != 1 && inet_pton(AF_INET6, t->hosts[h], &a) != 1)
-            continue;
-        snprintf(msg, sizeof msg,
-                 "%s is an address: its certificate must carry the name \"%s\"; give the route's "
-                 "TlsServerName the name its certificate carries",
-                 t->hosts[h], t->hosts[h]);
-        cfg_warn(cp, line, msg);
-    }
-}
-
 /* Every route's TLS: [backend]'s, then each database's. */
 static void cfg_check_backend_tls(struct cfg_parse *cp)
 {
@@ -1325,12 +681,9 @@ static void cfg_check_backend_tls(struct cfg_parse *cp)
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         cfg->backend.policy.port[p] = cfg->proto[p].target_port;
     cfg_check_policy(cp, SEC_BACKEND, &cfg->backend.policy);
-    cfg_warn_address_names(cp, cfg_key_line(cp, SEC_BACKEND, "DefaultServer"),
-                           &cfg->backend.target);
     for (unsigned i = 0; i < cfg->dir.ndatabases; i++) {
         cfg_database_policy(cp, i);
         cfg_check_policy(cp, SEC_DATABASE + (int)i, &cfg->dir.databases[i].policy);
-        cfg_warn_address_names(cp, cp->db_line[i], &cfg->dir.databases[i].target);
     }
 }
 
@@ -1349,39 +702,37 @@ static void cfg_check(struct cfg_parse *cp)
     if (!cfg->backend.server[0] && !cfg->dir.enabled)
         cfg_error(cp, cp->section_line[SEC_BACKEND],
                   "[backend] DefaultServer is required without a directory ([forest:NAME])");
-    else if (cfg->backend.server[0])
-        cfg_resolve_backend(cp);
     if (cfg->backend.mode == BACKEND_LOGIN_MASTER)
         cfg_check_master(cp);
     if (cfg->backend.backoff_max < cfg->backend.backoff)
         cfg_error(cp, cfg_key_line(cp, SEC_BACKEND, "FailoverBackoffMax"),
                   "FailoverBackoffMax is shorter than FailoverBackoff");
     cfg_check_backend_tls(cp);
-    cfg_warn_clear_master(cp);
     cfg_warn_delegates(cp);
 }
 
-int config_load(struct fg_config *cfg, const char *path, FILE *err)
+/* Reads, checks and loads; returns the number of errors. */
+static int cfg_read(struct cfg_parse *cp, const char *path)
 {
-    struct cfg_parse cp = {.cfg = cfg, .err = err};
+    struct fg_config *cfg = cp->cfg;
 
     cfg_defaults(cfg);
     snprintf(cfg->path, sizeof cfg->path, "%s", path);
-    cp.fp = fopen(path, "r");
-    if (!cp.fp) {
-        cfg_error(&cp, 0, "cannot open: %s", strerror(errno));
-        return cp.errors;
+    cp->fp = fopen(path, "r");
+    if (!cp->fp) {
+        cfg_error(cp, 0, "cannot open: %s", strerror(errno));
+        return cp->errors;
     }
-    int rc = ini_parse_stream(cfg_reader, &cp, cfg_handler, &cp);
-    fclose(cp.fp);
+    int rc = ini_parse_stream(cfg_reader, cp, cfg_handler, cp);
+    fclose(cp->fp);
     if (rc > 0)
-        cfg_error(&cp, (unsigned)rc, "syntax error: expected [section], key = value or a comment");
+        cfg_error(cp, (unsigned)rc, "syntax error: expected [section], key = value or a comment");
     for (int i = 0; i < FG_PROTO_COUNT; i++) {
         struct proto_conf *pc = &cfg->proto[i];
-        pc->enabled = cp.section_line[SEC_IMAP + i] != 0;
+        pc->enabled = cp->section_line[SEC_IMAP + i] != 0;
         pc->sess.banner = pc->banner;
-        bool plain_set = cfg_key_line(&cp, SEC_IMAP + i, "UnencryptedOrTLSBindings") != 0;
-        bool tls_set = cfg_key_line(&cp, SEC_IMAP + i, "SSLBindings") != 0;
+        bool plain_set = cfg_key_line(cp, SEC_IMAP + i, "UnencryptedOrTLSBindings") != 0;
+        bool tls_set = cfg_key_line(cp, SEC_IMAP + i, "SSLBindings") != 0;
         /* Exchange's defaults when neither is set; TLS ones only with a certificate. */
         if (pc->enabled && !plain_set && !tls_set) {
             cfg_default_bindings(&pc->plain, i == FG_PROTO_IMAP ? 143 : 110);
@@ -1389,35 +740,32 @@ int config_load(struct fg_config *cfg, const char *path, FILE *err)
                 cfg_default_bindings(&pc->tls, i == FG_PROTO_IMAP ? 993 : 995);
         }
         /* Implicit TLS to the backend: its TLS ports, unless told otherwise. */
-        if (!cfg_key_line(&cp, SEC_IMAP + i, "ProxyTargetPort"))
+        if (!cfg_key_line(cp, SEC_IMAP + i, "ProxyTargetPort"))
             pc->target_port = cfg_default_port(i, cfg->backend.policy.tls);
     }
-    cfg_check(&cp);
-    return cp.errors;
+    cfg_check(cp);
+    if (cp->flags & CONFIG_FILES)
+        cfg_load(cp);
+    cfg_finish_directory(cp);
+    return cp->errors;
 }
 
-void config_free(struct fg_config *cfg)
+int config_load(struct fg_config *cfg, const char *path, FILE *err, unsigned flags)
 {
-    for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        tls_server_free(cfg->proto[p].tls_server);
-        cfg->proto[p].tls_server = NULL;
+    struct cfg_parse *cp = calloc(1, sizeof *cp); /* the forests' domains: 50 KB */
+    if (!cp) {
+        fprintf(err, "%s: out of memory\n", path);
+        return 1;
     }
-    tls_client_free(cfg->backend.policy.tls_cl);
-    cfg->backend.policy.tls_cl = NULL;
-    for (unsigned i = 0; i < cfg->dir.ndatabases; i++) {
-        tls_client_free(cfg->dir.databases[i].policy.tls_cl);
-        cfg->dir.databases[i].policy.tls_cl = NULL;
-    }
-    for (unsigned f = 0; f < cfg->dir.nforests; f++) {
-        if (cfg->dir.forests[f].store)
-            ldif_free(cfg->dir.forests[f].store);
-        free(cfg->dir.forests[f].store);
-        cfg->dir.forests[f].store = NULL;
-    }
-    for (unsigned f = 0; f < cfg->dir.nforests; f++)
-        cfg_secret_free(&cfg->dir.forests[f].bind_pass, &cfg->dir.forests[f].bind_pass_len);
-    cfg_secret_free(&cfg->backend.master_pass, &cfg->backend.master_pass_len);
+    cp->cfg = cfg;
+    cp->err = err;
+    cp->flags = flags;
+    int errors = cfg_read(cp, path);
+    free(cp);
+    return errors;
 }
+
+/* Reads, checks and loads; returns the number of errors. */
 
 /* ---- show settings: the effective values, from the keys' tables ---- */
 

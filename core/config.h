@@ -73,11 +73,21 @@ struct fg_config {
     struct dir_conf dir;
 };
 
+/* What config_load does beyond reading and checking the file itself. */
+enum config_flags {
+    CONFIG_FILES = 1 << 0,       /* load what it names: certificates, password, LDIF and CA files */
+    CONFIG_NETWORK = 1 << 1,     /* look host names up, ask LDAP forests for their domains */
+    CONFIG_CHECK = CONFIG_FILES, /* --check-config */
+    CONFIG_START = CONFIG_FILES | CONFIG_NETWORK, /* start-up: everything */
+};
+
 /*
- * Reads and checks the file. Problems are written to err, one per line, as
- * "file:line: reason". Returns the number of errors (0: usable).
+ * Reads and checks the file, then loads what flags ask for. Problems are
+ * written to err, one per line, as "file:line: reason". Returns the number
+ * of errors (0: usable). Without CONFIG_NETWORK nothing leaves the machine:
+ * a host given as an address is still taken, a name is not looked up.
  */
-int config_load(struct fg_config *cfg, const char *path, FILE *err);
+int config_load(struct fg_config *cfg, const char *path, FILE *err, unsigned flags);
 
 /* Wipes the master password and releases what the configuration holds. */
 void config_free(struct fg_config *cfg);

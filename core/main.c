@@ -36,10 +36,14 @@ const char *malloc_conf = "background_thread:true,dirty_decay_ms:5000,muzzy_deca
 
 static void main_usage(FILE *out)
 {
-    fprintf(out, "Usage: forestgate -c FILE [--check-config]\n"
+    fprintf(out, "Usage: forestgate -c FILE [--check-config[=full]]\n"
                  "       forestgate --version | --help\n\n"
                  "  -c, --config FILE    configuration file (INI)\n"
-                 "  -t, --check-config   check the configuration, print its errors, exit\n"
+                 "  -t, --check-config   check the configuration and the files it names\n"
+                 "                       (certificates, passwords, LDIF), print its errors,\n"
+                 "                       exit; nothing leaves the machine\n"
+                 "      --check-config=full  the same, and look host names up and ask LDAP\n"
+                 "                       forests for their domains, as start-up does\n"
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
                  "forestgate runs in the foreground and logs to stderr. SIGTERM or SIGINT\n"
@@ -265,13 +269,14 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
             {"config", required_argument, NULL, 'c'},
-            {"check-config", no_argument, NULL, 't'},
+            {"check-config", optional_argument, NULL, 't'},
             {"version", no_argument, NULL, 'v'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     bool check = false;
+    unsigned flags = CONFIG_START;
     int opt;
 
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
@@ -281,6 +286,14 @@ int main(int argc, char **argv)
             break;
         case 't':
             check = true;
+            flags = CONFIG_CHECK;
+            if (optarg && strcmp(optarg, "full") == 0) {
+                flags = CONFIG_START;
+            } else if (optarg) {
+                fprintf(stderr, "forestgate: --check-config=%s: expected --check-config=full\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'v':
             main_version();
@@ -302,7 +315,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "forestgate: cannot initialise wolfSSL\n");
         return 1;
     }
-    int errors = config_load(&cfg, path, stderr);
+    int errors = config_load(&cfg, path, stderr, flags);
     if (errors > 0) {
         fprintf(stderr, "%s: %d error%s\n", path, errors, errors == 1 ? "" : "s");
         config_free(&cfg);
@@ -310,7 +323,10 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
-        printf("%s: configuration OK\n", path);
+        printf("%s: configuration OK%s\n", path,
+               flags & CONFIG_NETWORK ? ""
+                                      : " (host names and LDAP domains not checked: "
+                                        "--check-config=full checks them)");
         config_free(&cfg);
         tls_cleanup();
         return 0;

@@ -3,7 +3,11 @@
 #include "../../tls/tls.h"
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/fg-test-config-XXXXXX";
@@ -18,14 +22,22 @@ static const char *write_file(const char *name, const char *text)
     return path;
 }
 
-/* Loads text as a configuration; returns the error count and the messages. */
-static int load(struct fg_config *cfg, const char *text, char **msgs)
+/* Loads text as a configuration with flags; returns the error count and
+ * the messages. */
+static int load_with(struct fg_config *cfg, const char *text, char **msgs, unsigned flags)
 {
     size_t n;
     FILE *err = open_memstream(msgs, &n);
-    int errors = config_load(cfg, write_file("t.ini", text), err);
+    int errors = config_load(cfg, write_file("t.ini", text), err, flags);
     fclose(err);
     return errors;
+}
+
+/* As start-up loads it: host names are looked up and LDAP forests asked for
+ * their domains (the cases below use .invalid names and closed ports). */
+static int load(struct fg_config *cfg, const char *text, char **msgs)
+{
+    return load_with(cfg, text, msgs, CONFIG_START);
 }
 
 static const char issue_config[] = "[global]\n"
@@ -935,6 +947,46 @@ static void test_directory_errors(void)
     }
 }
 
+/*
+ * --check-config's loading (CONFIG_CHECK) reads the files the settings name
+ * but never leaves the machine: a host name is not looked up, an LDAP forest
+ * without Domains is not asked for them (a listening socket given as its
+ * server sees no connection), while an address is still taken. With
+ * CONFIG_START the same names are looked up and fail.
+ */
+static void test_check_config_stays_off_the_network(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(ls, 8) == 0 &&
+          getsockname(ls, (struct sockaddr *)&a, &len) == 0);
+    char text[1024], *msgs;
+    write_file("bind.pw", "service-secret\n");
+    snprintf(text, sizeof text,
+             "[imap]\n[backend]\nDefaultServer = no-such-host.invalid\n[forest:a]\n"
+             "Role = Organization\nUri = ldap://127.0.0.1:%u\nBindDn = CN=s\n"
+             "BindPasswordFile = %s/bind.pw\nDefaultDomain = a.example\n"
+             "[databases]\nDB01 = 127.0.0.2, mail.invalid\n",
+             ntohs(a.sin_port), dir);
+    struct fg_config cfg;
+    CHECK_INT(load_with(&cfg, text, &msgs, CONFIG_CHECK), 0);
+    CHECKF(!strstr(msgs, "no-such-host") && !strstr(msgs, "mail.invalid"), "%s", msgs);
+    CHECK_INT(cfg.backend.target.naddrs, 0);
+    CHECK_INT(cfg.dir.databases[0].target.naddrs, 1); /* 127.0.0.2, without a lookup */
+    CHECK_MEM(cfg.dir.forests[0].bind_pass, cfg.dir.forests[0].bind_pass_len, "service-secret");
+    struct pollfd pfd = {.fd = ls, .events = POLLIN};
+    CHECKF(poll(&pfd, 1, 200) == 0, "the LDAP server was contacted");
+    free(msgs);
+    config_free(&cfg);
+    /* Start-up looks the names up: .invalid never resolves. */
+    snprintf(text, sizeof text, "[imap]\n[backend]\nDefaultServer = no-such-host.invalid\n");
+    CHECK(load(&cfg, text, &msgs) == 1 && strstr(msgs, "t.ini:3: DefaultServer no-such-host"));
+    free(msgs);
+    config_free(&cfg);
+    close(ls);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir) || tls_init() != FG_OK)
@@ -946,6 +998,7 @@ int main(void)
     test_no_certificate_means_no_tls();
     test_directory_sections();
     test_directory_errors();
+    test_check_config_stays_off_the_network();
     th_checks++;
     if (!make_cert_dir()) {
         th_fail(__FILE__, __LINE__, "cannot make test certificates with openssl in %s", dir);
