@@ -27,7 +27,8 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
-#include "../base/base64.h"
+#include "../proto/imap_parse.h"
+#include "../proto/sasl_plain.h"
 #include "resp.h"
 
 const char *const fgb_err_names[E_N] = {"connect", "greeting", "login", "command", "protocol",
@@ -277,53 +278,40 @@ static const char *next_tag(struct sess *s)
 
 /* ---- IMAP ---- */
 
-static int atom_char(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
-}
-
-/* Encodes an IMAP astring into dst: atom, quoted, or a LITERAL+ literal. */
-static void imap_astring(char *dst, size_t cap, const char *s)
+/*
+ * Writes s into dst (cap bytes) as an IMAP astring, encoded as proto/ encodes
+ * it for a backend. A literal is LITERAL+ ({n+}): a load generator must not
+ * wait for a "+" in the middle of its LOGIN. Returns -1 when dst is too small,
+ * and then the command would be too long anyway.
+ */
+static int imap_astring(char *dst, size_t cap, const char *s)
 {
     size_t n = strlen(s);
-    int atom = n > 0, quotable = 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        atom &= atom_char(c);
-        quotable &= c >= 0x20 && c < 0x7f;
+    int w = -1;
+    switch (imap_astring_kind(s, n)) {
+    case IMAP_ASTRING_ATOM:
+        w = snprintf(dst, cap, "%s", s);
+        break;
+    case IMAP_ASTRING_QUOTED:
+        if (2 * n + 2 >= cap)
+            return -1;
+        w = (int)imap_quote(s, n, dst);
+        dst[w] = 0;
+        break;
+    case IMAP_ASTRING_LITERAL:
+        w = snprintf(dst, cap, "{%zu+}\r\n%s", n, s);
+        break;
     }
-    if (atom) {
-        snprintf(dst, cap, "%s", s);
-    } else if (quotable) {
-        size_t o = 0;
-        dst[o++] = '"';
-        for (size_t i = 0; i < n && o + 3 < cap; i++) {
-            if (s[i] == '"' || s[i] == '\\')
-                dst[o++] = '\\';
-            dst[o++] = s[i];
-        }
-        dst[o++] = '"';
-        dst[o] = 0;
-    } else {
-        snprintf(dst, cap, "{%zu+}\r\n%s", n, s);
-    }
+    return w >= 0 && (size_t)w < cap ? 0 : -1;
 }
 
-/* SASL PLAIN initial response: base64("" NUL user NUL password). */
-static int sasl_plain_b64(const struct fgb_user *u, char *dst, size_t cap)
+/* The SASL PLAIN initial response of u, NUL-terminated, into dst (room for
+ * sasl_plain_encoded_max() + 1). Returns -1 when a field is over proto/'s limits. */
+static int sasl_plain_b64(const struct fgb_user *u, char *dst)
 {
-    uint8_t raw[600];
-    size_t ul = strlen(u->name), pl = strlen(u->pass);
-    if (ul + pl + 2 > sizeof(raw) || base64_encoded_len(ul + pl + 2) + 1 > cap)
-        return -1;
-    raw[0] = 0;
-    memcpy(raw + 1, u->name, ul);
-    raw[1 + ul] = 0;
-    memcpy(raw + 2 + ul, u->pass, pl);
-    base64_encode(raw, ul + pl + 2, dst);
-    dst[base64_encoded_len(ul + pl + 2)] = 0;
-    explicit_bzero(raw, sizeof(raw));
-    return 0;
+    size_t n = sasl_plain_encode("", 0, u->name, strlen(u->name), u->pass, strlen(u->pass), dst);
+    dst[n] = 0;
+    return n > 0 ? 0 : -1;
 }
 
 /* Users are taken in turn, interleaved over the threads. */
@@ -340,19 +328,20 @@ static void imap_login(struct sess *s)
     const struct fgb_user *u = sess_user(s);
     s->step = ST_LOGIN;
     if (s->t->o->auth_plain) {
-        char b64[820];
-        if (sasl_plain_b64(u, b64, sizeof(b64)) < 0) {
+        char b64[sasl_plain_encoded_max() + 1];
+        if (sasl_plain_b64(u, b64) < 0)
             sess_fail(s, E_PROTOCOL);
-            return;
-        }
-        sess_cmd(s, "%s AUTHENTICATE PLAIN %s\r\n", next_tag(s), b64);
+        else
+            sess_cmd(s, "%s AUTHENTICATE PLAIN %s\r\n", next_tag(s), b64);
         explicit_bzero(b64, sizeof(b64));
         return;
     }
-    char user[600], pass[600];
-    imap_astring(user, sizeof(user), u->name);
-    imap_astring(pass, sizeof(pass), u->pass);
-    sess_cmd(s, "%s LOGIN %s %s\r\n", next_tag(s), user, pass);
+    char user[OUT_MAX], pass[OUT_MAX];
+    if (imap_astring(user, sizeof(user), u->name) < 0 ||
+        imap_astring(pass, sizeof(pass), u->pass) < 0)
+        sess_fail(s, E_PROTOCOL); /* a user name or password too long for a command */
+    else
+        sess_cmd(s, "%s LOGIN %s %s\r\n", next_tag(s), user, pass);
     explicit_bzero(pass, sizeof(pass));
 }
 
@@ -472,8 +461,8 @@ static void pop3_login(struct sess *s)
 {
     const struct fgb_user *u = sess_user(s);
     if (s->t->o->auth_plain) {
-        char b64[820];
-        if (sasl_plain_b64(u, b64, sizeof(b64)) < 0) {
+        char b64[sasl_plain_encoded_max() + 1];
+        if (sasl_plain_b64(u, b64) < 0) {
             sess_fail(s, E_PROTOCOL);
             return;
         }

@@ -4,6 +4,7 @@
  * This file reads the command line and runs one or the other.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
 #include <signal.h>
@@ -72,11 +73,12 @@ static void usage(FILE *f)
             "  --version, --help\n");
 }
 
+/* One error line, then exit status 2: scripts show the line and test the status. */
 static int bad(const char *fmt, const char *arg)
 {
     fprintf(stderr, "forestgate-bench: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(see forestgate-bench --help)\n");
+    fprintf(stderr, " (see forestgate-bench --help)\n");
     return 2;
 }
 
@@ -270,142 +272,295 @@ struct cli {
     int port_set;
 };
 
-/* Takes one option and its value; returns 0, 1 to stop with exit 0, or 2 on error. */
-static int take(struct cli *c, const char *opt, const char *val, int *used)
+/* getopt_long's value of each option: above 255, clear of any short option. */
+enum {
+    O_PROTO = 256,
+    O_SERVE,
+    O_HOST,
+    O_PORT,
+    O_IMAP_PORT,
+    O_POP3_PORT,
+    O_SCENARIO,
+    O_CONNS,
+    O_THREADS,
+    O_RAMP,
+    O_RATE,
+    O_DURATION,
+    O_WARMUP,
+    O_TIMEOUT,
+    O_STAY,
+    O_NOOP,
+    O_USERS,
+    O_USER_COUNT,
+    O_PW_PATTERN,
+    O_AUTH,
+    O_MIX,
+    O_SNI,
+    O_READY_FILE,
+    O_JSON,
+    O_MESSAGES,
+    O_MSG_SIZE,
+    O_TLS,
+    O_STARTTLS,
+    O_TLS_RESUME,
+    O_QUIET,
+    O_VERSION,
+    O_HELP = 'h',
+};
+
+static const struct option long_opts[] = {
+        {"proto", required_argument, NULL, O_PROTO},
+        {"serve", required_argument, NULL, O_SERVE},
+        {"host", required_argument, NULL, O_HOST},
+        {"port", required_argument, NULL, O_PORT},
+        {"imap-port", required_argument, NULL, O_IMAP_PORT},
+        {"pop3-port", required_argument, NULL, O_POP3_PORT},
+        {"scenario", required_argument, NULL, O_SCENARIO},
+        {"conns", required_argument, NULL, O_CONNS},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"ramp", required_argument, NULL, O_RAMP},
+        {"rate", required_argument, NULL, O_RATE},
+        {"duration", required_argument, NULL, O_DURATION},
+        {"warmup", required_argument, NULL, O_WARMUP},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"stay", required_argument, NULL, O_STAY},
+        {"noop", required_argument, NULL, O_NOOP},
+        {"users", required_argument, NULL, O_USERS},
+        {"user-count", required_argument, NULL, O_USER_COUNT},
+        {"password-pattern", required_argument, NULL, O_PW_PATTERN},
+        {"auth", required_argument, NULL, O_AUTH},
+        {"mix", required_argument, NULL, O_MIX},
+        {"sni", required_argument, NULL, O_SNI},
+        {"ready-file", required_argument, NULL, O_READY_FILE},
+        {"json", required_argument, NULL, O_JSON},
+        {"messages", required_argument, NULL, O_MESSAGES},
+        {"msg-size", required_argument, NULL, O_MSG_SIZE},
+        {"tls", no_argument, NULL, O_TLS},
+        {"starttls", no_argument, NULL, O_STARTTLS},
+        {"tls-resume", no_argument, NULL, O_TLS_RESUME},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+};
+
+/* The long name of an option, for error lines. */
+static const char *opt_name(int id)
+{
+    for (const struct option *p = long_opts; p->name; p++)
+        if (p->val == id)
+            return p->name;
+    return "?";
+}
+
+static int bad_value(int id)
+{
+    return bad("bad value for --%s", opt_name(id));
+}
+
+/* An integer option's value, in [lo, hi], into *dst. Returns 0 or 2. */
+static int arg_int(int id, const char *val, long lo, long hi, int *dst)
+{
+    long l;
+    if (parse_long(val, lo, hi, &l) < 0)
+        return bad_value(id);
+    *dst = (int)l;
+    return 0;
+}
+
+static int arg_double(int id, const char *val, double lo, double hi, double *dst)
+{
+    return parse_double(val, lo, hi, dst) < 0 ? bad_value(id) : 0;
+}
+
+/* The options that take a whole number. Returns 0, 2 on error, or -1 if id is not one. */
+static int take_int(struct cli *c, int id, const char *val)
 {
     struct fgb_opts *o = &c->o;
     long l;
-    double d;
-    *used = 1;
-#define NEED()                                                                                     \
-    do {                                                                                           \
-        if (!val)                                                                                  \
-            return bad("%s needs a value", opt);                                                   \
-    } while (0)
-#define LONG(lo, hi, dst)                                                                          \
-    do {                                                                                           \
-        NEED();                                                                                    \
-        if (parse_long(val, lo, hi, &l) < 0)                                                       \
-            return bad("bad value for %s", opt);                                                   \
-        dst = (int)l;                                                                              \
-    } while (0)
-#define DOUBLE(lo, hi, dst)                                                                        \
-    do {                                                                                           \
-        NEED();                                                                                    \
-        if (parse_double(val, lo, hi, &d) < 0)                                                     \
-            return bad("bad value for %s", opt);                                                   \
-        dst = d;                                                                                   \
-    } while (0)
-    if (strcmp(opt, "--proto") == 0) {
-        NEED();
-        if (parse_proto(val, &o->proto) < 0)
-            return bad("--proto must be imap or pop3, not '%s'", val);
-    } else if (strcmp(opt, "--serve") == 0) {
-        NEED();
-        if (parse_proto(val, &c->so.proto) < 0)
-            return bad("--serve must be imap or pop3, not '%s'", val);
-        c->serve = 1;
-    } else if (strcmp(opt, "--host") == 0) {
-        NEED();
-        o->host = c->so.host = val;
-    } else if (strcmp(opt, "--port") == 0) {
-        LONG(1, 65535, o->port);
-        c->so.port = o->port;
+    int rc;
+    switch (id) {
+    case O_PORT:
+        /* One --port serves both modes: the server to load, or the mock's own. */
         c->port_set = 1;
-    } else if (strcmp(opt, "--imap-port") == 0) {
-        LONG(1, 65535, o->imap_port);
-    } else if (strcmp(opt, "--pop3-port") == 0) {
-        LONG(1, 65535, o->pop3_port);
-    } else if (strcmp(opt, "--scenario") == 0) {
-        NEED();
-        int found = 0;
-        for (int i = 0; i <= SC_MIXED; i++)
-            if (strcmp(val, fgb_scenario_names[i]) == 0) {
-                o->scenario = (enum fgb_scenario)i;
-                found = 1;
-            }
-        if (!found)
-            return bad("--scenario must be login, fetch, idle or mixed, not '%s'", val);
-    } else if (strcmp(opt, "--conns") == 0) {
-        LONG(1, MAX_CONNS, o->conns);
-    } else if (strcmp(opt, "--threads") == 0) {
-        LONG(1, MAX_THREADS, o->threads);
+        rc = arg_int(id, val, 1, 65535, &o->port);
+        c->so.port = o->port;
+        return rc;
+    case O_IMAP_PORT:
+        return arg_int(id, val, 1, 65535, &o->imap_port);
+    case O_POP3_PORT:
+        return arg_int(id, val, 1, 65535, &o->pop3_port);
+    case O_CONNS:
+        return arg_int(id, val, 1, MAX_CONNS, &o->conns);
+    case O_THREADS:
+        rc = arg_int(id, val, 1, MAX_THREADS, &o->threads);
         c->so.threads = o->threads;
-    } else if (strcmp(opt, "--ramp") == 0) {
-        LONG(1, MAX_CONNS, o->ramp);
-    } else if (strcmp(opt, "--rate") == 0) {
-        DOUBLE(0, 1e7, o->rate);
-    } else if (strcmp(opt, "--duration") == 0) {
-        DOUBLE(0.01, 86400, o->duration);
+        return rc;
+    case O_RAMP:
+        return arg_int(id, val, 1, MAX_CONNS, &o->ramp);
+    case O_MESSAGES:
+        return arg_int(id, val, 1, 1000000, &c->so.messages);
+    case O_USER_COUNT:
+        return parse_long(val, 1, MAX_USERS, &c->user_count) < 0 ? bad_value(id) : 0;
+    case O_MSG_SIZE:
+        if (parse_long(val, 1, 1L << 30, &l) < 0)
+            return bad_value(id);
+        c->so.msg_size = (size_t)l;
+        return 0;
+    }
+    return -1;
+}
+
+/* The options that take seconds or a rate. Returns 0, 2 on error, or -1 if id is not one. */
+static int take_double(struct cli *c, int id, const char *val)
+{
+    struct fgb_opts *o = &c->o;
+    int rc;
+    switch (id) {
+    case O_RATE:
+        return arg_double(id, val, 0, 1e7, &o->rate);
+    case O_DURATION:
+        /* The mock's duration defaults to 0 (until a signal), the client's to 10 s. */
+        rc = arg_double(id, val, 0.01, 86400, &o->duration);
         c->so.duration = o->duration;
-    } else if (strcmp(opt, "--warmup") == 0) {
-        DOUBLE(0, 3600, o->warmup);
-    } else if (strcmp(opt, "--timeout") == 0) {
-        DOUBLE(0.01, 3600, o->timeout);
-    } else if (strcmp(opt, "--stay") == 0) {
-        DOUBLE(0, 86400, o->stay_s);
-    } else if (strcmp(opt, "--noop") == 0) {
-        DOUBLE(0.001, 3600, o->noop_s);
-    } else if (strcmp(opt, "--users") == 0) {
-        NEED();
-        c->users = val;
-    } else if (strcmp(opt, "--user-count") == 0) {
-        NEED();
-        if (parse_long(val, 1, MAX_USERS, &c->user_count) < 0)
-            return bad("bad value for %s", opt);
-    } else if (strcmp(opt, "--password-pattern") == 0) {
-        NEED();
-        c->pw_pattern = val;
-    } else if (strcmp(opt, "--auth") == 0) {
-        NEED();
+        return rc;
+    case O_WARMUP:
+        return arg_double(id, val, 0, 3600, &o->warmup);
+    case O_TIMEOUT:
+        return arg_double(id, val, 0.01, 3600, &o->timeout);
+    case O_STAY:
+        return arg_double(id, val, 0, 86400, &o->stay_s);
+    case O_NOOP:
+        return arg_double(id, val, 0.001, 3600, &o->noop_s);
+    }
+    return -1;
+}
+
+static int take_scenario(struct fgb_opts *o, const char *val)
+{
+    for (int i = 0; i <= SC_MIXED; i++)
+        if (strcmp(val, fgb_scenario_names[i]) == 0) {
+            o->scenario = (enum fgb_scenario)i;
+            return 0;
+        }
+    return bad("--scenario must be login, fetch, idle or mixed, not '%s'", val);
+}
+
+/* The options that take a word or a path. Returns 0, 2 on error, or -1 if id is not one. */
+static int take_text(struct cli *c, int id, const char *val)
+{
+    struct fgb_opts *o = &c->o;
+    switch (id) {
+    case O_PROTO:
+        return parse_proto(val, &o->proto) ? bad("--proto must be imap or pop3, not '%s'", val) : 0;
+    case O_SERVE:
+        c->serve = 1;
+        return parse_proto(val, &c->so.proto) ? bad("--serve must be imap or pop3, not '%s'", val)
+                                              : 0;
+    case O_SCENARIO:
+        return take_scenario(o, val);
+    case O_AUTH:
         if (strcmp(val, "login") != 0 && strcmp(val, "plain") != 0)
             return bad("--auth must be login or plain, not '%s'", val);
         o->auth_plain = strcmp(val, "plain") == 0;
-    } else if (strcmp(opt, "--mix") == 0) {
-        NEED();
-        if (parse_mix(val, o) < 0)
-            return bad("--mix wants pop3=W,imap=W with whole weights, not '%s'", val);
-    } else if (strcmp(opt, "--sni") == 0) {
-        NEED();
+        return 0;
+    case O_MIX:
+        return parse_mix(val, o)
+                       ? bad("--mix wants pop3=W,imap=W with whole weights, not '%s'", val)
+                       : 0;
+    case O_SNI:
         if (strlen(val) > 255)
             return bad("--sni: a host name of at most 255 bytes, not '%s'", val);
         o->sni = val;
-    } else if (strcmp(opt, "--ready-file") == 0) {
-        NEED();
+        return 0;
+    case O_HOST:
+        o->host = c->so.host = val;
+        return 0;
+    case O_USERS:
+        c->users = val;
+        return 0;
+    case O_PW_PATTERN:
+        c->pw_pattern = val;
+        return 0;
+    case O_READY_FILE:
         o->ready_file = val;
-    } else if (strcmp(opt, "--json") == 0) {
-        NEED();
+        return 0;
+    case O_JSON:
         o->json = val;
-    } else if (strcmp(opt, "--messages") == 0) {
-        LONG(1, 1000000, c->so.messages);
-    } else if (strcmp(opt, "--msg-size") == 0) {
-        NEED();
-        if (parse_long(val, 1, 1L << 30, &l) < 0)
-            return bad("bad value for %s", opt);
-        c->so.msg_size = (size_t)l;
-    } else {
-        *used = 0;
-        if (strcmp(opt, "--tls") == 0)
-            o->tls = 1;
-        else if (strcmp(opt, "--starttls") == 0)
-            o->starttls = 1;
-        else if (strcmp(opt, "--tls-resume") == 0)
-            o->tls_resume = 1;
-        else if (strcmp(opt, "--quiet") == 0)
-            o->quiet = c->so.quiet = 1;
-        else if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
-            usage(stdout);
-            return 1;
-        } else if (strcmp(opt, "--version") == 0) {
-            printf("forestgate-bench %s\n", FG_VERSION);
-            return 1;
-        } else
-            return bad("unknown option '%s'", opt);
+        return 0;
     }
-    return 0;
-#undef NEED
-#undef LONG
-#undef DOUBLE
+    return -1;
+}
+
+/* The options without a value. Returns 0, or 1 to stop with exit 0 (--help, --version). */
+static int take_flag(struct cli *c, int id)
+{
+    switch (id) {
+    case O_TLS:
+        c->o.tls = 1;
+        return 0;
+    case O_STARTTLS:
+        c->o.starttls = 1;
+        return 0;
+    case O_TLS_RESUME:
+        c->o.tls_resume = 1;
+        return 0;
+    case O_QUIET:
+        c->o.quiet = c->so.quiet = 1;
+        return 0;
+    case O_VERSION:
+        printf("forestgate-bench %s\n", FG_VERSION);
+        return 1;
+    case O_HELP:
+        usage(stdout);
+        return 1;
+    }
+    return 2; /* not reached: getopt_long returns only the ids of long_opts */
+}
+
+/* What getopt_long refused: an option unknown, ambiguous, or given a value it does not take. */
+static int bad_option(int id, const char *arg)
+{
+    char short_opt[3] = {'-', (char)id, 0};
+    if (id >= O_PROTO)
+        return bad("--%s takes no value", opt_name(id));
+    return bad("unknown option '%s'", id > 0 ? short_opt : arg);
+}
+
+/* Takes one option. Returns 0, 1 to stop with exit 0, or 2 after an error line. */
+static int take(struct cli *c, int id, const char *val)
+{
+    int rc = take_int(c, id, val);
+    if (rc < 0)
+        rc = take_double(c, id, val);
+    if (rc < 0)
+        rc = take_text(c, id, val);
+    return rc < 0 ? take_flag(c, id) : rc;
+}
+
+/*
+ * Reads the command line. Long options take "--opt value" or "--opt=value",
+ * as getopt_long reads them; the leading ':' makes a missing value its own
+ * case, and '+' stops at the first word that is not an option, which is an
+ * error here. Returns 0, 1 to stop with exit 0, or 2 after one error line.
+ */
+static int parse_args(struct cli *c, int argc, char **argv)
+{
+    opterr = 0; /* getopt's own messages would come beside ours */
+    for (;;) {
+        int id = getopt_long(argc, argv, "+:h", long_opts, NULL), rc;
+        if (id == -1)
+            break;
+        if (id == ':')
+            rc = bad("--%s needs a value", opt_name(optopt));
+        else if (id == '?')
+            rc = bad_option(optopt, argv[optind - 1]);
+        else
+            rc = take(c, id, optarg);
+        if (rc)
+            return rc;
+    }
+    return optind < argc ? bad("unknown option '%s'", argv[optind]) : 0;
 }
 
 static void defaults(struct cli *c)
@@ -509,25 +664,10 @@ int main(int argc, char **argv)
 {
     struct cli c;
     defaults(&c);
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        char buf[64];
-        /* --opt=value is the same as --opt value. */
-        const char *eq = strchr(opt, '=');
-        if (opt[0] == '-' && opt[1] == '-' && eq && (size_t)(eq - opt) < sizeof(buf)) {
-            memcpy(buf, opt, (size_t)(eq - opt));
-            buf[eq - opt] = 0;
-            opt = buf;
-            val = eq + 1;
-        }
-        int used;
-        int rc = take(&c, opt, val, &used);
-        if (rc)
-            return rc == 1 ? 0 : rc;
-        if (used && !eq)
-            i++;
-    }
-    int rc = finish(&c);
+    int rc = parse_args(&c, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    rc = finish(&c);
     if (rc == 0) {
         signal(SIGPIPE, SIG_IGN);
         rc = c.serve ? fgb_serve(&c.so) : run_client(&c);
