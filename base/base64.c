@@ -1,32 +1,48 @@
 #include "base64.h"
 
+#include <stdbool.h>
+
 static const char b64_alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+static const char b64url_alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Encodes with alphabet a; pad: '=' to a multiple of four, as RFC 4648
+ * section 4 wants, or nothing (section 5's URL form, as identifiers use). */
+static size_t b64_encode(const char *a, bool pad, const uint8_t *src, size_t n, char *dst)
+{
+    char *start = dst;
+    size_t i = 0;
+    for (; n - i >= 3; i += 3) {
+        uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
+        *dst++ = a[v >> 18];
+        *dst++ = a[(v >> 12) & 63];
+        *dst++ = a[(v >> 6) & 63];
+        *dst++ = a[v & 63];
+    }
+    if (n - i > 0) {
+        uint32_t v = (uint32_t)src[i] << 16 | (n - i == 2 ? (uint32_t)src[i + 1] << 8 : 0);
+        *dst++ = a[v >> 18];
+        *dst++ = a[(v >> 12) & 63];
+        if (n - i == 2)
+            *dst++ = a[(v >> 6) & 63];
+        else if (pad)
+            *dst++ = '=';
+        if (pad)
+            *dst++ = '=';
+    }
+    return (size_t)(dst - start);
+}
+
 void base64_encode(const uint8_t *src, size_t n, char *dst)
 {
-    size_t i = 0;
-    while (n - i >= 3) {
-        uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
-        *dst++ = b64_alphabet[v >> 18];
-        *dst++ = b64_alphabet[(v >> 12) & 63];
-        *dst++ = b64_alphabet[(v >> 6) & 63];
-        *dst++ = b64_alphabet[v & 63];
-        i += 3;
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)src[i] << 16;
-        *dst++ = b64_alphabet[v >> 18];
-        *dst++ = b64_alphabet[(v >> 12) & 63];
-        *dst++ = '=';
-        *dst++ = '=';
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8;
-        *dst++ = b64_alphabet[v >> 18];
-        *dst++ = b64_alphabet[(v >> 12) & 63];
-        *dst++ = b64_alphabet[(v >> 6) & 63];
-        *dst++ = '=';
-    }
+    b64_encode(b64_alphabet, true, src, n, dst);
+}
+
+size_t base64url_encode(const uint8_t *src, size_t n, char *dst)
+{
+    return b64_encode(b64url_alphabet, false, src, n, dst);
 }
 
 static int b64_value(unsigned char c)

@@ -20,6 +20,11 @@ static inline size_t base64_decoded_max(size_t n)
 /* Encodes n bytes of src into dst, which has base64_encoded_len(n) bytes. */
 void base64_encode(const uint8_t *src, size_t n, char *dst);
 
+/* Encodes n bytes in the URL alphabet ('-' and '_'), without padding (RFC
+ * 4648 section 5): safe in IMAP atoms, POP3 arguments and file names.
+ * dst has base64_encoded_len(n) bytes; returns the length written. */
+size_t base64url_encode(const uint8_t *src, size_t n, char *dst);
+
 /*
  * Decodes n characters of src into dst (room for base64_decoded_max(n)).
  * Returns the decoded length, or -1 when src is not canonical base64.

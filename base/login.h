@@ -3,8 +3,8 @@
  * LoginType allows, and how a login ended. Type-only, so proto/, directory/
  * and core/ can speak of a login without depending on each other.
  */
-#ifndef FG_LOGIN_H
-#define FG_LOGIN_H
+#ifndef FG_BASE_LOGIN_H
+#define FG_BASE_LOGIN_H
 
 enum fg_proto {
     FG_PROTO_IMAP,

@@ -1,5 +1,7 @@
 #include "resp.h"
 
+#include "../proto/imap_parse.h"
+
 #include <string.h>
 
 /*
@@ -30,27 +32,13 @@ void imr_init(struct imr *r)
     r->reset = 0;
 }
 
-/*
- * Parses "{n}" at the end of s (CRLF removed). Returns 1 with *n_r, 0 when
- * the line does not end in a literal, -1 when the count overflows.
- */
+/* "{n}" at the end of s (CRLF removed): 1 with *n_r, 0 when the line does not
+ * end in a literal, -1 when the count overflows. A server sends no {n+}. */
 static int imr_literal_at_end(const char *s, size_t len, uint64_t *n_r)
 {
-    if (len < 3 || s[len - 1] != '}')
-        return 0;
-    size_t i = len - 1;
-    while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9')
-        i--;
-    size_t digits = len - 1 - i;
-    if (digits == 0 || i == 0 || s[i - 1] != '{')
-        return 0;
-    if (digits > 18)
-        return -1;
-    uint64_t n = 0;
-    for (size_t k = i; k < len - 1; k++)
-        n = n * 10 + (uint64_t)(s[k] - '0');
-    *n_r = n;
-    return 1;
+    bool sync;
+    int rc = imap_literal_at_end(s, len, n_r, &sync);
+    return rc == 1 && !sync ? 0 : rc;
 }
 
 /* Keeps the last bytes of a segment that follows a literal: only its end matters. */

@@ -4,6 +4,7 @@
  */
 #include "conn.h"
 
+#include "../base/base64.h"
 #include "../tls/tls.h"
 #include "pipes.h"
 #include "tlsio.h"
@@ -71,7 +72,6 @@ void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
  */
 static void conn_make_sid(struct worker *w, struct conn *c)
 {
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     uint8_t raw[12];
     uint32_t t = (uint32_t)time(NULL), n = ++w->sid_counter;
 
@@ -81,12 +81,7 @@ static void conn_make_sid(struct worker *w, struct conn *c)
     }
     memcpy(raw + 4, w->sid_salt, 3);
     raw[7] = (uint8_t)w->id;
-    for (int i = 0; i < 4; i++) {
-        uint32_t v = (uint32_t)raw[3 * i] << 16 | (uint32_t)raw[3 * i + 1] << 8 | raw[3 * i + 2];
-        for (int k = 0; k < 4; k++)
-            c->sid[4 * i + k] = a[(v >> (18 - 6 * k)) & 63];
-    }
-    c->sid[16] = 0;
+    c->sid[base64url_encode(raw, sizeof raw, c->sid)] = 0;
 }
 
 /* Refuses a connection we have no room for, without a slot. A TLS client

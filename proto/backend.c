@@ -17,6 +17,28 @@ void backend_login_init(struct backend_login *bl, const struct backend_login_ops
     ops->start(bl);
 }
 
+enum backend_login_result backend_login_input(struct backend_login *bl)
+{
+    while (buf_avail(&bl->in) > 0) {
+        struct backend_frame f;
+        int rc = bl->ops->frame(bl, &f);
+        if (rc == FG_AGAIN)
+            return BACKEND_AGAIN;
+        if (rc == FG_ERROR) {
+            backend_reason(bl, "backend response too long", NULL, 0);
+            return BACKEND_FAIL;
+        }
+        backend_log_in(bl, buf_head(&bl->in), f.text);
+        enum backend_login_result res = bl->ops->line(bl, buf_head(&bl->in), f.text);
+        buf_consume(&bl->in, f.len);
+        if (res == BACKEND_STARTTLS)
+            buf_consume(&bl->in, buf_avail(&bl->in));
+        if (res != BACKEND_AGAIN)
+            return res;
+    }
+    return BACKEND_AGAIN;
+}
+
 void backend_login_free(struct backend_login *bl)
 {
     buf_free(&bl->in);

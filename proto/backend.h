@@ -66,11 +66,23 @@ struct backend_login {
     void *plog_ctx;
 };
 
+/* The next complete response in bl->in: the bytes it takes (its CRLF and
+ * any literal included) and the length of its text without the CRLF. */
+struct backend_frame {
+    uint32_t len, text;
+};
+
 struct backend_login_ops {
     /* Prepares bl; the backend speaks first. */
     void (*start)(struct backend_login *bl);
-    /* Consumes complete lines from bl->in. */
+    /* Consumes complete responses from bl->in: backend_login_input, the one
+     * loop both protocols share around their frame and line below. */
     enum backend_login_result (*input)(struct backend_login *bl);
+    /* Finds the next response: FG_OK, FG_AGAIN (incomplete) or FG_ERROR
+     * (longer than the protocol allows). */
+    int (*frame)(struct backend_login *bl, struct backend_frame *f);
+    /* Acts on one response's text. */
+    enum backend_login_result (*line)(struct backend_login *bl, const char *line, uint32_t n);
     /* The STARTTLS handshake is done: the dialogue goes on inside TLS. */
     void (*tls_done)(struct backend_login *bl);
 };
@@ -81,6 +93,11 @@ extern const struct backend_login_ops pop3_backend_ops;
 /* Sets up a dialogue; out is where bytes to the backend go. */
 void backend_login_init(struct backend_login *bl, const struct backend_login_ops *ops,
                         const struct backend_login_params *par, struct buf *out);
+
+/* Consumes complete responses from bl->in, one at a time: each is logged,
+ * handed to ops->line and consumed. After BACKEND_STARTTLS every byte that
+ * came with it is dropped: it came in clear text. */
+enum backend_login_result backend_login_input(struct backend_login *bl);
 
 /* Wipes and frees what the dialogue holds. */
 void backend_login_free(struct backend_login *bl);

@@ -5,7 +5,6 @@
  * clients or scripts are known to match on it ("Command received in Invalid
  * state.", "LOGIN failed."), and carry RFC 5530 response codes.
  */
-#include "../base/base64.h"
 #include "imap_parse.h"
 #include "sasl_plain.h"
 #include "session.h"
@@ -267,24 +266,20 @@ static enum sess_action imap_cmd_login(struct imap_cmd_ctx *c)
 static enum sess_action imap_sasl_response(struct imap_cmd_ctx *c, const char *b64, size_t n)
 {
     struct cred *cr = cred_new();
-    uint8_t raw[2048];
 
     if (!cr) {
         sess_reply(&c->is->s, "%s NO [UNAVAILABLE] Out of memory.", imap_tag(c));
         return SESS_AGAIN;
     }
-    if (n == 1 && b64[0] == '=')
-        n = 0;
-    long len = base64_decoded_max(n) <= sizeof raw ? base64_decode(b64, n, raw) : -1;
-    if (len < 0) {
+    switch (sasl_plain_response(b64, n, cr)) {
+    case SASL_BAD_BASE64:
         cred_free(cr);
         return imap_bad(c, "Invalid base64 in AUTHENTICATE response.");
-    }
-    int rc = sasl_plain_decode(raw, (size_t)len, cr);
-    explicit_bzero(raw, sizeof raw);
-    if (rc != FG_OK)
+    case SASL_BAD_PLAIN:
         return imap_login_refused(c, cr, "AUTHENTICATE");
-    return imap_start_login(c->is, cr, true);
+    default:
+        return imap_start_login(c->is, cr, true);
+    }
 }
 
 static enum sess_action imap_cmd_authenticate(struct imap_cmd_ctx *c)
@@ -483,24 +478,15 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
 
 static struct session *imap_create(const struct sess_conf *conf, struct buf *out)
 {
-    struct imap_session *is = calloc(1, sizeof *is);
-    if (!is)
-        return NULL;
-    is->s.ops = &imap_sess_ops;
-    is->s.conf = conf;
-    is->s.out = out;
-    imap_parser_init(&is->p, conf->max_command);
-    return &is->s;
+    struct imap_session *is = sess_alloc(sizeof *is, &imap_sess_ops, conf, out);
+    if (is)
+        imap_parser_init(&is->p, conf->max_command);
+    return is ? &is->s : NULL;
 }
 
 static void imap_destroy(struct session *s)
 {
-    if (!s)
-        return;
-    sess_release(s);
-    struct imap_session *is = imap_of(s);
-    explicit_bzero(is, sizeof *is);
-    free(is);
+    sess_free(s, sizeof(struct imap_session));
 }
 
 const struct sess_ops imap_sess_ops = {

@@ -344,31 +344,18 @@ static enum backend_login_result imap_backend_line(struct backend_login *bl, con
     return BACKEND_FAIL;
 }
 
-static enum backend_login_result imap_backend_input(struct backend_login *bl)
+static int imap_backend_frame(struct backend_login *bl, struct backend_frame *f)
 {
-    while (buf_avail(&bl->in) > 0) {
-        uint32_t n;
-        int rc = imap_resp_scan(&bl->scan, buf_head(&bl->in), buf_avail(&bl->in), &n);
-        if (rc == FG_AGAIN)
-            return BACKEND_AGAIN;
-        if (rc == FG_ERROR) {
-            backend_reason(bl, "backend response too long", NULL, 0);
-            return BACKEND_FAIL;
-        }
-        const char *line = buf_head(&bl->in);
-        uint32_t len = n;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            len--;
-        backend_log_in(bl, line, len);
-        enum backend_login_result res = imap_backend_line(bl, line, len);
-        buf_consume(&bl->in, n);
-        imap_resp_init(&bl->scan, IMAP_BACKEND_MAX_LINE);
-        if (res == BACKEND_STARTTLS) /* what followed came in clear text: drop it */
-            buf_consume(&bl->in, buf_avail(&bl->in));
-        if (res != BACKEND_AGAIN)
-            return res;
-    }
-    return BACKEND_AGAIN;
+    int rc = imap_resp_scan(&bl->scan, buf_head(&bl->in), buf_avail(&bl->in), &f->len);
+    if (rc != FG_OK)
+        return rc;
+    const char *line = buf_head(&bl->in);
+    f->text = f->len;
+    while (f->text > 0 && (line[f->text - 1] == '\n' || line[f->text - 1] == '\r'))
+        f->text--;
+    /* The response is consumed before the next scan, which starts afresh. */
+    imap_resp_init(&bl->scan, IMAP_BACKEND_MAX_LINE);
+    return FG_OK;
 }
 
 static void imap_backend_start(struct backend_login *bl)
@@ -388,6 +375,8 @@ static void imap_backend_tls_done(struct backend_login *bl)
 
 const struct backend_login_ops imap_backend_ops = {
         .start = imap_backend_start,
-        .input = imap_backend_input,
+        .input = backend_login_input,
+        .frame = imap_backend_frame,
+        .line = imap_backend_line,
         .tls_done = imap_backend_tls_done,
 };

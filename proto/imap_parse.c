@@ -265,20 +265,11 @@ static bool imap_eol_byte(struct imap_parser *p, unsigned char c)
  */
 static bool imap_skip_literal(struct imap_parser *p, const char *buf, uint32_t lf)
 {
-    uint32_t e = lf;
-    uint64_t n = 0, mul = 1;
+    uint64_t n;
+    bool sync;
 
-    if (e > 0 && buf[e - 1] == '\r')
-        e--;
-    if (e < 4 || buf[e - 1] != '}' || buf[e - 2] != '+')
-        return false; /* {n} needs our "+", which a failed command never gets */
-    e -= 2;
-    while (e > 0 && buf[e - 1] >= '0' && buf[e - 1] <= '9' && mul <= 1000000000) {
-        n += (uint64_t)(buf[e - 1] - '0') * mul;
-        mul *= 10;
-        e--;
-    }
-    if (mul == 1 || e == 0 || buf[e - 1] != '{')
+    /* {n} needs our "+", which a failed command never gets. */
+    if (imap_literal_at_end(buf, lf, &n, &sync) != 1 || sync)
         return false;
     if ((uint64_t)p->pos + n > p->max_len) {
         p->err = IMAP_ERR_LITERAL_NS;
@@ -464,25 +455,12 @@ int imap_resp_scan(struct imap_resp_scanner *s, const char *buf, size_t len, uin
         }
         uint32_t eol = (uint32_t)(lf - buf);
         s->pos = eol + 1;
-        /* A line that ends in {n} (CRLF after it) continues after n bytes. */
-        uint32_t e = eol;
-        if (e > 0 && buf[e - 1] == '\r')
-            e--;
-        if (e == 0 || buf[e - 1] != '}') {
-            if (s->pos > s->max_len)
-                return FG_ERROR;
+        /* A line that ends in {n} (CRLF after it) continues after n bytes;
+         * a server never sends the client's {n+}. */
+        uint64_t n;
+        bool sync;
+        if (imap_literal_at_end(buf, eol, &n, &sync) != 1 || !sync) {
             *len_r = s->pos;
-            return FG_OK;
-        }
-        uint32_t d = e - 1;
-        uint64_t n = 0, mul = 1;
-        while (d > 0 && buf[d - 1] >= '0' && buf[d - 1] <= '9' && mul <= 1000000000) {
-            n += (uint64_t)(buf[d - 1] - '0') * mul;
-            mul *= 10;
-            d--;
-        }
-        if (d == 0 || buf[d - 1] != '{' || d == e - 1) {
-            *len_r = s->pos; /* a "}" that opens no literal */
             return s->pos > s->max_len ? FG_ERROR : FG_OK;
         }
         if (n > s->max_len)
@@ -490,6 +468,30 @@ int imap_resp_scan(struct imap_resp_scanner *s, const char *buf, size_t len, uin
         s->lit_left = (uint32_t)n;
     }
     return s->pos > s->max_len ? FG_ERROR : FG_AGAIN;
+}
+
+int imap_literal_at_end(const char *line, size_t n, uint64_t *size_r, bool *sync_r)
+{
+    if (n > 0 && line[n - 1] == '\r')
+        n--;
+    if (n < 3 || line[n - 1] != '}')
+        return 0;
+    size_t e = n - 1;
+    bool sync = line[e - 1] != '+';
+    e -= !sync;
+    size_t i = e;
+    while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9')
+        i--;
+    if (i == e || i == 0 || line[i - 1] != '{')
+        return 0;
+    if (e - i > 10)
+        return -1;
+    uint64_t v = 0;
+    for (size_t k = i; k < e; k++)
+        v = v * 10 + (uint64_t)(line[k] - '0');
+    *size_r = v;
+    *sync_r = sync;
+    return 1;
 }
 
 enum imap_astring_kind imap_astring_kind(const char *s, size_t n)

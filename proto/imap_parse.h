@@ -122,6 +122,15 @@ static inline void imap_resp_init(struct imap_resp_scanner *s, uint32_t max_len)
 int imap_resp_scan(struct imap_resp_scanner *s, const char *buf, size_t len, uint32_t *len_r);
 
 /* How a string must be written so that an IMAP server reads it back unchanged. */
+/*
+ * Whether line (n bytes, a CR at its end ignored) ends in a literal's
+ * announcement, "{size}" or the non-synchronising "{size+}": 1 with the
+ * size and whether it synchronises, 0 when it does not, -1 when the size
+ * has more than ten digits. Every reader of IMAP lines (commands, backend
+ * responses, the load generator's responses) asks this one.
+ */
+int imap_literal_at_end(const char *line, size_t n, uint64_t *size_r, bool *sync_r);
+
 enum imap_astring_kind {
     IMAP_ASTRING_ATOM,
     IMAP_ASTRING_QUOTED,

@@ -2,7 +2,6 @@
  * POP3 client session in the AUTHORIZATION state (RFC 1939, RFC 2449,
  * RFC 5034, RFC 3206 response codes).
  */
-#include "../base/base64.h"
 #include "pop3_parse.h"
 #include "sasl_plain.h"
 #include "session.h"
@@ -171,24 +170,20 @@ static enum sess_action pop3_cmd_pass(struct pop3_cmd_ctx *c)
 static enum sess_action pop3_sasl_response(struct pop3_session *ps, const char *b64, size_t n)
 {
     struct cred *cr = cred_new();
-    uint8_t raw[2048];
 
     if (!cr) {
         sess_reply(&ps->s, "-ERR [SYS/TEMP] Out of memory.");
         return SESS_AGAIN;
     }
-    if (n == 1 && b64[0] == '=')
-        n = 0;
-    long len = base64_decoded_max(n) <= sizeof raw ? base64_decode(b64, n, raw) : -1;
-    if (len < 0) {
+    switch (sasl_plain_response(b64, n, cr)) {
+    case SASL_BAD_BASE64:
         cred_free(cr);
         return pop3_invalid(&ps->s, "Invalid base64 in AUTH response.");
-    }
-    int rc = sasl_plain_decode(raw, (size_t)len, cr);
-    explicit_bzero(raw, sizeof raw);
-    if (rc != FG_OK)
+    case SASL_BAD_PLAIN:
         return pop3_refused(&ps->s, cr);
-    return pop3_start_login(ps, cr);
+    default:
+        return pop3_start_login(ps, cr);
+    }
 }
 
 static enum sess_action pop3_cmd_auth(struct pop3_cmd_ctx *c)
@@ -352,24 +347,15 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
 
 static struct session *pop3_create(const struct sess_conf *conf, struct buf *out)
 {
-    struct pop3_session *ps = calloc(1, sizeof *ps);
-    if (!ps)
-        return NULL;
-    ps->s.ops = &pop3_sess_ops;
-    ps->s.conf = conf;
-    ps->s.out = out;
-    pop3_parser_init(&ps->p, conf->max_command);
-    return &ps->s;
+    struct pop3_session *ps = sess_alloc(sizeof *ps, &pop3_sess_ops, conf, out);
+    if (ps)
+        pop3_parser_init(&ps->p, conf->max_command);
+    return ps ? &ps->s : NULL;
 }
 
 static void pop3_destroy(struct session *s)
 {
-    if (!s)
-        return;
-    sess_release(s);
-    struct pop3_session *ps = pop3_of(s);
-    explicit_bzero(ps, sizeof *ps);
-    free(ps);
+    sess_free(s, sizeof(struct pop3_session));
 }
 
 const struct sess_ops pop3_sess_ops = {

@@ -140,27 +140,17 @@ static enum backend_login_result pop3_backend_line(struct backend_login *bl, con
     return BACKEND_FAIL;
 }
 
-static enum backend_login_result pop3_backend_input(struct backend_login *bl)
+static int pop3_backend_frame(struct backend_login *bl, struct backend_frame *f)
 {
-    while (buf_avail(&bl->in) > 0) {
-        struct pop3_cmd line;
-        int rc = pop3_parse_line(&bl->pop3, buf_head(&bl->in), buf_avail(&bl->in), &line);
-        if (rc == POP3_PARSE_AGAIN)
-            return BACKEND_AGAIN;
-        if (rc == POP3_PARSE_TOO_LONG) {
-            backend_reason(bl, "backend response too long", NULL, 0);
-            return BACKEND_FAIL;
-        }
-        uint32_t n = line.arg_off + line.arg_len;
-        backend_log_in(bl, buf_head(&bl->in), n);
-        enum backend_login_result res = pop3_backend_line(bl, buf_head(&bl->in), n);
-        buf_consume(&bl->in, line.line_len);
-        if (res == BACKEND_STARTTLS) /* what followed came in clear text: drop it */
-            buf_consume(&bl->in, buf_avail(&bl->in));
-        if (res != BACKEND_AGAIN)
-            return res;
-    }
-    return BACKEND_AGAIN;
+    struct pop3_cmd line;
+    int rc = pop3_parse_line(&bl->pop3, buf_head(&bl->in), buf_avail(&bl->in), &line);
+    if (rc == POP3_PARSE_AGAIN)
+        return FG_AGAIN;
+    if (rc == POP3_PARSE_TOO_LONG)
+        return FG_ERROR;
+    f->len = line.line_len;
+    f->text = line.arg_off + line.arg_len;
+    return FG_OK;
 }
 
 static void pop3_backend_start(struct backend_login *bl)
@@ -171,6 +161,8 @@ static void pop3_backend_start(struct backend_login *bl)
 
 const struct backend_login_ops pop3_backend_ops = {
         .start = pop3_backend_start,
-        .input = pop3_backend_input,
+        .input = backend_login_input,
+        .frame = pop3_backend_frame,
+        .line = pop3_backend_line,
         .tls_done = pop3_backend_begin,
 };

@@ -52,3 +52,17 @@ size_t sasl_plain_encode(const char *authzid, size_t zn, const char *authcid, si
     explicit_bzero(raw, sizeof raw);
     return base64_encoded_len(n);
 }
+
+enum sasl_result sasl_plain_response(const char *b64, size_t n, struct cred *c)
+{
+    uint8_t raw[2048];
+
+    if (n == 1 && b64[0] == '=')
+        n = 0;
+    long len = base64_decoded_max(n) <= sizeof raw ? base64_decode(b64, n, raw) : -1;
+    if (len < 0)
+        return SASL_BAD_BASE64;
+    int rc = sasl_plain_decode(raw, (size_t)len, c);
+    explicit_bzero(raw, sizeof raw);
+    return rc == FG_OK ? SASL_OK : SASL_BAD_PLAIN;
+}

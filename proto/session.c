@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void sess_reply(struct session *s, const char *fmt, ...)
@@ -37,9 +38,30 @@ void sess_log_client(struct session *s, const char *line, size_t n)
     s->plog(s->plog_ctx, "C", esc, o);
 }
 
-void sess_release(struct session *s)
+void *sess_alloc(size_t size, const struct sess_ops *ops, const struct sess_conf *conf,
+                 struct buf *out)
+{
+    struct session *s = calloc(1, size);
+    if (!s)
+        return NULL;
+    s->ops = ops;
+    s->conf = conf;
+    s->out = out;
+    return s;
+}
+
+static void sess_release(struct session *s)
 {
     buf_free(&s->in);
     cred_free(s->cred);
     s->cred = NULL;
+}
+
+void sess_free(struct session *s, size_t size)
+{
+    if (!s)
+        return;
+    sess_release(s);
+    explicit_bzero(s, size);
+    free(s);
 }

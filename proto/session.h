@@ -84,8 +84,14 @@ static inline void sess_bye(struct session *s, enum sess_bye why)
     sess_reply(s, "%s", s->ops->bye[why]);
 }
 
-/* Common part of destroy: wipes input and credentials. */
-void sess_release(struct session *s);
+/* Allocates a protocol's session of size bytes, whose struct begins with
+ * struct session; NULL when out of memory. */
+void *sess_alloc(size_t size, const struct sess_ops *ops, const struct sess_conf *conf,
+                 struct buf *out);
+
+/* Frees a session from sess_alloc of that size: input, credentials and the
+ * protocol's state are wiped first. NULL is ignored. */
+void sess_free(struct session *s, size_t size);
 
 /* Counts an invalid command; true when the limit of five in a row is hit. */
 static inline bool sess_invalid(struct session *s)
