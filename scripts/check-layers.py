@@ -49,7 +49,10 @@ def sources(root: str):
 
 
 def module_of(root: str, path: str) -> str:
-    return os.path.splitext(os.path.relpath(path, root))[0]
+    """A .c and its .h are one module; so is NAME_int.h, the header a module
+    split over several files (core/config*.c) keeps for itself."""
+    stem = os.path.splitext(os.path.relpath(path, root))[0]
+    return stem[:-4] if stem.endswith("_int") else stem
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
