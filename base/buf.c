@@ -18,7 +18,10 @@ int buf_reserve(struct buf *b, size_t n)
         b->len = avail;
         return FG_OK;
     }
-    if ((size_t)avail + n > UINT32_MAX / 2)
+    /* At most 2 GiB, so that cap doubles within uint32_t. Written so that
+     * no n, however large (a caller's length that wrapped), can overflow
+     * the sum and slip past. */
+    if (n > UINT32_MAX / 2 || avail > UINT32_MAX / 2 - n)
         return FG_ERROR;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < (size_t)avail + n)

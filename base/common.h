@@ -27,7 +27,12 @@ enum {
     FG_DONE = -3,  /* the peer ended the stream cleanly (a TLS close_notify); not an error */
 };
 
-/* Doubly linked intrusive list; a node that is not on a list points to itself. */
+/*
+ * Doubly linked intrusive list. A head is a struct fg_list that points at
+ * itself when empty; a node is a struct fg_list inside the element, found
+ * again with FG_CONTAINER_OF. A node that is on no list points to itself
+ * (fg_list_init, fg_list_del), so deleting it again is harmless.
+ */
 struct fg_list {
     struct fg_list *prev, *next;
 };
@@ -49,15 +54,83 @@ static inline void fg_list_del(struct fg_list *n)
     n->prev = n->next = n;
 }
 
-static inline void fg_list_add_tail(struct fg_list *head, struct fg_list *n)
+/* Links n in after pos (a node, or the head). n must be on no list. */
+static inline void fg_list_add_after(struct fg_list *pos, struct fg_list *n)
 {
-    n->prev = head->prev;
-    n->next = head;
-    head->prev->next = n;
-    head->prev = n;
+    n->prev = pos;
+    n->next = pos->next;
+    pos->next->prev = n;
+    pos->next = n;
 }
 
-/* ASCII case-insensitive comparison of a byte slice against a C string. */
+/* n becomes the first node: a LIFO stack. */
+static inline void fg_list_add_head(struct fg_list *head, struct fg_list *n)
+{
+    fg_list_add_after(head, n);
+}
+
+/* n becomes the last node: a FIFO queue. */
+static inline void fg_list_add_tail(struct fg_list *head, struct fg_list *n)
+{
+    fg_list_add_after(head->prev, n);
+}
+
+/*
+ * Keeps a list sorted: n goes after the last node it is not before(), so
+ * nodes that compare equal stay in the order they came. The walk starts at
+ * the tail, as keys that grow with time (due times) nearly always go last.
+ */
+static inline void fg_list_add_sorted(struct fg_list *head, struct fg_list *n,
+                                      bool (*before)(const struct fg_list *a,
+                                                     const struct fg_list *b))
+{
+    struct fg_list *pos = head->prev;
+    while (pos != head && before(n, pos))
+        pos = pos->prev;
+    fg_list_add_after(pos, n);
+}
+
+/* The first node, or NULL when the list is empty. */
+static inline struct fg_list *fg_list_first(const struct fg_list *head)
+{
+    return fg_list_empty(head) ? NULL : head->next;
+}
+
+/* Unlinks and returns the first node, or NULL when the list is empty. */
+static inline struct fg_list *fg_list_pop(struct fg_list *head)
+{
+    struct fg_list *n = fg_list_first(head);
+    if (n)
+        fg_list_del(n);
+    return n;
+}
+
+/* Moves every node of from, in order, to the end of to; from is left empty.
+ * Taking a shared queue whole under its lock, then working through it
+ * unlocked, needs only this. */
+static inline void fg_list_splice_tail(struct fg_list *to, struct fg_list *from)
+{
+    if (fg_list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    fg_list_init(from);
+}
+
+/* The element holding the first node, or NULL. head is evaluated twice. */
+#define FG_LIST_FIRST(head, type, member)                                                          \
+    (fg_list_empty(head) ? (type *)NULL : FG_CONTAINER_OF((head)->next, type, member))
+
+/* Visits every node; the body must not unlink pos (use the _safe form). */
+#define fg_list_for_each(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
+
+/* Visits every node; the body may unlink (and free) pos, not other nodes. */
+#define fg_list_for_each_safe(pos, tmp, head)                                                      \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
+
 /* Milliseconds of CLOCK_MONOTONIC, for durations in logs. */
 static inline uint32_t fg_now_ms(void)
 {
@@ -66,6 +139,7 @@ static inline uint32_t fg_now_ms(void)
     return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/* ASCII case-insensitive comparison of a byte slice against a C string. */
 static inline bool fg_ieq(const char *s, size_t n, const char *lit)
 {
     size_t i;

@@ -37,40 +37,66 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
                             log_level_names[level], event);
 }
 
-static void log_putc(struct log_line *l, char c)
+/* logfmt needs quotes around an empty value, and around one holding a byte
+ * that would end it (space, control bytes) or read as syntax. */
+static bool log_needs_quotes(const char *v, size_t n)
 {
-    /* Leave room for the closing quote and newline. */
-    if (l->n + 3 < sizeof l->buf)
-        l->buf[l->n++] = c;
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+/* How one byte of a value is written: '"' and '\' behind a backslash,
+ * control bytes as \xHH, the rest (UTF-8 included) as it is. */
+static size_t log_escape(unsigned char c, char out[4])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (c == '"' || c == '\\') {
+        out[0] = '\\';
+        out[1] = (char)c;
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7f) {
+        out[0] = '\\';
+        out[1] = 'x';
+        out[2] = hex[c >> 4];
+        out[3] = hex[c & 15];
+        return 4;
+    }
+    out[0] = (char)c;
+    return 1;
+}
+
+/* Appends k bytes, all or none, leaving room for a closing quote and the
+ * newline: a cut value ends on a whole escape, so it still reads back. */
+static bool log_put(struct log_line *l, const char *s, size_t k)
+{
+    if (l->n + k + 2 >= sizeof l->buf)
+        return false;
+    memcpy(l->buf + l->n, s, k);
+    l->n += k;
+    return true;
 }
 
 void log_str(struct log_line *l, const char *key, const char *v, size_t n)
 {
-    bool quote = n == 0;
     if (l->skip)
         return;
-    for (size_t i = 0; i < n && !quote; i++) {
-        unsigned char c = (unsigned char)v[i];
-        quote = c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f;
-    }
-    l->n += (size_t)snprintf(l->buf + l->n, sizeof l->buf - l->n, " %s=", key);
-    if (l->n >= sizeof l->buf)
-        l->n = sizeof l->buf - 3;
-    if (quote)
-        log_putc(l, '"');
+    bool quote = log_needs_quotes(v, n);
+    int k = snprintf(l->buf + l->n, sizeof l->buf - l->n, " %s=%s", key, quote ? "\"" : "");
+    /* A field whose key does not fit is left out whole, not cut. */
+    if (k < 0 || l->n + (size_t)k + 2 >= sizeof l->buf)
+        return;
+    l->n += (size_t)k;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c == '"' || c == '\\') {
-            log_putc(l, '\\');
-            log_putc(l, (char)c);
-        } else if (c < 0x20 || c == 0x7f) {
-            char hex[5];
-            snprintf(hex, sizeof hex, "\\x%02x", c);
-            for (int k = 0; k < 4; k++)
-                log_putc(l, hex[k]);
-        } else {
-            log_putc(l, (char)c);
-        }
+        char esc[4];
+        if (!log_put(l, esc, log_escape((unsigned char)v[i], esc)))
+            break;
     }
     if (quote)
         l->buf[l->n++] = '"';

@@ -32,7 +32,14 @@ extern enum log_level log_level;
 /* Starts a line: ts=... level=... event=... */
 void log_begin(struct log_line *l, enum log_level level, const char *event);
 
-/* Adds key="value", escaping and quoting as logfmt needs. */
+/*
+ * Adds key=value, quoted when logfmt needs it (an empty value, a space or a
+ * control byte, '"', '=', '\'). Inside, '"' and '\' get a backslash and
+ * control bytes become \xHH, so the line stays one line and reads back to
+ * the bytes given; other bytes (UTF-8) pass as they are. A value too long
+ * for the line is cut before the first escape that does not fit whole; a
+ * field whose key does not fit is left out.
+ */
 void log_str(struct log_line *l, const char *key, const char *v, size_t n);
 
 static inline void log_cstr(struct log_line *l, const char *key, const char *v)

@@ -56,7 +56,7 @@ static void dir_static_route(const struct dir *d, struct dir_request *req)
 
 /* One resolution in flight on a directory thread. */
 struct dir_job {
-    struct dir_job *next, *prev; /* the thread's jobs, oldest first */
+    struct fg_list link; /* on the thread's jobs, oldest first */
     struct dir_request *req;
     struct ldap_store *waiting; /* the store lop is with, or NULL */
     uint64_t start_ms, deadline_ms;
@@ -67,7 +67,7 @@ struct dir_job {
 
 /* A failed logon's answer, held until its time (FailedLogonDelayMs). */
 struct dir_delayed {
-    struct dir_delayed *next;
+    struct fg_list link; /* on the thread's delayed answers, soonest first */
     struct dir_request *req;
     uint64_t due_ms;
 };
@@ -78,12 +78,12 @@ struct dir_thread {
     bool started;
     int efd; /* new requests */
     pthread_mutex_t lock;
-    struct dir_request *head, *tail;
+    struct fg_list requests;                /* queued by the workers; under lock */
     atomic_bool stopping;                   /* written under lock, read without it by the loop */
     struct io_uring ring;                   /* posts completions to the workers' rings */
     struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
-    struct dir_job *jobs, *jobs_tail;
-    struct dir_delayed *delayed, *delayed_tail; /* by due time */
+    struct fg_list jobs;                    /* dir_job, by start time: they share one timeout */
+    struct fg_list delayed;                 /* dir_delayed, by due time */
 };
 
 static uint64_t dir_clock_ms(void)
@@ -197,6 +197,13 @@ static void dt_post(struct dir_thread *t, struct dir_request *req)
     dir_post(&t->ring, req);
 }
 
+/* Orders the delayed answers by due time. */
+static bool dd_before(const struct fg_list *a, const struct fg_list *b)
+{
+    return FG_CONTAINER_OF(a, struct dir_delayed, link)->due_ms <
+           FG_CONTAINER_OF(b, struct dir_delayed, link)->due_ms;
+}
+
 /*
  * Every failed logon is answered FailedLogonDelayMs after it began, whatever
  * failed: an unknown name, whose directory work is a little cheaper (a search
@@ -213,26 +220,16 @@ static bool dt_delay(struct dir_thread *t, struct dir_request *req, uint64_t sta
     x->req = req;
     x->due_ms = start + d;
     /* Logins end roughly in the order they began: the tail is the place,
-     * nearly always; a walk from the head only for the rare earlier one. */
-    struct dir_delayed **pp = &t->delayed;
-    if (t->delayed_tail && t->delayed_tail->due_ms <= x->due_ms)
-        pp = &t->delayed_tail->next;
-    while (*pp && (*pp)->due_ms <= x->due_ms)
-        pp = &(*pp)->next;
-    x->next = *pp;
-    *pp = x;
-    if (!x->next)
-        t->delayed_tail = x;
+     * nearly always, and fg_list_add_sorted looks there first. */
+    fg_list_add_sorted(&t->delayed, &x->link, dd_before);
     return true;
 }
 
 static void dt_post_due(struct dir_thread *t, uint64_t now)
 {
-    while (t->delayed && t->delayed->due_ms <= now) {
-        struct dir_delayed *x = t->delayed;
-        t->delayed = x->next;
-        if (!t->delayed)
-            t->delayed_tail = NULL;
+    struct dir_delayed *x;
+    while ((x = FG_LIST_FIRST(&t->delayed, struct dir_delayed, link)) && x->due_ms <= now) {
+        fg_list_del(&x->link);
         dt_post(t, x->req);
         free(x);
     }
@@ -242,14 +239,7 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
     uint64_t now = dir_clock_ms();
     dir_answer(t->d, j, now);
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        t->jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else
-        t->jobs_tail = j->prev;
+    fg_list_del(&j->link);
     struct dir_stats *ds = &t->d->stats;
     atomic_fetch_add_explicit(&ds->ldap_requests, j->ldap_requests, memory_order_relaxed);
     if (j->req->status == LOGIN_UNAVAILABLE)
@@ -311,12 +301,7 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
     atomic_fetch_add_explicit(&t->d->stats.requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
     j->deadline_ms = now + (uint64_t)d->conf->request_timeout * 1000;
-    j->prev = t->jobs_tail;
-    if (t->jobs_tail)
-        t->jobs_tail->next = j;
-    else
-        t->jobs = j;
-    t->jobs_tail = j;
+    fg_list_add_tail(&t->jobs, &j->link);
     req->route.target = NULL;
     resolve_init(&j->rs, &d->conf->topo, &d->conf->rules, req->cred->user, req->cred->user_len,
                  req->cred->pass, req->cred->pass_len, req->proto);
@@ -327,8 +312,8 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
  * start order and share one timeout, so the expired ones are first. */
 static void dt_expire(struct dir_thread *t, uint64_t now)
 {
-    while (t->jobs && t->jobs->deadline_ms <= now) {
-        struct dir_job *j = t->jobs;
+    struct dir_job *j;
+    while ((j = FG_LIST_FIRST(&t->jobs, struct dir_job, link)) && j->deadline_ms <= now) {
         if (j->waiting) {
             j->ldap_requests += j->lop.ldap_requests;
             ldap_store_cancel(j->waiting, &j->lop);
@@ -344,31 +329,42 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
     }
 }
 
+/* Nothing left to answer. */
+static bool dt_idle(const struct dir_thread *t)
+{
+    return fg_list_empty(&t->jobs) && fg_list_empty(&t->delayed);
+}
+
 /* Takes the requests the workers queued. False when stopping with nothing
  * left to do. */
 static bool dt_take(struct dir_thread *t, uint64_t now)
 {
+    struct fg_list batch;
+    struct fg_list *n;
     uint64_t v;
     while (read(t->efd, &v, sizeof v) < 0 && errno == EINTR)
         ;
+    /* The queue is taken whole under the lock, so the workers wait for a
+     * splice, never for a resolution. */
+    fg_list_init(&batch);
     pthread_mutex_lock(&t->lock);
-    struct dir_request *req = t->head;
-    t->head = t->tail = NULL;
+    fg_list_splice_tail(&batch, &t->requests);
     bool stopping = atomic_load(&t->stopping);
     pthread_mutex_unlock(&t->lock);
-    while (req) {
-        struct dir_request *next = req->next;
-        dj_start(t, req, now);
-        req = next;
-    }
-    return !(stopping && !t->jobs && !t->delayed);
+    /* Unlinked before dj_start, which may post the answer: from then on the
+     * request is the worker's again, and may be queued anew. */
+    while ((n = fg_list_pop(&batch)))
+        dj_start(t, FG_CONTAINER_OF(n, struct dir_request, link), now);
+    return !(stopping && dt_idle(t));
 }
 
 static int dt_poll_timeout(const struct dir_thread *t, uint64_t now)
 {
-    uint64_t next = t->jobs ? t->jobs->deadline_ms : UINT64_MAX;
-    if (t->delayed)
-        next = FG_MIN(next, t->delayed->due_ms);
+    const struct dir_job *j = FG_LIST_FIRST(&t->jobs, struct dir_job, link);
+    const struct dir_delayed *x = FG_LIST_FIRST(&t->delayed, struct dir_delayed, link);
+    uint64_t next = j ? j->deadline_ms : UINT64_MAX;
+    if (x)
+        next = FG_MIN(next, x->due_ms);
     for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
         if (t->ls[f])
             next = FG_MIN(next, ldap_store_next_timer(t->ls[f]));
@@ -401,7 +397,7 @@ static void *dir_thread_main(void *arg)
                 ldap_store_process(t->ls[f], now);
         dt_expire(t, dir_clock_ms());
         dt_post_due(t, dir_clock_ms());
-        if (atomic_load(&t->stopping) && !t->jobs && !t->delayed)
+        if (atomic_load(&t->stopping) && dt_idle(t))
             break;
     }
     return NULL;
@@ -422,6 +418,9 @@ static int dt_init(struct dir *d, struct dir_thread *t)
 {
     const struct dir_conf *dc = d->conf;
     t->d = d;
+    fg_list_init(&t->requests);
+    fg_list_init(&t->jobs);
+    fg_list_init(&t->delayed);
     t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&t->lock, NULL);
     if (t->efd < 0 || io_uring_queue_init(8, &t->ring, 0) < 0) {
@@ -502,13 +501,8 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
         struct dir_thread *t = &d->threads[i];
         req->ring_fd = ring->ring_fd;
         req->ud = ud;
-        req->next = NULL;
         pthread_mutex_lock(&t->lock);
-        if (t->tail)
-            t->tail->next = req;
-        else
-            t->head = req;
-        t->tail = req;
+        fg_list_add_tail(&t->requests, &req->link);
         pthread_mutex_unlock(&t->lock);
         dt_wake(t);
         return FG_OK;

@@ -56,7 +56,7 @@ struct dir_request {
     uint32_t elapsed_ms;
     struct dir_audit audit;
     /* the pool's */
-    struct dir_request *next;
+    struct fg_list link; /* on a directory thread's queue, under its lock */
     int ring_fd;
     uint64_t ud;
     struct backend_target own_target; /* hosts read from the directory */

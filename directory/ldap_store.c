@@ -44,7 +44,7 @@ enum lc_state {
 /* One LDAP request in flight. lop NULL: its operation was cancelled, the
  * answer is dropped when it comes. */
 struct ldap_req {
-    struct ldap_req *next;
+    struct fg_list link; /* on its connection's reqs, newest first */
     struct ldap_op *lop;
     int msgid;
     int domain; /* a search of one domain: the index of the domain searched, else -1 */
@@ -59,7 +59,7 @@ struct ldap_conn {
     unsigned uri;
     int service_msgid;
     uint64_t service_sent_ms;
-    struct ldap_req *reqs;
+    struct fg_list reqs; /* ldap_req */
 };
 
 struct ldap_store {
@@ -82,8 +82,8 @@ struct ldap_store {
     void *arg;
     struct ldap_conn look;
     struct ldap_conn binds[LDS_MAX_BIND_CONNS];
-    struct ldap_op *wait_head, *wait_tail; /* waiting for a connection */
-    struct ldap_op *done_head, *done_tail; /* finished, done() not yet called */
+    struct fg_list wait;     /* ldap_op waiting for a connection, FIFO */
+    struct fg_list finished; /* ldap_op that ended, done() not yet called, FIFO */
     bool draining;
 };
 
@@ -202,30 +202,23 @@ static LDAP *lds_connect(const char *uri, uint8_t tls, const char *ca_file, uint
 
 /* ---- operations' life ---- */
 
+/* lop ended: an operation ends once per start, and it is then on no
+ * list (its requests are answered or gone, it is not waiting). */
 static void lds_finish(struct ldap_store *ls, struct ldap_op *lop)
 {
-    lop->next = NULL;
-    if (ls->done_tail)
-        ls->done_tail->next = lop;
-    else
-        ls->done_head = lop;
-    ls->done_tail = lop;
+    fg_list_add_tail(&ls->finished, &lop->link);
 }
 
 /* Calls done() for what finished; done() may start new operations. */
 static void lds_drain(struct ldap_store *ls)
 {
+    struct fg_list *n;
     if (ls->draining)
         return;
     ls->draining = true;
-    while (ls->done_head) {
-        struct ldap_op *lop = ls->done_head;
-        ls->done_head = lop->next;
-        if (!ls->done_head)
-            ls->done_tail = NULL;
-        lop->next = NULL;
-        ls->done(ls->arg, lop);
-    }
+    /* Unlinked first: done() may start lop again, or free it. */
+    while ((n = fg_list_pop(&ls->finished)))
+        ls->done(ls->arg, FG_CONTAINER_OF(n, struct ldap_op, link));
     ls->draining = false;
 }
 
@@ -239,14 +232,9 @@ static void lds_unavailable(struct ldap_store *ls, struct ldap_op *lop)
 static void lds_wait(struct ldap_store *ls, struct ldap_op *lop)
 {
     if (lop->queued)
-        return; /* never twice: the queue is a list through lop->next */
-    lop->next = NULL;
+        return; /* never twice: a second link would corrupt the queue */
     lop->queued = true;
-    if (ls->wait_tail)
-        ls->wait_tail->next = lop;
-    else
-        ls->wait_head = lop;
-    ls->wait_tail = lop;
+    fg_list_add_tail(&ls->wait, &lop->link);
 }
 
 static void lds_mark_down(struct ldap_store *ls, unsigned uri, uint64_t now, const char *why)
@@ -270,6 +258,25 @@ static void lds_close(struct ldap_conn *c)
     c->state = LC_CLOSED;
 }
 
+/* Forgets every request on c; their answers, if any come, are dropped. */
+static void lds_drop_reqs(struct ldap_conn *c)
+{
+    struct fg_list *n;
+    while ((n = fg_list_pop(&c->reqs)))
+        free(FG_CONTAINER_OF(n, struct ldap_req, link));
+}
+
+/* Puts lop on a failed connection's redo list, once (a second time would
+ * loop it). Newest first, as the requests were found. */
+static void lds_redo(struct fg_list *redo, struct ldap_op *lop)
+{
+    if (lop->redo)
+        return;
+    lop->redo = true;
+    lop->outstanding = 0;
+    fg_list_add_head(redo, &lop->link);
+}
+
 static void lds_op_begin(struct ldap_store *ls, struct ldap_op *lop, uint64_t now);
 
 /*
@@ -281,36 +288,26 @@ static void lds_op_begin(struct ldap_store *ls, struct ldap_op *lop, uint64_t no
 static void lds_conn_failed(struct ldap_store *ls, struct ldap_conn *c, uint64_t now,
                             const char *why, struct ldap_op *also)
 {
-    struct ldap_op *redo = NULL;
-    bool busy = c->reqs != NULL || c->state == LC_BINDING || also != NULL;
+    struct fg_list redo, *n;
+    bool busy = !fg_list_empty(&c->reqs) || c->state == LC_BINDING || also != NULL;
 
     if (busy)
         lds_mark_down(ls, c->uri, now, why);
     /* An operation may have several requests here, and `also` may be one of
-     * them: each goes on the list once (a second time would loop it). */
-    for (struct ldap_req *r = c->reqs, *next; r; r = next) {
-        next = r->next;
-        struct ldap_op *lop = r->lop;
-        if (lop && !lop->redo) {
-            lop->redo = true;
-            lop->outstanding = 0;
-            lop->next = redo;
-            redo = lop;
-        }
+     * them. An operation with requests out is on no other list, so its link
+     * is free for the redo list; a waiting one (queued) stays where it is. */
+    fg_list_init(&redo);
+    while ((n = fg_list_pop(&c->reqs))) {
+        struct ldap_req *r = FG_CONTAINER_OF(n, struct ldap_req, link);
+        if (r->lop)
+            lds_redo(&redo, r->lop);
         free(r);
     }
-    c->reqs = NULL;
     lds_close(c);
-    if (also && !also->redo && !also->queued) {
-        also->redo = true;
-        also->outstanding = 0;
-        also->next = redo;
-        redo = also;
-    }
-    while (redo) {
-        struct ldap_op *lop = redo;
-        redo = lop->next;
-        lop->next = NULL;
+    if (also && !also->queued)
+        lds_redo(&redo, also);
+    while ((n = fg_list_pop(&redo))) {
+        struct ldap_op *lop = FG_CONTAINER_OF(n, struct ldap_op, link);
         lop->redo = false;
         if (++lop->attempts > LDS_MAX_ATTEMPTS)
             lds_unavailable(ls, lop);
@@ -365,8 +362,7 @@ static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, int d
     r->msgid = msgid;
     r->domain = domain;
     r->sent_ms = now;
-    r->next = c->reqs;
-    c->reqs = r;
+    fg_list_add_head(&c->reqs, &r->link);
     lop->outstanding++;
     lop->ldap_requests++;
 }
@@ -475,7 +471,7 @@ static struct ldap_conn *lds_bind_conn(struct ldap_store *ls, uint64_t now, bool
     *none_up = false;
     for (unsigned i = 0; i < LDS_MAX_BIND_CONNS; i++) {
         struct ldap_conn *c = &ls->binds[i];
-        if (c->ld && c->state == LC_READY && !c->reqs)
+        if (c->ld && c->state == LC_READY && fg_list_empty(&c->reqs))
             return c;
         if (!c->ld && !fresh)
             fresh = c;
@@ -554,7 +550,7 @@ void ldap_store_start(struct ldap_store *ls, struct ldap_op *lop, uint64_t now_m
 {
     lop->attempts = 0;
     lop->ldap_requests = 0;
-    lop->next = NULL;
+    fg_list_init(&lop->link);
     lop->queued = false;
     lop->redo = false;
     lds_op_begin(ls, lop, now_ms);
@@ -729,12 +725,13 @@ static void lds_bind_done(struct ldap_store *ls, struct ldap_op *lop, int rc, co
 
 static struct ldap_req *lds_take(struct ldap_conn *c, int msgid, bool remove)
 {
-    for (struct ldap_req **pp = &c->reqs; *pp; pp = &(*pp)->next) {
-        struct ldap_req *r = *pp;
+    struct fg_list *n;
+    fg_list_for_each(n, &c->reqs) {
+        struct ldap_req *r = FG_CONTAINER_OF(n, struct ldap_req, link);
         if (r->msgid != msgid)
             continue;
         if (remove)
-            *pp = r->next;
+            fg_list_del(n);
         return r;
     }
     return NULL;
@@ -814,8 +811,10 @@ static void lds_check_stall(struct ldap_store *ls, struct ldap_conn *c, uint64_t
         return;
     /* Sums, not differences: a request may have been sent after `now`. */
     bool stalled = c->state == LC_BINDING && now >= c->service_sent_ms + ls->op_timeout_ms;
-    for (struct ldap_req *r = c->reqs; r && !stalled; r = r->next)
-        stalled = now >= r->sent_ms + ls->op_timeout_ms;
+    struct fg_list *n;
+    fg_list_for_each(n, &c->reqs)
+        stalled = stalled ||
+                  now >= FG_CONTAINER_OF(n, struct ldap_req, link)->sent_ms + ls->op_timeout_ms;
     if (stalled)
         lds_conn_failed(ls, c, now, "no answer in time", NULL);
 }
@@ -826,23 +825,26 @@ static void lds_check_stall(struct ldap_store *ls, struct ldap_conn *c, uint64_t
 static bool lds_can_progress(const struct ldap_store *ls)
 {
     bool bind_free = false;
+    const struct fg_list *n;
     for (unsigned i = 0; i < LDS_MAX_BIND_CONNS && !bind_free; i++)
-        bind_free = !ls->binds[i].ld || !ls->binds[i].reqs;
-    for (const struct ldap_op *w = ls->wait_head; w; w = w->next)
+        bind_free = !ls->binds[i].ld || fg_list_empty(&ls->binds[i].reqs);
+    fg_list_for_each(n, &ls->wait) {
+        const struct ldap_op *w = FG_CONTAINER_OF(n, struct ldap_op, link);
         if (w->op->kind == SOP_BIND ? bind_free : ls->look.state != LC_BINDING)
             return true;
+    }
     return false;
 }
 
-/* Gives the waiting operations another go. */
+/* Gives the waiting operations another go, each once: one that must wait
+ * again goes back on ls->wait, not on the batch being worked through. */
 static void lds_flush_wait(struct ldap_store *ls, uint64_t now)
 {
-    struct ldap_op *w = ls->wait_head;
-    ls->wait_head = ls->wait_tail = NULL;
-    while (w) {
-        struct ldap_op *lop = w;
-        w = lop->next;
-        lop->next = NULL;
+    struct fg_list batch, *n;
+    fg_list_init(&batch);
+    fg_list_splice_tail(&batch, &ls->wait);
+    while ((n = fg_list_pop(&batch))) {
+        struct ldap_op *lop = FG_CONTAINER_OF(n, struct ldap_op, link);
         lop->queued = false;
         lds_op_begin(ls, lop, now);
     }
@@ -864,63 +866,41 @@ void ldap_store_process(struct ldap_store *ls, uint64_t now_ms)
 static void lds_cancel_on(struct ldap_conn *c, struct ldap_op *lop)
 {
     bool bind_conn = false;
+    struct fg_list *n, *tmp;
     /* An abandoned search gets no answer (RFC 4511 section 4.11): its
      * request is forgotten here, or it would look stalled later and take
      * its server down with it. A late answer finds no request and is dropped. */
-    for (struct ldap_req **pp = &c->reqs; *pp;) {
-        struct ldap_req *r = *pp;
-        if (r->lop != lop) {
-            pp = &r->next;
+    fg_list_for_each_safe(n, tmp, &c->reqs) {
+        struct ldap_req *r = FG_CONTAINER_OF(n, struct ldap_req, link);
+        if (r->lop != lop)
             continue;
-        }
         if (c->for_binds) {
             bind_conn = true;
-            pp = &r->next;
             continue;
         }
         ldap_abandon_ext(c->ld, r->msgid, NULL, NULL);
-        *pp = r->next;
+        fg_list_del(n);
         free(r);
     }
     /* A bind cannot be abandoned and nothing may follow it until it is
      * answered: this connection goes, a new one takes its place. */
     if (bind_conn) {
-        for (struct ldap_req *r = c->reqs, *next; r; r = next) {
-            next = r->next;
-            free(r);
-        }
-        c->reqs = NULL;
+        lds_drop_reqs(c);
         lds_close(c);
     }
 }
 
 void ldap_store_cancel(struct ldap_store *ls, struct ldap_op *lop)
 {
-    if (lop->queued) {
-        struct ldap_op **pp = &ls->wait_head, *prev = NULL;
-        for (; *pp && *pp != lop; prev = *pp, pp = &(*pp)->next)
-            ;
-        if (*pp) {
-            *pp = lop->next;
-            if (ls->wait_tail == lop)
-                ls->wait_tail = prev;
-        }
-        lop->queued = false;
-    }
+    /* Waiting, or finished but not yet told: off its queue (the wait or the
+     * done queue; it is on one at most). */
+    fg_list_del(&lop->link);
+    lop->queued = false;
     if (lop->outstanding > 0) {
         lds_cancel_on(&ls->look, lop);
         for (unsigned i = 0; i < LDS_MAX_BIND_CONNS; i++)
             lds_cancel_on(&ls->binds[i], lop);
         lop->outstanding = 0;
-    }
-    /* Finished but not yet told: forget it. */
-    for (struct ldap_op **pp = &ls->done_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp == lop) {
-            *pp = lop->next;
-            if (ls->done_tail == lop)
-                ls->done_tail = prev;
-            break;
-        }
     }
 }
 
@@ -938,10 +918,11 @@ unsigned ldap_store_pollfds(struct ldap_store *ls, struct pollfd *pfd, unsigned 
 static uint64_t lds_conn_timer(const struct ldap_store *ls, const struct ldap_conn *c)
 {
     uint64_t t = UINT64_MAX;
+    const struct fg_list *n;
     if (c->ld && c->state == LC_BINDING)
         t = c->service_sent_ms + ls->op_timeout_ms;
-    for (const struct ldap_req *r = c->reqs; r; r = r->next)
-        t = FG_MIN(t, r->sent_ms + ls->op_timeout_ms);
+    fg_list_for_each(n, &c->reqs)
+        t = FG_MIN(t, FG_CONTAINER_OF(n, struct ldap_req, link)->sent_ms + ls->op_timeout_ms);
     return t;
 }
 
@@ -990,21 +971,21 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
              df->ndomains ? df->domains[0].base : "");
     ls->done = done;
     ls->arg = arg;
+    fg_list_init(&ls->wait);
+    fg_list_init(&ls->finished);
     ls->look.fd = -1;
+    fg_list_init(&ls->look.reqs);
     for (unsigned i = 0; i < LDS_MAX_BIND_CONNS; i++) {
         ls->binds[i].fd = -1;
         ls->binds[i].for_binds = true;
+        fg_list_init(&ls->binds[i].reqs);
     }
     return ls;
 }
 
 static void lds_free_conn(struct ldap_conn *c)
 {
-    for (struct ldap_req *r = c->reqs, *next; r; r = next) {
-        next = r->next;
-        free(r);
-    }
-    c->reqs = NULL;
+    lds_drop_reqs(c);
     lds_close(c);
 }
 

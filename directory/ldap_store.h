@@ -39,7 +39,9 @@ struct ldap_conn;
 /* One store operation in flight; the caller owns the memory (it lives in the
  * directory thread's job) until done() is called or ldap_store_cancel(). */
 struct ldap_op {
-    struct ldap_op *next; /* the store's queue while waiting for a connection */
+    /* private: on one list at a time, or none -- the store's wait queue
+     * (queued), its done queue, or a failed connection's redo list (redo) */
+    struct fg_list link;
     void *job;
     const struct store_op *op;
     struct store_result *res;
