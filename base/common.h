@@ -19,12 +19,18 @@
 #define FG_MAX(a, b)                       ((a) > (b) ? (a) : (b))
 #define FG_UNUSED                          __attribute__((unused))
 
-/* One vocabulary of return codes, shared by every module. */
+/*
+ * One vocabulary of return codes, shared by every module. A function that
+ * fails for a system reason returns FG_ERROR with errno set (or a reason in
+ * a string it was given): a -errno value never leaves the file that made it.
+ * A count-returning function (ssize_t) uses these negatives the same way.
+ */
 enum {
     FG_OK = 0,     /* done, success */
     FG_ERROR = -1, /* failed; the caller reports or closes */
     FG_AGAIN = -2, /* need more input or resources; call again later */
-    FG_DONE = -3,  /* the peer ended the stream cleanly (a TLS close_notify); not an error */
+    FG_DONE = -3,  /* nothing more: the peer ended its stream cleanly (EOF, a TLS
+                      close_notify); not a failure */
 };
 
 /*

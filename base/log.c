@@ -148,7 +148,7 @@ int plog_open(const char *dir, const char *proto)
     char path[4200];
     snprintf(path, sizeof path, "%s/%s-protocol.log", dir, proto);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    return fd < 0 ? -errno : fd;
+    return fd < 0 ? FG_ERROR : fd;
 }
 
 void plog_write(int fd, const char *session, const char *dir, const char *line, size_t n)

@@ -62,7 +62,8 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
  * O_APPEND writes of whole lines do not interleave. */
 extern int plog_fds[FG_PROTO_COUNT];
 
-/* Opens the protocol log of one protocol for appending; returns fd or -errno. */
+/* Opens the protocol log of one protocol for appending; returns the fd, or
+ * FG_ERROR with errno set. */
 int plog_open(const char *dir, const char *proto);
 
 /* Appends "ts session dir line" to a protocol log. */

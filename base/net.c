@@ -107,7 +107,7 @@ int net_listen(const union net_addr *a, int backlog)
     int one = 1;
     int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return FG_ERROR;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
         (a->sa.sa_family == AF_INET6 &&
@@ -115,7 +115,8 @@ int net_listen(const union net_addr *a, int backlog)
         bind(fd, &a->sa, net_addr_len(a)) < 0 || listen(fd, backlog) < 0) {
         int err = errno;
         close(fd);
-        return -err;
+        errno = err; /* the caller says why */
+        return FG_ERROR;
     }
     return fd;
 }

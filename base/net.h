@@ -41,7 +41,8 @@ bool net_addr_is_loopback(const union net_addr *a);
 
 /*
  * Opens a non-blocking listening socket with SO_REUSEPORT, so that every
- * worker binds its own socket to the same address. Returns the fd or -errno.
+ * worker binds its own socket to the same address. Returns the fd, or
+ * FG_ERROR with errno set.
  */
 int net_listen(const union net_addr *a, int backlog);
 

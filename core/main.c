@@ -105,7 +105,7 @@ static int main_open_plogs(const struct fg_config *cfg)
         plog_fds[p] = plog_open(cfg->log_dir, p == FG_PROTO_IMAP ? "imap" : "pop3");
         if (plog_fds[p] < 0) {
             log_msg(LOG_ERROR, "config", "cannot open the protocol log in %s: %s", cfg->log_dir,
-                    strerror(-plog_fds[p]));
+                    strerror(errno));
             return FG_ERROR;
         }
     }

@@ -296,7 +296,7 @@ static int worker_listen(struct worker *w)
             if (l->fd < 0) {
                 char s[64];
                 net_addr_str(&l->addr, s, sizeof s);
-                log_msg(LOG_ERROR, "listen", "cannot listen on %s: %s", s, strerror(-l->fd));
+                log_msg(LOG_ERROR, "listen", "cannot listen on %s: %s", s, strerror(errno));
                 return FG_ERROR;
             }
             w->nls++;
