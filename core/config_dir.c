@@ -207,7 +207,7 @@ static void cfg_check_domains(struct cfg_parse *cp, unsigned i, struct dir_fores
     struct dir_topology one = {.nforests = 1};
     one.forests[0] = *df;
     if (!df->organization ||
-        !dir_find_domain(&one, fc->default_domain, strlen(fc->default_domain), &f, &d))
+        !resolve_find_domain(&one, fc->default_domain, strlen(fc->default_domain), &f, &d))
         cfg_error(cp, cfg_key_line(cp, sec, "DefaultDomain"), "DefaultDomain %s: %s",
                   fc->default_domain,
                   df->organization ? "not a domain of this forest"

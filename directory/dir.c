@@ -98,7 +98,7 @@ static bool dir_database_mapped(const struct dir_conf *dc, struct dir_request *r
                                 const struct store_op *op, struct store_result *res)
 {
     char name[64];
-    dir_database_name(op->dn, name, sizeof name);
+    resolve_database_name(op->dn, name, sizeof name);
     for (unsigned i = 0; i < dc->ndatabases; i++) {
         if (dc->databases[i].mapped && strcasecmp(dc->databases[i].name, name) == 0) {
             memset(res, 0, sizeof *res);
@@ -118,7 +118,7 @@ static void dir_resolve_hosts(const struct dir *d, struct dir_request *req,
     struct backend_target *t = &req->own_target;
     char db[64], why[200];
     memset(t, 0, sizeof *t);
-    dir_database_name(rs->mailbox.home_mdb, db, sizeof db);
+    resolve_database_name(rs->mailbox.home_mdb, db, sizeof db);
     t->policy = dir_database_policy(d->conf, d->policy, db);
     for (unsigned h = 0; h < rs->nhosts; h++)
         if (dir_target_add(t, rs->hosts[h], why, sizeof why) != FG_OK)

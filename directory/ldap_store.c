@@ -614,7 +614,7 @@ static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const char
                    sizeof out->login, NULL, true);
     struct berval **v = ldap_get_values_len(ld, e, "protocolSettings");
     for (size_t i = 0; v && v[i]; i++)
-        out->proto_disabled |= dir_protocol_disabled(v[i]->bv_val, v[i]->bv_len);
+        out->proto_disabled |= resolve_protocol_disabled(v[i]->bv_val, v[i]->bv_len);
     ldap_value_free_len(v);
     if (op->kind == SOP_FIND_ALIAS && op->dn && op->dn[0] && op->delegate_attr) {
         v = ldap_get_values_len(ld, e, op->delegate_attr);
@@ -639,7 +639,7 @@ static void lds_account(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, int dom
 {
     struct store_result *res = lop->res;
     char *dn = ldap_get_dn(ld, e);
-    if (dn && (domain < 0 || dir_domain_of(ls->df, dn) == domain)) {
+    if (dn && (domain < 0 || resolve_domain_of(ls->df, dn) == domain)) {
         if (res->n < 2)
             lds_fill(ls, ld, e, dn, lop->op, &res->e[res->n]);
         if (res->n < 2)

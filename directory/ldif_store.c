@@ -392,7 +392,7 @@ static uint8_t lp_proto_disabled(const struct ldif_entry *e)
     const struct ldif_attr *a = ldif_attr(e, "protocolSettings");
     uint8_t bits = 0;
     for (unsigned i = 0; a && i < a->nvals; i++)
-        bits |= dir_protocol_disabled(a->vals[i].p, a->vals[i].n);
+        bits |= resolve_protocol_disabled(a->vals[i].p, a->vals[i].n);
     return bits;
 }
 
@@ -441,7 +441,7 @@ static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_o
 static bool lp_match(const struct ldif_entry *e, const struct dir_forest *fo,
                      const struct store_op *op)
 {
-    int d = dir_domain_of(fo, e->dn);
+    int d = resolve_domain_of(fo, e->dn);
     if (d < 0 || !lp_is_user(e))
         return false;
     char smtp[300];

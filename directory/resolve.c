@@ -125,7 +125,7 @@ static bool rs_dn_eq(const char *a, const char *b)
     return a[0] && strcasecmp(a, b) == 0;
 }
 
-bool dir_dn_under(const char *dn, const char *base)
+bool resolve_dn_under(const char *dn, const char *base)
 {
     size_t n = strlen(dn), m = strlen(base);
     if (m == 0 || n < m || strcasecmp(dn + n - m, base) != 0)
@@ -133,13 +133,13 @@ bool dir_dn_under(const char *dn, const char *base)
     return n == m || dn[n - m - 1] == ',';
 }
 
-int dir_domain_of(const struct dir_forest *fo, const char *dn)
+int resolve_domain_of(const struct dir_forest *fo, const char *dn)
 {
     int best = -1;
     size_t best_len = 0;
     for (unsigned d = 0; d < fo->ndomains; d++) {
         size_t m = strlen(fo->domains[d].base);
-        if (m > best_len && dir_dn_under(dn, fo->domains[d].base)) {
+        if (m > best_len && resolve_dn_under(dn, fo->domains[d].base)) {
             best = (int)d;
             best_len = m;
         }
@@ -167,8 +167,8 @@ static enum resolve_step rs_begin(struct resolution *rs)
     if (logon_name_is_anonymous(rs->name, &rs->ln))
         return rs_fail(rs, RW_ANONYMOUS);
     if (rs->ln.domain.len > 0 &&
-        !dir_find_domain(rs->topo, rs_part(rs, rs->ln.domain), rs->ln.domain.len,
-                         &rs->domain_forest, &rs->domain_index)) {
+        !resolve_find_domain(rs->topo, rs_part(rs, rs->ln.domain), rs->ln.domain.len,
+                             &rs->domain_forest, &rs->domain_index)) {
         /* As any name that finds nobody: checked against nobody first. */
         rs->op.forest = (int)rs->topo->org;
         return rs_miss(rs, RW_UNKNOWN_DOMAIN);
@@ -230,9 +230,9 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
     }
     /* The account must lie in the named domain itself: a child domain's
      * DN ends with its parent's base too, so "under the base" is not enough. */
-    if (rs->ln.form == LN_DOMAIN_UPN &&
-        (rs->account.forest != rs->domain_forest ||
-         dir_domain_of(&rs->topo->forests[rs->domain_forest], rs->account.dn) != rs->domain_index))
+    if (rs->ln.form == LN_DOMAIN_UPN && (rs->account.forest != rs->domain_forest ||
+                                         resolve_domain_of(&rs->topo->forests[rs->domain_forest],
+                                                           rs->account.dn) != rs->domain_index))
         return rs_miss(rs, RW_WRONG_DOMAIN);
     return rs_bind(rs);
 }
@@ -408,8 +408,8 @@ enum resolve_step resolve_next(struct resolution *rs)
     }
 }
 
-bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
-                     int *domain_r)
+bool resolve_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
+                         int *domain_r)
 {
     for (unsigned f = 0; f < topo->nforests; f++) {
         const struct dir_forest *fo = &topo->forests[f];
@@ -426,7 +426,7 @@ bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n
     return false;
 }
 
-size_t dir_database_name(const char *dn, char *out, size_t n)
+size_t resolve_database_name(const char *dn, char *out, size_t n)
 {
     const char *eq = strchr(dn, '=');
     size_t len = 0;
@@ -469,7 +469,7 @@ const char *resolve_why_text(enum resolve_why why)
     return text[why];
 }
 
-uint8_t dir_protocol_disabled(const char *v, size_t n)
+uint8_t resolve_protocol_disabled(const char *v, size_t n)
 {
     static const char *const off[FG_PROTO_COUNT] = {"IMAP4\xc2\xa7"
                                                     "0",

@@ -194,23 +194,23 @@ const char *resolve_why_text(enum resolve_why why);
 
 /* Finds a typed domain (NetBIOS or DNS name, any case) in the topology.
  * Returns true with *forest_r and *domain_r set. */
-bool dir_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
-                     int *domain_r);
+bool resolve_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
+                         int *domain_r);
 
 /* True when dn lies in the naming context base (ends with ",base" or is it),
  * compared without case. A child domain's DN lies under its parent's base
- * too: to ask which domain holds a DN, use dir_domain_of. */
-bool dir_dn_under(const char *dn, const char *base);
+ * too: to ask which domain holds a DN, use resolve_domain_of. */
+bool resolve_dn_under(const char *dn, const char *base);
 
 /* The domain of forest fo that holds dn: the one with the deepest base dn lies
  * under (so an account of CHILD is CHILD's, never its parent's). -1: none. */
-int dir_domain_of(const struct dir_forest *fo, const char *dn);
+int resolve_domain_of(const struct dir_forest *fo, const char *dn);
 
 /* One protocolSettings value: "IMAP4\xc2\xa70..." or "POP3\xc2\xa70..." (\xc2\xa7 is
  * the section sign) disables that protocol. Returns 1 << fg_proto bits. */
-uint8_t dir_protocol_disabled(const char *v, size_t n);
+uint8_t resolve_protocol_disabled(const char *v, size_t n);
 
 /* The database's name: the first RDN's value of a homeMDB DN ("DB01"). */
-size_t dir_database_name(const char *dn, char *out, size_t n);
+size_t resolve_database_name(const char *dn, char *out, size_t n);
 
 #endif

@@ -4,8 +4,8 @@
  * What the IMAP dialogue sends is read back with imap_parse_command, as a
  * real server would read it, so that every credential byte is checked.
  */
-#include "../../proto/backend.h"
 #include "../../base/base64.h"
+#include "../../proto/backend.h"
 #include "harness.h"
 
 #include <stdlib.h>

@@ -572,28 +572,28 @@ static void test_passthrough_delegates(void)
                  "delegate logons need LoginMode MasterUser") == 0);
 }
 
-/* dir_domain_of: the deepest naming context, never a parent's. */
+/* resolve_domain_of: the deepest naming context, never a parent's. */
 static void test_domain_of(void)
 {
     const struct dir_forest *fo = &topo_a.forests[0];
-    CHECK_INT(dir_domain_of(fo, "CN=x,DC=uclabor,DC=de"), 0);
-    CHECK_INT(dir_domain_of(fo, "CN=x,OU=y,DC=child,DC=uclabor,DC=de"), 1);
-    CHECK_INT(dir_domain_of(fo, "cn=x,dc=CHILD,dc=uclabor,dc=de"), 1);
-    CHECK_INT(dir_domain_of(fo, "DC=child,DC=uclabor,DC=de"), 1);
-    CHECK_INT(dir_domain_of(fo, "CN=x,DC=notchild,DC=uclabor,DC=de"), 0);
-    CHECK_INT(dir_domain_of(fo, "CN=x,DC=example"), -1);
-    CHECK(dir_dn_under("CN=x,DC=child,DC=uclabor,DC=de", "DC=uclabor,DC=de"));
+    CHECK_INT(resolve_domain_of(fo, "CN=x,DC=uclabor,DC=de"), 0);
+    CHECK_INT(resolve_domain_of(fo, "CN=x,OU=y,DC=child,DC=uclabor,DC=de"), 1);
+    CHECK_INT(resolve_domain_of(fo, "cn=x,dc=CHILD,dc=uclabor,dc=de"), 1);
+    CHECK_INT(resolve_domain_of(fo, "DC=child,DC=uclabor,DC=de"), 1);
+    CHECK_INT(resolve_domain_of(fo, "CN=x,DC=notchild,DC=uclabor,DC=de"), 0);
+    CHECK_INT(resolve_domain_of(fo, "CN=x,DC=example"), -1);
+    CHECK(resolve_dn_under("CN=x,DC=child,DC=uclabor,DC=de", "DC=uclabor,DC=de"));
 }
 
 static void test_helpers(void)
 {
     char db[64];
-    CHECK_INT(dir_database_name("CN=DB01,CN=Databases,CN=x", db, sizeof db), 4);
+    CHECK_INT(resolve_database_name("CN=DB01,CN=Databases,CN=x", db, sizeof db), 4);
     CHECK(strcmp(db, "DB01") == 0);
     int f, d;
-    CHECK(dir_find_domain(&topo_b, "eu.ACC.example", 14, &f, &d) && f == 1 && d == 1);
-    CHECK(!dir_find_domain(&topo_b, "acc", 3, &f, &d) || (f == 1 && d == 0));
-    CHECK(!dir_find_domain(&topo_b, "ac", 2, &f, &d));
+    CHECK(resolve_find_domain(&topo_b, "eu.ACC.example", 14, &f, &d) && f == 1 && d == 1);
+    CHECK(!resolve_find_domain(&topo_b, "acc", 3, &f, &d) || (f == 1 && d == 0));
+    CHECK(!resolve_find_domain(&topo_b, "ac", 2, &f, &d));
     for (int w = 0; w < RW_COUNT; w++)
         CHECK(resolve_why_text((enum resolve_why)w) != NULL);
 }

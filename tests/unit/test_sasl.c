@@ -5,8 +5,8 @@
  */
 #include "../../base/base64.h"
 #include "../../base/cred.h"
-#include "../../proto/sasl_plain.h"
 #include "../../proto/imap_parse.h"
+#include "../../proto/sasl_plain.h"
 #include "harness.h"
 
 #include <stdio.h>
