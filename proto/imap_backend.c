@@ -65,6 +65,7 @@ static void imap_resp_split(const char *line, uint32_t n, struct imap_resp *r)
     r->tag = line;
     r->tag_len = p ? (uint32_t)(p - line) : n;
     r->untagged = r->tag_len == 1 && line[0] == '*';
+    r->data = end; /* a bare tag ("*") has empty data, never a null pointer */
     if (!p)
         return;
     p++;

@@ -4,8 +4,8 @@
  * What the IMAP dialogue sends is read back with imap_parse_command, as a
  * real server would read it, so that every credential byte is checked.
  */
-#include "../../proto/backend.h"
 #include "../../base/base64.h"
+#include "../../proto/backend.h"
 #include "harness.h"
 
 #include <stdlib.h>
@@ -317,6 +317,24 @@ static void test_imap_greeting_without_caps_asks_capability_first(void)
     CHECK_SENT_HAS(&b, "F1 ID ("); /* ID learned from the untagged reply */
     CHECK_SENT_HAS(&b, "\r\nF2 LOGIN alice secret\r\n");
     CHECK_INT(bx_feed(&b, "F1 OK\r\nF2 OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n"), BACKEND_OK);
+    bx_free(&b);
+}
+
+/* "*" alone has no data after its tag: read as an empty slice, never as a
+ * null pointer (found by fuzz_backend; UBSan: zero offset applied to null). */
+static void test_imap_bare_untagged_line_while_asking_capability(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, "* OK IMAP4 ready.\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F0 CAPABILITY\r\n");
+    CHECK_INT(bx_feed(&b, "*\r\n"), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 ID\r\nF0 OK done\r\n"), BACKEND_AGAIN);
+    CHECK_SENT_HAS(&b, "\r\nF2 LOGIN alice secret\r\n");
+    CHECK_INT(bx_feed(&b, "F1 OK\r\n*\r\nF2 OK hi\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F3 CAPABILITY\r\n");
+    CHECK_INT(bx_feed(&b, "*\r\nF3 OK done\r\n"), BACKEND_OK);
     bx_free(&b);
 }
 
@@ -1223,6 +1241,7 @@ int main(void)
     test_imap_sends_forwarding_id_and_login_in_one_go();
     test_imap_ok_with_caps_is_ok_and_keeps_following_bytes();
     test_imap_greeting_without_caps_asks_capability_first();
+    test_imap_bare_untagged_line_while_asking_capability();
     test_imap_ok_without_caps_asks_capability_after_login();
     test_imap_forward_off_sends_no_id();
     test_imap_backend_without_id_cap_gets_no_id();
