@@ -502,6 +502,28 @@ static void test_imap_sync_literal_waits_for_continuation(void)
     bx_free(&b);
 }
 
+/* A tagged OK while the literal still waits for "+" breaks the protocol: the
+ * rest would go out after it and be read as the literal (found by fuzz_backend). */
+static void test_imap_ok_before_literal_sent_fails(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    b.par.forward = false;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_NO_LIT), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice {5}\r\n");
+    CHECK_INT(bx_feed(&b, "F2 OK hi\r\n"), BACKEND_FAIL);
+    CHECK_SENT(&b, "");
+    CHECK(th_contains(b.bl.reason, strlen(b.bl.reason), "before it was sent whole"));
+    bx_free(&b);
+    /* A refusal of the literal is the server's right: a NO, not a failure. */
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_NO_LIT), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "F2 NO [AUTHENTICATIONFAILED] no\r\n"), BACKEND_NO);
+    bx_free(&b);
+}
+
 /* ---- IMAP: refusals ----------------------------------------------------------- */
 
 static void test_imap_no_codes_map_to_login_status(void)
@@ -1249,6 +1271,7 @@ int main(void)
     test_imap_credentials_arrive_byte_identical_with_literal_plus();
     test_imap_credentials_arrive_byte_identical_with_sync_literals();
     test_imap_sync_literal_waits_for_continuation();
+    test_imap_ok_before_literal_sent_fails();
     test_imap_no_codes_map_to_login_status();
     test_imap_preauth_or_bye_greeting_fails_before_sending();
     test_imap_master_login_uses_sasl_ir();
