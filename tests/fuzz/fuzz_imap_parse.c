@@ -3,8 +3,8 @@
  *
  * The first byte picks what the rest is:
  *  - a stream of commands (most values). It is parsed twice, once with every
- *    byte at hand and once fed in random-sized pieces, each piece a fresh
- *    block of exactly the bytes that have arrived. A resumable parser must
+ *    byte at hand and once fed in random-sized pieces, the bytes yet to
+ *    arrive unreadable (ASan). A resumable parser must
  *    not care where its input was split: both runs must see the same
  *    commands, the same errors and the same arguments.
  *  - a credential (first byte 0xff): written as the backend login writes it
@@ -65,33 +65,28 @@ static void check_command(const struct imap_parser *p, int rc, size_t have)
     }
 }
 
-/* Hands the first `want` bytes of the current command over in a new block. */
-static char *regrow(char *buf, size_t have, const uint8_t *src, size_t want)
-{
-    char *nb = fz_dup(src, want);
-    if (have)
-        memcpy(nb, buf, have); /* keeps what the parser unescaped in place */
-    free(buf);
-    return nb;
-}
-
-/* Parses the stream; rng NULL hands every byte over at once. */
+/* Parses the stream; rng NULL hands every byte over at once. Quoted strings
+ * are unescaped in place, inside their command, so one copy of the stream
+ * serves: bytes become readable as they arrive, and unreadable again once
+ * their command is done. */
 static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, struct fz_rng *rng,
                          struct run *r)
 {
     struct imap_parser p;
-    char *buf = NULL;
+    struct fz_stream st;
     size_t off = 0, have = 0;
 
+    fz_stream_open(&st, data, size);
     imap_parser_init(&p, max_len);
     while (off < size) {
         size_t left = size - off;
         size_t want = rng ? have + fz_piece(rng, 64) : left;
         want = FG_MIN(want, left);
         if (want > have) {
-            buf = regrow(buf, have, data + off, want);
+            fz_arrive(&st, off + have, want - have);
             have = want;
         }
+        char *buf = st.p + off;
         int rc = imap_parse_command(&p, buf, have);
         if (rc == IMAP_PARSE_AGAIN) {
             FZ_CHECK(p.pos == have); /* every byte at hand was scanned */
@@ -109,18 +104,15 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, str
         check_command(&p, rc, have);
         if (rc == IMAP_PARSE_ERROR && imap_parse_fatal(&p))
             break;
-        /* The next command starts after this one; its bytes are untouched. */
+        fz_consumed(&st, off, p.pos);
         off += p.pos;
         have -= p.pos;
-        char *next = fz_dup(data + off, have);
-        free(buf);
-        buf = next;
         if ((data[off % size] & 7) == 0)
             imap_parser_expect_line(&p); /* as after AUTHENTICATE */
         else
             imap_parser_reset(&p);
     }
-    free(buf);
+    fz_stream_close(&st);
 }
 
 static void check_same(const struct run *a, const struct run *b)

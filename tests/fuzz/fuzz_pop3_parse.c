@@ -2,8 +2,8 @@
  * libFuzzer target: the POP3 command-line parser (proto/pop3_parse.c).
  *
  * The first byte sets the line limit, the rest is a stream of lines. As for
- * IMAP, the stream is parsed twice, whole and in random-sized pieces (each a
- * block of exactly the bytes that have arrived), and both runs must find the
+ * IMAP, the stream is parsed twice, whole and in random-sized pieces (the
+ * bytes yet to arrive unreadable), and both runs must find the
  * same lines. Every line found is checked against its bytes: it ends at its
  * first LF, the keyword and argument are where the spaces say, and has_nul
  * tells the truth.
@@ -37,24 +37,26 @@ static void check_line(const struct pop3_cmd *c, const char *buf, size_t have, u
     FZ_CHECK(c->has_nul == (memchr(buf, 0, n) != NULL));
 }
 
-/* Parses the stream; rng NULL hands every byte over at once. */
+/* Parses the stream; rng NULL hands every byte over at once. Bytes become
+ * readable as they arrive, and unreadable again once their line is done. */
 static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, struct fz_rng *rng,
                          struct run *r)
 {
     struct pop3_parser p;
-    char *buf = NULL;
+    struct fz_stream st;
     size_t off = 0, have = 0;
 
+    fz_stream_open(&st, data, size);
     pop3_parser_init(&p, max_len);
     while (off < size) {
         size_t left = size - off;
         size_t want = rng ? have + fz_piece(rng, 32) : left;
         want = FG_MIN(want, left);
         if (want > have) {
-            free(buf);
-            buf = fz_dup(data + off, want);
+            fz_arrive(&st, off + have, want - have);
             have = want;
         }
+        const char *buf = st.p + off;
         struct pop3_cmd c;
         int rc = pop3_parse_line(&p, buf, have, &c);
         if (rc == POP3_PARSE_AGAIN) {
@@ -79,13 +81,11 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, str
                             5 * sizeof(uint32_t)),
                     buf, c.line_len);
         r->n++;
+        fz_consumed(&st, off, c.line_len);
         off += c.line_len;
         have -= c.line_len;
-        char *next = fz_dup(data + off, have);
-        free(buf);
-        buf = next;
     }
-    free(buf);
+    fz_stream_close(&st);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

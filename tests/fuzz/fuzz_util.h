@@ -5,8 +5,10 @@
  *
  * Exact sizes matter: libFuzzer's own copy of the input ends where the input
  * ends, but a parser handed the first k bytes of it could read byte k
- * unnoticed. Every piece a harness hands over is therefore a fresh heap block
- * of exactly the bytes that have "arrived", so ASan reports a read past them.
+ * unnoticed. Every piece a harness hands over is therefore either a fresh
+ * heap block of exactly the bytes that have "arrived", or a stream whose
+ * bytes stay poisoned until they arrive (struct fz_stream), so ASan reports a
+ * read past them.
  */
 #ifndef FG_FUZZ_UTIL_H
 #define FG_FUZZ_UTIL_H
@@ -101,6 +103,40 @@ static inline char *fz_dup(const void *p, size_t n)
     if (n)
         memcpy(c, p, n);
     return c;
+}
+
+/*
+ * A stream that arrives piece by piece: one heap copy of it, every byte
+ * unaddressable (ASan) until fz_arrive hands it over, and again once
+ * fz_consumed says the parser is done with it. Cheaper than a fresh block
+ * per piece, and as strict: ASan poisons to the byte.
+ */
+struct fz_stream {
+    char *p;
+    size_t n;
+};
+
+static inline void fz_stream_open(struct fz_stream *s, const void *data, size_t n)
+{
+    s->p = fz_dup(data, n);
+    s->n = n;
+    ASAN_POISON_MEMORY_REGION(s->p, n);
+}
+
+static inline void fz_arrive(struct fz_stream *s, size_t off, size_t n)
+{
+    ASAN_UNPOISON_MEMORY_REGION(s->p + off, n);
+}
+
+static inline void fz_consumed(struct fz_stream *s, size_t off, size_t n)
+{
+    ASAN_POISON_MEMORY_REGION(s->p + off, n);
+}
+
+static inline void fz_stream_close(struct fz_stream *s)
+{
+    ASAN_UNPOISON_MEMORY_REGION(s->p, s->n);
+    free(s->p);
 }
 
 /* 64-bit FNV-1a, to compare what two runs saw without keeping it. */
