@@ -100,11 +100,6 @@ void ldap_store_process(struct ldap_store *ls, uint64_t now_ms);
  * back-off ending), or UINT64_MAX. */
 uint64_t ldap_store_next_timer(const struct ldap_store *ls);
 
-/* RFC 4515 escaping of n bytes into out (NUL-terminated). Returns the
- * length, or 0 when it does not fit (n > 0). Every byte outside printable
- * ASCII, and * ( ) \, becomes \XX. */
-size_t ldap_filter_escape(const void *v, size_t n, char *out, size_t cap);
-
 /* AD's bind diagnostic: "... data 532 ..." (password expired) or "data 773"
  * (must change it) mean the password was right but has to be changed. */
 bool ldap_bind_says_expired(const char *diag);

@@ -65,6 +65,7 @@ static void imap_resp_split(const char *line, uint32_t n, struct imap_resp *r)
     r->tag = line;
     r->tag_len = p ? (uint32_t)(p - line) : n;
     r->untagged = r->tag_len == 1 && line[0] == '*';
+    r->data = end; /* a bare tag ("*") has empty data, never a null pointer */
     if (!p)
         return;
     p++;
@@ -266,6 +267,12 @@ static enum backend_login_result imap_backend_logged_in(struct backend_login *bl
                                                         const struct imap_resp *r, const char *line,
                                                         uint32_t n)
 {
+    if (r->status == R_OK && bl->nheld > 0) {
+        /* Parts of the command still wait for a "+": an OK now would leave
+         * them unsent and the next bytes read as the literal. */
+        backend_reason(bl, "backend accepted the login before it was sent whole", line, n);
+        return BACKEND_FAIL;
+    }
     if (r->status == R_OK) {
         if (r->code && imap_backend_take_caps(bl, r->code, r->code_len))
             return BACKEND_OK;

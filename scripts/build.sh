@@ -22,4 +22,8 @@ if [ ! -f "$dir/build.ninja" ]; then
 else
     meson configure "$dir" "$pc" >/dev/null
 fi
-ninja -C "$dir" >/dev/null
+# Quiet when it builds; the compiler's own words when it does not.
+if ! ninja -C "$dir" >"$dir/ninja.log" 2>&1; then
+    grep -E -A8 "error|FAILED" "$dir/ninja.log" | head -60 >&2
+    exit 1
+fi

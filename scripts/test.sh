@@ -4,7 +4,8 @@
 #   1. unit tests (meson), release build
 #   2. integration tests against a real Dovecot with real clients (pytest)
 #   3. the same two under AddressSanitizer + UndefinedBehaviorSanitizer
-#   4. each libFuzzer target for FG_FUZZ_SECONDS (default 30)
+#   4. each libFuzzer target for FG_FUZZ_SECONDS (default 15), and the planted
+#      bug that proves the fuzzers' libraries are instrumented
 #   5. formatting against .clang-format
 # Ends with the line "N passed, N failed". Exit status 0 only if none failed.
 set -uo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
 
 PY=/usr/bin/python3 # Debian's: it sees python3-pytest
-FUZZ_SECONDS=${FG_FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FG_FUZZ_SECONDS:-15} # ten targets: about 3 minutes with the build
 passed=0
 failed=0
 failures=()
@@ -68,6 +69,57 @@ integration() { # integration BINARY LABEL
     rm -f "$out"
 }
 
+# libFuzzer's last status line: "runs N, cov N, ft N".
+fuzz_stats() { # fuzz_stats LOG
+    grep -aE '^#[0-9]+.*cov: [0-9]+ ft: [0-9]+' "$1" | tail -1 |
+        sed -E 's/^#([0-9]+).*cov: ([0-9]+) ft: ([0-9]+).*/runs \1, cov \2, ft \3/'
+}
+
+# Runs one target on a copy of its seeds (new inputs must not land in the
+# repository), with its dictionary. A crash input is kept in build-fuzz/crashes/.
+fuzz() { # fuzz TARGET
+    local name=${1#fuzz_} work
+    work=$(mktemp -d)
+    mkdir "$work/corpus"
+    cp tests/fuzz/corpus/"$name"/* "$work/corpus/"
+    if UBSAN_OPTIONS=print_stacktrace=1 build-fuzz/tests/"$1" -max_total_time="$FUZZ_SECONDS" \
+        -timeout=10 -dict=tests/fuzz/"$name".dict -artifact_prefix="$work/" "$work/corpus" \
+        >"$work/log" 2>&1; then
+        echo "$1: $(fuzz_stats "$work/log")"
+        count "$1" 1 0
+    else
+        tail -30 "$work/log"
+        mkdir -p build-fuzz/crashes
+        for a in "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-*; do
+            [ -e "$a" ] && cp "$a" build-fuzz/crashes/"$1"-"$(basename "$a")" &&
+                echo "$1: input kept as build-fuzz/crashes/$1-$(basename "$a")"
+        done
+        count "$1" 0 1
+    fi
+    rm -rf "$work"
+}
+
+# The planted one-byte over-read (tests/fuzz/planted/) must be caught: it is
+# found only when the library is built with libFuzzer's and ASan's
+# instrumentation, as every fuzzed library is.
+fuzz_planted() {
+    local work start=$SECONDS
+    work=$(mktemp -d)
+    mkdir "$work/corpus"
+    build-fuzz/tests/fuzz_planted -max_total_time=60 -artifact_prefix="$work/" "$work/corpus" \
+        >"$work/log" 2>&1
+    if grep -q "ERROR: AddressSanitizer: heap-buffer-overflow" "$work/log" &&
+        grep -q " in planted_parse " "$work/log"; then
+        echo "fuzz_planted: the planted over-read caught in $((SECONDS - start)) s"
+        count "fuzz_planted" 1 0
+    else
+        tail -5 "$work/log"
+        echo "fuzz_planted: the planted over-read was NOT caught in 60 s: instrumentation is missing"
+        count "fuzz_planted" 0 1
+    fi
+    rm -rf "$work"
+}
+
 stage "layers"
 # Every #include points down the stack (base, then proto/tls/directory, then
 # core and bench): the script prints the order and the folder graph.
@@ -97,29 +149,22 @@ fi
 
 stage "fuzzing, ${FUZZ_SECONDS}s per target"
 if CC=clang build build-fuzz -Dfuzz=true -Djemalloc=false; then
-    for f in fuzz_imap_parse fuzz_session fuzz_backend; do
-        work=$(mktemp -d)
-        if build-fuzz/tests/$f -max_total_time="$FUZZ_SECONDS" -dict=tests/fuzz/imap.dict \
-            -artifact_prefix="$work/" "$work" tests/fuzz/corpus >"$work/log" 2>&1; then
-            echo "$f: $(grep -oE 'Done [0-9]+ runs' "$work/log")"
-            count "$f" 1 0
-        else
-            tail -30 "$work/log"
-            count "$f" 0 1
-        fi
-        rm -rf "$work"
+    fuzz_planted
+    for src in tests/fuzz/fuzz_*.c; do
+        fuzz "$(basename "$src" .c)"
     done
 else
     count "fuzz build" 0 1
 fi
 
 stage "formatting"
-unformatted=$(clang-format --dry-run base/*.[ch] core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] 2>&1 |
+unformatted=$(clang-format --dry-run base/*.[ch] core/*.[ch] proto/*.[ch] directory/*.[ch] tls/*.[ch] bench/*.[ch] tests/unit/*.[ch] \
+    tests/fuzz/*.[ch] tests/fuzz/planted/*.[ch] 2>&1 |
     grep -c "warning:" || true)
 if [ "$unformatted" -eq 0 ]; then
     count "clang-format" 1 0
 else
-    echo "clang-format: $unformatted places differ; run clang-format -i on base core proto directory tls bench tests/unit"
+    echo "clang-format: $unformatted places differ; run clang-format -i on base core proto directory tls bench tests/unit tests/fuzz"
     count "clang-format" 0 1
 fi
 

@@ -2,13 +2,29 @@
  * libFuzzer target: a whole client session (IMAP or POP3, picked by the
  * first byte) fed the rest in pieces; pending logins are answered with a
  * result taken from the input, and STARTTLS/STLS switches the session to TLS.
+ * While the session reads its input buffer, the bytes it has consumed and
+ * the buffer's spare room are fenced off (ASan), and every protocol log
+ * line is read whole.
  */
 #include "../../proto/session.h"
-
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The protocol log: each line must be readable for its length. */
+static void plog(void *ctx, const char *dir, const char *line, size_t n)
+{
+    *(uint64_t *)ctx = fz_hash(fz_hash(*(uint64_t *)ctx, dir, strlen(dir)), line, n);
+}
+
+/* Runs the session over its input with the buffer fenced. */
+static enum sess_action input(struct session *s)
+{
+    FZ_BUF_FENCE(&s->in);
+    enum sess_action act = s->ops->input(s);
+    FZ_BUF_UNFENCE(&s->in);
+    return act;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct session *s = ops->create(&conf, &out);
     if (!s)
         return 0;
+    uint64_t logged = 0;
+    s->plog = plog;
+    s->plog_ctx = &logged;
     s->tls = (data[1] & 1) != 0;
     ops->greeting(s);
     size_t off = 2, step = (size_t)(data[1] >> 1) % 13 + 1;
@@ -30,20 +49,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = size - off < step ? size - off : step;
         buf_append(&s->in, data + off, n);
         off += n;
-        enum sess_action act = ops->input(s);
+        enum sess_action act = input(s);
         if (act == SESS_CLOSE)
             break;
         if (act == SESS_STARTTLS) {
             /* The session must have dropped everything after the command. */
-            if (buf_avail(&s->in) != 0 || s->tls)
-                abort();
+            FZ_CHECK(buf_avail(&s->in) == 0 && !s->tls);
             s->tls = true;
         }
         while (act == SESS_LOGIN) {
-            if (!s->cred || s->cred->user_len > CRED_NAME_MAX || s->cred->pass_len > CRED_PASS_MAX)
-                abort();
+            FZ_CHECK(s->cred && s->cred->user_len <= CRED_NAME_MAX &&
+                     s->cred->pass_len <= CRED_PASS_MAX);
             ops->login_done(s, (enum login_status)(data[off % size] % 6), "IMAP4rev1", 9);
-            act = ops->input(s);
+            act = input(s);
         }
         if (act == SESS_CLOSE)
             break;

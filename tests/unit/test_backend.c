@@ -320,6 +320,24 @@ static void test_imap_greeting_without_caps_asks_capability_first(void)
     bx_free(&b);
 }
 
+/* "*" alone has no data after its tag: read as an empty slice, never as a
+ * null pointer (found by fuzz_backend; UBSan: zero offset applied to null). */
+static void test_imap_bare_untagged_line_while_asking_capability(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "secret");
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, "* OK IMAP4 ready.\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F0 CAPABILITY\r\n");
+    CHECK_INT(bx_feed(&b, "*\r\n"), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "* CAPABILITY IMAP4rev1 ID\r\nF0 OK done\r\n"), BACKEND_AGAIN);
+    CHECK_SENT_HAS(&b, "\r\nF2 LOGIN alice secret\r\n");
+    CHECK_INT(bx_feed(&b, "F1 OK\r\n*\r\nF2 OK hi\r\n"), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F3 CAPABILITY\r\n");
+    CHECK_INT(bx_feed(&b, "*\r\nF3 OK done\r\n"), BACKEND_OK);
+    bx_free(&b);
+}
+
 static void test_imap_ok_without_caps_asks_capability_after_login(void)
 {
     struct bx b;
@@ -481,6 +499,28 @@ static void test_imap_sync_literal_waits_for_continuation(void)
     CHECK_INT(bx_feed(&b, "+ go\r\n"), BACKEND_AGAIN);
     CHECK_SENT(&b, "p\xc3\xa4ss\r\n");
     CHECK_INT(bx_feed(&b, "F2 OK [CAPABILITY IMAP4rev1] hi\r\n"), BACKEND_OK);
+    bx_free(&b);
+}
+
+/* A tagged OK while the literal still waits for "+" breaks the protocol: the
+ * rest would go out after it and be read as the literal (found by fuzz_backend). */
+static void test_imap_ok_before_literal_sent_fails(void)
+{
+    struct bx b;
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    b.par.forward = false;
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_NO_LIT), BACKEND_AGAIN);
+    CHECK_SENT(&b, "F2 LOGIN alice {5}\r\n");
+    CHECK_INT(bx_feed(&b, "F2 OK hi\r\n"), BACKEND_FAIL);
+    CHECK_SENT(&b, "");
+    CHECK(th_contains(b.bl.reason, strlen(b.bl.reason), "before it was sent whole"));
+    bx_free(&b);
+    /* A refusal of the literal is the server's right: a NO, not a failure. */
+    bx_params(&b, "alice", "p\xc3\xa4ss");
+    bx_start(&b, &imap_backend_ops);
+    CHECK_INT(bx_feed(&b, GREET_NO_LIT), BACKEND_AGAIN);
+    CHECK_INT(bx_feed(&b, "F2 NO [AUTHENTICATIONFAILED] no\r\n"), BACKEND_NO);
     bx_free(&b);
 }
 
@@ -1223,6 +1263,7 @@ int main(void)
     test_imap_sends_forwarding_id_and_login_in_one_go();
     test_imap_ok_with_caps_is_ok_and_keeps_following_bytes();
     test_imap_greeting_without_caps_asks_capability_first();
+    test_imap_bare_untagged_line_while_asking_capability();
     test_imap_ok_without_caps_asks_capability_after_login();
     test_imap_forward_off_sends_no_id();
     test_imap_backend_without_id_cap_gets_no_id();
@@ -1230,6 +1271,7 @@ int main(void)
     test_imap_credentials_arrive_byte_identical_with_literal_plus();
     test_imap_credentials_arrive_byte_identical_with_sync_literals();
     test_imap_sync_literal_waits_for_continuation();
+    test_imap_ok_before_literal_sent_fails();
     test_imap_no_codes_map_to_login_status();
     test_imap_preauth_or_bye_greeting_fails_before_sending();
     test_imap_master_login_uses_sasl_ir();

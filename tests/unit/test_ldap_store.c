@@ -4,6 +4,7 @@
  * diagnostics, and the Uri list. The store's conversations with a server
  * are tested against a real slapd (tests/integration/test_directory_ldap.py).
  */
+#include "../../directory/ldap_filter.h"
 #include "../../directory/ldap_store.h"
 #include "harness.h"
 
