@@ -397,7 +397,8 @@ static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
 static int tls_conn_start(struct tls_conn *c)
 {
     size_t have = tbuf_avail(&c->in);
-    const uint8_t *p = c->in.p + c->in.off;
+    /* An empty queue may have no memory yet: no arithmetic on NULL. */
+    const uint8_t *p = have > 0 ? c->in.p + c->in.off : NULL;
     if (have >= 1 && p[0] != TLS_HANDSHAKE) {
         snprintf(c->err, sizeof(c->err), "not a TLS ClientHello");
         return FG_ERROR;

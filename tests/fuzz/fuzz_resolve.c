@@ -253,7 +253,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_outcome(&rs, &sn);
     FZ_CHECK(logon_form_name(rs.ln.form) != NULL);
-    FZ_CHECK(resolve_protocol_disabled(pass, pass_len) < 1u << FG_PROTO_COUNT); /* a store's helper */
+    FZ_CHECK(resolve_protocol_disabled(pass, pass_len) <
+             1u << FG_PROTO_COUNT); /* a store's helper */
     enum login_status st = rs.status;
     FZ_CHECK(resolve_next(&rs) == RESOLVE_DONE && rs.status == st);
     free(pass);

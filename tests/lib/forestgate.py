@@ -88,8 +88,10 @@ class Forestgate:
     def __init__(self, workdir: str, imap_backend_port: int | None = None,
                  pop3_backend_port: int | None = None, settings: dict | None = None,
                  workers: int = 2, backend: str = "127.0.0.1", new_session: bool = False,
-                 hosts: dict[str, str] | None = None):
+                 hosts: dict[str, str] | None = None, bin: str | None = None):
         self.workdir = workdir
+        # Another build than FG_BIN's (bench/compare's forestgate-ref target).
+        self.bin = bin
         os.makedirs(workdir, exist_ok=True)
         self.imap_port = free_port()
         self.pop3_port = free_port()
@@ -126,7 +128,7 @@ class Forestgate:
         self.hosts = hosts
 
     def command(self) -> list[str]:
-        cmd = [binary(), "-c", self.config_path]
+        cmd = [self.bin or binary(), "-c", self.config_path]
         if not self.hosts:
             return cmd
         path = os.path.join(self.workdir, "hosts")
