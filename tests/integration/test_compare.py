@@ -93,3 +93,24 @@ def test_compare_quick_tls_mock(tmp_path):
     assert doc["results"]["tls-fetch-imap"]["forestgate"]["bench"]["bytes"] > 0
     assert doc["results"]["tls-idle-imap"]["forestgate"]["rss_per_session_kb"] > 0
     assert "forestgate ÷ nginx" in r.stdout
+
+
+def test_compare_ref_target_measures_another_build(tmp_path):
+    """forestgate-ref runs the --ref-bin build in the same rounds as FG_BIN's,
+    and is refused without its binary."""
+    fg = os.environ.get("FG_BIN", os.path.join(ROOT, "build", "forestgate"))
+    base = ["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"), "--quick",
+            "--backend", "mock", "--scenarios", "login-imap", "--skip-deps",
+            "--targets", "forestgate,forestgate-ref"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "forestgate-ref target needs --ref-bin" in r.stderr + r.stdout
+    out = tmp_path / "out"
+    r = subprocess.run(base + ["--ref-bin", fg, "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+    doc = json.loads((out / "compare-mock.json").read_text())
+    for t in ("forestgate", "forestgate-ref"):
+        b = doc["results"]["login-imap"][t]["bench"]
+        assert b and b["ops"] > 0 and b["errors_total"] == 0, (t, b)
+    assert "| forestgate-ref |" in r.stdout
