@@ -80,12 +80,7 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, str
     imap_parser_init(&p, max_len);
     while (off < size) {
         size_t left = size - off;
-        size_t want = rng ? have + fz_piece(rng, 64) : left;
-        want = FG_MIN(want, left);
-        if (want > have) {
-            fz_arrive(&st, off + have, want - have);
-            have = want;
-        }
+        fz_arrive_next(&st, off, &have, rng, 64);
         char *buf = st.p + off;
         int rc = imap_parse_command(&p, buf, have);
         if (rc == IMAP_PARSE_AGAIN) {

@@ -50,12 +50,7 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_len, str
     pop3_parser_init(&p, max_len);
     while (off < size) {
         size_t left = size - off;
-        size_t want = rng ? have + fz_piece(rng, 32) : left;
-        want = FG_MIN(want, left);
-        if (want > have) {
-            fz_arrive(&st, off + have, want - have);
-            have = want;
-        }
+        fz_arrive_next(&st, off, &have, rng, 32);
         const char *buf = st.p + off;
         struct pop3_cmd c;
         int rc = pop3_parse_line(&p, buf, have, &c);

@@ -128,6 +128,22 @@ static inline void fz_arrive(struct fz_stream *s, size_t off, size_t n)
     ASAN_UNPOISON_MEMORY_REGION(s->p + off, n);
 }
 
+/* The next piece arrives: up to max_piece more bytes after off + *have, as
+ * rng draws it, or all that is left without rng. Returns the readable bytes
+ * from off. */
+static inline size_t fz_arrive_next(struct fz_stream *s, size_t off, size_t *have,
+                                    struct fz_rng *rng, uint32_t max_piece)
+{
+    size_t left = s->n - off;
+    size_t want = rng ? *have + fz_piece(rng, max_piece) : left;
+    want = want < left ? want : left;
+    if (want > *have) {
+        fz_arrive(s, off + *have, want - *have);
+        *have = want;
+    }
+    return *have;
+}
+
 static inline void fz_consumed(struct fz_stream *s, size_t off, size_t n)
 {
     ASAN_POISON_MEMORY_REGION(s->p + off, n);
