@@ -114,7 +114,7 @@ static inline int out_lines(const struct fx *f)
     return n;
 }
 
-/* Base64, written apart from proto/base64.c so that it can judge it. */
+/* Base64, written apart from base/base64.c so that it can judge it. */
 static inline void b64_encode(const unsigned char *src, size_t n, char *dst)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
