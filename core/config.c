@@ -348,6 +348,13 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
     unsigned long u;
     uint32_t t;
 
+    /* After a space, ';' starts a comment: "Key =;x" would be read as ";x"
+     * but shown by show settings as "Key = ;x", which reads as empty. */
+    if (*v == ';') {
+        cfg_error(cp, cp->line, "%s: a value cannot begin with ';', which starts a comment",
+                  k->name);
+        return FG_ERROR;
+    }
     switch (k->type) {
     case CT_UINT:
         errno = 0;

@@ -46,6 +46,10 @@ void cfg_database(struct cfg_parse *cp, const char *name, const char *value)
         cfg_error(cp, cp->line, "database %s is already mapped on line %u", name, cp->db_line[i]);
         return;
     }
+    if (*value == ';') { /* see cfg_set: it would read back as a comment */
+        cfg_error(cp, cp->line, "[databases] %s: a value cannot begin with ';'", name);
+        return;
+    }
     if (!*value || strlen(value) >= sizeof db->hosts) {
         cfg_error(cp, cp->line, "[databases] %s: %s", name,
                   !*value ? "no host given" : "too long a value");

@@ -92,6 +92,8 @@ static const struct bad_case bad[] = {
         {"[global]\nWorkers = many\n", "t.ini:2: Workers: expected a number from 0 to 256"},
         {"[global]\nWorkers = 257\n", "t.ini:2: Workers: expected a number"},
         {"[global]\nColour = blue\n", "t.ini:2: unknown setting \"Colour\" in [global]"},
+        /* Found by fuzz_config: it would not read back the same from the dump. */
+        {"[imap]\nBanner =;-)\n", "t.ini:2: Banner: a value cannot begin with ';'"},
         {"[imap4]\nBanner = x\n", "t.ini:1: unknown section [imap4]"},
         {"Workers = 1\n", "t.ini:1: setting \"Workers\" outside of any section"},
         {"[imap]\nLoginType = Plaintext\n", "t.ini:2: LoginType: expected PlainTextLogin"},
