@@ -22,8 +22,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
-                                                   "backend", "directory", "databases"};
+static const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
+                                                          "backend", "directory", "databases"};
 
 static cfg_dump_fn cfg_dump_search_order, cfg_dump_domains, cfg_dump_default_domain;
 
@@ -112,7 +112,7 @@ static const struct cfg_key cfg_forest_keys[] = {
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
-const struct cfg_key *cfg_keys_of(int sec)
+static const struct cfg_key *cfg_keys_of(int sec)
 {
     static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0, NULL}};
     static const struct cfg_key *const fixed[SEC_FOREST] = {cfg_global_keys,    cfg_proto_keys,
@@ -257,7 +257,7 @@ static const char *const cfg_login_types[] = {"PlainTextLogin", "PlainTextAuthen
                                               "SecureLogin"};
 static const char *const cfg_login_modes[] = {"PassThrough", "MasterUser"};
 static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"};
-const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
+static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
 static const char *const cfg_roles[] = {"", "Organization", "Account"};
 static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
 

@@ -70,10 +70,8 @@ struct cfg_key {
     }
 #define KEY(n, t, st, f, lo, hi) KEYD(n, t, st, f, lo, hi, NULL)
 
-/* The table of a section kind (fixed, forest or database). */
-const struct cfg_key *cfg_keys_of(int sec);
+/* [database:NAME]'s keys: config_dir.c copies the ones a section sets. */
 extern const struct cfg_key cfg_database_keys[];
-extern const char *const cfg_backend_tls[];
 
 #define CFG_MAX_KEYS 16
 

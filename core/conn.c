@@ -224,6 +224,15 @@ void conn_drop_login(struct conn *c)
     c->lg = NULL;
 }
 
+void conn_flush_backend(struct worker *w, struct conn *c)
+{
+    if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
+        buf_free(&c->lg->bout); /* out of memory: the backend gets nothing more */
+        return;
+    }
+    conn_send(w, c, SIDE_BACKEND);
+}
+
 void conn_arm_recv(struct worker *w, struct conn *c)
 {
     if (c->flags & (CF_C_RECV | CF_CLOSE_AFTER | CF_C_EOF))

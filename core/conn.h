@@ -61,6 +61,10 @@ bool conn_sent(struct worker *w, struct conn *c, enum conn_side side, int res);
  * is empty if CF_CLOSE_AFTER is set, or at once on a TLS error. */
 void conn_flush(struct worker *w, struct conn *c);
 
+/* Encrypts (backend TLS) and sends what the login queued for the backend;
+ * out of memory, the backend gets nothing more (its login then times out). */
+void conn_flush_backend(struct worker *w, struct conn *c);
+
 /* Arms a client receive, unless one is armed, the client is done, the
  * relay has the socket, or too much input waits unparsed. */
 void conn_arm_recv(struct worker *w, struct conn *c);

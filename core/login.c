@@ -320,17 +320,6 @@ static void login_arm_recv(struct worker *w, struct conn *c)
     c->flags |= CF_B_RECV;
 }
 
-/* Sends what the dialogue queued for the backend, encrypted first with TLS. */
-static void login_flush(struct worker *w, struct conn *c)
-{
-    if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
-        /* Out of memory: the backend gets nothing more. */
-        buf_free(&c->lg->bout);
-        return;
-    }
-    conn_send(w, c, SIDE_BACKEND);
-}
-
 void login_on_connect(struct worker *w, struct conn *c, int res)
 {
     if (!login_op_done(w, c))
@@ -344,7 +333,7 @@ void login_on_connect(struct worker *w, struct conn *c, int res)
             login_next_host(w, c, "cannot start TLS");
             return;
         }
-        login_flush(w, c);
+        conn_flush_backend(w, c);
     }
     login_arm_recv(w, c);
 }
@@ -386,7 +375,7 @@ static void login_input(struct worker *w, struct conn *c)
     struct conn_login *lg = c->lg;
     enum backend_login_result r = lg->bl.ops->input(&lg->bl);
 
-    login_flush(w, c);
+    conn_flush_backend(w, c);
     switch (r) {
     case BACKEND_AGAIN:
         login_arm_recv(w, c);
@@ -407,7 +396,7 @@ static void login_input(struct worker *w, struct conn *c)
             login_fail(w, c, LOGIN_UNAVAILABLE, "cannot start TLS to the backend");
             break;
         }
-        login_flush(w, c);
+        conn_flush_backend(w, c);
         login_arm_recv(w, c);
         break;
     }
@@ -472,7 +461,7 @@ void login_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
             login_lost(w, c, why); /* a clean close_notify: no TLS failure */
             return;
         }
-        login_flush(w, c);
+        conn_flush_backend(w, c);
         login_check_up(w, c);
         if (trc == FG_AGAIN || buf_avail(&c->lg->bl.in) == 0) {
             ring_timer_touch(w, &c->timer, TL_BACKEND);
@@ -506,7 +495,7 @@ void login_on_sent(struct worker *w, struct conn *c, int res)
     if (res < 0)
         login_fail(w, c, LOGIN_UNAVAILABLE, strerror(-res));
     else if (!conn_sent(w, c, SIDE_BACKEND, res))
-        login_flush(w, c);
+        conn_flush_backend(w, c);
 }
 
 void login_expire(struct worker *w, struct conn *c)

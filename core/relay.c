@@ -302,17 +302,6 @@ void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res)
     relay_pump(w, c, d);
 }
 
-/* Sends what the login left queued for the backend: the client's bytes that
- * followed its login command, encrypted first with TLS. */
-static void relay_flush_login(struct worker *w, struct conn *c)
-{
-    if (c->btls && tlsio_backend_encrypt(c) != FG_OK) {
-        buf_free(&c->lg->bout); /* out of memory: the backend gets nothing more */
-        return;
-    }
-    conn_send(w, c, SIDE_BACKEND);
-}
-
 /* Both directions run: nothing of the login stays in memory. */
 static void relay_drop_login(struct conn *c)
 {
@@ -335,7 +324,7 @@ static void relay_try_begin(struct worker *w, struct conn *c)
     if (c->state != CONN_RELAY)
         return;
     if (c->rd[0].wait == RD_START && !(c->flags & CF_C_RECV)) {
-        relay_flush_login(w, c);
+        conn_flush_backend(w, c); /* what followed the login command */
         if (sendq_idle(&c->lg->bq)) {
             if (c->flags & CF_C_EOF) {
                 c->rd[0].wait = RD_EOF;
