@@ -419,8 +419,11 @@ static void login_input(struct worker *w, struct conn *c)
         break;
     case BACKEND_NO:
         /* The directory accepted the password: a backend that refuses the
-         * logon on a cached route may no longer hold the mailbox. */
-        if (lg->bl.status == LOGIN_FAILED && login_heal(w, c, lg->bl.reason))
+         * logon on a cached route may no longer hold the mailbox. It says
+         * so as a failed login, or, to a master user, as a refused
+         * authorization ([AUTHORIZATIONFAILED]). */
+        if ((lg->bl.status == LOGIN_FAILED || lg->bl.status == LOGIN_DENIED) &&
+            login_heal(w, c, lg->bl.reason))
             break;
         login_fail(w, c, lg->bl.status, lg->bl.reason);
         break;

@@ -446,8 +446,9 @@ static void dj_take_route(struct dir_request *w, const struct dir_job *leader, b
 /*
  * The leader is done: its waiters go on. A route serves each of them with
  * one bind of its own password; "not found" and "unavailable" are their
- * answer too. After any other failure -- the leader's own password, say --
- * each waiter resolves on its own, no longer coalesced.
+ * answer too. After any other failure -- the leader's own wrong password,
+ * say, from a device with an old one saved -- the first waiter resolves in
+ * its turn and the others wait for it.
  */
 static void dj_release(struct dir_thread *t, struct dir_job *leader, uint64_t now)
 {
@@ -464,7 +465,13 @@ static void dj_release(struct dir_thread *t, struct dir_job *leader, uint64_t no
                    (lr->status == LOGIN_FAILED && resolve_why_not_found(leader->rs.why))) {
             dj_answer_now(t, w, lr->status, leader->rs.why);
         } else {
+            /* The next leader takes the rest of the queue with it. */
+            w->leads = true;
+            fg_list_init(&w->waiters);
+            fg_list_splice_tail(&w->waiters, &leader->waiters);
+            fg_list_add_tail(dt_bucket(t, w->req), &w->ilink);
             dj_start_full(t, w);
+            return;
         }
     }
 }

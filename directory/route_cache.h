@@ -65,7 +65,7 @@ struct rc_snap {
     bool has_cred; /* a credential hash that has not expired */
     uint64_t expires_ms;
     char account[DIR_DN_MAX];
-    char login[DIR_LOGIN_MAX + 1];
+    char login[CRED_NAME_MAX + 1]; /* the route's mailbox, as dir_route.mailbox */
     char database[RC_DB_MAX];
     const struct backend_target *target; /* shared, or the caller's own, filled */
 };
@@ -111,6 +111,9 @@ void rc_thread_register(void);
 void rc_thread_unregister(void);
 
 uint64_t rc_hash(const struct route_cache *rc, const char *key, size_t n);
+
+/* An entry's bytes before its strings and addresses (the README quotes it). */
+size_t route_cache_entry_size(unsigned naddrs);
 
 /* Copies the entry for key into out (own receives a copied target).
  * Lock-free. */
