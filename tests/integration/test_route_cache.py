@@ -216,9 +216,11 @@ def dc(workroot, forest):
 
 
 def cache_gateway(workroot, name, forest, dc, mbx, **directory):
+    """ldap_gateway, with the route cache at its default TTL unless the
+    [directory] settings given say otherwise (ldap_gateway turns it off)."""
     _, ip, pp = mbx
     fg = ldap_gateway(workroot, name, [LdapForest("uclabor", "Organization", forest, [dc.uri])],
-                      ip, pp, directory=directory)
+                      ip, pp, directory={"RouteCacheTTL": "00:05:00", **directory})
     MINE.append(fg)
     return fg
 
