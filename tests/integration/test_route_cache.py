@@ -42,6 +42,7 @@ from tests.integration.test_directory_ldap import (BIND_CONNS, THREADS, LdapFore
                                                    ldap_gateway, login, stop_ok, unlog,
                                                    wait_login_ok)
 from tests.ldap.fixtures import SECTION, Account, setup_a, ssha
+from tests.lib.dovecot import Dovecot
 from tests.lib.forestgate import Raw, vanish_mid_login
 from tests.lib.slapd import Slapd, dn_equal
 
@@ -70,13 +71,15 @@ USERS = [
     ("cev5", "DB01", {}),
     ("ccred", "DB01", {}), ("ccred2", "DB02", {}), ("cpw1", "DB01", {}), ("cpw2", "DB02", {}),
     ("cttl", "DB01", {}), ("cchg", "DB02", {}), ("cdis", "DB02", {}), ("cpw3", "DB01", {}),
-    ("cfz1", "DB01", {}), ("cfz2", "DB02", {}),
+    ("cfz1", "DB01", {}), ("cfz2", "DB02", {}), ("cmove2", "DB03", {}),
 ]
 
 
 def cache_forest():
-    """Setup A, plus the accounts of USERS, each with a mailbox."""
+    """Setup A, plus the accounts of USERS, each with a mailbox, and DB03
+    (served by a Dovecot of its own on 127.0.0.3, see db03)."""
     f = setup_a()
+    f.add_database("DB03", "MBX3")
     root = f.domains["UCLABOR"]
     for i, (sam, db, kw) in enumerate(USERS):
         f.add(Account(key=sam, domain=root, sam=sam, cn=sam, password=pw(sam), rid=1200 + i,
@@ -209,6 +212,20 @@ def mbx(workroot, forest):
 
 
 @pytest.fixture(scope="module")
+def db03(workroot, mbx):
+    """DB03's only server: a Dovecot on 127.0.0.3 (the others' ports) with
+    cmove2's mailbox; test_route_with_every_host_down_heals stops it."""
+    _, ip, pp = mbx
+    d = Dovecot(os.path.join(workroot, "cache-mbx-DB03"), {"cmove2": "unused-pw"},
+                master_users={ldif_suite.MASTER: ldif_suite.MASTER_PW}, imap_port=ip,
+                pop3_port=pp, listen_host="127.0.0.3")
+    d.start()
+    d.deliver("cmove2", b"Subject: cmove2\r\n\r\nthe mailbox of cmove2 on DB03\r\n")
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
 def dc(workroot, forest):
     d = Slapd.for_forest(os.path.join(workroot, "cache-ldap"), forest).start()
     yield d
@@ -217,12 +234,14 @@ def dc(workroot, forest):
 
 def cache_gateway(workroot, name, forest, dc, mbx, **directory):
     """ldap_gateway, with the route cache at its default TTL unless the
-    [directory] settings given say otherwise (ldap_gateway turns it off)."""
+    [directory] settings given say otherwise (ldap_gateway turns it off),
+    and DB03 on 127.0.0.3."""
     _, ip, pp = mbx
     fg = ldap_gateway(workroot, name, [LdapForest("uclabor", "Organization", forest, [dc.uri])],
-                      ip, pp, directory={"RouteCacheTTL": "00:05:00", **directory})
+                      ip, pp, directory={"RouteCacheTTL": "00:05:00", **directory}, start=False)
+    fg.sections["databases"]["DB03"] = "127.0.0.3"
     MINE.append(fg)
-    return fg
+    return fg.start()
 
 
 @pytest.fixture(scope="module")
@@ -696,6 +715,31 @@ def test_moved_mailbox_heals_on_the_next_logon(gw, forest, mbx):
     ent = cache_lines(fg, "uclabor\\cmove")
     assert len(ent) == 1 and ent[0]["database"] == "DB02", ent
     assert "127.0.0.2" in ent[0]["hosts"], ent
+
+
+def test_route_with_every_host_down_heals(gw, forest, mbx, db03):
+    """cmove2's database DB03 has one server, which goes away while the
+    mailbox moves to DB01: the cached route's every host is down, so it is
+    dropped and resolved again, and the client lands on DB01 with OK."""
+    fg, dc = gw
+    servers, _, _ = mbx
+    acc = forest.accounts["cmove2"]
+    for cache in ("miss", "hit"):
+        a = attempt(fg, dc, "imap", dom("cmove2"), pw("cmove2"))
+        assert a.ok and "the mailbox of cmove2 on DB03" in a.body, (a.err, a.ev)
+        assert a.ev["backend"].startswith("127.0.0.3:") and a.ev.get("cache") == cache, a.ev
+    servers["DB01"].add_user("cmove2", "unused-pw")
+    servers["DB01"].deliver("cmove2", b"Subject: cmove2\r\n\r\nthe mailbox of cmove2 on DB01\r\n")
+    dc.replace(acc.dn, "homeMDB", forest.databases["DB01"].dn)
+    db03.stop()
+    a = attempt(fg, dc, "pop3", dom("cmove2"), pw("cmove2"))
+    assert a.ok and "the mailbox of cmove2 on DB01" in a.body, (a.err, a.ev)
+    assert a.ev["backend"].startswith("127.0.0.1:") and a.ev.get("stale_retry") == "1", a.ev
+    assert a.cost.d("route_cache_stale_retries_total") == 1, a.cost
+    assert a.cost.searches, a.cost
+    a = attempt(fg, dc, "imap", dom("cmove2"), pw("cmove2"))
+    ok_at(a, "cmove2", "DB01", "hit")
+    assert "stale_retry" not in a.ev and a.cost.d("route_cache_stale_retries_total") == 0, a.ev
 
 
 # --------------------------------------------------------- a frozen slapd
