@@ -72,6 +72,10 @@ USERS = [
     ("ccred", "DB01", {}), ("ccred2", "DB02", {}), ("cpw1", "DB01", {}), ("cpw2", "DB02", {}),
     ("cttl", "DB01", {}), ("cchg", "DB02", {}), ("cdis", "DB02", {}), ("cpw3", "DB01", {}),
     ("cfz1", "DB01", {}), ("cfz2", "DB02", {}), ("cmove2", "DB03", {}),
+    ("cpar3", "DB01", {}), ("cpar4", "DB02", {}), ("cpar5", "DB01", {}), ("cpar6", "DB02", {}),
+    ("cref3", "DB01", {}), ("cref4", "DB02", {}), ("cref6", "DB02", {}),
+    ("cnoimap2", "DB02", {"protocol_settings": [f"IMAP4{SECTION}0{SECTION}1{SECTION}4"
+                                                + SECTION * 6]}),
 ]
 
 
@@ -310,20 +314,27 @@ def test_warm_logon_is_one_bind_and_no_search(gw, forest):
     assert 0 < int(ent[0]["ttl"]) <= 300, ent
 
 
-def test_warm_route_still_enforces_protocol_settings(gw, forest):
-    """IMAP is off for cnoimap: POP3 caches its route; IMAP on that warm
-    route is refused all the same, without a search."""
-    fg, dc = gw
-    name = dom("cnoimap")
-    pop = attempt(fg, dc, "pop3", name, pw("cnoimap"))
-    ok_at(pop, "cnoimap", "DB01", "miss")
-    imap = attempt(fg, dc, "imap", name, pw("cnoimap"))
-    expect_refused(imap.ok, imap.err, imap.ev, "imap", "AUTHORIZATIONFAILED")
-    assert imap.ev["result"] == "denied" and "protocolSettings" in imap.ev["reason"], imap.ev
-    assert imap.ev.get("cache") == "hit", imap.ev
-    assert imap.cost.searches == [], imap.cost
-    assert imap.cost.d("route_cache_hits_total") == 1, imap.cost
-    ok_at(attempt(fg, dc, "pop3", name, pw("cnoimap")), "cnoimap", "DB01", "hit")
+@pytest.mark.parametrize("env,sam,db", [("gw", "cnoimap", "DB01"),
+                                         ("gw_cred", "cnoimap2", "DB02")])
+def test_warm_route_still_enforces_protocol_settings(request, env, sam, db):
+    """IMAP is off for the mailbox: POP3 caches its route (and, with the
+    credential cache, its password); IMAP on that warm route, or with that
+    cached password, is refused all the same, without a search."""
+    fg, dc = request.getfixturevalue(env)
+    warm = "credential" if env == "gw_cred" else "hit"
+    name = dom(sam)
+    pop = attempt(fg, dc, "pop3", name, pw(sam))
+    ok_at(pop, sam, db, "miss")
+    for _ in range(2):
+        imap = attempt(fg, dc, "imap", name, pw(sam))
+        expect_refused(imap.ok, imap.err, imap.ev, "imap", "AUTHORIZATIONFAILED")
+        assert imap.ev["result"] == "denied" and "protocolSettings" in imap.ev["reason"], \
+            imap.ev
+        assert imap.ev.get("cache") in ("hit", "credential"), imap.ev
+        assert imap.cost.searches == [], imap.cost
+        assert imap.cost.d("route_cache_hits_total") + \
+            imap.cost.d("credential_cache_hits_total") >= 1, imap.cost
+    ok_at(attempt(fg, dc, "pop3", name, pw(sam)), sam, db, warm)
 
 
 def test_disabled_account_refused_at_once_on_a_warm_route(gw, forest):
@@ -528,6 +539,107 @@ def test_parallel_cold_logons_make_one_resolution(gw, forest):
     assert rest == base, (rest, base)
     assert ldap <= max(base_ldap, THREADS * (1 + BIND_CONNS)), (ldap, base_ldap)
     one_bind(attempt(fg, dc, "imap", name, pw("cpar2")), dn)
+
+
+def burst(fg, dc, clients):
+    """IMAP logons in flight at once: slapd is frozen while they arrive.
+    clients: (name, password, gone); the first is sent alone, 0.3 s before
+    the others, so its resolution is the one they wait for; a gone client
+    sends LOGIN and closes at once. Returns (the tagged reply of each, or
+    "gone"; the Cost)."""
+    results = [None] * len(clients)
+    sent = threading.Semaphore(0)
+    threads = []
+    cost = Cost(fg, dc)
+    dc.pause()
+    try:
+        for i, (name, password, gone) in enumerate(clients):
+            if gone:
+                vanish_mid_login(fg.imap_port, f"v LOGIN {name} {password}\r\n".encode(),
+                                 reset=i % 2 == 0)
+                results[i] = "gone"
+            else:
+                t = threading.Thread(target=_raw_login, daemon=True,
+                                     args=(fg.imap_port, name, password, sent, results, i))
+                t.start()
+                threads.append(t)
+            if i == 0:
+                if not gone:
+                    assert sent.acquire(timeout=5)
+                time.sleep(0.3)
+        for _ in range(len(threads) - (0 if clients[0][2] else 1)):
+            assert sent.acquire(timeout=10), results
+        time.sleep(0.3)
+    finally:
+        dc.resume()
+    for t in threads:
+        t.join(30)
+    return results, cost.take()
+
+
+def one_resolution(fg, dc, ref, sam):
+    """The searches of one cold resolution of DOMAIN\\sam: those of ref's,
+    measured, with the name changed."""
+    a = attempt(fg, dc, "imap", dom(ref), pw(ref))
+    assert a.ok and a.ev.get("cache") == "miss" and a.cost.searches, (a.ev, a.cost)
+    return [f.replace(ref, sam) for f in a.cost.searches]
+
+
+@pytest.mark.parametrize("env,sam,ref", [("gw", "cpar3", "cref3"), ("gw_cred", "cpar4", "cref4")])
+def test_coalesced_waiters_check_their_own_password(request, forest, env, sam, ref):
+    """Waiting for a leader with the right password: 10 logons with the
+    right password and 10 with wrong ones. Each waiter's own password is
+    checked: the wrong ones are refused, the right ones log on; one
+    resolution in all."""
+    fg, dc = request.getfixturevalue(env)
+    expected = one_resolution(fg, dc, ref, sam)
+    name, right, dn = dom(sam), pw(sam), forest.accounts[sam].dn
+    wrongs = [WRONG, right + "x", right[:-1], right.upper(), right.lower()] * 2
+    clients = [(name, right, False)]
+    for w in wrongs:
+        clients += [(name, w, False), (name, right, False)]
+    results, cost = burst(fg, dc, clients)
+    print(f"{env}: {cost}")
+    for (_, password, _), r in zip(clients, results):
+        if password == right:
+            assert r.startswith("a OK"), (password, r)
+        else:
+            assert r.startswith("a NO [AUTHENTICATIONFAILED]"), (password, r)
+    assert cost.searches == expected, cost
+    binds = cost.binds_as(dn)
+    if env == "gw":
+        assert binds == len(clients), cost
+    else:       # the right ones may match the leader's credential
+        assert len(wrongs) + 1 <= binds <= len(clients), cost
+
+
+def test_coalesced_waiters_of_a_failed_leader(gw, forest):
+    """The leader's password is wrong: it is refused, and the 10 right
+    passwords that waited for its resolution still log on."""
+    fg, dc = gw
+    name, right = dom("cpar5"), pw("cpar5")
+    clients = [(name, WRONG, False)] + [(name, right, False)] * 10
+    results, cost = burst(fg, dc, clients)
+    print(cost)
+    assert results[0].startswith("a NO [AUTHENTICATIONFAILED]"), results[0]
+    assert all(r.startswith("a OK") for r in results[1:]), results
+    st = fg.wait_idle()
+    assert st["connections"] == 0 and st["directory_in_flight"] == 0, st
+
+
+def test_coalesced_waiters_of_a_vanished_leader(gw, forest):
+    """The leader's client is gone before slapd answers: the 10 logons that
+    waited for its resolution still log on, with one resolution."""
+    fg, dc = gw
+    expected = one_resolution(fg, dc, "cref6", "cpar6")
+    name, right = dom("cpar6"), pw("cpar6")
+    clients = [(name, right, True)] + [(name, right, False)] * 10
+    results, cost = burst(fg, dc, clients)
+    print(cost)
+    assert all(r.startswith("a OK") for r in results[1:]), results
+    assert cost.searches == expected, cost
+    st = fg.wait_idle()
+    assert st["connections"] == 0 and st["directory_in_flight"] == 0, st
 
 
 # --------------------------------------------------------- negative entries
