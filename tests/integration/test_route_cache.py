@@ -28,6 +28,7 @@ gateways of their own for the size bound and for a frozen slapd.
 """
 
 import hashlib
+import imaplib
 import os
 import re
 import threading
@@ -73,7 +74,7 @@ USERS = [
     ("cttl", "DB01", {}), ("cchg", "DB02", {}), ("cdis", "DB02", {}), ("cpw3", "DB01", {}),
     ("cfz1", "DB01", {}), ("cfz2", "DB02", {}), ("cmove2", "DB03", {}),
     ("cpar3", "DB01", {}), ("cpar4", "DB02", {}), ("cpar5", "DB01", {}), ("cpar6", "DB02", {}),
-    ("cref3", "DB01", {}), ("cref4", "DB02", {}), ("cref6", "DB02", {}),
+    ("cref3", "DB01", {}), ("cref4", "DB02", {}), ("cref6", "DB02", {}), ("cplain", "DB01", {}),
     ("cnoimap2", "DB02", {"protocol_settings": [f"IMAP4{SECTION}0{SECTION}1{SECTION}4"
                                                 + SECTION * 6]}),
 ]
@@ -433,6 +434,33 @@ def test_flush_name_drops_the_old_password(gw_cred, forest):
     assert a.ok and "the mailbox of cpw2 on DB02" in a.body, (a.err, a.ev)
 
 
+def test_credential_cache_with_authenticate_plain(gw_cred, forest):
+    """AUTHENTICATE PLAIN takes the same paths as LOGIN: a credential hit
+    for the right password, a real bind (refused) for a wrong one."""
+    fg, dc = gw_cred
+    name, dn, right = dom("cplain"), forest.accounts["cplain"].dn, pw("cplain")
+
+    def plain(password):
+        cost = Cost(fg, dc)
+        m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=15)
+        try:
+            m.authenticate("PLAIN", lambda _: f"\0{name}\0{password}".encode())
+            ok, err = True, ""
+        except imaplib.IMAP4.error as e:
+            ok, err = False, str(e)
+        finally:
+            m.logout()
+        return ok, err, {k: unlog(v) for k, v in fg.events("login")[-1].items()}, cost.take()
+
+    ok_at(attempt(fg, dc, "imap", name, right), "cplain", "DB01", "miss")
+    ok, err, ev, cost = plain(right)
+    assert ok and ev.get("cache") == "credential", (err, ev)
+    assert cost.searches == [] and cost.binds == [], cost
+    ok, err, ev, cost = plain(WRONG)
+    assert not ok and "[AUTHENTICATIONFAILED]" in err and ev["reason"] == "wrong password", ev
+    assert cost.binds_as(dn) == 1, cost
+
+
 def test_credential_ttl_ends_the_old_password(gw_short, forest):
     """CredentialCacheTTL = 1 s: after it, the old password binds (on the
     route, still warm for RouteCacheTTL = 2 s) and is refused."""
@@ -667,6 +695,10 @@ def test_negative_entry_stops_the_searches(gw, forest):
             assert a.cost.d("route_cache_negative_hits_total") == 1, a.cost
         ent = cache_lines(fg, name.lower().replace("/", "\\"))
         assert [e["kind"] for e in ent] == ["negative"], ent
+    # flush cache NAME drops a negative entry too (any spelling)
+    assert flush(fg, "NOSUCHCACHE1") == 1
+    a = attempt(fg, dc, "imap", "nosuchcache1", WRONG)
+    assert not a.ok and a.ev.get("cache") == "miss" and a.cost.searches, (a.ev, a.cost)
     # A wrong password is no reason for a negative entry: the account exists.
     assert wrong_imap.ev.get("cache") != "negative"
     again = attempt(fg, dc, "imap", dom("cwrongpw"), WRONG)
