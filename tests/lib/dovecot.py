@@ -392,6 +392,17 @@ class Dovecot:
         if self.running:
             time.sleep(1.02 - time.time() % 1.0)
 
+    def remove_user(self, user: str) -> None:
+        """Remove a user; works while running, as add_user does (its Maildir
+        stays).  Its logins are refused from then on, master-user logins
+        included: the master passdb needs the target user in the other."""
+        del self.users[user]
+        if not os.path.isfile(self.passwd_path):
+            return
+        self._write_passwd_files()
+        if self.running:
+            time.sleep(1.02 - time.time() % 1.0)
+
     def _check_ancestors(self) -> None:
         """As root the mail uid (nobody) and auth (dovecot) must reach WORKDIR."""
         if not self._ids["root"]:

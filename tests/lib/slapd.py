@@ -821,6 +821,26 @@ class Slapd:
     def log_since(self, mark: int) -> str:
         return self._read(self.log_path, mark)
 
+    # One line per request: a successful bind also logs a second BIND line
+    # (mech=SIMPLE ...), a search a second SRCH line (attr=...); neither matches.
+    _REQUEST_RE = re.compile(r' conn=(\d+) op=\d+ (?:BIND dn="([^"]*)" method=\d+|'
+                             r'SRCH base="[^"]*" scope=\d+ deref=\d+ filter="([^"]*)")$', re.M)
+
+    def requests_since(self, mark: int, with_admin: bool = False) -> list[tuple[int, str, str]]:
+        """The BIND and SRCH requests slapd logged since mark, in order, one
+        entry per request: (conn, "BIND", dn as slapd logs it) or (conn,
+        "SRCH", filter).  Requests on connections that bound as admin_dn
+        (this object's own modify(), replace(), set_enabled()...) are left
+        out unless with_admin, so what remains is what the clients under
+        test asked for."""
+        out = [(int(m.group(1)), "BIND" if m.group(2) is not None else "SRCH",
+                m.group(2) if m.group(2) is not None else m.group(3))
+               for m in self._REQUEST_RE.finditer(self.log_since(mark))]
+        if with_admin:
+            return out
+        admin = {conn for conn, kind, dn in out if kind == "BIND" and dn_equal(dn, self.admin_dn)}
+        return [r for r in out if r[0] not in admin]
+
     def wait_for_log(self, pattern: str, timeout: float = 5.0, since: int = 0) -> re.Match:
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
