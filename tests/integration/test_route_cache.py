@@ -73,6 +73,7 @@ USERS = [
     ("ccred", "DB01", {}), ("ccred2", "DB02", {}), ("cpw1", "DB01", {}), ("cpw2", "DB02", {}),
     ("cttl", "DB01", {}), ("cchg", "DB02", {}), ("cdis", "DB02", {}), ("cpw3", "DB01", {}),
     ("cfz1", "DB01", {}), ("cfz2", "DB02", {}), ("cmove2", "DB03", {}),
+    ("cst1", "DB01", {}), ("cst2", "DB02", {}),
     ("cpar3", "DB01", {}), ("cpar4", "DB02", {}), ("cpar5", "DB01", {}), ("cpar6", "DB02", {}),
     ("cref3", "DB01", {}), ("cref4", "DB02", {}), ("cref6", "DB02", {}), ("cplain", "DB01", {}),
     ("cnoimap2", "DB02", {"protocol_settings": [f"IMAP4{SECTION}0{SECTION}1{SECTION}4"
@@ -961,6 +962,58 @@ def test_frozen_directory(env_frozen):
         wait_login_ok(fg, n1, pw("cfz1"), timeout=10)
         st = fg.wait_idle()
         assert st["connections"] == 0 and st["directory_in_flight"] == 0, st
+
+
+def test_serve_stale_on_directory_failure(workroot, forest, mbx, env_frozen):
+    """ServeStaleOnDirectoryFailure: with every slapd stopped, a route past
+    its TTL serves the logon when the password can still be checked -- here
+    (LoginMode = MasterUser) against the route's credential hash, whatever
+    its age -- after RequestTimeout. A wrong password, and a name never
+    cached, still get [UNAVAILABLE]."""
+    _, _, dcf = env_frozen
+    fg = cache_gateway(workroot, "fg-cache-stale", forest, dcf, mbx,
+                       RequestTimeout=f"00:00:0{FROZEN_TIMEOUT}", RouteCacheTTL="00:00:01",
+                       CredentialCacheTTL="00:00:01", ServeStaleOnDirectoryFailure="yes")
+    try:
+        n1, n2 = dom("cst1"), dom("cst2")
+        ok_at(attempt(fg, dcf, "imap", n1, pw("cst1")), "cst1", "DB01", "miss")
+        time.sleep(1.5)     # the route and its credential hash are past their TTLs
+        answers = {}
+
+        def run(key, name, password):
+            t0 = time.monotonic()
+            answers[key] = (time.monotonic(), *login(fg, "imap", name, password))
+            answers[key] = (answers[key][0] - t0, *answers[key][1:])
+
+        dcf.pause()
+        try:
+            threads = [threading.Thread(target=run, args=a, daemon=True) for a in
+                       (("stale", n1, pw("cst1")), ("wrong", n1, WRONG),
+                        ("uncached", n2, pw("cst2")))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(FROZEN_TIMEOUT + 10)
+        finally:
+            dcf.resume()
+        took, ok, err, body, ev = answers["stale"]
+        assert ok and "the mailbox of cst1 on DB01" in body, (err, ev)
+        assert ev.get("cache") == "stale" and took <= FROZEN_TIMEOUT + 1.5, (took, ev)
+        for key in ("wrong", "uncached"):
+            took, ok, err, body, ev = answers[key]
+            assert not ok and "[UNAVAILABLE]" in err, (key, err, ev)
+        assert fg.stats()["route_cache_served_stale_total"] == 1
+        # thawed: once the directory answers again (its servers' back-off
+        # ends), logons resolve again and are not served stale
+        deadline = time.monotonic() + 15
+        while True:
+            wait_login_ok(fg, n1, pw("cst1"), timeout=10)
+            if fg.events("login")[-1].get("cache") in ("miss", "hit"):
+                break
+            assert time.monotonic() < deadline, fg.events("login")[-1]
+            time.sleep(0.5)
+    finally:
+        stop_ok(fg)
 
 
 # ---------------------------------------------------------------- secrets
