@@ -7,9 +7,17 @@
  * separator between them, a UPN holds its one '@' inside, no other part
  * holds a '@' or a separator, and absent parts are empty. An invalid name
  * leaves every part empty. logon_name_is_anonymous is checked too.
+ *
+ * The route cache's key (directory/route_key.h) is made from the same name:
+ * a key exactly when the name has a form, the form in its first byte, one
+ * byte per byte of the name, and the canonical name it spells keys to the
+ * same key again. A name of ASCII only keys as its upper-case spelling does.
  */
 #include "../../directory/logon_name.h"
+#include "../../directory/route_key.h"
 #include "fuzz_util.h"
+
+#include <ctype.h>
 
 #include <strings.h>
 
@@ -171,6 +179,29 @@ static bool reference_anonymous(const char *s, const struct logon_name *ln)
            (p.len == 5 && strncasecmp(s + p.off, "guest", 5) == 0);
 }
 
+static void check_key(const char *name, size_t size, enum logon_form f)
+{
+    char k[ROUTE_KEY_MAX], k2[ROUTE_KEY_MAX];
+    size_t n = route_key(name, size, k);
+    FZ_CHECK((n == 0) == (f == LN_INVALID));
+    if (n == 0)
+        return;
+    FZ_CHECK(n == size + 1 && route_key_form(k) == f);
+    char *canon = fz_dup((const uint8_t *)k + 1, n - 1);
+    FZ_CHECK(route_key(canon, n - 1, k2) == n && memcmp(k, k2, n) == 0);
+    free(canon);
+    bool ascii = true;
+    for (size_t i = 0; i < size; i++)
+        ascii = ascii && (unsigned char)name[i] < 0x80;
+    if (ascii) {
+        char *up = fz_dup((const uint8_t *)name, size);
+        for (size_t i = 0; i < size; i++)
+            up[i] = (char)toupper((unsigned char)up[i]);
+        FZ_CHECK(route_key(up, size, k2) == n && memcmp(k, k2, n) == 0);
+        free(up);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *name = fz_dup(data, size);
@@ -185,6 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_parts(name, size, &ln);
         FZ_CHECK(logon_name_is_anonymous(name, &ln) == reference_anonymous(name, &ln));
     }
+    check_key(name, size, f);
     free(name);
     return 0;
 }
