@@ -260,6 +260,33 @@ static void cfg_check_databases(struct cfg_parse *cp)
     }
 }
 
+/* Cache settings that do not do what they seem to: warnings, not errors. */
+static void cfg_check_cache(struct cfg_parse *cp)
+{
+    const struct dir_conf *dc = &cp->cfg->dir;
+    unsigned line;
+    if (dc->cred_ttl && !dc->route_ttl &&
+        (line = cfg_key_line(cp, SEC_DIRECTORY, "CredentialCacheTTL")))
+        cfg_warn(cp, line,
+                 "CredentialCacheTTL does nothing with RouteCacheTTL = 00:00:00: the password's "
+                 "hash is kept beside the route");
+    else if (dc->cred_ttl > dc->route_ttl &&
+             (line = cfg_key_line(cp, SEC_DIRECTORY, "CredentialCacheTTL")))
+        cfg_warn(cp, line,
+                 "CredentialCacheTTL is longer than RouteCacheTTL: a password's hash lasts no "
+                 "longer than its route");
+    if (dc->negative_ttl && dc->route_ttl && !dc->failed_delay_ms &&
+        (line = cfg_key_line(cp, SEC_DIRECTORY, "FailedLogonDelayMs")))
+        cfg_warn(cp, line,
+                 "FailedLogonDelayMs = 0 with NegativeCacheTTL: a name the negative cache knows "
+                 "is refused with no LDAP operation, faster than a wrong password, so a client "
+                 "can tell unknown names by their timing; set FailedLogonDelayMs");
+    if (dc->serve_stale && !dc->route_ttl &&
+        (line = cfg_key_line(cp, SEC_DIRECTORY, "ServeStaleOnDirectoryFailure")))
+        cfg_warn(cp, line,
+                 "ServeStaleOnDirectoryFailure does nothing with RouteCacheTTL = 00:00:00");
+}
+
 void cfg_check_directory(struct cfg_parse *cp)
 {
     struct dir_conf *dc = &cp->cfg->dir;
@@ -292,6 +319,7 @@ void cfg_check_directory(struct cfg_parse *cp)
     dc->rules.delegate_attr = dc->delegate_attr;
     dc->rules.allow_delegates = cp->cfg->backend.mode == BACKEND_LOGIN_MASTER;
     cfg_check_databases(cp);
+    cfg_check_cache(cp);
 }
 
 void cfg_finish_directory(struct cfg_parse *cp)

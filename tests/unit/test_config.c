@@ -680,6 +680,51 @@ static void test_database_sections(void)
     }
 }
 
+/* Cache settings that do not do what they seem to are warned about, and
+ * bad values are errors with file:line. */
+static void test_cache_settings(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    static const char *const head = "[imap]\nLoginType = PlainTextLogin\n[forest:a]\n"
+                                    "Role = Organization\nLdif = @D/../acc.ldif\n"
+                                    "Domains = A:a.example:DC=acc,DC=example\n[directory]\n";
+    static const struct {
+        const char *text, *want;
+        int errors;
+    } rows[] = {
+            {"RouteCacheTTL = 00:00:00\nCredentialCacheTTL = 00:01:00\n",
+             "t.ini:9: warning: CredentialCacheTTL does nothing with RouteCacheTTL = 00:00:00", 0},
+            {"RouteCacheTTL = 00:01:00\nCredentialCacheTTL = 00:10:00\n",
+             "t.ini:9: warning: CredentialCacheTTL is longer than RouteCacheTTL", 0},
+            {"FailedLogonDelayMs = 0\n",
+             "t.ini:8: warning: FailedLogonDelayMs = 0 with NegativeCacheTTL", 0},
+            {"RouteCacheTTL = 00:00:00\nServeStaleOnDirectoryFailure = yes\n",
+             "t.ini:9: warning: ServeStaleOnDirectoryFailure does nothing", 0},
+            {"RouteCacheTTL = 5m\n", "t.ini:8: RouteCacheTTL: expected a time hh:mm:ss", 1},
+            {"RouteCacheMaxEntries = 0\n", "t.ini:8: RouteCacheMaxEntries: expected a number", 1},
+            {"NegativeCacheTTL = 2.00:00:00\n", "t.ini:8: NegativeCacheTTL: expected a time", 1},
+            {"ServeStaleOnDirectoryFailure = maybe\n", "t.ini:8: ServeStaleOnDirectoryFailure", 1},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(rows); i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s", head, rows[i].text);
+        int n = load_certs(&cfg, text, &msgs);
+        CHECKF(n == rows[i].errors && strstr(msgs, rows[i].want), "case %zu: %d errors:\n%s", i, n,
+               msgs);
+        free(msgs);
+        config_free(&cfg);
+    }
+    /* The defaults: a 5-minute route cache, 1-minute negative entries, no
+     * credential cache, and nothing to warn about. */
+    CHECK_INT(load_certs(&cfg, head, &msgs), 0);
+    CHECKF(!strstr(msgs, "Cache") && !strstr(msgs, "ServeStale"), "%s", msgs);
+    CHECK(cfg.dir.route_ttl == 300 && cfg.dir.negative_ttl == 60 && cfg.dir.cred_ttl == 0);
+    CHECK(cfg.dir.route_max == 100000 && !cfg.dir.serve_stale);
+    free(msgs);
+    config_free(&cfg);
+}
+
 /* Loud warnings: the master password in clear to another machine, and
  * certificates that are not checked. */
 static void test_backend_warnings(void)
@@ -1016,6 +1061,7 @@ int main(void)
         write_file("master.pw", "master-secret\n");
         test_database_sections();
         test_backend_warnings();
+        test_cache_settings();
         test_dump_has_every_key_and_loads_again();
     }
     char cmd[300];
