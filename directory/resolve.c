@@ -170,15 +170,34 @@ int resolve_domain_of(const struct dir_forest *fo, const char *dn)
     return best;
 }
 
-static enum resolve_step rs_bind(struct resolution *rs)
+/* Asks for a bind as the account, with the password typed. */
+static enum resolve_step rs_ask_bind(struct resolution *rs, enum rs_state next)
 {
-    if (rs->account.uac & UAC_DISABLED)
-        return rs_miss(rs, RW_DISABLED);
-    enum resolve_step r = rs_ask(rs, S_BIND, SOP_BIND, rs->account.forest);
+    enum resolve_step r = rs_ask(rs, next, SOP_BIND, rs->account.forest);
     rs->op.dn = rs->account.dn;
     rs->op.pass = rs->pass;
     rs->op.pass_len = rs->pass_len;
     return r;
+}
+
+/* The bind did not succeed: how the logon ends. */
+static enum resolve_step rs_bind_refused(struct resolution *rs)
+{
+    switch (rs->res.status) {
+    case STORE_BIND_EXPIRED:
+        return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
+    case STORE_BIND_FAILED:
+        return rs_fail(rs, RW_BAD_PASSWORD);
+    default:
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    }
+}
+
+static enum resolve_step rs_bind(struct resolution *rs)
+{
+    if (rs->account.uac & UAC_DISABLED)
+        return rs_miss(rs, RW_DISABLED);
+    return rs_ask_bind(rs, S_BIND);
 }
 
 static enum resolve_step rs_begin(struct resolution *rs)
@@ -337,16 +356,8 @@ static enum resolve_step rs_after_own(struct resolution *rs, const struct dir_en
 
 static enum resolve_step rs_on_bind(struct resolution *rs)
 {
-    switch (rs->res.status) {
-    case STORE_OK:
-        break;
-    case STORE_BIND_EXPIRED:
-        return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
-    case STORE_BIND_FAILED:
-        return rs_fail(rs, RW_BAD_PASSWORD);
-    default:
-        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
-    }
+    if (rs->res.status != STORE_OK)
+        return rs_bind_refused(rs);
     /* Refusals that only someone holding the password may learn of. */
     if (rs->account.admin && !rs->conf->allow_admin)
         return rs_fail(rs, RW_ADMIN);
@@ -406,25 +417,12 @@ static enum resolve_step rs_warm(struct resolution *rs)
         return rs_fail(rs, RW_EMPTY_PASSWORD);
     if (rs->pass_known) /* the credential cache matched */
         return rs_warm_checks(rs);
-    enum resolve_step r = rs_ask(rs, S_WARM_BIND, SOP_BIND, rs->account.forest);
-    rs->op.dn = rs->account.dn;
-    rs->op.pass = rs->pass;
-    rs->op.pass_len = rs->pass_len;
-    return r;
+    return rs_ask_bind(rs, S_WARM_BIND);
 }
 
 static enum resolve_step rs_on_warm_bind(struct resolution *rs)
 {
-    switch (rs->res.status) {
-    case STORE_OK:
-        return rs_warm_checks(rs);
-    case STORE_BIND_EXPIRED:
-        return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
-    case STORE_BIND_FAILED:
-        return rs_fail(rs, RW_BAD_PASSWORD);
-    default:
-        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
-    }
+    return rs->res.status == STORE_OK ? rs_warm_checks(rs) : rs_bind_refused(rs);
 }
 
 static enum resolve_step rs_on_db(struct resolution *rs)
