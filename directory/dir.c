@@ -548,8 +548,7 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
         dc_learn_bind(d, j, now);
     if (j->leads)
         dj_release(t, j, now);
-    if (j->kind == DJ_FULL)
-        dc_serve_stale(d, j, now);
+    dc_serve_stale(d, j, now); /* a waiter too: the leader's "unavailable" is its answer */
     fg_list_del(&j->link);
     struct dir_stats *ds = &d->stats;
     atomic_fetch_add_explicit(&ds->ldap_requests, j->ldap_requests, memory_order_relaxed);
