@@ -182,6 +182,7 @@ static void dir_post(struct io_uring *ring, struct dir_request *req)
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     struct io_uring_cqe *cqe;
     /* After this the request belongs to the worker again: not a byte more. */
+    atomic_store_explicit(&req->answered, true, memory_order_release);
     io_uring_prep_msg_ring(sqe, fd, 0, ud, 0);
     io_uring_submit_and_wait(ring, 1);
     if (io_uring_wait_cqe(ring, &cqe) == 0) {
@@ -496,6 +497,7 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     req->status = dir_precheck(req->cred);
     req->elapsed_ms = 0;
     memset(&req->audit, 0, sizeof req->audit);
+    atomic_store_explicit(&req->answered, false, memory_order_relaxed);
     if (req->status == LOGIN_OK && d->conf->enabled && d->nthreads > 0) {
         unsigned i = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) % d->nthreads;
         struct dir_thread *t = &d->threads[i];
