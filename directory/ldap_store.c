@@ -917,6 +917,13 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
                                   int forest_index, ldap_store_done_fn *done, void *arg)
 {
     char err[300];
+    int debug;
+    /* libldap sets its global options up on first use, without a lock
+     * (ldap_int_initialize): two directory threads opening their first
+     * connections at once both did it (ThreadSanitizer saw them race). Stores
+     * are made by the thread that starts the pool, before the first directory
+     * thread runs, so set it up here: later calls only read it. */
+    ldap_get_option(NULL, LDAP_OPT_DEBUG_LEVEL, &debug);
     struct ldap_store *ls = calloc(1, sizeof *ls);
     if (!ls)
         return NULL;
