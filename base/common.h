@@ -19,6 +19,15 @@
 #define FG_MAX(a, b)                       ((a) > (b) ? (a) : (b))
 #define FG_UNUSED                          __attribute__((unused))
 
+/* FG_TSAN: built with ThreadSanitizer (GCC says so one way, clang another). */
+#if defined(__SANITIZE_THREAD__)
+#define FG_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FG_TSAN 1
+#endif
+#endif
+
 /*
  * One vocabulary of return codes, shared by every module. A function that
  * fails for a system reason returns FG_ERROR with errno set (or a reason in

@@ -18,7 +18,38 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef FG_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 static const struct sess_ops *const conn_ops[FG_PROTO_COUNT] = {&imap_sess_ops, &pop3_sess_ops};
+
+/*
+ * A descriptor's number, closed through the ring by one worker
+ * (conn_close_fd), can come back to another worker from the ring's accept.
+ * The kernel orders the two, but ThreadSanitizer sees neither the close nor
+ * the accept: it took the new owner's first recv on the number for a race
+ * with the old owner's socket() (test_tls.py, a backend socket's number
+ * reused for a client). Under ThreadSanitizer each number is a sync object,
+ * released before its close is queued and acquired when an accept hands it
+ * out; other builds do nothing.
+ */
+#ifdef FG_TSAN
+static char conn_fd_sync[1 << 16]; /* by number; a collision only adds an edge */
+
+static void conn_fd_release(int fd)
+{
+    __tsan_release(&conn_fd_sync[(unsigned)fd & (sizeof conn_fd_sync - 1)]);
+}
+
+static void conn_fd_acquire(int fd)
+{
+    __tsan_acquire(&conn_fd_sync[(unsigned)fd & (sizeof conn_fd_sync - 1)]);
+}
+#else
+static void conn_fd_release(int fd FG_UNUSED) {}
+static void conn_fd_acquire(int fd FG_UNUSED) {}
+#endif
 
 void conn_set_state(struct worker *w, struct conn *c, enum conn_state st)
 {
@@ -139,6 +170,7 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
 {
     int one = 1;
     socklen_t len = sizeof(union net_addr);
+    conn_fd_acquire(fd); /* before anything uses the number, refusal included */
     struct conn *c = conn_alloc(w, l, fd);
 
     if (!c)
@@ -276,6 +308,7 @@ void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_o
     sqe->flags |= IOSQE_IO_HARDLINK;
     conn_tag(w, c, sqe, cancel_op);
     sqe = ring_sqe(w);
+    conn_fd_release(fd);
     io_uring_prep_close(sqe, fd);
     conn_tag(w, c, sqe, cancel_op + 1);
 }

@@ -194,6 +194,10 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
                 ud_gen(cqe->user_data), slot < w->nslots ? c->gen : 0);
         return;
     }
+    /* The directory's answer was written by another thread: take it over
+     * (dir.h) before it is read, or freed with a closing connection. */
+    if (op == OP_LOGIN_DONE && c->lg)
+        dir_request_taken(&c->lg->req);
     c->inflight--;
     if (c->state == CONN_CLOSING) {
         if (c->inflight == 0)

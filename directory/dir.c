@@ -484,6 +484,7 @@ static void dir_post(struct io_uring *ring, struct dir_request *req)
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     struct io_uring_cqe *cqe;
     /* After this the request belongs to the worker again: not a byte more. */
+    atomic_store_explicit(&req->answered, true, memory_order_release);
     io_uring_prep_msg_ring(sqe, fd, 0, ud, 0);
     io_uring_submit_and_wait(ring, 1);
     if (io_uring_wait_cqe(ring, &cqe) == 0) {
@@ -854,6 +855,7 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     req->status = dir_precheck(req->cred);
     req->elapsed_ms = 0;
     memset(&req->audit, 0, sizeof req->audit);
+    atomic_store_explicit(&req->answered, false, memory_order_relaxed);
     if (req->status == LOGIN_OK && d->conf->enabled && d->nthreads > 0) {
         struct dir_thread *t = &d->threads[dir_lookup(d, req) % d->nthreads];
         req->ring_fd = ring->ring_fd;

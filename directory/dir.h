@@ -82,6 +82,15 @@ struct dir_request {
     uint64_t key_hash;
     char key[ROUTE_KEY_MAX];
     struct rc_snap snap;
+    /*
+     * The hand-off back to the worker. The completion travels through the
+     * kernel (IORING_OP_MSG_RING), which orders the answer before it, but
+     * ThreadSanitizer cannot see that: the pool stores true here with
+     * release, last, just before it posts; the worker loads it with acquire
+     * (dir_request_taken) when the completion arrives, before it reads the
+     * answer or frees the request. A plain store and load on x86.
+     */
+    atomic_bool answered;
 };
 
 struct dir_thread;
@@ -141,5 +150,15 @@ unsigned dir_cache_flush(struct dir *d, const char *name);
  * submission slot is free (the caller flushes its ring and retries).
  */
 int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, uint64_t ud);
+
+/*
+ * The worker's half of the hand-off: call it when req's completion arrives,
+ * before anything reads the answer or frees req. Returns whether a directory
+ * thread answered (false: the static route, answered by dir_submit itself).
+ */
+static inline bool dir_request_taken(struct dir_request *req)
+{
+    return atomic_load_explicit(&req->answered, memory_order_acquire);
+}
 
 #endif

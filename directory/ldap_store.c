@@ -25,6 +25,7 @@
 
 #include <ldap.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,9 @@ int ldap_store_parse_uris(const char *uris, char out[][256], unsigned max, char 
     return n > 0 ? n : -1;
 }
 
+/* Taken around libldap's TLS context set-up, which is not thread-safe. */
+static pthread_mutex_t lds_tls_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* Opens a connection to uri, synchronously, within the connect timeout:
  * TCP (and TLS for ldaps://), then StartTLS when asked. */
 static LDAP *lds_connect(const char *uri, uint8_t tls, const char *ca_file, uint32_t timeout_ms,
@@ -151,7 +155,13 @@ static LDAP *lds_connect(const char *uri, uint8_t tls, const char *ca_file, uint
         ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
         if (ca_file && ca_file[0])
             ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, ca_file);
+        /* A new context runs libldap's tls_init, which counts its callers in
+         * two plain static ints and, on the first call, sets up a mutex and
+         * GnuTLS: two directory threads connecting at once would race there.
+         * Connections are rare, so they take turns. */
+        pthread_mutex_lock(&lds_tls_lock);
         ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &zero);
+        pthread_mutex_unlock(&lds_tls_lock);
     }
     rc = ldap_connect(ld);
     if (rc == LDAP_SUCCESS && tls == 1)
@@ -917,6 +927,13 @@ struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const stru
                                   int forest_index, ldap_store_done_fn *done, void *arg)
 {
     char err[300];
+    int debug;
+    /* libldap sets its global options up on first use, without a lock
+     * (ldap_int_initialize): two directory threads opening their first
+     * connections at once both did it (ThreadSanitizer saw them race). Stores
+     * are made by the thread that starts the pool, before the first directory
+     * thread runs, so set it up here: later calls only read it. */
+    ldap_get_option(NULL, LDAP_OPT_DEBUG_LEVEL, &debug);
     struct ldap_store *ls = calloc(1, sizeof *ls);
     if (!ls)
         return NULL;

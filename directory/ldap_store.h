@@ -77,6 +77,8 @@ typedef void ldap_store_done_fn(void *arg, struct ldap_op *lop);
 int ldap_store_parse_uris(const char *uris, char out[][256], unsigned max, char *err,
                           size_t errlen);
 
+/* The first call must come before any other thread uses libldap: it sets
+ * libldap's global options up, which libldap does without a lock. */
 struct ldap_store *ldap_store_new(const struct ldap_store_conf *conf, const struct dir_forest *df,
                                   int forest_index, ldap_store_done_fn *done, void *arg);
 void ldap_store_free(struct ldap_store *ls);

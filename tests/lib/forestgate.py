@@ -4,7 +4,8 @@ The binary is FG_BIN from the environment, else build/forestgate. Its
 configuration is generated from keyword settings; its stderr (the event log)
 goes to a file that tests read. stop() returns the exit code and fails on any
 sanitizer report, so every test that runs forestgate also checks for memory
-errors when the binary was built with ASan/UBSan.
+errors when the binary was built with ASan/UBSan, and for data races when it
+was built with ThreadSanitizer.
 """
 
 import os
@@ -16,7 +17,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"SUMMARY: (Address|Undefined|Leak)Sanitizer")
+                          r"WARNING: ThreadSanitizer|"
+                          r"SUMMARY: (Address|Undefined|Leak|Thread)Sanitizer")
+# The sanitizers' options when the caller sets none. ThreadSanitizer goes on
+# after a report (every race of a run shows, not only the first) and writes to
+# stderr, the log that stop() reads; a report also makes the exit status 66.
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "print_stacktrace=1",
+    "TSAN_OPTIONS": "halt_on_error=0:second_deadlock_stack=1",
+}
 
 
 def binary() -> str:
@@ -152,8 +162,8 @@ class Forestgate:
             f.write(self.config_text())
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        for k, v in SANITIZER_ENV.items():
+            env.setdefault(k, v)
         self.proc = subprocess.Popen(self.command(), stdout=self._log,
                                      stderr=self._log, env=env,
                                      start_new_session=self.new_session)

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from tests.lib.forestgate import SANITIZER_RE, bench_binary, free_port, stop_process
+from tests.lib.forestgate import SANITIZER_ENV, SANITIZER_RE, bench_binary, free_port, stop_process
 
 
 class Mock:
@@ -23,8 +23,8 @@ class Mock:
         args = [bench_binary(), "--serve", proto, "--port", str(self.port), "--host", host,
                 "--messages", str(messages), "--msg-size", str(msg_size), *extra]
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        for k, v in SANITIZER_ENV.items():
+            env.setdefault(k, v)
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
             if nofile else None
         self._log = open(self.log_path, "wb")
