@@ -89,6 +89,11 @@ static const struct cfg_key cfg_directory_keys[] = {
         KEY("DirectoryThreads", CT_UINT, struct dir_conf, threads, 1, 64),
         KEY("RequestTimeout", CT_TIME, struct dir_conf, request_timeout, 1, 300),
         KEY("FailedLogonDelayMs", CT_UINT, struct dir_conf, failed_delay_ms, 0, 10000),
+        KEY("RouteCacheTTL", CT_TIME, struct dir_conf, route_ttl, 0, 86400),
+        KEY("NegativeCacheTTL", CT_TIME, struct dir_conf, negative_ttl, 0, 86400),
+        KEY("RouteCacheMaxEntries", CT_UINT, struct dir_conf, route_max, 1, 10000000),
+        KEY("CredentialCacheTTL", CT_TIME, struct dir_conf, cred_ttl, 0, 86400),
+        KEY("ServeStaleOnDirectoryFailure", CT_BOOL, struct dir_conf, serve_stale, 0, 0),
         KEY("AllowSmtpAddressLogin", CT_BOOL, struct dir_conf, allow_smtp_login, 0, 0),
         KEY("AllowAdminLogon", CT_BOOL, struct dir_conf, allow_admin, 0, 0),
         KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
@@ -510,6 +515,9 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->dir.threads = 2;
     cfg->dir.request_timeout = 10;
     cfg->dir.failed_delay_ms = 1000;
+    cfg->dir.route_ttl = 300;
+    cfg->dir.negative_ttl = 60;
+    cfg->dir.route_max = 100000;
     snprintf(cfg->dir.delegate_attr, sizeof cfg->dir.delegate_attr, "msExchDelegateListLink");
     snprintf(cfg->dir.login_attr, sizeof cfg->dir.login_attr, "mailNickname");
     cfg->backend.forward = true;

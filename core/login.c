@@ -38,7 +38,8 @@ void login_start(struct worker *w, struct conn *c)
     struct conn_login *lg = c->lg;
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
-    lg->dir_started_ms = fg_now_ms();
+    if (!lg->req.fresh) /* a stale route's second resolution: the same logon */
+        lg->dir_started_ms = fg_now_ms();
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
     while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
         io_uring_submit(&w->ring);
@@ -73,6 +74,10 @@ static void login_log_directory(struct log_line *l, const struct conn *c, const 
     } else if (a->why) {
         log_cstr(l, "reason", a->why);
     }
+    if (a->cache != DC_OFF)
+        log_cstr(l, "cache", dir_cache_use_name((enum dir_cache_use)a->cache));
+    if (c->lg->req.fresh)
+        log_cstr(l, "stale_retry", "1");
     log_fmt(l, "dir_ms", "%u", c->lg->req.elapsed_ms);
     log_fmt(l, "dir_ops", "%u", a->ops);
     if (a->ldap)
@@ -94,8 +99,10 @@ static void login_log(struct conn *c, enum login_status st, const char *reason)
                                                : "user");
     if (c->lg && c->lg->req.status == LOGIN_OK)
         log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
-    const struct dir_audit *a =
-            c->lg && (c->lg->req.audit.ops > 0 || c->lg->req.audit.why) ? &c->lg->req.audit : NULL;
+    const struct dir_audit *a = c->lg && (c->lg->req.audit.ops > 0 || c->lg->req.audit.why ||
+                                          c->lg->req.audit.cache != DC_OFF)
+                                        ? &c->lg->req.audit
+                                        : NULL;
     if (a)
         login_log_directory(&l, c, a);
     if (reason && !(a && (a->why || a->not_found)))
@@ -140,8 +147,32 @@ static void login_fail(struct worker *w, struct conn *c, enum login_status st, c
     if (st == LOGIN_UNAVAILABLE)
         STAT_ADD(w, backend_errors, 1);
     login_abort(w, c);
+    c->lg->req.fresh = false;
     c->s->ops->login_done(c->s, st, NULL, 0);
     conn_enter(w, c, CONN_PREAUTH);
+}
+
+/*
+ * The backend refused the logon on its route, or no host of the route could
+ * be reached. A route from the cache may be stale (the mailbox moved): it is
+ * dropped and the name resolved again, once, before the client hears
+ * anything. False when the route was fresh: the failure stands.
+ */
+static bool login_heal(struct worker *w, struct conn *c, const char *why)
+{
+    struct log_line l;
+    if (!dir_route_failed(w->dir, &c->lg->req))
+        return false;
+    conn_log_begin(&l, c, LOG_WARN, "route_stale");
+    log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
+    log_cstr(&l, "reason", why);
+    log_cstr(&l, "action", "resolving the name again");
+    log_end(&l);
+    login_abort(w, c);
+    /* The directory's time again, under the timeout the first request had. */
+    ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
+    conn_enter(w, c, CONN_LOGIN);
+    return true;
 }
 
 static void login_fill_params(struct worker *w, struct conn *c)
@@ -234,10 +265,12 @@ static void login_connect(struct worker *w, struct conn *c)
     c->flags &= ~(CF_B_CONNECT | CF_B_ABORTED | CF_GREETED | CF_B_UP | CF_B_PROBE);
     if (!login_pick(w, c)) {
         /* Every copy is down: say so at once, as Exchange does when no copy
-         * of a database is mounted. */
-        login_fail(w, c, LOGIN_UNAVAILABLE,
-                   lg->tried ? "no backend host reachable"
-                             : "every backend host of the route is down");
+         * of a database is mounted -- unless the route was a cached one,
+         * which may name the mailbox's old servers. */
+        const char *why =
+                lg->tried ? "no backend host reachable" : "every backend host of the route is down";
+        if (!login_heal(w, c, why))
+            login_fail(w, c, LOGIN_UNAVAILABLE, why);
         return;
     }
     lg->tried++;
@@ -362,6 +395,7 @@ static void login_success(struct worker *w, struct conn *c)
     buf_append(c->btls ? &lg->bout : &lg->bq.q, buf_head(&s->in), buf_avail(&s->in));
     s->ops->destroy(s);
     c->s = NULL;
+    lg->req.fresh = false;
     backend_login_free(&lg->bl);
     ring_timer_touch(w, &c->timer, TL_AUTH + c->proto);
     conn_enter(w, c, CONN_RELAY);
@@ -384,6 +418,10 @@ static void login_input(struct worker *w, struct conn *c)
         login_success(w, c);
         break;
     case BACKEND_NO:
+        /* The directory accepted the password: a backend that refuses the
+         * logon on a cached route may no longer hold the mailbox. */
+        if (lg->bl.status == LOGIN_FAILED && login_heal(w, c, lg->bl.reason))
+            break;
         login_fail(w, c, lg->bl.status, lg->bl.reason);
         break;
     case BACKEND_FAIL:

@@ -332,7 +332,9 @@ int main(int argc, char **argv)
         return 0;
     }
     log_level = cfg.log_level;
+    dir_thread_register(); /* the stats socket's cache commands, and the cache's teardown */
     int rc = main_run(&cfg);
+    dir_thread_unregister();
     config_free(&cfg);
     tls_cleanup();
     return rc;

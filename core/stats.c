@@ -57,6 +57,26 @@ static void stats_backends_info(const struct bhost_table *t, FILE *out)
             (unsigned long long)atomic_load(&t->ups), (unsigned long long)atomic_load(&t->skipped));
 }
 
+static void stats_cache_info(const struct route_cache *rc, FILE *out)
+{
+    const struct rc_stats *c = &rc->stats;
+    fprintf(out,
+            "route_cache_entries: %u\nroute_cache_hits_total: %llu\n"
+            "route_cache_misses_total: %llu\nroute_cache_negative_hits_total: %llu\n"
+            "route_cache_coalesced_total: %llu\nroute_cache_evictions_total: %llu\n"
+            "route_cache_stale_retries_total: %llu\ncredential_cache_hits_total: %llu\n"
+            "credential_cache_misses_total: %llu\nroute_cache_served_stale_total: %llu\n",
+            atomic_load(&rc->entries), (unsigned long long)atomic_load(&c->hits),
+            (unsigned long long)atomic_load(&c->misses),
+            (unsigned long long)atomic_load(&c->negative),
+            (unsigned long long)atomic_load(&c->coalesced),
+            (unsigned long long)atomic_load(&c->evictions),
+            (unsigned long long)atomic_load(&c->stale),
+            (unsigned long long)atomic_load(&c->cred_hits),
+            (unsigned long long)atomic_load(&c->cred_misses),
+            (unsigned long long)atomic_load(&c->served_stale));
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -123,10 +143,35 @@ static void stats_info(const struct stats *st, FILE *out)
                 (unsigned long long)atomic_load(&d->ldap_requests),
                 (unsigned long long)atomic_load(&d->ldap_down));
     }
+    if (st->dir && st->dir->cache_on)
+        stats_cache_info(&st->dir->cache, out);
+}
+
+/* "show cache [prefix]" and "flush cache [name]"; false for other commands. */
+static bool stats_cache_command(const struct stats *st, const char *cmd, FILE *out)
+{
+    const char *arg;
+    if (strncmp(cmd, "show cache", 10) == 0 && (cmd[10] == 0 || cmd[10] == ' ')) {
+        arg = cmd + 10 + strspn(cmd + 10, " ");
+        if (st->dir)
+            dir_cache_show(st->dir, arg, out);
+        return true;
+    }
+    if (strncmp(cmd, "flush cache", 11) == 0 && (cmd[11] == 0 || cmd[11] == ' ')) {
+        arg = cmd + 11 + strspn(cmd + 11, " ");
+        unsigned n = st->dir ? dir_cache_flush(st->dir, arg) : 0;
+        fprintf(out, "flushed %u entr%s\n", n, n == 1 ? "y" : "ies");
+        log_msg(LOG_INFO, "cache_flush", "the stats socket flushed %u route cache entr%s%s%s", n,
+                n == 1 ? "y" : "ies", *arg ? " for " : "", arg);
+        return true;
+    }
+    return false;
 }
 
 void stats_command(const struct stats *st, const char *cmd, FILE *out)
 {
+    if (stats_cache_command(st, cmd, out))
+        return;
     if (strcmp(cmd, "show info") == 0)
         stats_info(st, out);
     else if (strcmp(cmd, "show settings") == 0)
@@ -136,7 +181,9 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     else if (strcmp(cmd, "help") == 0 || cmd[0] == 0)
         fprintf(out, "show info      counters and current connections\n"
                      "show settings  the effective configuration\n"
-                     "show backends  each backend host: up or down, its back-off, its counters\n");
+                     "show backends  each backend host: up or down, its back-off, its counters\n"
+                     "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
+                     "flush cache [NAME]   drop every route cache entry, or NAME's\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }

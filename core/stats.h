@@ -17,7 +17,7 @@ struct stats {
     struct worker *workers;
     unsigned nworkers;
     uint32_t slots;
-    const struct dir *dir;      /* NULL: no directory pool */
+    struct dir *dir;            /* NULL: no directory pool */
     struct bhost_table *bhosts; /* the backend hosts' health */
 };
 

@@ -266,12 +266,14 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     int ok = ring_setup(w) == FG_OK;
 
+    dir_thread_register(); /* logons read the route cache */
     pthread_mutex_lock(&w->ready_lock);
     w->ready = ok ? 1 : -1;
     pthread_cond_signal(&w->ready_cond);
     pthread_mutex_unlock(&w->ready_lock);
     if (ok)
         worker_loop(w);
+    dir_thread_unregister();
     return NULL;
 }
 

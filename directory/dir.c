@@ -54,16 +54,30 @@ static void dir_static_route(const struct dir *d, struct dir_request *req)
 
 /* ---- the pool ---- */
 
-/* One resolution in flight on a directory thread. */
+enum dj_kind {
+    DJ_FULL, /* a resolution from the name */
+    DJ_WARM, /* a cached route: the password, then the route's checks */
+    DJ_WAIT, /* parked until another job resolves the same name */
+};
+
+/* One request on a directory thread. */
 struct dir_job {
-    struct fg_list link; /* on the thread's jobs, oldest first */
+    struct fg_list link;  /* on the thread's jobs, oldest first */
+    struct fg_list ilink; /* a leader: on the thread's in-flight names; DJ_WAIT: on its leader's */
+    struct fg_list waiters; /* a leader's DJ_WAIT jobs */
     struct dir_request *req;
     struct ldap_store *waiting; /* the store lop is with, or NULL */
     uint64_t start_ms, deadline_ms;
     unsigned ldap_requests;
+    uint8_t kind;  /* enum dj_kind */
+    bool leads;    /* on the in-flight names: others may wait for it */
+    bool has_hash; /* cred holds the password's credential hash */
+    uint8_t cred[RC_CRED_LEN];
     struct ldap_op lop;
     struct resolution rs;
 };
+
+#define DT_INFLIGHT_BUCKETS 256 /* a power of two */
 
 /* A failed logon's answer, held until its time (FailedLogonDelayMs). */
 struct dir_delayed {
@@ -84,6 +98,7 @@ struct dir_thread {
     struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
     struct fg_list jobs;                    /* dir_job, by start time: they share one timeout */
     struct fg_list delayed;                 /* dir_delayed, by due time */
+    struct fg_list inflight[DT_INFLIGHT_BUCKETS]; /* leaders, by key hash: for coalescing */
 };
 
 static uint64_t dir_clock_ms(void)
@@ -131,8 +146,7 @@ static void dir_audit(struct dir_request *req, const struct resolution *rs,
 {
     struct dir_audit *a = &req->audit;
     a->why = rs->why == RW_NONE ? NULL : resolve_why_text(rs->why);
-    a->not_found =
-            rs->why == RW_NOT_FOUND || rs->why == RW_UNKNOWN_DOMAIN || rs->why == RW_WRONG_DOMAIN;
+    a->not_found = resolve_why_not_found(rs->why);
     a->form = (uint8_t)rs->ln.form;
     a->ln = rs->ln;
     a->ops = rs->ops;
@@ -143,14 +157,17 @@ static void dir_audit(struct dir_request *req, const struct resolution *rs,
     }
 }
 
-/* The resolution's outcome becomes the request's answer. */
-static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
+static void dir_set_mailbox(struct dir_request *req, const char *login)
 {
-    const struct dir_conf *dc = d->conf;
-    struct dir_request *req = j->req;
-    struct resolution *rs = &j->rs;
+    size_t n = strlen(login);
+    req->route.mailbox_len = (uint16_t)FG_MIN(n, (size_t)CRED_NAME_MAX);
+    memcpy(req->route.mailbox, login, req->route.mailbox_len);
+    req->route.mailbox[req->route.mailbox_len] = 0;
+}
 
-    req->status = rs->status;
+/* A full resolution's outcome becomes the request's route. */
+static void dir_answer_full(const struct dir *d, struct dir_request *req, struct resolution *rs)
+{
     if (rs->status == LOGIN_OK && !req->route.target)
         dir_resolve_hosts(d, req, rs);
     /* A mailbox whose database has no server goes to DefaultServer, if any. */
@@ -159,19 +176,297 @@ static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
         req->route.target = d->fallback;
         rs->why = RW_NONE;
     }
+    /* The backend login name: BackendLoginAttribute, else the alias. */
+    dir_set_mailbox(req, rs->mailbox.login[0] ? rs->mailbox.login : rs->mailbox.alias);
+}
+
+/* The resolution's outcome becomes the request's answer. */
+static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
+{
+    struct dir_request *req = j->req;
+    struct resolution *rs = &j->rs;
+
+    req->status = rs->status;
+    if (j->kind == DJ_FULL) {
+        dir_answer_full(d, req, rs);
+    } else if (rs->status == LOGIN_OK) {
+        req->route.target = req->snap.target;
+        dir_set_mailbox(req, req->snap.login);
+    }
     if (req->status == LOGIN_OK && (!req->route.target || req->route.target->naddrs == 0)) {
         req->status = LOGIN_UNAVAILABLE;
         rs->why = RW_NO_DATABASE_SERVER;
     }
     req->route.port = req->route.target ? req->route.target->policy->port[req->proto] : 0;
-    /* The backend login name: BackendLoginAttribute, else the alias. */
-    const char *login = rs->mailbox.login[0] ? rs->mailbox.login : rs->mailbox.alias;
-    size_t n = strlen(login);
-    req->route.mailbox_len = (uint16_t)FG_MIN(n, (size_t)CRED_NAME_MAX);
-    memcpy(req->route.mailbox, login, req->route.mailbox_len);
-    req->route.mailbox[req->route.mailbox_len] = 0;
-    dir_audit(req, rs, dc, j->ldap_requests);
+    dir_audit(req, rs, d->conf, j->ldap_requests);
     req->elapsed_ms = (uint32_t)(now - j->start_ms);
+}
+
+/* ---- the route cache, on the directory threads ---- */
+
+static uint32_t dir_ms(uint32_t seconds)
+{
+    return seconds * 1000u;
+}
+
+/* The credential hash of the job's password, computed once. */
+static const uint8_t *dj_hash(const struct dir *d, struct dir_job *j)
+{
+    const struct dir_request *req = j->req;
+    if (!j->has_hash) {
+        rc_cred_hash(&d->cache, req->key, req->key_len, req->cred->pass, req->cred->pass_len,
+                     j->cred);
+        j->has_hash = true;
+    }
+    return j->cred;
+}
+
+/* What a full resolution teaches the cache: the route, or that the name
+ * found nobody. A wrong password teaches nothing. */
+static void dc_learn(struct dir *d, struct dir_job *j, uint64_t now)
+{
+    const struct dir_conf *dc = d->conf;
+    struct dir_request *req = j->req;
+    const struct resolution *rs = &j->rs;
+    char db[RC_DB_MAX];
+    struct rc_value v = {0};
+
+    if (req->status == LOGIN_OK) {
+        resolve_database_name(rs->mailbox.home_mdb, db, sizeof db);
+        v.kind = RC_ROUTE;
+        v.forest = rs->account.forest;
+        v.proto_disabled = rs->mailbox.proto_disabled;
+        v.admin = rs->account.admin;
+        v.account = rs->account.dn;
+        v.login = req->route.mailbox;
+        v.database = db;
+        v.target = req->route.target;
+        v.target_shared = req->route.target != &req->own_target;
+        v.ttl_ms = dir_ms(dc->route_ttl);
+        if (dc->cred_ttl) {
+            v.cred = dj_hash(d, j);
+            v.cred_ttl_ms = dir_ms(dc->cred_ttl);
+        }
+    } else if (req->status == LOGIN_FAILED && resolve_why_not_found(rs->why) && dc->negative_ttl) {
+        v.kind = RC_NEGATIVE;
+        v.why = (uint8_t)rs->why;
+        v.ttl_ms = dir_ms(dc->negative_ttl);
+    } else {
+        return;
+    }
+    rc_put(&d->cache, req->key, req->key_len, req->key_hash, &v, now);
+}
+
+/* A warm logon's bind keeps the credential part current: the password that
+ * bound replaces the old one's hash; a refused one drops it. */
+static void dc_learn_bind(struct dir *d, struct dir_job *j, uint64_t now)
+{
+    const struct dir_conf *dc = d->conf;
+    struct dir_request *req = j->req;
+    if (!dc->cred_ttl || req->audit.cache == DC_CREDENTIAL || j->rs.ops == 0)
+        return;
+    if (req->status == LOGIN_OK)
+        rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j),
+                    dir_ms(dc->cred_ttl), now);
+    else if (j->rs.why == RW_BAD_PASSWORD || j->rs.why == RW_EXPIRED)
+        rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, NULL, 0, now);
+}
+
+/*
+ * ServeStaleOnDirectoryFailure: the directory did not answer, and an expired
+ * route of this name is still known. It is used when the password can still
+ * be checked: by the backend (LoginMode = PassThrough), or against the
+ * route's credential hash, whatever its age.
+ */
+static void dc_serve_stale(struct dir *d, struct dir_job *j, uint64_t now)
+{
+    const struct dir_conf *dc = d->conf;
+    struct dir_request *req = j->req;
+    if (!dc->serve_stale || !req->stale_ok || req->status != LOGIN_UNAVAILABLE ||
+        j->rs.why != RW_UNAVAILABLE)
+        return;
+    bool checked_by_backend = !dc->rules.allow_delegates;
+    if (!checked_by_backend &&
+        !rc_cred_match(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j), now, true))
+        return;
+    req->status = LOGIN_OK;
+    req->route.target = req->snap.target;
+    req->route.port = req->snap.target->policy->port[req->proto];
+    dir_set_mailbox(req, req->snap.login);
+    req->audit.cache = DC_STALE;
+    req->audit.why = NULL;
+    atomic_fetch_add_explicit(&d->cache.stats.served_stale, 1, memory_order_relaxed);
+    log_msg(LOG_WARN, "directory_stale",
+            "the directory did not answer: an expired route serves the logon "
+            "(ServeStaleOnDirectoryFailure)");
+}
+
+static void dj_step(struct dir_thread *t, struct dir_job *j);
+static void dj_finish(struct dir_thread *t, struct dir_job *j);
+
+/* A cached route: the password (unless the credential cache knows it),
+ * then the route's checks. */
+static void dj_start_warm(struct dir_thread *t, struct dir_job *j, uint64_t now)
+{
+    struct dir *d = t->d;
+    const struct dir_conf *dc = d->conf;
+    struct dir_request *req = j->req;
+    const struct rc_snap *s = &req->snap;
+    bool known = false;
+
+    j->kind = DJ_WARM;
+    if (dc->cred_ttl && s->has_cred) {
+        known = rc_cred_match(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j), now,
+                              false);
+        atomic_fetch_add_explicit(known ? &d->cache.stats.cred_hits : &d->cache.stats.cred_misses,
+                                  1, memory_order_relaxed);
+        if (known)
+            req->audit.cache = DC_CREDENTIAL;
+    }
+    resolve_init_warm(&j->rs, &dc->topo, &dc->rules, req->cred->user, req->cred->user_len,
+                      req->cred->pass, req->cred->pass_len, req->proto, s->account, s->forest,
+                      s->admin, s->proto_disabled, known);
+    dj_step(t, j);
+}
+
+/* Answers j with an outcome known without the directory. */
+static void dj_answer_now(struct dir_thread *t, struct dir_job *j, enum login_status st,
+                          enum resolve_why why)
+{
+    const struct dir_conf *dc = t->d->conf;
+    struct dir_request *req = j->req;
+    j->kind = DJ_WARM;
+    resolve_init(&j->rs, &dc->topo, &dc->rules, req->cred->user, req->cred->user_len,
+                 req->cred->pass, req->cred->pass_len, req->proto);
+    logon_name_split(req->cred->user, req->cred->user_len, &j->rs.ln);
+    j->rs.status = st;
+    j->rs.why = why;
+    dj_finish(t, j);
+}
+
+/* A cached entry serves the request: a route, or "not found". */
+static void dj_start_cached(struct dir_thread *t, struct dir_job *j, uint64_t now)
+{
+    struct rc_stats *cs = &t->d->cache.stats;
+    if (j->req->snap.kind == RC_NEGATIVE) {
+        atomic_fetch_add_explicit(&cs->negative, 1, memory_order_relaxed);
+        j->req->audit.cache = DC_NEGATIVE;
+        dj_answer_now(t, j, LOGIN_FAILED, (enum resolve_why)j->req->snap.why);
+        return;
+    }
+    atomic_fetch_add_explicit(&cs->hits, 1, memory_order_relaxed);
+    j->req->audit.cache = DC_HIT;
+    dj_start_warm(t, j, now);
+}
+
+static struct fg_list *dt_bucket(struct dir_thread *t, const struct dir_request *req)
+{
+    return &t->inflight[req->key_hash & (DT_INFLIGHT_BUCKETS - 1)];
+}
+
+/* The job resolving req's name on this thread, if any. */
+static struct dir_job *dt_leader(struct dir_thread *t, const struct dir_request *req)
+{
+    struct fg_list *b = dt_bucket(t, req);
+    for (struct fg_list *n = b->next; n != b; n = n->next) {
+        struct dir_job *l = FG_CONTAINER_OF(n, struct dir_job, ilink);
+        if (l->req->key_len == req->key_len && memcmp(l->req->key, req->key, req->key_len) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+static void dj_start_full(struct dir_thread *t, struct dir_job *j)
+{
+    const struct dir_conf *dc = t->d->conf;
+    struct dir_request *req = j->req;
+    j->kind = DJ_FULL;
+    req->route.target = NULL;
+    resolve_init(&j->rs, &dc->topo, &dc->rules, req->cred->user, req->cred->user_len,
+                 req->cred->pass, req->cred->pass_len, req->proto);
+    dj_step(t, j);
+}
+
+/* Not in the cache: wait for the resolution of the same name under way, or
+ * be that resolution. */
+static void dj_start_miss(struct dir_thread *t, struct dir_job *j, uint64_t now)
+{
+    struct dir *d = t->d;
+    struct dir_request *req = j->req;
+    struct dir_job *l;
+
+    if (req->key_len == 0) {
+        dj_start_full(t, j);
+        return;
+    }
+    if ((l = dt_leader(t, req))) {
+        j->kind = DJ_WAIT;
+        fg_list_add_tail(&l->waiters, &j->ilink);
+        req->audit.cache = DC_COALESCED;
+        atomic_fetch_add_explicit(&d->cache.stats.coalesced, 1, memory_order_relaxed);
+        return;
+    }
+    /* A resolution may have filled the entry since the worker looked. */
+    if (!req->fresh && rc_lookup(&d->cache, req->key, req->key_len, req->key_hash, now, &req->snap,
+                                 &req->own_target) == RC_HIT) {
+        dj_start_cached(t, j, now);
+        return;
+    }
+    atomic_fetch_add_explicit(&d->cache.stats.misses, 1, memory_order_relaxed);
+    req->audit.cache = DC_MISS;
+    j->leads = true;
+    fg_list_init(&j->waiters);
+    fg_list_add_tail(dt_bucket(t, req), &j->ilink);
+    dj_start_full(t, j);
+}
+
+/* The leader's route, for a waiter to check its own password against. */
+static void dj_take_route(struct dir_request *w, const struct dir_job *leader, bool cred_on)
+{
+    const struct dir_request *lr = leader->req;
+    const struct resolution *rs = &leader->rs;
+    struct rc_snap *s = &w->snap;
+    memset(s, 0, offsetof(struct rc_snap, account));
+    s->kind = RC_ROUTE;
+    s->forest = rs->account.forest;
+    s->proto_disabled = rs->mailbox.proto_disabled;
+    s->admin = rs->account.admin;
+    s->has_cred = cred_on; /* the leader's hash, if the cache kept it */
+    snprintf(s->account, sizeof s->account, "%s", rs->account.dn);
+    snprintf(s->login, sizeof s->login, "%s", lr->route.mailbox);
+    resolve_database_name(rs->mailbox.home_mdb, s->database, sizeof s->database);
+    if (lr->route.target == &lr->own_target) {
+        w->own_target = lr->own_target;
+        s->target = &w->own_target;
+    } else {
+        s->target = lr->route.target;
+    }
+}
+
+/*
+ * The leader is done: its waiters go on. A route serves each of them with
+ * one bind of its own password; "not found" and "unavailable" are their
+ * answer too. After any other failure -- the leader's own password, say --
+ * each waiter resolves on its own, no longer coalesced.
+ */
+static void dj_release(struct dir_thread *t, struct dir_job *leader, uint64_t now)
+{
+    const struct dir_request *lr = leader->req;
+    struct fg_list *n;
+    fg_list_del(&leader->ilink);
+    leader->leads = false;
+    while ((n = fg_list_pop(&leader->waiters))) {
+        struct dir_job *w = FG_CONTAINER_OF(n, struct dir_job, ilink);
+        if (lr->status == LOGIN_OK) {
+            dj_take_route(w->req, leader, t->d->conf->cred_ttl > 0);
+            dj_start_warm(t, w, now);
+        } else if (lr->status == LOGIN_UNAVAILABLE ||
+                   (lr->status == LOGIN_FAILED && resolve_why_not_found(leader->rs.why))) {
+            dj_answer_now(t, w, lr->status, leader->rs.why);
+        } else {
+            dj_start_full(t, w);
+        }
+    }
 }
 
 /* Posts the completion to the worker's ring. */
@@ -238,15 +533,24 @@ static void dt_post_due(struct dir_thread *t, uint64_t now)
 static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
     uint64_t now = dir_clock_ms();
-    dir_answer(t->d, j, now);
+    struct dir *d = t->d;
+    dir_answer(d, j, now);
+    if (j->kind == DJ_FULL && j->req->key_len)
+        dc_learn(d, j, now);
+    else if (j->kind == DJ_WARM)
+        dc_learn_bind(d, j, now);
+    if (j->leads)
+        dj_release(t, j, now);
+    if (j->kind == DJ_FULL)
+        dc_serve_stale(d, j, now);
     fg_list_del(&j->link);
-    struct dir_stats *ds = &t->d->stats;
+    struct dir_stats *ds = &d->stats;
     atomic_fetch_add_explicit(&ds->ldap_requests, j->ldap_requests, memory_order_relaxed);
     if (j->req->status == LOGIN_UNAVAILABLE)
         atomic_fetch_add_explicit(&ds->unavailable, 1, memory_order_relaxed);
     if (!dt_delay(t, j->req, j->start_ms, now))
         dt_post(t, j->req);
-    explicit_bzero(j, sizeof *j); /* the resolution held the password */
+    explicit_bzero(j, sizeof *j); /* the resolution held the password, the job its hash */
     free(j);
 }
 
@@ -302,10 +606,12 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
     atomic_fetch_add_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
     j->deadline_ms = now + (uint64_t)d->conf->request_timeout * 1000;
     fg_list_add_tail(&t->jobs, &j->link);
-    req->route.target = NULL;
-    resolve_init(&j->rs, &d->conf->topo, &d->conf->rules, req->cred->user, req->cred->user_len,
-                 req->cred->pass, req->cred->pass_len, req->proto);
-    dj_step(t, j);
+    if (req->audit.cache == DC_HIT)
+        dj_start_cached(t, j, now);
+    else if (req->audit.cache == DC_MISS)
+        dj_start_miss(t, j, now);
+    else
+        dj_start_full(t, j);
 }
 
 /* RequestTimeout passed: the client hears [UNAVAILABLE]. Jobs are in
@@ -314,6 +620,15 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
 {
     struct dir_job *j;
     while ((j = FG_LIST_FIRST(&t->jobs, struct dir_job, link)) && j->deadline_ms <= now) {
+        atomic_fetch_add_explicit(&t->d->stats.timeouts, 1, memory_order_relaxed);
+        log_msg(LOG_WARN, "directory_timeout",
+                "a login's directory request took longer than RequestTimeout (%us)",
+                t->d->conf->request_timeout);
+        if (j->kind == DJ_WAIT) {
+            fg_list_del(&j->ilink); /* its leader goes on without it */
+            dj_answer_now(t, j, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+            continue;
+        }
         if (j->waiting) {
             j->ldap_requests += j->lop.ldap_requests;
             ldap_store_cancel(j->waiting, &j->lop);
@@ -321,10 +636,6 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
         }
         j->rs.status = LOGIN_UNAVAILABLE;
         j->rs.why = RW_UNAVAILABLE;
-        atomic_fetch_add_explicit(&t->d->stats.timeouts, 1, memory_order_relaxed);
-        log_msg(LOG_WARN, "directory_timeout",
-                "a login's directory request took longer than RequestTimeout (%us)",
-                t->d->conf->request_timeout);
         dj_finish(t, j);
     }
 }
@@ -378,6 +689,7 @@ static void *dir_thread_main(void *arg)
     struct dir_thread *t = arg;
     struct pollfd pfd[1 + DIR_MAX_FORESTS * (1 + LDS_MAX_BIND_CONNS)];
 
+    rc_thread_register();
     for (;;) {
         unsigned n = 0;
         pfd[n++] = (struct pollfd){.fd = t->efd, .events = POLLIN};
@@ -400,6 +712,7 @@ static void *dir_thread_main(void *arg)
         if (atomic_load(&t->stopping) && dt_idle(t))
             break;
     }
+    rc_thread_unregister();
     return NULL;
 }
 
@@ -421,6 +734,8 @@ static int dt_init(struct dir *d, struct dir_thread *t)
     fg_list_init(&t->requests);
     fg_list_init(&t->jobs);
     fg_list_init(&t->delayed);
+    for (unsigned b = 0; b < DT_INFLIGHT_BUCKETS; b++)
+        fg_list_init(&t->inflight[b]);
     t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&t->lock, NULL);
     if (t->efd < 0 || io_uring_queue_init(8, &t->ring, 0) < 0) {
@@ -447,6 +762,14 @@ int dir_start(struct dir *d)
     const struct dir_conf *dc = d->conf;
     if (!dc->enabled)
         return FG_OK;
+    if (dc->route_ttl > 0) {
+        uint32_t keep = dc->serve_stale ? dir_ms(dc->route_ttl) : 0;
+        if (rc_init(&d->cache, dc->route_max, keep) != FG_OK) {
+            log_msg(LOG_ERROR, "directory", "cannot set up the route cache");
+            return FG_ERROR;
+        }
+        d->cache_on = true;
+    }
     d->threads = calloc(dc->threads, sizeof *d->threads);
     if (!d->threads)
         return FG_ERROR;
@@ -489,6 +812,35 @@ void dir_stop(struct dir *d)
     free(d->threads);
     d->threads = NULL;
     d->nthreads = 0;
+    if (d->cache_on) {
+        rc_destroy(&d->cache);
+        d->cache_on = false;
+    }
+}
+
+/*
+ * The worker's look at the route cache, without a lock: a hit goes to the
+ * pool as a warm logon (one bind, or none), a miss as a resolution. The
+ * thread is chosen by the name, so that concurrent misses of one name meet
+ * on one thread and make one resolution.
+ */
+static unsigned dir_lookup(struct dir *d, struct dir_request *req)
+{
+    req->key_len = 0;
+    req->stale_ok = false;
+    if (!d->cache_on ||
+        !(req->key_len = (uint16_t)route_key(req->cred->user, req->cred->user_len, req->key))) {
+        req->audit.cache = DC_OFF;
+        return atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed);
+    }
+    req->key_hash = rc_hash(&d->cache, req->key, req->key_len);
+    enum rc_found f = req->fresh ? RC_MISS
+                                 : rc_lookup(&d->cache, req->key, req->key_len, req->key_hash,
+                                             dir_clock_ms(), &req->snap, &req->own_target);
+    req->audit.cache = f == RC_HIT ? DC_HIT : DC_MISS;
+    req->stale_ok = f == RC_STALE;
+    /* The high bits: the low ones pick the thread's in-flight bucket. */
+    return (unsigned)(req->key_hash >> 40);
 }
 
 int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, uint64_t ud)
@@ -497,8 +849,7 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     req->elapsed_ms = 0;
     memset(&req->audit, 0, sizeof req->audit);
     if (req->status == LOGIN_OK && d->conf->enabled && d->nthreads > 0) {
-        unsigned i = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) % d->nthreads;
-        struct dir_thread *t = &d->threads[i];
+        struct dir_thread *t = &d->threads[dir_lookup(d, req) % d->nthreads];
         req->ring_fd = ring->ring_fd;
         req->ud = ud;
         pthread_mutex_lock(&t->lock);
@@ -515,4 +866,55 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, ud);
     return FG_OK;
+}
+
+bool dir_route_failed(struct dir *d, struct dir_request *req)
+{
+    enum dir_cache_use u = req->audit.cache;
+    if (req->fresh || !d->cache_on || req->key_len == 0 ||
+        (u != DC_HIT && u != DC_CREDENTIAL && u != DC_STALE))
+        return false;
+    rc_forget(&d->cache, req->key, req->key_len, req->key_hash);
+    atomic_fetch_add_explicit(&d->cache.stats.stale, 1, memory_order_relaxed);
+    req->fresh = true;
+    return true;
+}
+
+void dir_thread_register(void)
+{
+    rc_thread_register();
+}
+
+void dir_thread_unregister(void)
+{
+    rc_thread_unregister();
+}
+
+void dir_cache_show(struct dir *d, const char *prefix, FILE *out)
+{
+    if (!d->cache_on) {
+        fprintf(out, "the route cache is off (RouteCacheTTL = 00:00:00, or no forest)\n");
+        return;
+    }
+    rc_show(&d->cache, &d->conf->topo, prefix, dir_clock_ms(), out);
+}
+
+unsigned dir_cache_flush(struct dir *d, const char *name)
+{
+    char key[ROUTE_KEY_MAX];
+    size_t n;
+    if (!d->cache_on)
+        return 0;
+    if (!name || !*name)
+        return rc_flush(&d->cache);
+    if ((n = route_key(name, strlen(name), key)) == 0)
+        return 0;
+    return rc_forget(&d->cache, key, n, rc_hash(&d->cache, key, n));
+}
+
+const char *dir_cache_use_name(enum dir_cache_use u)
+{
+    static const char *const names[] = {"off",        "miss",      "hit",  "negative",
+                                        "credential", "coalesced", "stale"};
+    return u < FG_ARRAY_SIZE(names) ? names[u] : "?";
 }

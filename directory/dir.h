@@ -21,6 +21,7 @@
 
 #include "../base/cred.h"
 #include "dir_conf.h"
+#include "route_cache.h"
 
 #include <liburing.h>
 #include <pthread.h>
@@ -33,6 +34,19 @@ struct dir_route {
     char mailbox[CRED_NAME_MAX + 1]; /* the name to log in to the backend with */
 };
 
+/* How the route cache served a request, for the audit line. */
+enum dir_cache_use {
+    DC_OFF,        /* no cache: RouteCacheTTL = 0, no forests, or a name with no valid form */
+    DC_MISS,       /* resolved in full */
+    DC_HIT,        /* a cached route: one bind */
+    DC_NEGATIVE,   /* a cached "not found": no LDAP operation */
+    DC_CREDENTIAL, /* a cached route and password: no LDAP operation */
+    DC_COALESCED,  /* waited for another logon's resolution of the same name */
+    DC_STALE,      /* ServeStaleOnDirectoryFailure: an expired route, the directory down */
+};
+
+const char *dir_cache_use_name(enum dir_cache_use u);
+
 /* What the audit line reports about a resolution. */
 struct dir_audit {
     const char *why;      /* resolve_why_text(), or NULL */
@@ -43,6 +57,7 @@ struct dir_audit {
     char account[DIR_DN_MAX];
     unsigned ops;  /* store operations */
     unsigned ldap; /* LDAP requests sent (LDAP forests), retries included */
+    uint8_t cache; /* enum dir_cache_use */
 };
 
 /* Owned by the connection; it must stay valid until the completion arrives. */
@@ -50,6 +65,7 @@ struct dir_request {
     /* in */
     const struct cred *cred;
     enum fg_proto proto;
+    bool fresh; /* skip the route cache: a cached route failed at the backend */
     /* out */
     enum login_status status;
     struct dir_route route;
@@ -59,7 +75,13 @@ struct dir_request {
     struct fg_list link; /* on a directory thread's queue, under its lock */
     int ring_fd;
     uint64_t ud;
-    struct backend_target own_target; /* hosts read from the directory */
+    struct backend_target own_target; /* hosts read from the directory, or cached */
+    /* the route cache's */
+    bool stale_ok;    /* snap holds an expired route (ServeStaleOnDirectoryFailure) */
+    uint16_t key_len; /* 0: not cached */
+    uint64_t key_hash;
+    char key[ROUTE_KEY_MAX];
+    struct rc_snap snap;
 };
 
 struct dir_thread;
@@ -82,6 +104,8 @@ struct dir {
     struct dir_thread *threads;
     _Atomic unsigned next; /* round robin over the threads */
     struct dir_stats stats;
+    bool cache_on; /* RouteCacheTTL > 0 and forests */
+    struct route_cache cache;
 };
 
 /* fallback and policy are [backend]'s DefaultServer and TLS policy. */
@@ -93,6 +117,23 @@ int dir_start(struct dir *d);
 
 /* Stops the pool once the workers are gone. */
 void dir_stop(struct dir *d);
+
+/* Every thread that submits requests or runs the cache commands below
+ * registers with the route cache once, and unregisters before it ends. */
+void dir_thread_register(void);
+void dir_thread_unregister(void);
+
+/*
+ * The backend refused a logon on req's route, or none of its hosts could be
+ * reached. When the route came from the cache it may be stale (the mailbox
+ * moved): the entry is dropped and true says to submit req again, with
+ * req->fresh set, so it is resolved anew. Once per logon.
+ */
+bool dir_route_failed(struct dir *d, struct dir_request *req);
+
+/* The stats socket's "show cache [prefix]" and "flush cache [name]". */
+void dir_cache_show(struct dir *d, const char *prefix, FILE *out);
+unsigned dir_cache_flush(struct dir *d, const char *name);
 
 /*
  * Starts resolving req. The result is written to req before the completion

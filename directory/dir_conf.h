@@ -104,6 +104,11 @@ struct dir_conf {
     unsigned threads;         /* DirectoryThreads */
     uint32_t request_timeout; /* seconds */
     uint32_t failed_delay_ms; /* FailedLogonDelayMs: a failed logon answers no sooner */
+    uint32_t route_ttl;       /* RouteCacheTTL, seconds; 0: no route cache */
+    uint32_t negative_ttl;    /* NegativeCacheTTL, seconds; 0: no negative entries */
+    uint32_t route_max;       /* RouteCacheMaxEntries */
+    uint32_t cred_ttl;        /* CredentialCacheTTL, seconds; 0: off */
+    bool serve_stale;         /* ServeStaleOnDirectoryFailure */
     bool allow_smtp_login;    /* AllowSmtpAddressLogin */
     bool allow_admin;         /* AllowAdminLogon */
     char delegate_attr[64];   /* DelegateAttribute */

@@ -21,7 +21,9 @@ enum rs_state {
     S_LINKED, /* the account's own mailbox, linked by SID */
     S_ALIAS,
     S_DB,
-    S_DUMMY, /* a bind that cannot succeed, so that a miss costs what a wrong password does */
+    S_DUMMY,     /* a bind that cannot succeed, so that a miss costs what a wrong password does */
+    S_WARM,      /* a cached route: bind, unless the password is known */
+    S_WARM_BIND, /* a cached route: the bind's answer */
     S_DONE,
 };
 
@@ -38,6 +40,27 @@ void resolve_init(struct resolution *rs, const struct dir_topology *topo,
     rs->pass_len = pass_len;
     rs->proto = proto;
     rs->domain_forest = rs->domain_index = -1;
+}
+
+void resolve_init_warm(struct resolution *rs, const struct dir_topology *topo,
+                       const struct resolve_conf *conf, const char *name, size_t name_len,
+                       const char *pass, size_t pass_len, enum fg_proto proto, const char *account,
+                       int forest, bool admin, uint8_t proto_disabled, bool pass_known)
+{
+    resolve_init(rs, topo, conf, name, name_len, pass, pass_len, proto);
+    logon_name_split(name, name_len, &rs->ln);
+    snprintf(rs->account.dn, sizeof rs->account.dn, "%s", account);
+    rs->account.forest = (uint8_t)forest;
+    rs->account.admin = admin;
+    rs->mailbox.proto_disabled = proto_disabled;
+    rs->mailbox.has_mailbox = true;
+    rs->state = S_WARM;
+    rs->pass_known = pass_known;
+}
+
+bool resolve_why_not_found(enum resolve_why why)
+{
+    return why == RW_NOT_FOUND || why == RW_UNKNOWN_DOMAIN || why == RW_WRONG_DOMAIN;
 }
 
 static enum resolve_step rs_done(struct resolution *rs, enum login_status st, enum resolve_why why)
@@ -367,6 +390,43 @@ static enum resolve_step rs_on_alias(struct resolution *rs)
     return rs_checks(rs);
 }
 
+/* A cached route: the checks the route carries, once the password is right. */
+static enum resolve_step rs_warm_checks(struct resolution *rs)
+{
+    if (rs->account.admin && !rs->conf->allow_admin)
+        return rs_fail(rs, RW_ADMIN);
+    if (rs->mailbox.proto_disabled & (1u << rs->proto))
+        return rs_done(rs, LOGIN_DENIED, RW_PROTOCOL_DISABLED);
+    return rs_done(rs, LOGIN_OK, RW_NONE);
+}
+
+static enum resolve_step rs_warm(struct resolution *rs)
+{
+    if (rs->pass_len == 0)
+        return rs_fail(rs, RW_EMPTY_PASSWORD);
+    if (rs->pass_known) /* the credential cache matched */
+        return rs_warm_checks(rs);
+    enum resolve_step r = rs_ask(rs, S_WARM_BIND, SOP_BIND, rs->account.forest);
+    rs->op.dn = rs->account.dn;
+    rs->op.pass = rs->pass;
+    rs->op.pass_len = rs->pass_len;
+    return r;
+}
+
+static enum resolve_step rs_on_warm_bind(struct resolution *rs)
+{
+    switch (rs->res.status) {
+    case STORE_OK:
+        return rs_warm_checks(rs);
+    case STORE_BIND_EXPIRED:
+        return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
+    case STORE_BIND_FAILED:
+        return rs_fail(rs, RW_BAD_PASSWORD);
+    default:
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    }
+}
+
 static enum resolve_step rs_on_db(struct resolution *rs)
 {
     if (rs_down(rs))
@@ -400,6 +460,10 @@ enum resolve_step resolve_next(struct resolution *rs)
         return rs_on_alias(rs);
     case S_DB:
         return rs_on_db(rs);
+    case S_WARM:
+        return rs_warm(rs);
+    case S_WARM_BIND:
+        return rs_on_warm_bind(rs);
     case S_DUMMY:
         /* Whatever the store said, the failure stands. */
         return rs_done(rs, rs_down(rs) ? LOGIN_UNAVAILABLE : LOGIN_FAILED, rs->why);

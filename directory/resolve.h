@@ -178,6 +178,7 @@ struct resolution {
     uint8_t state;
     uint8_t scope;                   /* search scopes tried so far */
     uint8_t found;                   /* UPN matches across forests */
+    bool pass_known;                 /* warm: the credential cache matched */
     int domain_forest, domain_index; /* the typed domain, once known */
 };
 
@@ -185,6 +186,22 @@ struct resolution {
 void resolve_init(struct resolution *rs, const struct dir_topology *topo,
                   const struct resolve_conf *conf, const char *name, size_t name_len,
                   const char *pass, size_t pass_len, enum fg_proto proto);
+
+/*
+ * Prepares a warm resolution: the route cache already knows the account and
+ * its mailbox (route_cache.h), so only the password is checked -- one bind
+ * as account, or none when pass_known (the credential cache matched) --
+ * and then what the route carries: AllowAdminLogon and the protocol. The
+ * name is split again, for the audit line.
+ */
+void resolve_init_warm(struct resolution *rs, const struct dir_topology *topo,
+                       const struct resolve_conf *conf, const char *name, size_t name_len,
+                       const char *pass, size_t pass_len, enum fg_proto proto, const char *account,
+                       int forest, bool admin, uint8_t proto_disabled, bool pass_known);
+
+/* True when why means the name found no account: the negative cache keeps
+ * those (never a wrong password). */
+bool resolve_why_not_found(enum resolve_why why);
 
 /* Advances: RESOLVE_OP with rs->op to run, or RESOLVE_DONE. */
 enum resolve_step resolve_next(struct resolution *rs);

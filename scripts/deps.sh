@@ -5,7 +5,7 @@ set -euo pipefail
 
 # libwolfssl-dev is the fallback; scripts/wolfssl.sh builds a faster one from
 # Debian's source with dpkg-dev and the autotools.
-build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev
+build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev liburcu-dev
             dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).

@@ -74,8 +74,10 @@ def ldap_gateway(workroot, name, forests, imap_port, pop3_port, directory=None, 
         "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
                     "MasterPasswordFile": pwfile},
         # No failed-logon delay here: it is tested on its own (test_directory_ldif.py).
+        # No route cache: this suite checks the resolver's work on every logon
+        # (test_route_cache.py checks the cache).
         "directory": {"DirectoryThreads": str(THREADS), "RequestTimeout": "00:00:05",
-                      "FailedLogonDelayMs": "0"},
+                      "FailedLogonDelayMs": "0", "RouteCacheTTL": "00:00:00"},
         "databases": {"DB01": "127.0.0.1", "DB02": "127.0.0.2"},
     }
     settings["directory"].update(directory or {})

@@ -63,7 +63,10 @@ def gateway(workroot, name, forests, imap_port, pop3_port, order=None, delay_ms=
     settings = {
         "backend": {"LoginMode": "MasterUser", "MasterUser": MASTER,
                     "MasterPasswordFile": pwfile},
-        "directory": {"DirectoryThreads": "2", "FailedLogonDelayMs": str(delay_ms)},
+        # No route cache: this suite checks the resolver on every logon
+        # (test_route_cache.py checks the cache).
+        "directory": {"DirectoryThreads": "2", "FailedLogonDelayMs": str(delay_ms),
+                      "RouteCacheTTL": "00:00:00"},
     }
     if databases:
         settings["databases"] = dict(databases)
