@@ -1,7 +1,9 @@
 """bench/dirbench --quick end to end: a real slapd with an AD-like forest,
 forestgate resolving logons over LDAP, Dovecot's proxy with its LDAP passdb
-against the same slapd, and the backend itself. Every logon form forestgate
-takes is measured, and the LDAP operations are counted in slapd's log."""
+against the same slapd (its auth cache off and on), and the backend itself.
+Every logon form forestgate takes is measured, and the LDAP operations are
+counted in slapd's log. With a forestgate that has the route cache (issue
+13), its warm-route and warm-credential targets are measured too."""
 
 import json
 import os
@@ -20,7 +22,11 @@ def test_dirbench_quick(tmp_path):
 
     doc = json.loads((out / "dirbench-quick.json").read_text())
     assert not doc["target_errors"], doc["target_errors"]
-    assert set(doc["verified"]) == {"direct", "forestgate", "dovecot-proxy"}
+    has_cache = doc["machine"]["forestgate_route_cache"]
+    assert set(doc["verified"]) == ({"direct", "forestgate", "dovecot-proxy",
+                                     "dovecot-proxy-cache"}
+                                    | ({"forestgate-warm", "forestgate-cred"} if has_cache
+                                       else set()))
     res = doc["results"]
     for key in ("forestgate|user|imap", "forestgate|upn|imap", "dovecot-proxy|user|imap"):
         rec = res[key]
@@ -36,6 +42,40 @@ def test_dirbench_quick(tmp_path):
         assert rec["proxy_log"]["logons_failed"] == 0, (form, rec["proxy_log"])
     assert res["direct|alias|imap"]["ldap_ops_per_logon"] == 0
 
+    # Dovecot's auth cache: the warm-up did the LDAP work (each user once),
+    # the measured logons do less of it than the cache-less proxy's.
+    users = doc["params"]["users"]
+    for form in ("user", "upn"):
+        bare, cached = res[f"dovecot-proxy|{form}|imap"], res[f"dovecot-proxy-cache|{form}|imap"]
+        assert "warmup" not in bare
+        w = cached["warmup"]
+        assert w["logons"] == users and w["failed"] == 0, w
+        assert w["ldap"]["srch"] >= 1, w
+        assert cached["bench"]["ops"] > 0 and cached["bench"]["errors_total"] == 0, cached["bench"]
+        assert bare["ldap_srch_per_logon"] >= 1, bare
+        assert cached["ldap_srch_per_logon"] < bare["ldap_srch_per_logon"], (form, cached, bare)
+        assert cached["ldap_ops_per_logon"] < bare["ldap_ops_per_logon"], (form, cached, bare)
+
+    # forestgate's route and credential caches, against its cold route
+    # (RouteCacheTTL = 00:00:00) in the same run.
+    if has_cache:
+        for form in ("user", "domain-user", "domain-user-alias", "upn", "upn-alias",
+                     "domain-upn"):
+            cold = res[f"forestgate|{form}|imap"]
+            warm = res[f"forestgate-warm|{form}|imap"]
+            cred = res[f"forestgate-cred|{form}|imap"]
+            assert "warmup" not in cold
+            for rec in (warm, cred):
+                assert rec["warmup"]["failed"] == 0, (form, rec["warmup"])
+                assert rec["bench"]["ops"] > 0 and rec["bench"]["errors_total"] == 0, form
+                assert rec["proxy_log"]["logons_failed"] == 0, (form, rec["proxy_log"])
+            assert "cache_values" not in cold["proxy_log"] or \
+                set(cold["proxy_log"]["cache_values"]) <= {"miss"}, cold["proxy_log"]
+            assert "hit" in warm["proxy_log"]["cache_values"], warm["proxy_log"]
+            assert "credential" in cred["proxy_log"]["cache_values"], cred["proxy_log"]
+            assert warm["ldap_srch_per_logon"] < cold["ldap_srch_per_logon"], (form, warm, cold)
+            assert cred["ldap_ops_per_logon"] < warm["ldap_ops_per_logon"], (form, cred, warm)
+
     timing = doc["timing"]["forestgate"]
     for form in ("user", "upn"):
         t = timing[form]
@@ -44,5 +84,6 @@ def test_dirbench_quick(tmp_path):
 
     md = r.stdout
     for row in ("| forestgate | user |", "| forestgate | upn |", "| dovecot-proxy | user |",
+                "| dovecot-proxy-cache | user |", "| IMAP | user | dovecot-proxy-cache |",
                 "| direct | alias |", "Unknown user vs wrong password"):
         assert row in md, row
