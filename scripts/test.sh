@@ -171,8 +171,18 @@ if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
     # with more than 28 bits (vm.mmap_rnd_bits = 32, as on Ubuntu's kernels
     # since 6.5): "FATAL: ThreadSanitizer: unexpected memory mapping". There
     # the tests run without address randomisation.
-    tsan_py=$PY
-    build-tsan/forestgate --version >/dev/null 2>&1 || tsan_py="setarch $(uname -m) -R $PY"
+    tsan_pre=""
+    build-tsan/forestgate --version >/dev/null 2>&1 || tsan_pre="setarch $(uname -m) -R"
+    tsan_py="${tsan_pre:+$tsan_pre }$PY"
+    # The route cache's stress run: readers, inserters, replacers and a
+    # flusher on six threads; any report fails it (exit status 66).
+    $tsan_pre env TSAN_OPTIONS="halt_on_error=0:exitcode=66:suppressions=$PWD/tests/tsan.supp" \
+        build-tsan/tests/test_route_cache 3 2>&1 | tail -20
+    if [ "${PIPESTATUS[0]}" -eq 0 ]; then
+        count "tsan test_route_cache" 1 0
+    else
+        count "tsan test_route_cache" 0 1
+    fi
     PY=$tsan_py integration build-tsan/forestgate tsan "${tsan_tests[@]}"
 else
     count "tsan build" 0 1

@@ -25,7 +25,9 @@ SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime
 SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
     "UBSAN_OPTIONS": "print_stacktrace=1",
-    "TSAN_OPTIONS": "halt_on_error=0:second_deadlock_stack=1",
+    # tests/tsan.supp: liburcu's own internals only (it is not instrumented).
+    "TSAN_OPTIONS": "halt_on_error=0:second_deadlock_stack=1:suppressions="
+                    + os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tsan.supp"),
 }
 
 
