@@ -27,6 +27,7 @@ enum login_status {
     LOGIN_EXPIRED,     /* password expired or must be changed */
     LOGIN_UNAVAILABLE, /* directory or backend down */
     LOGIN_IN_USE,      /* the backend says the mailbox is locked (POP3) */
+    LOGIN_TOO_MANY,    /* authenticated, but the mailbox has MaxConnectionsPerUser */
 };
 
 #endif

@@ -34,10 +34,17 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
         KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
+        /* Not Exchange's: how much of an IPv6 address MaxConnectionFromSingleIP
+         * counts as one client (a /64 is one customer's network). */
+        KEY("IPv6PrefixLength", CT_UINT, struct fg_config, ipv6_prefix, 32, 128),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
-/* Ranges follow Exchange's where it documents one. */
+/* Ranges follow Exchange's where it documents one. The connection limits are
+ * Exchange 2013+'s (Set-ImapSettings, Set-PopSettings: "Valid values are from
+ * 1 through 2147483647"; MaxConnections and MaxConnectionFromSingleIP default
+ * to 2147483647, no limit; MaxConnectionsPerUser to 16), see
+ * https://learn.microsoft.com/powershell/module/exchange/set-imapsettings */
 static const struct cfg_key cfg_proto_keys[] = {
         KEY("UnencryptedOrTLSBindings", CT_BINDINGS, struct proto_conf, plain, 0, 0),
         KEY("SSLBindings", CT_BINDINGS, struct proto_conf, tls, 0, 0),
@@ -49,6 +56,8 @@ static const struct cfg_key cfg_proto_keys[] = {
         KEY("AuthenticatedConnectionTimeout", CT_TIME, struct proto_conf, auth_timeout, 30, 86400),
         KEY("MaxCommandSize", CT_UINT, struct proto_conf, sess.max_command, 40, 65536),
         KEY("MaxConnections", CT_UINT, struct proto_conf, max_connections, 1, INT32_MAX),
+        KEY("MaxConnectionFromSingleIP", CT_UINT, struct proto_conf, max_per_ip, 1, INT32_MAX),
+        KEY("MaxConnectionsPerUser", CT_UINT, struct proto_conf, max_per_user, 1, INT32_MAX),
         KEY("ProtocolLogEnabled", CT_BOOL, struct proto_conf, protocol_log, 0, 0),
         KEY("ProxyTargetPort", CT_UINT, struct proto_conf, target_port, 1, 65535),
         {NULL, 0, 0, 0, 0, 0, NULL},
@@ -495,6 +504,7 @@ static void cfg_defaults(struct fg_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = LOG_INFO;
     cfg->relay_pipes = 256;
+    cfg->ipv6_prefix = 64;
     snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
     snprintf(cfg->cert_dir, sizeof cfg->cert_dir, "/etc/forestgate/tls");
     for (int i = 0; i < FG_PROTO_COUNT; i++) {
@@ -505,6 +515,8 @@ static void cfg_defaults(struct fg_config *cfg)
         pc->preauth_timeout = 60;
         pc->auth_timeout = 1800;
         pc->max_connections = INT32_MAX;
+        pc->max_per_ip = INT32_MAX;
+        pc->max_per_user = 16;
         pc->target_port = ports[i];
     }
     cfg->backend.connect_timeout = 5;

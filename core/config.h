@@ -39,6 +39,8 @@ struct proto_conf {
     uint32_t preauth_timeout; /* seconds */
     uint32_t auth_timeout;
     uint32_t max_connections;
+    uint32_t max_per_ip;   /* MaxConnectionFromSingleIP */
+    uint32_t max_per_user; /* MaxConnectionsPerUser */
     bool protocol_log;
     uint16_t target_port; /* ProxyTargetPort */
 };
@@ -68,6 +70,7 @@ struct fg_config {
     char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
     char stats_socket[108];
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
+    uint32_t ipv6_prefix;    /* IPv6PrefixLength: bits of an IPv6 client address counted */
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
     struct dir_conf dir;

@@ -115,13 +115,16 @@ static void conn_make_sid(struct worker *w, struct conn *c)
     c->sid[base64url_encode(raw, sizeof raw, c->sid)] = 0;
 }
 
-/* Refuses a connection we have no room for, without a slot. A TLS client
- * gets no clear-text line: it could not read it. */
-static void conn_refuse(struct worker *w, int fd, const struct listener *l, const char *why)
+/* Refuses a connection we have no room for, or its address no more, with
+ * the protocol's last word bye, without a slot or before its slot is used.
+ * A TLS client gets no clear-text line: it could not read it, and a
+ * handshake is the cost a limit is there to refuse. */
+static void conn_refuse(struct worker *w, int fd, const struct listener *l, enum sess_bye bye,
+                        const char *why)
 {
     uint8_t proto = l->proto;
     char line[128];
-    int n = snprintf(line, sizeof line, "%s\r\n", conn_ops[proto]->bye[SESS_BYE_OVERLOAD]);
+    int n = snprintf(line, sizeof line, "%s\r\n", conn_ops[proto]->bye[bye]);
     if (!l->tls) {
         ssize_t FG_UNUSED rc = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
@@ -139,16 +142,14 @@ static void conn_refuse(struct worker *w, int fd, const struct listener *l, cons
 
 static struct conn *conn_alloc(struct worker *w, const struct listener *l, int fd)
 {
-    struct fg_shared *sh = w->shared;
-    uint32_t max = w->cfg->proto[l->proto].max_connections;
-
     if (w->nfree == 0 || w->stopping) {
-        conn_refuse(w, fd, l, w->stopping ? "shutting down" : "no free connection slot");
+        conn_refuse(w, fd, l, SESS_BYE_OVERLOAD,
+                    w->stopping ? "shutting down" : "no free connection slot");
         return NULL;
     }
-    if (atomic_fetch_add(&sh->proto_conns[l->proto], 1) >= max) {
-        atomic_fetch_sub(&sh->proto_conns[l->proto], 1);
-        conn_refuse(w, fd, l, "MaxConnections reached");
+    if (!limits_conn_acquire(w->shared->limits, l->proto)) {
+        STAT_ADD(w, refused_max_conns, 1);
+        conn_refuse(w, fd, l, SESS_BYE_OVERLOAD, "MaxConnections reached");
         return NULL;
     }
     struct conn *c = &w->conns[w->free_slots[--w->nfree]];
@@ -166,6 +167,14 @@ static struct conn *conn_alloc(struct worker *w, const struct listener *l, int f
     return c;
 }
 
+bool conn_limit_ip(struct worker *w, struct conn *c)
+{
+    if (limits_ip_acquire(w->shared->limits, c->proto, &c->peer, &c->lim_ip))
+        return true;
+    STAT_ADD(w, refused_per_ip, 1);
+    return false;
+}
+
 struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
 {
     int one = 1;
@@ -175,10 +184,18 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
 
     if (!c)
         return NULL;
-    STAT_ADD(w, accepted, 1);
-    conn_make_sid(w, c);
     if (getpeername(fd, &c->peer.sa, &len) < 0)
         c->peer.sa.sa_family = AF_UNSPEC;
+    if (!conn_limit_ip(w, c)) {
+        char ip[INET6_ADDRSTRLEN], why[96];
+        net_addr_ip(&c->peer, ip, sizeof ip);
+        snprintf(why, sizeof why, "MaxConnectionFromSingleIP reached by %s", ip);
+        conn_refuse(w, fd, l, SESS_BYE_PER_IP, why);
+        conn_release(w, c); /* nothing is in flight yet: the slot goes straight back */
+        return NULL;
+    }
+    STAT_ADD(w, accepted, 1);
+    conn_make_sid(w, c);
     /* Commands and replies are small: send them at once. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     conn_set_state(w, c, CONN_PREAUTH);
@@ -357,7 +374,9 @@ void conn_release(struct worker *w, struct conn *c)
     c->user = NULL;
     conn_set_state(w, c, CONN_FREE);
     c->gen++;
-    atomic_fetch_sub(&w->shared->proto_conns[c->proto], 1);
+    limits_release(w->shared->limits, &c->lim_ip);
+    limits_release(w->shared->limits, &c->lim_user);
+    limits_conn_release(w->shared->limits, c->proto);
     STAT_SUB(w, conns, 1);
     w->free_slots[w->nfree++] = conn_slot(w, c);
 }

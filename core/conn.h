@@ -34,9 +34,22 @@ enum conn_side {
 };
 
 /* A slot for an accepted socket, in CONN_PREAUTH without a session yet, or
- * NULL after refusing the client (no slot, MaxConnections, shutting down):
+ * NULL after refusing the client (no slot, MaxConnections,
+ * MaxConnectionFromSingleIP, shutting down):
  * a clear-text last word on a plain listener, and the socket is closed. */
 struct conn *conn_new(struct worker *w, const struct listener *l, int fd);
+
+/*
+ * Counts c's client address (c->peer) against MaxConnectionFromSingleIP,
+ * once per connection: conn_new does it at accept; a listener whose real
+ * client address arrives later (a PROXY protocol header) skips that and
+ * calls this once c->peer is the client's. True when admitted (or counted
+ * already); false when the address is at its limit, counted in
+ * refused_per_ip: the caller refuses the client (the plain-text refusal
+ * line on a clear-text binding, none in TLS) and closes it. The count is
+ * given back when the slot is released.
+ */
+bool conn_limit_ip(struct worker *w, struct conn *c);
 
 /* Tags an SQE with c and op, and counts it in c->inflight: the slot is not
  * reused until its completion is in. */

@@ -19,6 +19,7 @@
 
 #include "../proto/backend.h"
 #include "bhost.h"
+#include "limits.h"
 #include "ring.h"
 
 enum conn_state {
@@ -100,8 +101,10 @@ struct conn {
     union net_addr baddr; /* the backend, once chosen */
     struct bhost *bh;     /* its health; NULL when untracked */
     char sid[17];
-    char *user;      /* the login name, for the log */
-    const char *why; /* why it closes, with CF_CLOSE_AFTER */
+    struct limits_hold lim_ip;   /* MaxConnectionFromSingleIP: what the client address counted */
+    struct limits_hold lim_user; /* MaxConnectionsPerUser: from the backend login on */
+    char *user;                  /* the login name, for the log */
+    const char *why;             /* why it closes, with CF_CLOSE_AFTER */
     uint64_t relayed[2];
 };
 

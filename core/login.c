@@ -23,8 +23,8 @@ static const struct backend_login_ops *const login_ops[FG_PROTO_COUNT] = {&imap_
 
 static const char *login_status_name(enum login_status st)
 {
-    static const char *const names[] = {"ok",      "failed",      "denied",
-                                        "expired", "unavailable", "in-use"};
+    static const char *const names[] = {"ok",          "failed", "denied",  "expired",
+                                        "unavailable", "in-use", "too-many"};
     return names[st];
 }
 
@@ -313,6 +313,24 @@ static void login_next_host(struct worker *w, struct conn *c, const char *why)
     login_connect(w, c);
 }
 
+/* The reason on the audit line of a logon refused by MaxConnectionsPerUser. */
+#define LOGIN_WHY_PER_USER "max_connections_per_user"
+
+/* MaxConnectionsPerUser, before the backend login: a mailbox already at its
+ * limit is refused without the work of a backend login. Only once the
+ * directory has checked the password: without a directory the backend
+ * checks it, and the refusal must not tell a guesser anything. */
+static bool login_user_full(struct worker *w, struct conn *c)
+{
+    const struct dir_route *r = &c->lg->req.route;
+    if (!w->cfg->dir.enabled ||
+        !limits_user_full(w->shared->limits, c->proto, r->mailbox, r->mailbox_len))
+        return false;
+    STAT_ADD(w, refused_per_user, 1);
+    login_fail(w, c, LOGIN_TOO_MANY, LOGIN_WHY_PER_USER);
+    return true;
+}
+
 void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
@@ -321,6 +339,8 @@ void login_on_directory(struct worker *w, struct conn *c)
         login_fail(w, c, lg->req.status, "refused before the backend");
         return;
     }
+    if (login_user_full(w, c))
+        return;
     login_fill_params(w, c);
     lg->addr_idx = 0;
     lg->tried = 0;
@@ -371,12 +391,22 @@ void login_on_connect(struct worker *w, struct conn *c, int res)
     login_arm_recv(w, c);
 }
 
-/* Logged in at the backend: answer the client and start relaying. */
+/* Logged in at the backend: answer the client and start relaying -- unless
+ * the mailbox has MaxConnectionsPerUser now (the check before the backend
+ * login was not exact: logons run in parallel). Then the backend session
+ * is dropped and the client refused; its password was right. The count
+ * is held until the connection ends. */
 static void login_success(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
     struct session *s = c->s;
 
+    if (!limits_user_acquire(w->shared->limits, c->proto, lg->req.route.mailbox,
+                             lg->req.route.mailbox_len, &c->lim_user)) {
+        STAT_ADD(w, refused_per_user, 1);
+        login_fail(w, c, LOGIN_TOO_MANY, LOGIN_WHY_PER_USER);
+        return;
+    }
     c->user = strndup(s->cred->user, s->cred->user_len);
     login_log(c, LOGIN_OK, NULL);
     STAT_ADD(w, logins_ok, 1);

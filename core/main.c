@@ -157,6 +157,23 @@ static void main_tls_reload(const struct fg_config *cfg, struct fg_tls *tls)
     }
 }
 
+/* The connection limits, as configured; the stats socket may change them later. */
+static int main_limits(const struct fg_config *cfg, struct limits *l, uint32_t slots)
+{
+    if (limits_init(l, slots) != FG_OK) {
+        log_msg(LOG_ERROR, "limits", "out of memory for the connection limits' table");
+        return FG_ERROR;
+    }
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        const struct proto_conf *pc = &cfg->proto[p];
+        limits_set(l, LIMITS_CONNS, (enum fg_proto)p, pc->max_connections);
+        limits_set(l, LIMITS_PER_IP, (enum fg_proto)p, pc->max_per_ip);
+        limits_set(l, LIMITS_PER_USER, (enum fg_proto)p, pc->max_per_user);
+    }
+    limits_set_v6_prefix(l, cfg->ipv6_prefix);
+    return FG_OK;
+}
+
 /* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. */
 static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, struct fg_tls *tls)
 {
@@ -188,6 +205,7 @@ static int main_run(struct fg_config *cfg)
     unsigned n = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t slots = main_slots(cfg, n);
     struct fg_shared shared = {0};
+    struct limits limits;
     struct bhost_table bhosts;
     struct fg_tls tls = {0};
     struct dir dir;
@@ -211,6 +229,10 @@ static int main_run(struct fg_config *cfg)
     /* A probe of a host that was down takes at most ConnectTimeout: the
      * others skip the host that long, and a second more. */
     const struct backend_conf *bc = &cfg->backend;
+    if (main_limits(cfg, &limits, slots * n) != FG_OK)
+        goto out_limits;
+    shared.limits = &limits;
+    st.limits = &limits;
     if (bhost_table_init(&bhosts, bc->backoff * 1000, bc->backoff_max * 1000,
                          bc->connect_timeout * 1000 + 1000) != FG_OK)
         goto out_bhosts;
@@ -255,6 +277,8 @@ stop:
 out:
     bhost_table_free(&bhosts);
 out_bhosts:
+    limits_free(&limits);
+out_limits:
     main_tls_stop(&tls);
     free(ws);
     if (sfd >= 0)

@@ -34,7 +34,7 @@
 enum fg_op {
     OP_NONE,
     OP_ACCEPT,       /* slot field: listener index */
-    OP_ACCEPT_RETRY, /* timer before re-arming an accept after EMFILE */
+    OP_ACCEPT_RETRY, /* timer before re-arming a paused accept (EMFILE); slot: listener */
     OP_TICK,
     OP_STOP,
     OP_C_RECV,
@@ -94,11 +94,21 @@ struct timer_list {
     uint32_t timeout; /* seconds */
 };
 
+/* A listener whose accepts failed for want of descriptors or memory: it
+ * is retried after a back-off that doubles, until an accept succeeds. */
+struct accept_pause {
+    bool paused;
+    uint64_t since_ms; /* when it paused */
+    uint32_t backoff_ms;
+    struct __kernel_timespec ts; /* the retry timer's, read at submission */
+};
+
 struct listener {
     int fd;
     uint8_t proto;
     bool tls; /* SSLBindings: TLS from the first byte */
     union net_addr addr;
+    struct accept_pause pause;
 };
 
 struct tls_store;
@@ -128,13 +138,17 @@ struct worker_stats {
     _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
     _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
     _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
+    /* refused by MaxConnections, MaxConnectionFromSingleIP, MaxConnectionsPerUser */
+    _Atomic uint64_t refused_max_conns, refused_per_ip, refused_per_user;
+    _Atomic uint64_t accept_paused; /* times a listener paused for want of descriptors */
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
 
 struct bhost_table;
+struct limits;
 
 struct fg_shared {
-    _Atomic uint32_t proto_conns[FG_PROTO_COUNT]; /* for MaxConnections */
+    struct limits *limits; /* MaxConnections and the per-address and per-mailbox limits */
     _Atomic bool stopping;
     struct bhost_table *bhosts; /* the backend hosts' health */
 };
@@ -174,7 +188,7 @@ struct worker {
     int ready; /* 0 while starting, 1 running, -1 failed */
     pthread_mutex_t ready_lock;
     pthread_cond_t ready_cond;
-    struct __kernel_timespec tick_ts, retry_ts;
+    struct __kernel_timespec tick_ts;
     uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
     uint32_t sid_counter;
     uint8_t sid_salt[3];

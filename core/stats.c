@@ -77,6 +77,30 @@ static void stats_cache_info(const struct route_cache *rc, FILE *out)
             (unsigned long long)atomic_load(&c->served_stale));
 }
 
+/* The limits' refusals, the accept pauses, and what the limits count now. */
+static void stats_limits_info(const struct stats *st, FILE *out)
+{
+    uint64_t conns = 0, ip = 0, user = 0, paused = 0;
+    for (unsigned i = 0; i < st->nworkers; i++) {
+        const struct worker_stats *s = &st->workers[i].stats;
+        conns += atomic_load(&s->refused_max_conns);
+        ip += atomic_load(&s->refused_per_ip);
+        user += atomic_load(&s->refused_per_user);
+        paused += atomic_load(&s->accept_paused);
+    }
+    fprintf(out,
+            "refused_max_connections_total: %llu\nrefused_per_ip_total: %llu\n"
+            "refused_per_user_total: %llu\naccept_paused_total: %llu\n",
+            (unsigned long long)conns, (unsigned long long)ip, (unsigned long long)user,
+            (unsigned long long)paused);
+    if (!st->limits)
+        return;
+    fprintf(out, "counted_per_ip: %u\ncounted_per_user: %u\nlimits_overflow_total: %llu\n",
+            atomic_load(&st->limits->held[LIMITS_PER_IP]),
+            atomic_load(&st->limits->held[LIMITS_PER_USER]),
+            (unsigned long long)atomic_load(&st->limits->overflowed));
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -128,6 +152,7 @@ static void stats_info(const struct stats *st, FILE *out)
             "logins_backend_clear_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
+    stats_limits_info(st, out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {

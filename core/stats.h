@@ -9,6 +9,7 @@
 #include "../base/log.h"
 #include "../directory/dir.h"
 #include "bhost.h"
+#include "limits.h"
 #include "worker.h"
 
 struct stats {
@@ -19,6 +20,7 @@ struct stats {
     uint32_t slots;
     struct dir *dir;            /* NULL: no directory pool */
     struct bhost_table *bhosts; /* the backend hosts' health */
+    struct limits *limits;      /* the connection limits' counts */
 };
 
 /* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */

@@ -93,29 +93,83 @@ static void worker_arm_tick(struct worker *w)
     io_uring_sqe_set_data64(sqe, ud_make(OP_TICK, 0, 0));
 }
 
+/* The first retry after a failed accept, and the longest wait between two. */
+#define ACCEPT_BACKOFF_MIN_MS 10
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
+/* Out of descriptors or memory: the kernel keeps new connections in the
+ * listen backlog, and retrying at once would only fail again, in a busy
+ * loop. Logged once per pause; each failed retry doubles the wait. */
+static void worker_accept_pause(struct worker *w, struct listener *l, int err)
+{
+    struct accept_pause *ap = &l->pause;
+    char a[64];
+
+    if (ap->paused) {
+        ap->backoff_ms = FG_MIN(ap->backoff_ms * 2, ACCEPT_BACKOFF_MAX_MS);
+        return;
+    }
+    ap->paused = true;
+    ap->since_ms = bhost_now_ms();
+    ap->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+    STAT_ADD(w, accept_paused, 1);
+    struct log_line ll;
+    net_addr_str(&l->addr, a, sizeof a);
+    log_begin(&ll, LOG_WARN, "accept_paused");
+    log_cstr(&ll, "listener", a);
+    log_cstr(&ll, "reason", strerror(err));
+    log_fmt(&ll, "worker", "%u", w->id);
+    log_end(&ll);
+}
+
+/* An accept succeeded on a paused listener. */
+static void worker_accept_resumed(struct worker *w, struct listener *l)
+{
+    char a[64];
+    struct log_line ll;
+    net_addr_str(&l->addr, a, sizeof a);
+    log_begin(&ll, LOG_INFO, "accept_resumed");
+    log_cstr(&ll, "listener", a);
+    log_fmt(&ll, "worker", "%u", w->id);
+    log_fmt(&ll, "paused_ms", "%llu", (unsigned long long)(bhost_now_ms() - l->pause.since_ms));
+    log_end(&ll);
+    l->pause.paused = false;
+}
+
+static bool worker_accept_starved(int res)
+{
+    return res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS;
+}
+
 static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     unsigned i = ud_slot(cqe->user_data);
+    struct listener *l = &w->ls[i];
     int res = cqe->res;
 
     if (res >= 0) {
-        client_accept(w, &w->ls[i], res);
+        if (l->pause.paused)
+            worker_accept_resumed(w, l);
+        client_accept(w, l, res);
+    } else if (worker_accept_starved(res)) {
+        worker_accept_pause(w, l, -res);
     } else if (res != -ECANCELED && res != -EBADF) {
-        /* Out of descriptors or memory: the kernel ends the multishot
-         * accept; wait a little before arming it again. */
         if (w->refused_logged != w->now)
             log_msg(LOG_ERROR, "accept", "accept failed: %s", strerror(-res));
         w->refused_logged = w->now;
     }
     if ((cqe->flags & IORING_CQE_F_MORE) || w->stopping)
         return;
-    if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS) {
-        struct io_uring_sqe *sqe = ring_sqe(w);
-        io_uring_prep_timeout(sqe, &w->retry_ts, 0, 0);
-        io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_RETRY, i, 0));
-    } else {
+    if (!worker_accept_starved(res)) {
         worker_arm_accept(w, i);
+        return;
     }
+    /* The multishot accept ended: armed again once the back-off is over. */
+    l->pause.ts.tv_sec = l->pause.backoff_ms / 1000;
+    l->pause.ts.tv_nsec = (long long)(l->pause.backoff_ms % 1000) * 1000000;
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    io_uring_prep_timeout(sqe, &l->pause.ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_RETRY, i, 0));
 }
 
 static void worker_begin_stop(struct worker *w)
@@ -343,7 +397,6 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     w->stop_fd = -1;
     w->now = ring_clock();
     w->tick_ts.tv_sec = 1;
-    w->retry_ts.tv_nsec = 100 * 1000 * 1000;
     pthread_mutex_init(&w->ready_lock, NULL);
     pthread_cond_init(&w->ready_cond, NULL);
     for (int i = 0; i < TL_COUNT; i++)

@@ -469,6 +469,9 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
     case LOGIN_IN_USE:
         sess_reply(s, "%s NO [UNAVAILABLE] The server is unavailable. Try again later.", is->tag);
         break;
+    case LOGIN_TOO_MANY:
+        sess_reply(s, "%s NO [UNAVAILABLE] Too many connections for this user.", is->tag);
+        break;
     case LOGIN_FAILED:
     default:
         sess_reply(s, "%s NO [AUTHENTICATIONFAILED] %s failed.", is->tag, what);
@@ -498,5 +501,6 @@ const struct sess_ops imap_sess_ops = {
         .login_done = imap_login_done,
         .bye = {[SESS_BYE_TIMEOUT] = "* BYE Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "* BYE Server shutting down.",
-                [SESS_BYE_OVERLOAD] = "* BYE [UNAVAILABLE] Too many connections."},
+                [SESS_BYE_OVERLOAD] = "* BYE [UNAVAILABLE] Too many connections.",
+                [SESS_BYE_PER_IP] = "* BYE [UNAVAILABLE] Too many connections from your address."},
 };

@@ -338,6 +338,9 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
     case LOGIN_IN_USE:
         sess_reply(s, "-ERR [IN-USE] The mailbox is in use.");
         break;
+    case LOGIN_TOO_MANY:
+        sess_reply(s, "-ERR [IN-USE] Too many connections for this user.");
+        break;
     case LOGIN_FAILED:
     default:
         sess_reply(s, "-ERR [AUTH] Logon failure: unknown user name or bad password.");
@@ -367,5 +370,6 @@ const struct sess_ops pop3_sess_ops = {
         .login_done = pop3_login_done,
         .bye = {[SESS_BYE_TIMEOUT] = "-ERR Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down.",
-                [SESS_BYE_OVERLOAD] = "-ERR [SYS/TEMP] Too many connections."},
+                [SESS_BYE_OVERLOAD] = "-ERR [SYS/TEMP] Too many connections.",
+                [SESS_BYE_PER_IP] = "-ERR [SYS/TEMP] Too many connections from your address."},
 };

@@ -60,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         while (act == SESS_LOGIN) {
             FZ_CHECK(s->cred && s->cred->user_len <= CRED_NAME_MAX &&
                      s->cred->pass_len <= CRED_PASS_MAX);
-            ops->login_done(s, (enum login_status)(data[off % size] % 6), "IMAP4rev1", 9);
+            ops->login_done(s, (enum login_status)(data[off % size] % (LOGIN_TOO_MANY + 1)),
+                            "IMAP4rev1", 9);
             act = input(s);
         }
         if (act == SESS_CLOSE)

@@ -322,6 +322,7 @@ static void test_login_failures_carry_rfc5530_codes(void)
             {LOGIN_DENIED, "t9 NO [AUTHORIZATIONFAILED] "},
             {LOGIN_EXPIRED, "t9 NO [EXPIRED] "},
             {LOGIN_UNAVAILABLE, "t9 NO [UNAVAILABLE] "},
+            {LOGIN_TOO_MANY, "t9 NO [UNAVAILABLE] Too many connections for this user."},
     };
     for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
         struct fx f;
@@ -781,7 +782,8 @@ static void test_plog_never_shows_password_or_sasl_response(void)
 
 static void test_bye_lines_for_timeout_and_shutdown(void)
 {
-    static const enum sess_bye whys[] = {SESS_BYE_TIMEOUT, SESS_BYE_SHUTDOWN, SESS_BYE_OVERLOAD};
+    static const enum sess_bye whys[] = {SESS_BYE_TIMEOUT, SESS_BYE_SHUTDOWN, SESS_BYE_OVERLOAD,
+                                         SESS_BYE_PER_IP};
     for (size_t i = 0; i < FG_ARRAY_SIZE(whys); i++) {
         struct fx f;
         fx_open(&f, LT_LOGIN);
@@ -792,6 +794,7 @@ static void test_bye_lines_for_timeout_and_shutdown(void)
     }
     const char *ov = imap_sess_ops.bye[SESS_BYE_OVERLOAD];
     CHECK(strcmp(ov, "* BYE [UNAVAILABLE] Too many connections.") == 0);
+    CHECK(strncmp(imap_sess_ops.bye[SESS_BYE_PER_IP], "* BYE [UNAVAILABLE] ", 20) == 0);
 }
 
 static void test_long_backend_capability_list_is_passed_whole(void)

@@ -282,6 +282,7 @@ static void test_login_done_maps_status_to_reply(void)
             {LOGIN_FAILED, "-ERR [AUTH]"},
             {LOGIN_UNAVAILABLE, "-ERR [SYS/TEMP]"},
             {LOGIN_IN_USE, "-ERR [IN-USE]"},
+            {LOGIN_TOO_MANY, "-ERR [IN-USE] Too many connections for this user."},
     };
     for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
         struct fx f;
@@ -540,7 +541,8 @@ static void test_byte_at_a_time_invalid_commands_match_bulk(void)
 
 static void test_bye_lines_are_err(void)
 {
-    static const enum sess_bye whys[] = {SESS_BYE_TIMEOUT, SESS_BYE_SHUTDOWN, SESS_BYE_OVERLOAD};
+    static const enum sess_bye whys[] = {SESS_BYE_TIMEOUT, SESS_BYE_SHUTDOWN, SESS_BYE_OVERLOAD,
+                                         SESS_BYE_PER_IP};
     for (size_t i = 0; i < FG_ARRAY_SIZE(whys); i++) {
         struct fx f;
         fx_open(&f, LT_LOGIN);
@@ -549,6 +551,10 @@ static void test_bye_lines_are_err(void)
         CHECK_INT(out_lines(&f), 1);
         fx_close(&f);
     }
+    /* The refusals of the connection limits: a temporary failure (RFC 3206). */
+    CHECK(strcmp(pop3_sess_ops.bye[SESS_BYE_OVERLOAD], "-ERR [SYS/TEMP] Too many connections.") ==
+          0);
+    CHECK(strncmp(pop3_sess_ops.bye[SESS_BYE_PER_IP], "-ERR [SYS/TEMP] ", 16) == 0);
 }
 
 /* ---- STLS and the LoginType x TLS matrix ------------------------------------ */
