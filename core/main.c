@@ -174,18 +174,23 @@ static int main_limits(const struct fg_config *cfg, struct limits *l, uint32_t s
     return FG_OK;
 }
 
-/* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. */
+/* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. Out of
+ * descriptors, a stats client stays in the backlog: the socket is left
+ * alone for a second rather than polled in a busy loop. */
 static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, struct fg_tls *tls)
 {
+    bool stats_paused = false;
     for (;;) {
         struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = st->fd, .events = POLLIN}};
-        if (poll(pfd, st->fd >= 0 ? 2 : 1, -1) < 0) {
+        int rc = poll(pfd, st->fd >= 0 && !stats_paused ? 2 : 1, stats_paused ? 1000 : -1);
+        if (rc < 0) {
             if (errno == EINTR)
                 continue;
             return;
         }
+        stats_paused = false;
         if (pfd[1].revents & POLLIN)
-            stats_serve(st);
+            stats_paused = stats_serve(st) == FG_AGAIN;
         if (!(pfd[0].revents & POLLIN))
             continue;
         struct signalfd_siginfo si;

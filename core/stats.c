@@ -213,13 +213,15 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }
 
-void stats_serve(struct stats *st)
+int stats_serve(struct stats *st)
 {
     char cmd[256];
     size_t n = 0;
     int fd = accept4(st->fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
-        return;
+        return errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS
+                       ? FG_AGAIN
+                       : FG_OK;
     /* One line, read within a second: a silent client cannot stall us. */
     while (n < sizeof cmd - 1) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -237,8 +239,9 @@ void stats_serve(struct stats *st)
     FILE *out = fdopen(fd, "w");
     if (!out) {
         close(fd);
-        return;
+        return FG_OK;
     }
     stats_command(st, cmd, out);
     fclose(out);
+    return FG_OK;
 }

@@ -26,8 +26,11 @@ struct stats {
 /* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */
 int stats_open(struct stats *st, const char *path);
 
-/* Serves one client that connected (the listening socket is readable). */
-void stats_serve(struct stats *st);
+/* Serves one client that connected (the listening socket is readable).
+ * FG_OK, or FG_AGAIN when it could not be accepted for want of descriptors
+ * or memory: it waits in the backlog, and the socket stays readable, so the
+ * caller waits a while before polling it again. */
+int stats_serve(struct stats *st);
 
 void stats_close(struct stats *st, const char *path);
 

@@ -162,6 +162,27 @@ static const struct bad_case bad[] = {
          "t.ini:5: /nonexistent/ca.pem: cannot load the CA certificates"},
         {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nTlsCaFile =\n",
          "t.ini:4: TlsCaFile: empty value"},
+        /* The connection limits: Exchange's ranges, 1 to 2147483647. */
+        {"[imap]\nMaxConnectionFromSingleIP = 0\n",
+         "t.ini:2: MaxConnectionFromSingleIP: expected a number from 1 to 2147483647, got \"0\""},
+        {"[pop3]\nMaxConnectionFromSingleIP = 2147483648\n",
+         "t.ini:2: MaxConnectionFromSingleIP: expected a number from 1 to 2147483647"},
+        {"[imap]\nMaxConnectionFromSingleIP = -1\n",
+         "t.ini:2: MaxConnectionFromSingleIP: expected"},
+        {"[imap]\nMaxConnectionFromSingleIP = ten\n",
+         "t.ini:2: MaxConnectionFromSingleIP: expected"},
+        {"[imap]\nMaxConnectionsPerUser = 0\n",
+         "t.ini:2: MaxConnectionsPerUser: expected a number from 1 to 2147483647, got \"0\""},
+        {"[pop3]\nBanner = x\nMaxConnectionsPerUser = 99999999999\n",
+         "t.ini:3: MaxConnectionsPerUser: expected a number from 1 to 2147483647"},
+        {"[imap]\nMaxConnectionsPerUser = 3\nMaxConnectionsPerUser = 4\n",
+         "t.ini:3: MaxConnectionsPerUser is already set on line 2"},
+        {"[global]\nIPv6PrefixLength = 31\n",
+         "t.ini:2: IPv6PrefixLength: expected a number from 32 to 128, got \"31\""},
+        {"[global]\nIPv6PrefixLength = 129\n", "t.ini:2: IPv6PrefixLength: expected a number"},
+        {"[global]\nIPv6PrefixLength = /64\n", "t.ini:2: IPv6PrefixLength: expected a number"},
+        {"[imap]\nIPv6PrefixLength = 64\n",
+         "t.ini:2: unknown setting \"IPv6PrefixLength\" in [imap]"},
 };
 
 static void test_bad_inputs_name_file_and_line(void)
@@ -178,6 +199,45 @@ static void test_bad_inputs_name_file_and_line(void)
         free(msgs);
         config_free(&cfg);
     }
+}
+
+/* Exchange's defaults, and values at both ends of the ranges. */
+static void test_connection_limits(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    CHECK_INT(load(&cfg, issue_config, &msgs), 0);
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        CHECK_INT(cfg.proto[p].max_connections, 2147483647);
+        CHECK_INT(cfg.proto[p].max_per_ip, 2147483647);
+        CHECK_INT(cfg.proto[p].max_per_user, 16);
+    }
+    CHECK_INT(cfg.ipv6_prefix, 64);
+    free(msgs);
+    config_free(&cfg);
+    CHECK_INT(load(&cfg,
+                   "[global]\nIPv6PrefixLength = 128\n[imap]\nLoginType = PlainTextLogin\n"
+                   "MaxConnectionFromSingleIP = 1\nMaxConnectionsPerUser = 2147483647\n"
+                   "[pop3]\nLoginType = PlainTextLogin\nMaxConnectionFromSingleIP = 2147483647\n"
+                   "maxconnectionsperuser = 1\n[backend]\nDefaultServer = 127.0.0.1\n",
+                   &msgs),
+              0);
+    CHECK_MEM(msgs, strlen(msgs), "");
+    CHECK_INT(cfg.ipv6_prefix, 128);
+    CHECK_INT(cfg.proto[FG_PROTO_IMAP].max_per_ip, 1);
+    CHECK_INT(cfg.proto[FG_PROTO_IMAP].max_per_user, 2147483647);
+    CHECK_INT(cfg.proto[FG_PROTO_POP3].max_per_ip, 2147483647);
+    CHECK_INT(cfg.proto[FG_PROTO_POP3].max_per_user, 1);
+    free(msgs);
+    config_free(&cfg);
+    CHECK_INT(load(&cfg,
+                   "[global]\nIPv6PrefixLength = 32\n[imap]\n[backend]\nDefaultServer = "
+                   "127.0.0.1\n",
+                   &msgs),
+              0);
+    CHECK_INT(cfg.ipv6_prefix, 32);
+    free(msgs);
+    config_free(&cfg);
 }
 
 static void test_long_line_is_refused(void)
@@ -827,6 +887,8 @@ static void test_dump_has_every_key_and_loads_again(void)
     CHECK(strstr(dump, "AuthenticatedConnectionTimeout = 1.00:00:00\n") != NULL);
     CHECK(strstr(dump, "ImapPort = 143\nPop3Port = 110\n") != NULL);
     CHECK(strstr(dump, "[imap]\n") && strstr(dump, "ProxyTargetPort = 993\n"));
+    CHECK(strstr(dump, "MaxConnectionFromSingleIP = 2147483647\nMaxConnectionsPerUser = 16\n"));
+    CHECK(strstr(dump, "IPv6PrefixLength = 64\n") != NULL);
     free(msgs);
     /* The dump is a configuration that gives the same dump. */
     char *again;
@@ -1040,6 +1102,7 @@ int main(void)
         return 1;
     test_issue_config_is_accepted();
     test_bad_inputs_name_file_and_line();
+    test_connection_limits();
     test_long_line_is_refused();
     test_master_password_file();
     test_no_certificate_means_no_tls();
