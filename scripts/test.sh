@@ -154,7 +154,8 @@ fi
 # ThreadSanitizer where the threads meet: the directory pool hands its answers
 # to the workers (the directory tests); the workers share the backend hosts'
 # table (backend, failover, routes), the counters and the TLS certificates
-# (tls). Any report in forestgate's log fails its test (tests/lib/forestgate.py).
+# (tls), and the connection limits' table (limits). Any report in forestgate's
+# log fails its test (tests/lib/forestgate.py).
 # A route cache's tests, test_route_cache*.py, join once they exist. The other
 # integration tests ran clean under it when this stage was added; they cost
 # minutes and cross no other hand-off.
@@ -163,7 +164,8 @@ if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
     count "tsan build" 1 0
     tsan_tests=(tests/integration/test_directory_ldif.py tests/integration/test_directory_ldap.py
         tests/integration/test_backend.py tests/integration/test_backend_failover.py
-        tests/integration/test_backend_routes.py tests/integration/test_tls.py)
+        tests/integration/test_backend_routes.py tests/integration/test_tls.py
+        tests/integration/test_limits.py)
     for t in tests/integration/test_route_cache*.py; do
         [ -e "$t" ] && tsan_tests+=("$t")
     done
@@ -182,6 +184,15 @@ if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
         count "tsan test_route_cache" 1 0
     else
         count "tsan test_route_cache" 0 1
+    fi
+    # The connection limits' table: threads acquiring and releasing one
+    # address and one mailbox at their limits, and other keys beside them.
+    $tsan_pre env TSAN_OPTIONS="halt_on_error=0:exitcode=66" build-tsan/tests/test_limits 2 2>&1 |
+        tail -5
+    if [ "${PIPESTATUS[0]}" -eq 0 ]; then
+        count "tsan test_limits" 1 0
+    else
+        count "tsan test_limits" 0 1
     fi
     PY=$tsan_py integration build-tsan/forestgate tsan "${tsan_tests[@]}"
 else
