@@ -132,7 +132,7 @@ def test_fetch_through_forestgate(make_fg, dovecot, mailbox, tmp_path):
 
 
 def test_idle_ready_file_matches_forestgate(make_fg, dovecot, tmp_path):
-    fg = make_fg()
+    fg = make_fg({"imap": {"MaxConnectionsPerUser": "40"}})  # 40 sessions of one user
     ready = os.path.join(str(tmp_path), "ready")
     users = users_file(str(tmp_path), {"alice": PASSWORDS["alice"]})
     p = subprocess.Popen([BENCH, "--quiet", "--scenario", "idle", "--port", str(fg.imap_port),

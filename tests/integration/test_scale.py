@@ -88,7 +88,11 @@ def burst_dovecot(workroot):
 
 @pytest.fixture
 def fg(make_fg, burst_dovecot):
-    return make_fg(imap_backend_port=burst_dovecot.imap_port,
+    # Two users hold 500 sessions each: past Exchange's MaxConnectionsPerUser
+    # default of 16.
+    many = {"MaxConnectionsPerUser": str(SESSIONS)}
+    return make_fg({"imap": dict(many), "pop3": dict(many)},
+                   imap_backend_port=burst_dovecot.imap_port,
                    pop3_backend_port=burst_dovecot.pop3_port)
 
 

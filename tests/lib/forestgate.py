@@ -48,6 +48,32 @@ def bench_binary() -> str:
     return os.path.join(ROOT, "build", "bench", "forestgate-bench")
 
 
+def knows_setting(name: str, bin: str | None = None) -> bool:
+    """Whether a forestgate binary knows a setting: the names are strings in
+    its parser's tables. An older build (bench/compare's forestgate-ref)
+    refuses a key it does not know."""
+    try:
+        with open(bin or binary(), "rb") as f:
+            return name.encode() in f.read()
+    except OSError:
+        return False
+
+
+# The benchmarks hold many sessions of few users, past Exchange's default of
+# 16 per mailbox (MaxConnectionsPerUser); the peers they are compared with
+# have no such limit.
+UNLIMITED_PER_USER = {"MaxConnectionsPerUser": "2147483647"}
+
+
+def unlimited_per_user(settings: dict, bin: str | None = None) -> dict:
+    """settings with MaxConnectionsPerUser lifted in [imap] and [pop3], when
+    the binary knows the setting."""
+    if knows_setting("MaxConnectionsPerUser", bin):
+        for proto in ("imap", "pop3"):
+            settings.setdefault(proto, {}).update(UNLIMITED_PER_USER)
+    return settings
+
+
 def stop_process(proc: subprocess.Popen, sig: int, timeout: float, what: str) -> int:
     """Signals proc and waits; kills it and fails if it does not stop in time."""
     if proc.poll() is None:
