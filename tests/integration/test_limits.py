@@ -225,6 +225,29 @@ def dir_env(workroot):
         dc.stop()
 
 
+# Clients a per-mailbox test opened: closed after it, passed or failed, so
+# that one test's sessions never count against the next's.
+OPENED = []
+
+
+@pytest.fixture
+def denv(dir_env):
+    yield dir_env
+    for c in OPENED:
+        try:  # the socket: imaplib's close() would be IMAP's CLOSE
+            (c.shutdown if isinstance(c, imaplib.IMAP4) else c.close)()
+        except Exception:  # closed already, by the test
+            pass
+    OPENED.clear()
+    wait_stat(dir_env[1], "counted_per_user", 0)
+
+
+def raw(fg, **kw):
+    c = Raw(fg.imap_port, **kw)
+    OPENED.append(c)
+    return c
+
+
 def quoted(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -232,6 +255,7 @@ def quoted(name: str) -> str:
 def imap_logon(fg, name, password):
     """(IMAP4 logged in, None), or (None, the refusal)."""
     m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=15)
+    OPENED.append(m)
     m._encoding = "utf-8"  # passwords beyond ASCII, sent as quoted strings
     try:
         m.login(quoted(name), password)
@@ -243,6 +267,7 @@ def imap_logon(fg, name, password):
 
 def pop3_logon(fg, name, password):
     p = poplib.POP3("127.0.0.1", fg.pop3_port, timeout=15)
+    OPENED.append(p)
     try:
         p.user(name)
         p.pass_(password)
@@ -255,8 +280,8 @@ def pop3_logon(fg, name, password):
 TUSER_SPELLINGS = ["tuser", "UCLABOR\\tuser", "TUSER", "tuser.upn@upn.uclabor.de"]
 
 
-def test_per_user_imap_spellings_share_one_count(dir_env):
-    A, fg = dir_env
+def test_per_user_imap_spellings_share_one_count(denv):
+    A, fg = denv
     pw = A.passwords["tuser"]
     held = []
     for name in TUSER_SPELLINGS[:3]:
@@ -276,8 +301,8 @@ def test_per_user_imap_spellings_share_one_count(dir_env):
     p, err = pop3_logon(fg, "tuser", pw)
     assert p, err
     p.quit()
-    st = fg.stats()
-    assert st["refused_per_user_total"] == 4 and st["counted_per_user"] == 3
+    st = wait_stat(fg, "counted_per_user", 3)
+    assert st["refused_per_user_total"] == 4
     # A logout frees one place.
     held.pop().logout()
     wait_stat(fg, "counted_per_user", 2)
@@ -292,8 +317,8 @@ def test_per_user_imap_spellings_share_one_count(dir_env):
     assert fg.stats()["counted_per_user"] == 0
 
 
-def test_per_user_pop3(dir_env):
-    A, fg = dir_env
+def test_per_user_pop3(denv):
+    A, fg = denv
     pw = A.passwords["tuser"]
     before = fg.stats()["refused_per_user_total"]
     held = []
@@ -320,13 +345,13 @@ def test_per_user_pop3(dir_env):
     assert st["refused_per_user_total"] == before + 1 and st["counted_per_user"] == 0
 
 
-def test_per_user_refused_client_may_try_again_on_its_connection(dir_env):
+def test_per_user_refused_client_may_try_again_on_its_connection(denv):
     """A refused logon leaves the connection open, as any failed login: once
     a place is free the same connection logs in."""
-    A, fg = dir_env
+    A, fg = denv
     pw = A.passwords["tuser"]
     held = [imap_logon(fg, "tuser", pw)[0] for _ in range(3)]
-    c = Raw(fg.imap_port)
+    c = raw(fg)
     c.line()
     c.send(b'a LOGIN tuser "%s"\r\n' % pw.encode())
     assert c.until(b"a ")[-1] == b"a NO [UNAVAILABLE] Too many connections for this user.\r\n"
@@ -342,9 +367,9 @@ def test_per_user_refused_client_may_try_again_on_its_connection(dir_env):
     fg.wait_idle()
 
 
-def test_per_user_wrong_password_at_the_limit_is_only_wrong(dir_env):
+def test_per_user_wrong_password_at_the_limit_is_only_wrong(denv):
     """The limit is told only to who proved the password."""
-    A, fg = dir_env
+    A, fg = denv
     held = [imap_logon(fg, "tuser", A.passwords["tuser"])[0] for _ in range(3)]
     m, err = imap_logon(fg, "tuser", "not the password")
     assert m is None and "AUTHENTICATIONFAILED" in err, err
@@ -354,14 +379,14 @@ def test_per_user_wrong_password_at_the_limit_is_only_wrong(dir_env):
     fg.wait_idle()
 
 
-def test_per_user_parallel_logons_are_held_exactly_to_the_limit(dir_env):
+def test_per_user_parallel_logons_are_held_exactly_to_the_limit(denv):
     """Eight logons of one mailbox at once, on two workers: three get in."""
-    A, fg = dir_env
+    A, fg = denv
     pw = A.passwords["tuser"].encode()
     before = fg.stats()["refused_per_user_total"]
     clients = []
     for i in range(8):
-        c = Raw(fg.imap_port, source=f"127.0.0.{1 + i % 3}")
+        c = raw(fg, source=f"127.0.0.{1 + i % 3}")
         c.line()
         clients.append(c)
     answers = [None] * len(clients)
@@ -388,14 +413,14 @@ def test_per_user_parallel_logons_are_held_exactly_to_the_limit(dir_env):
     assert st["counted_per_user"] == 0
 
 
-def test_per_user_vanished_sessions_give_their_count_back(dir_env):
+def test_per_user_vanished_sessions_give_their_count_back(denv):
     """A client gone mid-login counted nothing; one gone after its login is
     given back at its close."""
-    A, fg = dir_env
+    A, fg = denv
     pw = A.passwords["tuser"].encode()
     for i in range(6):
         vanish_mid_login(fg.imap_port, b'a LOGIN tuser "%s"\r\n' % pw, reset=i % 2 == 1)
-        c = Raw(fg.imap_port)
+        c = raw(fg)
         c.line()
         c.send(b'a LOGIN tuser "%s"\r\n' % pw)
         c.until(b"a OK")
