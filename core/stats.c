@@ -219,9 +219,8 @@ int stats_serve(struct stats *st)
     size_t n = 0;
     int fd = accept4(st->fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
-        return errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS
-                       ? FG_AGAIN
-                       : FG_OK;
+        return errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS ? FG_AGAIN
+                                                                                         : FG_OK;
     /* One line, read within a second: a silent client cannot stall us. */
     while (n < sizeof cmd - 1) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
