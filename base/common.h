@@ -154,6 +154,14 @@ static inline uint32_t fg_now_ms(void)
     return (uint32_t)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+/* Milliseconds of CLOCK_MONOTONIC, for deadlines that must not wrap. */
+static inline uint64_t fg_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* ASCII case-insensitive comparison of a byte slice against a C string. */
 static inline bool fg_ieq(const char *s, size_t n, const char *lit)
 {

@@ -131,3 +131,103 @@ bool net_addr_is_loopback(const union net_addr *a)
         return b[12] == 127;
     return IN6_IS_ADDR_LOOPBACK(&a->v6.sin6_addr);
 }
+
+size_t net_addr_bytes(const union net_addr *a, uint8_t out[16])
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->sa.sa_family == AF_INET) {
+        memcpy(out, &a->v4.sin_addr, 4);
+        return 4;
+    }
+    if (a->sa.sa_family != AF_INET6)
+        return 0;
+    const uint8_t *b = a->v6.sin6_addr.s6_addr;
+    if (memcmp(b, mapped, 12) == 0) {
+        memcpy(out, b + 12, 4);
+        return 4;
+    }
+    memcpy(out, b, 16);
+    return 16;
+}
+
+/* One "addr[/prefix]" item, trimmed. */
+static int net_cidr_parse(const char *item, size_t n, struct net_cidr *c)
+{
+    char buf[INET6_ADDRSTRLEN + 8];
+    if (n == 0 || n >= sizeof buf)
+        return FG_ERROR;
+    memcpy(buf, item, n);
+    buf[n] = 0;
+    char *slash = strchr(buf, '/');
+    unsigned long prefix = 0;
+    if (slash) {
+        char *end;
+        *slash = 0;
+        if (slash[1] < '0' || slash[1] > '9')
+            return FG_ERROR;
+        prefix = strtoul(slash + 1, &end, 10);
+        if (*end || prefix > 128)
+            return FG_ERROR;
+    }
+    memset(c, 0, sizeof *c);
+    if (inet_pton(AF_INET, buf, c->b) == 1)
+        c->len = 4;
+    else if (inet_pton(AF_INET6, buf, c->b) == 1)
+        c->len = 16;
+    else
+        return FG_ERROR;
+    if (!slash)
+        prefix = c->len * 8u;
+    if (prefix > c->len * 8u)
+        return FG_ERROR;
+    c->prefix = (uint8_t)prefix;
+    return FG_OK;
+}
+
+int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char *why,
+                        size_t why_len)
+{
+    unsigned n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        size_t len = strcspn(s, ", \t");
+        if (n == max) {
+            snprintf(why, why_len, "more than %u networks", max);
+            return -1;
+        }
+        if (net_cidr_parse(s, len, &out[n]) != FG_OK) {
+            snprintf(why, why_len, "'%.*s' is not an address or an address/prefix network",
+                     (int)FG_MIN(len, (size_t)64), s);
+            return -1;
+        }
+        n++;
+        s += len;
+    }
+    return (int)n;
+}
+
+static bool net_cidr_has(const struct net_cidr *c, const uint8_t *b, size_t len)
+{
+    if (c->len != len)
+        return false;
+    unsigned full = c->prefix / 8u, rest = c->prefix % 8u;
+    if (memcmp(c->b, b, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (c->b[full] & mask) == (b[full] & mask);
+}
+
+bool net_cidr_match(const struct net_cidr *nets, unsigned n, const union net_addr *a)
+{
+    uint8_t b[16];
+    size_t len = net_addr_bytes(a, b);
+    for (unsigned i = 0; i < n && len; i++)
+        if (net_cidr_has(&nets[i], b, len))
+            return true;
+    return false;
+}

@@ -40,6 +40,31 @@ void net_addr_str(const union net_addr *a, char *s, size_t n);
 bool net_addr_is_loopback(const union net_addr *a);
 
 /*
+ * An address's bytes for comparing and counting: 4 for IPv4 (an IPv4-mapped
+ * IPv6 address counts as the IPv4 address it carries), 16 for IPv6. Returns
+ * the length, 0 for another family.
+ */
+size_t net_addr_bytes(const union net_addr *a, uint8_t out[16]);
+
+/* A network: "10.0.0.0/8", "2001:db8::/32", or one address. */
+struct net_cidr {
+    uint8_t len; /* 4 or 16 */
+    uint8_t prefix;
+    uint8_t b[16];
+};
+
+/*
+ * Parses a comma-separated list of networks into out (at most max). Returns
+ * the number parsed, or -1 with a reason in why (why_len bytes) naming the
+ * item at fault.
+ */
+int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char *why,
+                        size_t why_len);
+
+/* True when a lies in one of the n networks. */
+bool net_cidr_match(const struct net_cidr *nets, unsigned n, const union net_addr *a);
+
+/*
  * Opens a non-blocking listening socket with SO_REUSEPORT, so that every
  * worker binds its own socket to the same address. Returns the fd, or
  * FG_ERROR with errno set.

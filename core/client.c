@@ -31,6 +31,24 @@ static void client_tls_ready(struct worker *w, struct conn *c)
     }
 }
 
+static void client_bye(struct worker *w, struct conn *c, enum sess_bye why, const char *reason);
+
+/* An address the throttle refuses (AddressFailureThreshold) is turned away
+ * at once: a plain binding hears why, a TLS binding gets a bare close, as
+ * for any refusal before the handshake. */
+static bool client_refused(struct worker *w, struct conn *c, const struct listener *l)
+{
+    struct throttle *thr = w->dir->thr;
+    if (!thr || !thr->on || !thr_addr_banned(thr, &c->peer, fg_clock_ms()))
+        return false;
+    STAT_ADD(w, refused, 1);
+    if (l->tls)
+        conn_close(w, c, "address refused by the throttle");
+    else
+        client_bye(w, c, SESS_BYE_OVERLOAD, "address refused by the throttle");
+    return true;
+}
+
 void client_accept(struct worker *w, const struct listener *l, int fd)
 {
     struct conn *c = conn_new(w, l, fd);
@@ -46,6 +64,8 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
         c->s->plog = conn_plog;
         c->s->plog_ctx = c;
     }
+    if (client_refused(w, c, l))
+        return;
     ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
 #ifdef FG_DEBUG
     struct log_line ll;

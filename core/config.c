@@ -22,8 +22,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const char *const cfg_section_names[SEC_FOREST] = {"global",  "imap",      "pop3",
-                                                          "backend", "directory", "databases"};
+static const char *const cfg_section_names[SEC_FOREST] = {
+        "global", "imap", "pop3", "backend", "directory", "databases", "throttle"};
 
 static cfg_dump_fn cfg_dump_search_order, cfg_dump_domains, cfg_dump_default_domain;
 
@@ -111,6 +111,26 @@ static const struct cfg_key cfg_directory_keys[] = {
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
+/* The throttle's defaults sit below AD's usual lockoutThreshold (README,
+ * "Throttling"). */
+static const struct cfg_key cfg_throttle_keys[] = {
+        KEY("Enabled", CT_BOOL, struct thr_conf, enabled, 0, 0),
+        KEY("ExemptNetworks", CT_STR, struct thr_conf, exempt, 0, 0),
+        KEY("AddressFailureDelayMs", CT_UINT, struct thr_conf, addr_delay_ms, 0, 60000),
+        KEY("AddressFailureDelayMaxMs", CT_UINT, struct thr_conf, addr_delay_max_ms, 0, 60000),
+        KEY("AddressFailureThreshold", CT_UINT, struct thr_conf, addr_threshold, 0, 1000000),
+        KEY("AddressFailureWindow", CT_TIME, struct thr_conf, addr_window, 1, 86400),
+        KEY("AddressBanTime", CT_TIME, struct thr_conf, addr_ban, 1, 7 * 86400),
+        KEY("AccountFailureThreshold", CT_UINT, struct thr_conf, acct_threshold, 0, 1000),
+        KEY("FamiliarAccountFailureThreshold", CT_UINT, struct thr_conf, acct_familiar_threshold, 1,
+            1000),
+        KEY("AccountFailureWindow", CT_TIME, struct thr_conf, acct_window, 1, 7 * 86400),
+        KEY("FamiliarLocationDays", CT_UINT, struct thr_conf, familiar_days, 0, 365),
+        KEY("BadPasswordHistory", CT_UINT, struct thr_conf, bad_history, 0, THR_BAD_MAX),
+        KEY("MaxEntries", CT_UINT, struct thr_conf, max_entries, 64, 100000000),
+        {NULL, 0, 0, 0, 0, 0, NULL},
+};
+
 static const struct cfg_key cfg_forest_keys[] = {
         KEY("Role", CT_ENUM, struct forest_conf, role, EN_ROLE, 0),
         KEY("Uri", CT_STR, struct forest_conf, uri, 1, 0),
@@ -129,9 +149,9 @@ static const struct cfg_key cfg_forest_keys[] = {
 static const struct cfg_key *cfg_keys_of(int sec)
 {
     static const struct cfg_key none[] = {{NULL, 0, 0, 0, 0, 0, NULL}};
-    static const struct cfg_key *const fixed[SEC_FOREST] = {cfg_global_keys,    cfg_proto_keys,
-                                                            cfg_proto_keys,     cfg_backend_keys,
-                                                            cfg_directory_keys, none};
+    static const struct cfg_key *const fixed[SEC_FOREST] = {
+            cfg_global_keys,    cfg_proto_keys, cfg_proto_keys,   cfg_backend_keys,
+            cfg_directory_keys, none,           cfg_throttle_keys};
     if (sec >= SEC_DATABASE)
         return cfg_database_keys;
     return sec >= SEC_FOREST ? cfg_forest_keys : fixed[sec];
@@ -145,7 +165,7 @@ static const struct {
         {"global", cfg_global_keys},       {"imap", cfg_proto_keys},
         {"pop3", cfg_proto_keys},          {"backend", cfg_backend_keys},
         {"directory", cfg_directory_keys}, {"forest:", cfg_forest_keys},
-        {"database:", cfg_database_keys},
+        {"database:", cfg_database_keys},  {"throttle", cfg_throttle_keys},
 };
 
 const char *config_section_kind(unsigned k)
@@ -218,6 +238,8 @@ static void *cfg_base(struct fg_config *cfg, int sec)
         return &cfg->backend;
     case SEC_DIRECTORY:
         return &cfg->dir;
+    case SEC_THROTTLE:
+        return &cfg->throttle;
     default:
         if (sec >= SEC_DATABASE)
             return &cfg->dir.databases[sec - SEC_DATABASE];
@@ -534,6 +556,7 @@ static void cfg_defaults(struct fg_config *cfg)
     snprintf(cfg->dir.login_attr, sizeof cfg->dir.login_attr, "mailNickname");
     cfg->backend.forward = true;
     cfg->backend.ttl = 5;
+    thr_conf_defaults(&cfg->throttle);
 }
 
 /* Exchange's default bindings, used when a protocol section names none. */
@@ -714,6 +737,25 @@ static void cfg_check_backend_tls(struct cfg_parse *cp)
     }
 }
 
+/* [throttle]: the networks, and thresholds that make sense together. */
+static void cfg_check_throttle(struct cfg_parse *cp)
+{
+    struct thr_conf *tc = &cp->cfg->throttle;
+    char why[160];
+    int n = net_cidr_parse_list(tc->exempt, tc->exempt_nets, THR_MAX_NETS, why, sizeof why);
+    if (n < 0)
+        cfg_error(cp, cfg_key_line(cp, SEC_THROTTLE, "ExemptNetworks"), "ExemptNetworks: %s", why);
+    tc->nexempt = n < 0 ? 0 : (unsigned)n;
+    if (tc->acct_threshold > tc->acct_familiar_threshold)
+        cfg_error(cp, cfg_key_line(cp, SEC_THROTTLE, "FamiliarAccountFailureThreshold"),
+                  "FamiliarAccountFailureThreshold (%u) is below AccountFailureThreshold (%u): "
+                  "familiar addresses would be stopped first",
+                  tc->acct_familiar_threshold, tc->acct_threshold);
+    if (tc->addr_delay_max_ms < tc->addr_delay_ms)
+        cfg_error(cp, cfg_key_line(cp, SEC_THROTTLE, "AddressFailureDelayMaxMs"),
+                  "AddressFailureDelayMaxMs is shorter than AddressFailureDelayMs");
+}
+
 static void cfg_check(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -736,6 +778,7 @@ static void cfg_check(struct cfg_parse *cp)
                   "FailoverBackoffMax is shorter than FailoverBackoff");
     cfg_check_backend_tls(cp);
     cfg_warn_delegates(cp);
+    cfg_check_throttle(cp);
 }
 
 /* Reads, checks and loads; returns the number of errors. */
@@ -948,4 +991,5 @@ void config_dump(const struct fg_config *cfg, FILE *out)
     cfg_dump_section(cfg, out, "backend", cfg_backend_keys, &cfg->backend);
     if (cfg->dir.enabled)
         cfg_dump_directory(cfg, out);
+    cfg_dump_section(cfg, out, "throttle", cfg_throttle_keys, &cfg->throttle);
 }

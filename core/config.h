@@ -9,6 +9,7 @@
 
 #include "../base/log.h"
 #include "../directory/dir_conf.h"
+#include "../directory/throttle.h"
 #include "../proto/backend.h"
 #include "../proto/session.h"
 
@@ -74,6 +75,7 @@ struct fg_config {
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
     struct dir_conf dir;
+    struct thr_conf throttle;
 };
 
 /* What config_load does beyond reading and checking the file itself. */

@@ -77,6 +77,7 @@ struct conn_login {
     unsigned addr_idx; /* the route's address being tried */
     uint8_t tried;     /* addresses connected to */
     uint32_t dir_started_ms;
+    uint8_t addr_throttle; /* enum thr_reason: the address throttle's decision */
     char client_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
 };
 

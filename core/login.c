@@ -28,6 +28,30 @@ static const char *login_status_name(enum login_status st)
     return names[st];
 }
 
+/*
+ * The address throttle, before the directory hears of the logon: a recent
+ * failure from the address holds the request (on the directory's clock,
+ * not here), and a refused address is answered as a wrong password after
+ * the longest hold, without the directory.
+ */
+static void login_throttle(struct worker *w, struct conn *c)
+{
+    struct conn_login *lg = c->lg;
+    struct throttle *thr = w->dir->thr;
+    lg->req.client = c->peer;
+    lg->req.hold_ms = 0;
+    lg->req.refuse = false;
+    lg->addr_throttle = THR_PASS;
+    if (!thr || !thr->on || lg->req.fresh)
+        return;
+    enum thr_reason r = thr_addr_check(thr, &c->peer, fg_clock_ms(), &lg->req.hold_ms);
+    if (r == THR_ADDR_BANNED) {
+        lg->req.refuse = true;
+        lg->req.hold_ms = thr->conf->addr_delay_max_ms;
+    }
+    lg->addr_throttle = (uint8_t)r;
+}
+
 void login_start(struct worker *w, struct conn *c)
 {
     if (!c->lg && !(c->lg = calloc(1, sizeof *c->lg))) {
@@ -38,6 +62,7 @@ void login_start(struct worker *w, struct conn *c)
     struct conn_login *lg = c->lg;
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
+    login_throttle(w, c);
     if (!lg->req.fresh) /* a stale route's second resolution: the same logon */
         lg->dir_started_ms = fg_now_ms();
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
@@ -84,6 +109,17 @@ static void login_log_directory(struct log_line *l, const struct conn *c, const 
         log_fmt(l, "ldap_ops", "%u", a->ldap);
 }
 
+/* The throttle's part of the audit line: the account's decision, else the
+ * address's, and how long the attempt was held. */
+static void login_log_throttle(struct log_line *l, const struct conn_login *lg)
+{
+    uint8_t r = lg->req.audit.throttle ? lg->req.audit.throttle : lg->addr_throttle;
+    if (r != THR_PASS)
+        log_cstr(l, "throttle", thr_reason_name((enum thr_reason)r));
+    if (lg->req.hold_ms)
+        log_fmt(l, "hold_ms", "%u", lg->req.hold_ms);
+}
+
 /* Logs the outcome of a login attempt: one audit line per attempt. */
 static void login_log(struct conn *c, enum login_status st, const char *reason)
 {
@@ -107,6 +143,8 @@ static void login_log(struct conn *c, enum login_status st, const char *reason)
         login_log_directory(&l, c, a);
     if (reason && !(a && (a->why || a->not_found)))
         log_cstr(&l, "reason", reason);
+    if (c->lg)
+        login_log_throttle(&l, c->lg);
     if (c->s && c->s->client_id[0])
         log_cstr(&l, "client_id", c->s->client_id);
     /* Whether the password and the session crossed to the backend encrypted. */
@@ -140,9 +178,26 @@ static void login_abort(struct worker *w, struct conn *c)
 }
 
 /* The login failed: tell the client, and go back to reading commands. */
+/* A wrong password (or name) from the client's address counts toward its
+ * delay and its refusal; when it starts a refusal, that is logged once. */
+static void login_count_failure(struct worker *w, struct conn *c)
+{
+    struct throttle *thr = w->dir->thr;
+    if (!thr || !thr->on || !thr_addr_failed(thr, &c->peer, fg_clock_ms()))
+        return;
+    struct log_line l;
+    conn_log_begin(&l, c, LOG_WARN, "address_refused");
+    log_fmt(&l, "failures", "%u", thr->conf->addr_threshold);
+    log_fmt(&l, "seconds", "%u", thr->conf->addr_ban);
+    log_cstr(&l, "reason", "AddressFailureThreshold failed logons within AddressFailureWindow");
+    log_end(&l);
+}
+
 static void login_fail(struct worker *w, struct conn *c, enum login_status st, const char *reason)
 {
     login_log(c, st, reason);
+    if (st == LOGIN_FAILED)
+        login_count_failure(w, c);
     STAT_ADD(w, logins_failed, 1);
     if (st == LOGIN_UNAVAILABLE)
         STAT_ADD(w, backend_errors, 1);

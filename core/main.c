@@ -214,6 +214,7 @@ static int main_run(struct fg_config *cfg)
     struct bhost_table bhosts;
     struct fg_tls tls = {0};
     struct dir dir;
+    struct throttle thr = {0};
     struct stats st = {.fd = -1, .cfg = cfg, .nworkers = n, .slots = slots * n};
     sigset_t set;
     int rc = 1;
@@ -245,7 +246,10 @@ static int main_run(struct fg_config *cfg)
     st.bhosts = &bhosts;
     if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
+    if (thr_init(&thr, &cfg->throttle) != FG_OK)
+        goto out;
     dir_init(&dir, &cfg->dir, &cfg->backend.target, &cfg->backend.policy);
+    dir.thr = &thr;
     if (dir_start(&dir) != FG_OK) {
         dir_stop(&dir);
         goto out;
@@ -285,6 +289,7 @@ out_bhosts:
     limits_free(&limits);
 out_limits:
     main_tls_stop(&tls);
+    thr_free(&thr);
     free(ws);
     if (sfd >= 0)
         close(sfd);

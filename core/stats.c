@@ -101,6 +101,32 @@ static void stats_limits_info(const struct stats *st, FILE *out)
             (unsigned long long)atomic_load(&st->limits->overflowed));
 }
 
+/* The throttle's decisions and what it holds. */
+static void stats_throttle_info(struct throttle *t, FILE *out)
+{
+    static const char *const names[THR_REASON_COUNT] = {
+            [THR_EXEMPT] = "throttle_exempt_total",
+            [THR_ADDR_DELAY] = "throttle_address_delayed_total",
+            [THR_ADDR_BANNED] = "throttle_address_refused_total",
+            [THR_ACCOUNT_LOCKED] = "throttle_account_unfamiliar_total",
+            [THR_ACCOUNT_FAMILIAR] = "throttle_account_familiar_total",
+            [THR_REPEAT_PASSWORD] = "throttle_repeat_password_total",
+    };
+    uint64_t na, nacc, nf;
+    for (int r = THR_EXEMPT; r < THR_REASON_COUNT; r++)
+        fprintf(out, "%s: %llu\n", names[r], (unsigned long long)atomic_load(&t->stats.reasons[r]));
+    thr_counts(t, &na, &nacc, &nf);
+    fprintf(out,
+            "throttle_address_failures_total: %llu\nthrottle_account_failures_total: %llu\n"
+            "throttle_bans_total: %llu\nthrottle_evictions_total: %llu\n"
+            "throttle_addresses: %llu\nthrottle_accounts: %llu\nthrottle_familiar_places: %llu\n",
+            (unsigned long long)atomic_load(&t->stats.addr_failures),
+            (unsigned long long)atomic_load(&t->stats.account_failures),
+            (unsigned long long)atomic_load(&t->stats.bans),
+            (unsigned long long)atomic_load(&t->stats.evictions), (unsigned long long)na,
+            (unsigned long long)nacc, (unsigned long long)nf);
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -170,6 +196,8 @@ static void stats_info(const struct stats *st, FILE *out)
     }
     if (st->dir && st->dir->cache_on)
         stats_cache_info(&st->dir->cache, out);
+    if (st->dir && st->dir->thr && st->dir->thr->on)
+        stats_throttle_info(st->dir->thr, out);
 }
 
 /* "show cache [prefix]" and "flush cache [name]"; false for other commands. */
@@ -197,6 +225,14 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
 {
     if (stats_cache_command(st, cmd, out))
         return;
+    if (strcmp(cmd, "flush throttle") == 0) {
+        if (st->dir && st->dir->thr)
+            thr_flush(st->dir->thr);
+        fprintf(out, "flushed the throttle: every address and account starts again\n");
+        log_msg(LOG_INFO, "throttle_flush",
+                "the stats socket flushed the throttle's addresses and accounts");
+        return;
+    }
     if (strcmp(cmd, "show info") == 0)
         stats_info(st, out);
     else if (strcmp(cmd, "show settings") == 0)
@@ -204,11 +240,13 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     else if (strcmp(cmd, "show backends") == 0 && st->bhosts)
         bhost_dump(st->bhosts, out, bhost_now_ms());
     else if (strcmp(cmd, "help") == 0 || cmd[0] == 0)
-        fprintf(out, "show info      counters and current connections\n"
-                     "show settings  the effective configuration\n"
-                     "show backends  each backend host: up or down, its back-off, its counters\n"
-                     "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
-                     "flush cache [NAME]   drop every route cache entry, or NAME's\n");
+        fprintf(out,
+                "show info      counters and current connections\n"
+                "show settings  the effective configuration\n"
+                "show backends  each backend host: up or down, its back-off, its counters\n"
+                "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
+                "flush cache [NAME]   drop every route cache entry, or NAME's\n"
+                "flush throttle       forget failed logons: unblock every address and account\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }

@@ -69,9 +69,11 @@ struct dir_job {
     struct ldap_store *waiting; /* the store lop is with, or NULL */
     uint64_t start_ms, deadline_ms;
     unsigned ldap_requests;
-    uint8_t kind;  /* enum dj_kind */
-    bool leads;    /* on the in-flight names: others may wait for it */
-    bool has_hash; /* cred holds the password's credential hash */
+    uint8_t kind;         /* enum dj_kind */
+    bool leads;           /* on the in-flight names: others may wait for it */
+    bool has_hash;        /* cred holds the password's credential hash */
+    bool throttled;       /* the throttle answered a bind: the password was not checked */
+    struct thr_ticket tk; /* a bind under way, counted by the account throttle */
     uint8_t cred[RC_CRED_LEN];
     struct ldap_op lop;
     struct resolution rs;
@@ -98,6 +100,7 @@ struct dir_thread {
     struct ldap_store *ls[DIR_MAX_FORESTS]; /* by topology index; NULL: LDIF */
     struct fg_list jobs;                    /* dir_job, by start time: they share one timeout */
     struct fg_list delayed;                 /* dir_delayed, by due time */
+    struct fg_list held;                    /* dir_delayed: requests the address throttle holds */
     struct fg_list inflight[DT_INFLIGHT_BUCKETS]; /* leaders, by key hash: for coalescing */
 };
 
@@ -142,10 +145,12 @@ static void dir_resolve_hosts(const struct dir *d, struct dir_request *req,
 }
 
 static void dir_audit(struct dir_request *req, const struct resolution *rs,
-                      const struct dir_conf *dc, unsigned ldap_requests)
+                      const struct dir_conf *dc, unsigned ldap_requests, bool throttled)
 {
     struct dir_audit *a = &req->audit;
     a->why = rs->why == RW_NONE ? NULL : resolve_why_text(rs->why);
+    if (throttled)
+        a->why = resolve_why_text(RW_THROTTLED);
     a->not_found = resolve_why_not_found(rs->why);
     a->form = (uint8_t)rs->ln.form;
     a->ln = rs->ln;
@@ -198,7 +203,7 @@ static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
         rs->why = RW_NO_DATABASE_SERVER;
     }
     req->route.port = req->route.target ? req->route.target->policy->port[req->proto] : 0;
-    dir_audit(req, rs, d->conf, j->ldap_requests);
+    dir_audit(req, rs, d->conf, j->ldap_requests, j->throttled);
     req->elapsed_ms = (uint32_t)(now - j->start_ms);
 }
 
@@ -344,6 +349,25 @@ static void dj_answer_now(struct dir_thread *t, struct dir_job *j, enum login_st
     dj_finish(t, j);
 }
 
+/* A name known to find nobody is answered from the cache, but throttled
+ * and counted as if it had bound as nobody: an unknown name must look like
+ * a known one, in the counters and the audit too. */
+static void dj_count_nobody(struct dir_thread *t, struct dir_job *j)
+{
+    struct throttle *thr = t->d->thr;
+    struct dir_request *req = j->req;
+    struct thr_ticket tk;
+    if (!thr || !thr->on)
+        return;
+    enum thr_reason r =
+            thr_account_check(thr, req->key, req->key_len, &req->client, req->cred->pass,
+                              req->cred->pass_len, dir_clock_ms(), &tk);
+    if (r == THR_PASS || r == THR_EXEMPT)
+        thr_account_done(thr, &tk, THR_BIND_FAILED, dir_clock_ms());
+    if (r != THR_PASS)
+        req->audit.throttle = (uint8_t)r;
+}
+
 /* A cached entry serves the request: a route, or "not found". */
 static void dj_start_cached(struct dir_thread *t, struct dir_job *j, uint64_t now)
 {
@@ -351,6 +375,7 @@ static void dj_start_cached(struct dir_thread *t, struct dir_job *j, uint64_t no
     if (j->req->snap.kind == RC_NEGATIVE) {
         atomic_fetch_add_explicit(&cs->negative, 1, memory_order_relaxed);
         j->req->audit.cache = DC_NEGATIVE;
+        dj_count_nobody(t, j);
         dj_answer_now(t, j, LOGIN_FAILED, (enum resolve_why)j->req->snap.why);
         return;
     }
@@ -538,10 +563,13 @@ static void dt_post_due(struct dir_thread *t, uint64_t now)
     }
 }
 
+static void dj_bind_done(struct dir_thread *t, struct dir_job *j, bool answered);
+
 static void dj_finish(struct dir_thread *t, struct dir_job *j)
 {
     uint64_t now = dir_clock_ms();
     struct dir *d = t->d;
+    dj_bind_done(t, j, false); /* a bind that timed out is not counted */
     dir_answer(d, j, now);
     if (j->kind == DJ_FULL && j->req->key_len)
         dc_learn(d, j, now);
@@ -561,14 +589,70 @@ static void dj_finish(struct dir_thread *t, struct dir_job *j)
     free(j);
 }
 
+/* ---- the account throttle, around each bind ---- */
+
+static uint64_t dir_clock_ms(void);
+
+/*
+ * Before a bind: the throttle may answer it as a wrong password, without
+ * the directory (true). The account is the DN; a bind as nobody (a name
+ * that found no account) is counted under the name, so an unknown name is
+ * throttled and answered as a known one is.
+ */
+static bool dj_bind_throttled(struct dir_thread *t, struct dir_job *j)
+{
+    struct throttle *thr = t->d->thr;
+    struct dir_request *req = j->req;
+    const struct store_op *op = &j->rs.op;
+    if (!thr || !thr->on)
+        return false;
+    const char *acct = op->dn;
+    size_t n = strlen(op->dn);
+    if (n == 0) {
+        acct = req->key_len ? req->key : req->cred->user;
+        n = req->key_len ? req->key_len : req->cred->user_len;
+    }
+    enum thr_reason r = thr_account_check(thr, acct, n, &req->client, op->pass, op->pass_len,
+                                          dir_clock_ms(), &j->tk);
+    if (r == THR_PASS || r == THR_EXEMPT) {
+        if (r == THR_EXEMPT)
+            req->audit.throttle = THR_EXEMPT;
+        return false;
+    }
+    req->audit.throttle = (uint8_t)r;
+    j->throttled = true;
+    memset(&j->rs.res, 0, sizeof j->rs.res);
+    j->rs.res.status = STORE_BIND_FAILED;
+    return true;
+}
+
+/* A bind's outcome, for the account throttle; nothing when none is counted. */
+static void dj_bind_done(struct dir_thread *t, struct dir_job *j, bool answered)
+{
+    struct throttle *thr = t->d->thr;
+    if (!thr || !j->tk.counted)
+        return;
+    enum thr_outcome o = THR_BIND_NONE;
+    if (answered && j->rs.res.status == STORE_OK)
+        o = THR_BIND_OK;
+    else if (answered && j->rs.res.status == STORE_BIND_FAILED)
+        o = THR_BIND_FAILED;
+    thr_account_done(thr, &j->tk, o, dir_clock_ms());
+}
+
 /* Runs the resolver until it waits for LDAP or ends. The job may be gone
  * when this returns. */
 static void dj_step(struct dir_thread *t, struct dir_job *j)
 {
     const struct dir_conf *dc = t->d->conf;
-    while (resolve_next(&j->rs) == RESOLVE_OP) {
+    for (;;) {
+        dj_bind_done(t, j, true);
+        if (resolve_next(&j->rs) != RESOLVE_OP)
+            break;
         const struct store_op *op = &j->rs.op;
         if (op->kind == SOP_DATABASE && dir_database_mapped(dc, j->req, op, &j->rs.res))
+            continue;
+        if (op->kind == SOP_BIND && dj_bind_throttled(t, j))
             continue;
         struct ldap_store *ls = t->ls[op->forest];
         if (ls) {
@@ -598,7 +682,7 @@ static void dj_ldap_done(void *arg, struct ldap_op *lop)
     dj_step(arg, j);
 }
 
-static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now)
+static void dj_start_now(struct dir_thread *t, struct dir_request *req, uint64_t now)
 {
     const struct dir *d = t->d;
     struct dir_job *j = calloc(1, sizeof *j);
@@ -613,12 +697,44 @@ static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now
     atomic_fetch_add_explicit(&t->d->stats.in_flight, 1, memory_order_relaxed);
     j->deadline_ms = now + (uint64_t)d->conf->request_timeout * 1000;
     fg_list_add_tail(&t->jobs, &j->link);
-    if (req->audit.cache == DC_HIT)
+    if (req->refuse) {
+        j->throttled = true;
+        dj_answer_now(t, j, LOGIN_FAILED, RW_THROTTLED);
+    } else if (req->audit.cache == DC_HIT) {
         dj_start_cached(t, j, now);
-    else if (req->audit.cache == DC_MISS)
+    } else if (req->audit.cache == DC_MISS) {
         dj_start_miss(t, j, now);
-    else
+    } else {
         dj_start_full(t, j);
+    }
+}
+
+/*
+ * The address throttle's delay is held here, on the directory thread's
+ * clock, not on the worker: a held request costs a list entry, and its
+ * worker serves everyone else meanwhile. RequestTimeout counts from the
+ * end of the hold.
+ */
+static void dj_start(struct dir_thread *t, struct dir_request *req, uint64_t now)
+{
+    struct dir_delayed *x;
+    if (req->hold_ms == 0 || !(x = calloc(1, sizeof *x))) {
+        dj_start_now(t, req, now);
+        return;
+    }
+    x->req = req;
+    x->due_ms = now + req->hold_ms;
+    fg_list_add_sorted(&t->held, &x->link, dd_before);
+}
+
+static void dt_start_held(struct dir_thread *t, uint64_t now)
+{
+    struct dir_delayed *x;
+    while ((x = FG_LIST_FIRST(&t->held, struct dir_delayed, link)) && x->due_ms <= now) {
+        fg_list_del(&x->link);
+        dj_start_now(t, x->req, now);
+        free(x);
+    }
 }
 
 /* RequestTimeout passed: the client hears [UNAVAILABLE]. Jobs are in
@@ -650,7 +766,7 @@ static void dt_expire(struct dir_thread *t, uint64_t now)
 /* Nothing left to answer. */
 static bool dt_idle(const struct dir_thread *t)
 {
-    return fg_list_empty(&t->jobs) && fg_list_empty(&t->delayed);
+    return fg_list_empty(&t->jobs) && fg_list_empty(&t->delayed) && fg_list_empty(&t->held);
 }
 
 /* Takes the requests the workers queued. False when stopping with nothing
@@ -680,9 +796,12 @@ static int dt_poll_timeout(const struct dir_thread *t, uint64_t now)
 {
     const struct dir_job *j = FG_LIST_FIRST(&t->jobs, struct dir_job, link);
     const struct dir_delayed *x = FG_LIST_FIRST(&t->delayed, struct dir_delayed, link);
+    const struct dir_delayed *h = FG_LIST_FIRST(&t->held, struct dir_delayed, link);
     uint64_t next = j ? j->deadline_ms : UINT64_MAX;
     if (x)
         next = FG_MIN(next, x->due_ms);
+    if (h)
+        next = FG_MIN(next, h->due_ms);
     for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
         if (t->ls[f])
             next = FG_MIN(next, ldap_store_next_timer(t->ls[f]));
@@ -714,6 +833,7 @@ static void *dir_thread_main(void *arg)
         for (unsigned f = 0; f < DIR_MAX_FORESTS; f++)
             if (t->ls[f])
                 ldap_store_process(t->ls[f], now);
+        dt_start_held(t, dir_clock_ms());
         dt_expire(t, dir_clock_ms());
         dt_post_due(t, dir_clock_ms());
         if (atomic_load(&t->stopping) && dt_idle(t))
@@ -741,6 +861,7 @@ static int dt_init(struct dir *d, struct dir_thread *t)
     fg_list_init(&t->requests);
     fg_list_init(&t->jobs);
     fg_list_init(&t->delayed);
+    fg_list_init(&t->held);
     for (unsigned b = 0; b < DT_INFLIGHT_BUCKETS; b++)
         fg_list_init(&t->inflight[b]);
     t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -869,9 +990,21 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     if (!sqe)
         return FG_AGAIN;
+    if (req->status == LOGIN_OK && req->refuse) {
+        req->status = LOGIN_FAILED;
+        req->audit.why = resolve_why_text(RW_THROTTLED);
+    }
     if (req->status == LOGIN_OK)
         dir_static_route(d, req);
-    io_uring_prep_nop(sqe);
+    if (req->hold_ms) {
+        /* Without a pool the ring holds it: the kernel reads hold_ts when
+         * the worker submits, and posts the answer when it runs out. */
+        req->hold_ts.tv_sec = req->hold_ms / 1000;
+        req->hold_ts.tv_nsec = (long long)(req->hold_ms % 1000) * 1000000;
+        io_uring_prep_timeout(sqe, &req->hold_ts, 0, 0);
+    } else {
+        io_uring_prep_nop(sqe);
+    }
     io_uring_sqe_set_data64(sqe, ud);
     return FG_OK;
 }

@@ -22,6 +22,7 @@
 #include "../base/cred.h"
 #include "dir_conf.h"
 #include "route_cache.h"
+#include "throttle.h"
 
 #include <liburing.h>
 #include <pthread.h>
@@ -55,9 +56,10 @@ struct dir_audit {
     bool not_found;       /* "User <name> wasn't found in Active Directory." */
     char forest[64];
     char account[DIR_DN_MAX];
-    unsigned ops;  /* store operations */
-    unsigned ldap; /* LDAP requests sent (LDAP forests), retries included */
-    uint8_t cache; /* enum dir_cache_use */
+    unsigned ops;     /* store operations */
+    unsigned ldap;    /* LDAP requests sent (LDAP forests), retries included */
+    uint8_t cache;    /* enum dir_cache_use */
+    uint8_t throttle; /* enum thr_reason: the account throttle's decision, if not THR_PASS */
 };
 
 /* Owned by the connection; it must stay valid until the completion arrives. */
@@ -65,7 +67,10 @@ struct dir_request {
     /* in */
     const struct cred *cred;
     enum fg_proto proto;
-    bool fresh; /* skip the route cache: a cached route failed at the backend */
+    bool fresh;            /* skip the route cache: a cached route failed at the backend */
+    union net_addr client; /* for the throttle */
+    uint32_t hold_ms;      /* the address throttle's delay before the request starts */
+    bool refuse;           /* after the hold, answer LOGIN_FAILED: the address is refused */
     /* out */
     enum login_status status;
     struct dir_route route;
@@ -82,6 +87,7 @@ struct dir_request {
     uint64_t key_hash;
     char key[ROUTE_KEY_MAX];
     struct rc_snap snap;
+    struct __kernel_timespec hold_ts; /* the hold without a directory pool */
     /*
      * The hand-off back to the worker. The completion travels through the
      * kernel (IORING_OP_MSG_RING), which orders the answer before it, but
@@ -115,6 +121,7 @@ struct dir {
     struct dir_stats stats;
     bool cache_on; /* RouteCacheTTL > 0 and forests */
     struct route_cache cache;
+    struct throttle *thr; /* set by the caller after dir_init */
 };
 
 /* fallback and policy are [backend]'s DefaultServer and TLS policy. */

@@ -527,6 +527,7 @@ const char *resolve_why_text(enum resolve_why why)
             [RW_PROTOCOL_DISABLED] = "the protocol is disabled for the mailbox (protocolSettings)",
             [RW_NO_DATABASE_SERVER] = "the mailbox's database has no reachable server",
             [RW_UNAVAILABLE] = "the directory is unavailable",
+            [RW_THROTTLED] = "refused by the throttle, without asking the directory",
     };
     return text[why];
 }

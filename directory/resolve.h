@@ -150,6 +150,7 @@ enum resolve_why {
     RW_PROTOCOL_DISABLED,
     RW_NO_DATABASE_SERVER,
     RW_UNAVAILABLE,
+    RW_THROTTLED, /* the password was not checked: the throttle (throttle.h) refused */
     RW_COUNT,
 };
 

@@ -785,6 +785,63 @@ static void test_cache_settings(void)
     config_free(&cfg);
 }
 
+/* [throttle]: defaults below AD's usual lockout threshold, the networks
+ * parsed, and thresholds that contradict each other refused with a line. */
+static void test_throttle_settings(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    static const char *const head = "[imap]\nLoginType = PlainTextLogin\n[forest:a]\n"
+                                    "Role = Organization\nLdif = @D/../acc.ldif\n"
+                                    "Domains = A:a.example:DC=acc,DC=example\n[throttle]\n";
+    static const struct {
+        const char *text, *want;
+    } rows[] = {
+            {"ExemptNetworks = 10.0.0.0/8, mail.example\n",
+             "t.ini:8: ExemptNetworks: 'mail.example' is not an address"},
+            {"ExemptNetworks = 10.0.0.0/33\n", "t.ini:8: ExemptNetworks: '10.0.0.0/33'"},
+            {"AccountFailureThreshold = 9\nFamiliarAccountFailureThreshold = 4\n",
+             "t.ini:9: FamiliarAccountFailureThreshold (4) is below AccountFailureThreshold (9)"},
+            {"AddressFailureDelayMs = 1000\nAddressFailureDelayMaxMs = 10\n",
+             "t.ini:9: AddressFailureDelayMaxMs is shorter than AddressFailureDelayMs"},
+            {"AccountFailureWindow = 30m\n", "t.ini:8: AccountFailureWindow: expected a time"},
+            {"BadPasswordHistory = 9\n",
+             "t.ini:8: BadPasswordHistory: expected a number from 0 to 8"},
+            {"MaxEntries = 10\n", "t.ini:8: MaxEntries: expected a number"},
+            {"Enabled = sometimes\n", "t.ini:8: Enabled"},
+            {"Lockout = 5\n", "t.ini:8: unknown setting \"Lockout\" in [throttle]"},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(rows); i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s", head, rows[i].text);
+        int n = load_certs(&cfg, text, &msgs);
+        CHECKF(n == 1 && strstr(msgs, rows[i].want), "case %zu: %d errors:\n%s", i, n, msgs);
+        free(msgs);
+        config_free(&cfg);
+    }
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\n[forest:a]\n"
+                         "Role = Organization\nLdif = @D/../acc.ldif\n"
+                         "Domains = A:a.example:DC=acc,DC=example\n",
+                         &msgs),
+              0);
+    const struct thr_conf *t = &cfg.throttle;
+    CHECK(t->enabled && t->acct_threshold == 5 && t->acct_familiar_threshold == 8);
+    CHECK(t->acct_window == 1800 && t->addr_threshold == 30 && t->nexempt == 0);
+    free(msgs);
+    config_free(&cfg);
+    CHECK_INT(load_certs(&cfg,
+                         "[imap]\nLoginType = PlainTextLogin\n[forest:a]\n"
+                         "Role = Organization\nLdif = @D/../acc.ldif\n"
+                         "Domains = A:a.example:DC=acc,DC=example\n[throttle]\n"
+                         "ExemptNetworks = 10.0.0.0/8,2001:db8::/32 , 192.0.2.1\n",
+                         &msgs),
+              0);
+    CHECK_INT(cfg.throttle.nexempt, 3);
+    free(msgs);
+    config_free(&cfg);
+}
+
 /* Loud warnings: the master password in clear to another machine, and
  * certificates that are not checked. */
 static void test_backend_warnings(void)
@@ -1125,6 +1182,7 @@ int main(void)
         test_database_sections();
         test_backend_warnings();
         test_cache_settings();
+        test_throttle_settings();
         test_dump_has_every_key_and_loads_again();
     }
     char cmd[300];
