@@ -154,18 +154,19 @@ fi
 # ThreadSanitizer where the threads meet: the directory pool hands its answers
 # to the workers (the directory tests); the workers share the backend hosts'
 # table (backend, failover, routes), the counters and the TLS certificates
-# (tls), and the connection limits' table (limits). Any report in forestgate's
-# log fails its test (tests/lib/forestgate.py).
-# A route cache's tests, test_route_cache*.py, join once they exist. The other
-# integration tests ran clean under it when this stage was added; they cost
-# minutes and cross no other hand-off.
+# (tls), the connection limits' table (limits), and the throttle's tables,
+# which workers and directory threads share (throttle). Any report in
+# forestgate's log fails its test (tests/lib/forestgate.py). A route cache's
+# tests, test_route_cache*.py, join once they exist. The other integration
+# tests ran clean under it when this stage was added; they cost minutes and
+# cross no other hand-off.
 stage "ThreadSanitizer build"
 if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
     count "tsan build" 1 0
     tsan_tests=(tests/integration/test_directory_ldif.py tests/integration/test_directory_ldap.py
         tests/integration/test_backend.py tests/integration/test_backend_failover.py
         tests/integration/test_backend_routes.py tests/integration/test_tls.py
-        tests/integration/test_limits.py)
+        tests/integration/test_limits.py tests/integration/test_throttle.py)
     for t in tests/integration/test_route_cache*.py; do
         [ -e "$t" ] && tsan_tests+=("$t")
     done

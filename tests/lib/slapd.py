@@ -69,6 +69,16 @@ Failover
     accepting connections; ``kill()`` makes it vanish; ``start()`` after
     ``stop()``/``kill()`` restarts it on the same port with the data kept.
 
+Password policy (a lockout threshold)
+    ``ppolicy=dict(max_failure=N, lockout_duration=S)`` loads slapd's ppolicy
+    overlay on the database of the first suffix (the forest root domain) with
+    a default policy entry there: N wrong passwords lock the account for S
+    seconds (0: until the admin unlocks it), as AD's lockoutThreshold and
+    lockoutDuration do; ``failure_count_interval`` (seconds, default 0:
+    never) is AD's "reset account lockout counter after".  A locked account's
+    bind fails with 49 even with the right password; ``lockout_state(dn)``
+    reads pwdFailureTime and pwdAccountLockedTime, ``unlock(dn)`` clears them.
+
 Logs
     slapd runs in the foreground with ``-d stats`` (log_level), so every
     connection, BIND, SRCH (base, scope, filter, attrs) and RESULT is written
@@ -353,6 +363,8 @@ class Slapd:
                   port, and implicit TLS on a second port (``ldaps_port``,
                   ``ldaps_uri``), as AD's 389 and 636.  The certificate must
                   name 127.0.0.1 (subjectAltName IP) for clients that check it.
+    ppolicy       dict(max_failure=N, lockout_duration=S[, failure_count_interval=I,
+                  dn=DN]): a lockout policy (see "Password policy" above).
     """
 
     def __init__(self, workdir: str, suffixes: list[str], port: int | None = None,
@@ -362,7 +374,7 @@ class Slapd:
                  root_dse: dict | None = None, referrals: bool = True,
                  global_catalog: bool = False, idle_timeout: int = 0,
                  log_level: str = "stats", extra_schemas: list[str] | None = None,
-                 tls: tuple[str, str] | None = None):
+                 tls: tuple[str, str] | None = None, ppolicy: dict | None = None):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError(f"workdir may only contain [A-Za-z0-9._/+-]: {self.workdir!r}")
@@ -387,6 +399,7 @@ class Slapd:
         self.idle_timeout = int(idle_timeout)
         self.log_level = log_level
         self.schemas = SYSTEM_SCHEMAS + [AD_SCHEMA] + list(extra_schemas or [])
+        self.ppolicy = self._ppolicy_conf(ppolicy) if ppolicy else None
 
         self.conf_path = os.path.join(self.workdir, "slapd.conf")
         self.rootdse_path = os.path.join(self.workdir, "rootdse.ldif")
@@ -452,6 +465,7 @@ class Slapd:
         lines += [
             f"modulepath {MODULE_PATH}",
             "moduleload back_mdb",
+            *(["moduleload ppolicy"] if self.ppolicy else []),
             f"pidfile {self._q(self.pid_path)}",
             f"argsfile {self._q(os.path.join(self.workdir, 'slapd.args'))}",
             f"rootDSE {self._q(self.rootdse_path)}",
@@ -504,7 +518,57 @@ class Slapd:
             holds_admin = False
         if holds_admin:
             lines += [f"rootdn {self._q(self.admin_dn)}", f"rootpw {self._q(self.admin_password)}"]
+        if self.ppolicy and db is self._ppolicy_db():
+            if not holds_admin:
+                # ppolicy writes pwdFailureTime and pwdAccountLockedTime as
+                # the database's rootdn: one that nobody can bind as (no
+                # rootpw, no entry), else the lockout is refused (rc=50).
+                lines.append(f"rootdn {self._q('CN=ppolicy-internal,' + db['suffix'])}")
+            # Last: the lines after "overlay" configure the overlay.
+            lines += ["overlay ppolicy", f"ppolicy_default {self._q(self.ppolicy['dn'])}"]
         return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------ password policy
+    def _ppolicy_conf(self, pp: dict) -> dict:
+        unknown = set(pp) - {"max_failure", "lockout_duration", "failure_count_interval", "dn"}
+        if unknown or "max_failure" not in pp:
+            raise ValueError(f"ppolicy: max_failure required; unknown keys {sorted(unknown)}")
+        suffix = self.suffixes[0]
+        return {"max_failure": int(pp["max_failure"]),
+                "lockout_duration": int(pp.get("lockout_duration", 0)),
+                "failure_count_interval": int(pp.get("failure_count_interval", 0)),
+                "dn": pp.get("dn") or f"CN=Default Lockout Policy,{suffix}"}
+
+    def _ppolicy_db(self) -> dict | None:
+        return self._db_for(self.ppolicy["dn"]) if self.ppolicy else None
+
+    def _ppolicy_record(self) -> str:
+        """The policy entry: pwdPolicy is auxiliary, device (core.schema)
+        its structural class."""
+        pp = self.ppolicy
+        return ldif_entry(pp["dn"], [
+            ("objectClass", ["top", "device", "pwdPolicy"]),
+            ("cn", split_dn(pp["dn"])[0].split("=", 1)[1]),
+            ("pwdAttribute", "userPassword"),
+            ("pwdLockout", True),
+            ("pwdMaxFailure", pp["max_failure"]),
+            ("pwdLockoutDuration", pp["lockout_duration"]),
+            ("pwdFailureCountInterval", pp["failure_count_interval"]),
+        ])
+
+    def lockout_state(self, dn: str) -> tuple[int, str | None]:
+        """(the number of pwdFailureTime values, pwdAccountLockedTime or
+        None), read as the admin: ppolicy's operational attributes."""
+        e = self.search(dn, "(objectClass=*)", ["pwdFailureTime", "pwdAccountLockedTime"],
+                        scope="base", bind_dn=self.admin_dn, password=self.admin_password)
+        return len(e[0].get("pwdFailureTime", [])), e[0].first("pwdAccountLockedTime")
+
+    def unlock(self, dn: str) -> None:
+        """Deletes pwdAccountLockedTime (ppolicy then drops pwdFailureTime too)."""
+        failures, locked = self.lockout_state(dn)
+        if locked is not None:
+            self.modify(ldif_entry(dn, [("changetype", "modify"),
+                                        ("delete", "pwdAccountLockedTime")]) + "-\n")
 
     def config_text(self) -> str:
         return self._global_text() + "\n".join(self._db_text(db) for db in self._databases)
@@ -592,6 +656,8 @@ class Slapd:
                 per_db[self._db_for(dn)["suffix"]].append(text)
             for parent, recs in self._referral_records().items():
                 per_db[self._db_for(parent)["suffix"]].extend(recs)
+            if self.ppolicy:
+                per_db[self._ppolicy_db()["suffix"]].append(self._ppolicy_record())
         for db in self._databases:
             shutil.rmtree(db["dir"], ignore_errors=True)
             os.makedirs(db["dir"], mode=0o700)
