@@ -131,3 +131,83 @@ bool net_addr_is_loopback(const union net_addr *a)
         return b[12] == 127;
     return IN6_IS_ADDR_LOOPBACK(&a->v6.sin6_addr);
 }
+
+int net_parse_cidr(const char *s, struct net_cidr *c, const char **why_r)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+
+    memset(c, 0, sizeof *c);
+    if (n == 0 || n >= sizeof host) {
+        *why_r = "expected an address or address/bits";
+        return FG_ERROR;
+    }
+    memcpy(host, s, n);
+    host[n] = 0;
+    c->family = strchr(host, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(c->family, host, c->addr) != 1) {
+        *why_r = c->family == AF_INET6 ? "invalid IPv6 address" : "invalid IPv4 address";
+        return FG_ERROR;
+    }
+    unsigned max = c->family == AF_INET6 ? 128 : 32;
+    c->bits = (uint8_t)max;
+    if (slash) {
+        char *end;
+        errno = 0;
+        unsigned long b = strtoul(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end || errno || b > max) {
+            *why_r = max == 32 ? "invalid prefix length (0 to 32)"
+                               : "invalid prefix length (0 to 128)";
+            return FG_ERROR;
+        }
+        c->bits = (uint8_t)b;
+    }
+    for (unsigned i = c->bits; i < max; i++)
+        if (c->addr[i / 8] & (0x80 >> (i % 8))) {
+            *why_r = "address has bits set past the prefix length";
+            return FG_ERROR;
+        }
+    return FG_OK;
+}
+
+bool net_cidr_match(const struct net_cidr *c, const union net_addr *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const uint8_t *b;
+    int family = a->sa.sa_family;
+
+    if (family == AF_INET) {
+        b = (const uint8_t *)&a->v4.sin_addr;
+    } else if (family == AF_INET6) {
+        b = a->v6.sin6_addr.s6_addr;
+        if (c->family == AF_INET && memcmp(b, mapped, 12) == 0) {
+            b += 12;
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    if (family != c->family)
+        return false;
+    unsigned full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(b, c->addr, full) != 0)
+        return false;
+    return rest == 0 || ((b[full] ^ c->addr[full]) & (0xff00 >> rest) & 0xff) == 0;
+}
+
+void net_cidr_str(const struct net_cidr *c, char *s, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN];
+    inet_ntop(c->family, c->addr, ip, sizeof ip);
+    if (c->bits == (c->family == AF_INET6 ? 128 : 32))
+        snprintf(s, n, "%s", ip);
+    else
+        snprintf(s, n, "%s/%u", ip, c->bits);
+}
+
+bool net_addr_same(const union net_addr *a, const union net_addr *b)
+{
+    return a->sa.sa_family == b->sa.sa_family && net_addr_len(a) == net_addr_len(b) &&
+           memcmp(a, b, net_addr_len(a)) == 0;
+}
