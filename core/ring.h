@@ -76,9 +76,10 @@ static inline uint32_t ud_gen(uint64_t ud)
 /* Connections idle in one phase share a timeout, so a list in order of last
  * activity is also in order of expiry: touching is O(1), expiring O(expired). */
 enum timer_class {
-    TL_PREAUTH,               /* + proto */
-    TL_AUTH = FG_PROTO_COUNT, /* + proto */
-    TL_BACKEND = 2 * FG_PROTO_COUNT,
+    TL_PREAUTH,                    /* + proto */
+    TL_AUTH = FG_PROTO_COUNT,      /* + proto */
+    TL_PROXY = 2 * FG_PROTO_COUNT, /* + proto: waiting for a PROXY header */
+    TL_BACKEND = 3 * FG_PROTO_COUNT,
     TL_COUNT,
 };
 
@@ -97,7 +98,8 @@ struct timer_list {
 struct listener {
     int fd;
     uint8_t proto;
-    bool tls; /* SSLBindings: TLS from the first byte */
+    bool tls;   /* SSLBindings: TLS from the first byte */
+    bool proxy; /* ProxyProtocolBindings: a PROXY header comes before anything else */
     union net_addr addr;
 };
 
@@ -128,6 +130,7 @@ struct worker_stats {
     _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
     _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
     _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
+    _Atomic uint64_t proxy_accepted, proxy_refused;            /* PROXY headers */
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
 

@@ -77,6 +77,18 @@ static void stats_cache_info(const struct route_cache *rc, FILE *out)
             (unsigned long long)atomic_load(&c->served_stale));
 }
 
+/* PROXY protocol headers accepted and connections refused over one. */
+static void stats_proxy_info(const struct stats *st, FILE *out)
+{
+    uint64_t acc = 0, ref = 0;
+    for (unsigned i = 0; i < st->nworkers; i++) {
+        acc += atomic_load(&st->workers[i].stats.proxy_accepted);
+        ref += atomic_load(&st->workers[i].stats.proxy_refused);
+    }
+    fprintf(out, "proxy_accepted_total: %llu\nproxy_refused_total: %llu\n", (unsigned long long)acc,
+            (unsigned long long)ref);
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -128,6 +140,7 @@ static void stats_info(const struct stats *st, FILE *out)
             "logins_backend_clear_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
+    stats_proxy_info(st, out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {
