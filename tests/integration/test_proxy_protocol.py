@@ -378,6 +378,16 @@ def test_refusals_leave_no_descriptor_behind(make_fg, pki):
     assert reasons.count("malformed") == 3 * len(MALFORMED)
     assert reasons.count("untrusted") == 3 and reasons.count("timeout") == 6
     assert fg.fd_count() == base
+    # And sessions that were accepted, on each kind of binding.
+    for m in (ProxiedIMAP(fg.imap_port, v2()), ProxiedIMAPS(fg.imaps_port, v1(), client_ctx(pki))):
+        assert m.login(USER, PASSWORD)[0] == "OK"
+        m.logout()
+    p = ProxiedPOP3(fg.pop3_port, v2(crc=True))
+    p.user(USER)
+    assert p.pass_(PASSWORD).startswith(b"+OK")
+    p.quit()
+    assert fg.wait_idle()["proxy_accepted_total"] == 3
+    assert fg.fd_count() == base
 
 
 def test_untrusted_balancer_is_closed_at_once(pfg):
