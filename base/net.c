@@ -150,38 +150,84 @@ size_t net_addr_bytes(const union net_addr *a, uint8_t out[16])
     return 16;
 }
 
-/* One "addr[/prefix]" item, trimmed. */
-static int net_cidr_parse(const char *item, size_t n, struct net_cidr *c)
+int net_parse_cidr(const char *s, struct net_cidr *c, const char **why_r)
 {
-    char buf[INET6_ADDRSTRLEN + 8];
-    if (n == 0 || n >= sizeof buf)
+    char host[INET6_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+
+    memset(c, 0, sizeof *c);
+    if (n == 0 || n >= sizeof host) {
+        *why_r = "expected an address or address/bits";
         return FG_ERROR;
-    memcpy(buf, item, n);
-    buf[n] = 0;
-    char *slash = strchr(buf, '/');
-    unsigned long prefix = 0;
+    }
+    memcpy(host, s, n);
+    host[n] = 0;
+    c->family = strchr(host, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(c->family, host, c->addr) != 1) {
+        *why_r = c->family == AF_INET6 ? "invalid IPv6 address" : "invalid IPv4 address";
+        return FG_ERROR;
+    }
+    unsigned max = c->family == AF_INET6 ? 128 : 32;
+    c->bits = (uint8_t)max;
     if (slash) {
         char *end;
-        *slash = 0;
-        if (slash[1] < '0' || slash[1] > '9')
+        errno = 0;
+        unsigned long b = strtoul(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end || errno || b > max) {
+            *why_r = max == 32 ? "invalid prefix length (0 to 32)"
+                               : "invalid prefix length (0 to 128)";
             return FG_ERROR;
-        prefix = strtoul(slash + 1, &end, 10);
-        if (*end || prefix > 128)
-            return FG_ERROR;
+        }
+        c->bits = (uint8_t)b;
     }
-    memset(c, 0, sizeof *c);
-    if (inet_pton(AF_INET, buf, c->b) == 1)
-        c->len = 4;
-    else if (inet_pton(AF_INET6, buf, c->b) == 1)
-        c->len = 16;
-    else
-        return FG_ERROR;
-    if (!slash)
-        prefix = c->len * 8u;
-    if (prefix > c->len * 8u)
-        return FG_ERROR;
-    c->prefix = (uint8_t)prefix;
+    for (unsigned i = c->bits; i < max; i++)
+        if (c->addr[i / 8] & (0x80 >> (i % 8))) {
+            *why_r = "address has bits set past the prefix length";
+            return FG_ERROR;
+        }
     return FG_OK;
+}
+
+bool net_cidr_match(const struct net_cidr *c, const union net_addr *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const uint8_t *b;
+    int family = a->sa.sa_family;
+
+    if (family == AF_INET) {
+        b = (const uint8_t *)&a->v4.sin_addr;
+    } else if (family == AF_INET6) {
+        b = a->v6.sin6_addr.s6_addr;
+        if (c->family == AF_INET && memcmp(b, mapped, 12) == 0) {
+            b += 12;
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    if (family != c->family)
+        return false;
+    unsigned full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(b, c->addr, full) != 0)
+        return false;
+    return rest == 0 || ((b[full] ^ c->addr[full]) & (0xff00 >> rest) & 0xff) == 0;
+}
+
+void net_cidr_str(const struct net_cidr *c, char *s, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN];
+    inet_ntop(c->family, c->addr, ip, sizeof ip);
+    if (c->bits == (c->family == AF_INET6 ? 128 : 32))
+        snprintf(s, n, "%s", ip);
+    else
+        snprintf(s, n, "%s/%u", ip, c->bits);
+}
+
+bool net_addr_same(const union net_addr *a, const union net_addr *b)
+{
+    return a->sa.sa_family == b->sa.sa_family && net_addr_len(a) == net_addr_len(b) &&
+           memcmp(a, b, net_addr_len(a)) == 0;
 }
 
 int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char *why,
@@ -194,13 +240,15 @@ int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char 
         if (!*s)
             break;
         size_t len = strcspn(s, ", \t");
+        char item[INET6_ADDRSTRLEN + 8];
+        const char *reason = "too long";
         if (n == max) {
             snprintf(why, why_len, "more than %u networks", max);
             return -1;
         }
-        if (net_cidr_parse(s, len, &out[n]) != FG_OK) {
-            snprintf(why, why_len, "'%.*s' is not an address or an address/prefix network",
-                     (int)FG_MIN(len, (size_t)64), s);
+        if (len >= sizeof item || (memcpy(item, s, len), item[len] = 0,
+                                   net_parse_cidr(item, &out[n], &reason) != FG_OK)) {
+            snprintf(why, why_len, "'%.*s': %s", (int)FG_MIN(len, (size_t)64), s, reason);
             return -1;
         }
         n++;
@@ -209,25 +257,10 @@ int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char 
     return (int)n;
 }
 
-static bool net_cidr_has(const struct net_cidr *c, const uint8_t *b, size_t len)
+bool net_cidr_match_any(const struct net_cidr *nets, unsigned n, const union net_addr *a)
 {
-    if (c->len != len)
-        return false;
-    unsigned full = c->prefix / 8u, rest = c->prefix % 8u;
-    if (memcmp(c->b, b, full) != 0)
-        return false;
-    if (rest == 0)
-        return true;
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return (c->b[full] & mask) == (b[full] & mask);
-}
-
-bool net_cidr_match(const struct net_cidr *nets, unsigned n, const union net_addr *a)
-{
-    uint8_t b[16];
-    size_t len = net_addr_bytes(a, b);
-    for (unsigned i = 0; i < n && len; i++)
-        if (net_cidr_has(&nets[i], b, len))
+    for (unsigned i = 0; i < n; i++)
+        if (net_cidr_match(&nets[i], a))
             return true;
     return false;
 }

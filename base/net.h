@@ -39,6 +39,30 @@ void net_addr_str(const union net_addr *a, char *s, size_t n);
  * leaves the machine. */
 bool net_addr_is_loopback(const union net_addr *a);
 
+/* An address block: an IPv4 or IPv6 prefix, as "10.0.0.0/8" or "::1". */
+struct net_cidr {
+    uint8_t family; /* AF_INET or AF_INET6 */
+    uint8_t bits;   /* prefix length */
+    uint8_t addr[16];
+};
+
+/*
+ * Parses "ADDRESS" or "ADDRESS/BITS" (IPv6 without brackets). Bits past the
+ * prefix must be zero. Returns FG_OK, or FG_ERROR with a reason in *why_r.
+ */
+int net_parse_cidr(const char *s, struct net_cidr *c, const char **why_r);
+
+/* True when a's address is inside c. An IPv4-mapped IPv6 address matches
+ * as IPv4. */
+bool net_cidr_match(const struct net_cidr *c, const union net_addr *a);
+
+/* Writes "ADDRESS/BITS", or just "ADDRESS" for a single host: what
+ * net_parse_cidr reads back. */
+void net_cidr_str(const struct net_cidr *c, char *s, size_t n);
+
+/* True when a and b are the same address and port. */
+bool net_addr_same(const union net_addr *a, const union net_addr *b);
+
 /*
  * An address's bytes for comparing and counting: 4 for IPv4 (an IPv4-mapped
  * IPv6 address counts as the IPv4 address it carries), 16 for IPv6. Returns
@@ -46,23 +70,16 @@ bool net_addr_is_loopback(const union net_addr *a);
  */
 size_t net_addr_bytes(const union net_addr *a, uint8_t out[16]);
 
-/* A network: "10.0.0.0/8", "2001:db8::/32", or one address. */
-struct net_cidr {
-    uint8_t len; /* 4 or 16 */
-    uint8_t prefix;
-    uint8_t b[16];
-};
-
 /*
- * Parses a comma-separated list of networks into out (at most max). Returns
- * the number parsed, or -1 with a reason in why (why_len bytes) naming the
- * item at fault.
+ * Parses a comma-separated list of networks (net_parse_cidr's form) into
+ * out (at most max). Returns the number parsed, or -1 with a reason in why
+ * (why_len bytes) naming the item at fault.
  */
 int net_cidr_parse_list(const char *s, struct net_cidr *out, unsigned max, char *why,
                         size_t why_len);
 
 /* True when a lies in one of the n networks. */
-bool net_cidr_match(const struct net_cidr *nets, unsigned n, const union net_addr *a);
+bool net_cidr_match_any(const struct net_cidr *nets, unsigned n, const union net_addr *a);
 
 /*
  * Opens a non-blocking listening socket with SO_REUSEPORT, so that every

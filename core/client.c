@@ -6,6 +6,7 @@
 
 #include "../tls/tls.h"
 #include "conn.h"
+#include "proxyin.h"
 #include "tlsio.h"
 
 #include <errno.h>
@@ -36,17 +37,86 @@ static void client_bye(struct worker *w, struct conn *c, enum sess_bye why, cons
 /* An address the throttle refuses (AddressFailureThreshold) is turned away
  * at once: a plain binding hears why, a TLS binding gets a bare close, as
  * for any refusal before the handshake. */
-static bool client_refused(struct worker *w, struct conn *c, const struct listener *l)
+static bool client_refused(struct worker *w, struct conn *c, bool tls)
 {
     struct throttle *thr = w->dir->thr;
     if (!thr || !thr->on || !thr_addr_banned(thr, &c->peer, fg_clock_ms()))
         return false;
     STAT_ADD(w, refused, 1);
-    if (l->tls)
+    if (tls)
         conn_close(w, c, "address refused by the throttle");
     else
         client_bye(w, c, SESS_BYE_OVERLOAD, "address refused by the throttle");
     return true;
+}
+
+/*
+ * THE HOOK FOR PER-ADDRESS POLICY. c->peer is now the client's own address
+ * for good: the socket's peer, or on a ProxyProtocolBindings address the
+ * client a trusted load balancer named (c->pp->proxy is the balancer).
+ * Called exactly once per connection, before the greeting and before any
+ * TLS handshake, and never for a connection refused before (an untrusted
+ * balancer, a bad or late PROXY header). Limits per address and throttling
+ * belong here, so that behind a balancer they count clients, not the
+ * balancer. Returns false after closing c.
+ */
+static bool client_proxy_done(struct worker *w, struct conn *c, bool tls)
+{
+    /* Behind a balancer the address is counted only now (conn_new skips it). */
+    if (c->pp && !conn_limit_ip(w, c)) {
+        if (tls)
+            conn_close(w, c, "MaxConnectionFromSingleIP reached");
+        else
+            client_bye(w, c, SESS_BYE_PER_IP, "MaxConnectionFromSingleIP reached");
+        return false;
+    }
+    return !client_refused(w, c, tls);
+}
+
+/* The client's address is known: the greeting, or the TLS handshake that
+ * comes before it on an SSL binding. hint: a name for the certificate when
+ * the ClientHello has no SNI (PROXY v2's AUTHORITY), or "". Returns false
+ * after closing c. */
+static bool client_start(struct worker *w, struct conn *c, bool tls, const char *hint)
+{
+    if (!client_proxy_done(w, c, tls))
+        return false;
+    ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
+#ifdef FG_DEBUG
+    struct log_line ll;
+    conn_log_begin(&ll, c, LOG_DEBUG, "connect");
+    log_end(&ll);
+#endif
+    if (tls) {
+        /* The greeting waits for the handshake. */
+        if (tlsio_client_start(w, c, true) != FG_OK) {
+            conn_close(w, c, "out of memory");
+            return false;
+        }
+        if (hint[0])
+            tls_conn_sni_hint(c->tls, hint);
+    } else {
+        c->s->ops->greeting(c->s);
+        conn_flush(w, c);
+    }
+    return c->state != CONN_CLOSING;
+}
+
+/* A PROXY binding refuses the connection: no greeting, no TLS, a bare
+ * close. why: untrusted, malformed, timeout or incomplete; detail: the
+ * parser's reason. */
+static void client_proxy_refuse(struct worker *w, struct conn *c, const char *why,
+                                const char *detail)
+{
+    struct log_line l;
+    STAT_ADD(w, proxy_refused, 1);
+    conn_log_begin(&l, c, LOG_INFO, "proxy_refused");
+    log_cstr(&l, "reason", why);
+    if (detail)
+        log_cstr(&l, "detail", detail);
+    log_fmt(&l, "received", "%u", proxyin_received(c));
+    log_end(&l);
+    conn_close(w, c, "PROXY header refused");
 }
 
 void client_accept(struct worker *w, const struct listener *l, int fd)
@@ -55,6 +125,12 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
 
     if (!c)
         return;
+    /* Only a trusted balancer may name the client: anyone else is gone
+     * before a byte is read. */
+    if (l->proxy && !proxyin_trusted(w, c)) {
+        client_proxy_refuse(w, c, "untrusted", NULL);
+        return;
+    }
     c->s = client_ops[l->proto]->create(&w->cfg->proto[l->proto].sess, &c->cq.q);
     if (!c->s) {
         conn_close(w, c, "out of memory");
@@ -64,23 +140,15 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
         c->s->plog = conn_plog;
         c->s->plog_ctx = c;
     }
-    if (client_refused(w, c, l))
-        return;
-    ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
-#ifdef FG_DEBUG
-    struct log_line ll;
-    conn_log_begin(&ll, c, LOG_DEBUG, "connect");
-    log_end(&ll);
-#endif
-    if (l->tls) {
-        /* The greeting waits for the handshake. */
-        if (tlsio_client_start(w, c, true) != FG_OK) {
+    if (l->proxy) {
+        /* The header first, within ProxyProtocolTimeout of the accept. */
+        if (proxyin_start(c, l->tls) != FG_OK) {
             conn_close(w, c, "out of memory");
             return;
         }
-    } else {
-        c->s->ops->greeting(c->s);
-        conn_flush(w, c);
+        ring_timer_touch(w, &c->timer, TL_PROXY + c->proto);
+    } else if (!client_start(w, c, l->tls, "")) {
+        return;
     }
     conn_arm_recv(w, c);
 }
@@ -120,6 +188,11 @@ void client_resume(struct worker *w, struct conn *c)
 static void client_on_eof(struct worker *w, struct conn *c)
 {
     c->flags |= CF_C_EOF;
+    /* A balancer's health check connects and closes: not a refusal. */
+    if (proxyin_waiting(c) && proxyin_received(c) > 0) {
+        client_proxy_refuse(w, c, "incomplete", "closed before the header was whole");
+        return;
+    }
     if (c->state == CONN_PREAUTH) {
         /* Commands that arrived were served; send their replies. */
         c->flags |= CF_CLOSE_AFTER;
@@ -132,9 +205,50 @@ static void client_on_eof(struct worker *w, struct conn *c)
     }
 }
 
+static void client_data(struct worker *w, struct conn *c, const char *data, size_t n);
+
+/* A name fit to pick a certificate by: letters, digits, dots and hyphens. */
+static bool client_host_name(const char *s)
+{
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+    return n > 0 && s[n] == 0;
+}
+
+/* Bytes while the PROXY header is awaited. Once it is whole, the client
+ * starts as on any binding, and the bytes after the header go on as if just
+ * received. */
+static void client_proxy_input(struct worker *w, struct conn *c, const char *data, size_t n)
+{
+    const char *why, *rest;
+    size_t rest_n;
+    int rc = proxyin_input(c, data, n, &why, &rest, &rest_n);
+
+    if (rc == FG_AGAIN) {
+        conn_input_done(w, c);
+        return;
+    }
+    if (rc == FG_ERROR) {
+        client_proxy_refuse(w, c, "malformed", why);
+        return;
+    }
+    STAT_ADD(w, proxy_accepted, 1);
+    const char *hint = client_host_name(c->pp->authority) ? c->pp->authority : "";
+    if (!client_start(w, c, c->pp->tls, hint))
+        return;
+    if (rest_n > 0)
+        client_data(w, c, rest, rest_n);
+    else
+        conn_input_done(w, c);
+    proxyin_consumed(c);
+}
+
 /* Received bytes, before the relay: to the session, through TLS if any. */
 static void client_data(struct worker *w, struct conn *c, const char *data, size_t n)
 {
+    if (proxyin_waiting(c)) {
+        client_proxy_input(w, c, data, n);
+        return;
+    }
     if (c->tls) {
         bool handshaking = c->flags & CF_TLS_HS;
         const char *why;
@@ -197,7 +311,7 @@ void client_on_sent(struct worker *w, struct conn *c, int res)
  * encrypted; during a handshake there is nobody to say it to. */
 static void client_bye(struct worker *w, struct conn *c, enum sess_bye why, const char *reason)
 {
-    if (c->s && !c->cq.busy && !(c->flags & CF_TLS_HS)) {
+    if (c->s && !c->cq.busy && !(c->flags & CF_TLS_HS) && !proxyin_waiting(c)) {
         buf_free(&c->cq.q);
         sess_bye(c->s, why);
         if (c->tls && tlsio_client_encrypt(c) != FG_OK)
@@ -211,7 +325,10 @@ static void client_bye(struct worker *w, struct conn *c, enum sess_bye why, cons
 
 void client_expire(struct worker *w, struct conn *c)
 {
-    client_bye(w, c, SESS_BYE_TIMEOUT, "pre-login timeout");
+    if (proxyin_waiting(c))
+        client_proxy_refuse(w, c, "timeout", "no whole header within ProxyProtocolTimeout");
+    else
+        client_bye(w, c, SESS_BYE_TIMEOUT, "pre-login timeout");
 }
 
 void client_shutdown(struct worker *w, struct conn *c)

@@ -60,6 +60,9 @@ static const struct cfg_key cfg_proto_keys[] = {
         KEY("MaxConnectionsPerUser", CT_UINT, struct proto_conf, max_per_user, 1, INT32_MAX),
         KEY("ProtocolLogEnabled", CT_BOOL, struct proto_conf, protocol_log, 0, 0),
         KEY("ProxyTargetPort", CT_UINT, struct proto_conf, target_port, 1, 65535),
+        KEY("ProxyProtocolBindings", CT_BINDINGS, struct proto_conf, proxy, 0, 0),
+        KEY("TrustedProxies", CT_CIDRS, struct proto_conf, trusted, 0, 0),
+        KEY("ProxyProtocolTimeout", CT_TIME, struct proto_conf, proxy_timeout, 1, 300),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -79,6 +82,7 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("TlsServerName", CT_STR, struct backend_conf, policy.server_name, 1, 0),
         KEY("FailoverBackoff", CT_TIME, struct backend_conf, backoff, 1, 3600),
         KEY("FailoverBackoffMax", CT_TIME, struct backend_conf, backoff_max, 1, 86400),
+        KEY("SendProxyProtocol", CT_ENUM, struct backend_conf, policy.send_proxy, EN_SEND_PROXY, 0),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -91,6 +95,8 @@ const struct cfg_key cfg_database_keys[] = {
         KEY("TlsServerName", CT_STR, struct database_conf, policy.server_name, 1, 0),
         KEY("ImapPort", CT_UINT, struct database_conf, policy.port[FG_PROTO_IMAP], 1, 65535),
         KEY("Pop3Port", CT_UINT, struct database_conf, policy.port[FG_PROTO_POP3], 1, 65535),
+        KEY("SendProxyProtocol", CT_ENUM, struct database_conf, policy.send_proxy, EN_SEND_PROXY,
+            0),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -296,6 +302,7 @@ static const char *const cfg_log_levels[] = {"error", "warning", "info", "debug"
 static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
 static const char *const cfg_roles[] = {"", "Organization", "Account"};
 static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
+static const char *const cfg_send_proxy[] = {"no", "v2"};
 
 const char *config_login_type_name(enum login_type t)
 {
@@ -330,6 +337,32 @@ static int cfg_set_bindings(struct cfg_parse *cp, struct bindings *b, const char
     return FG_OK;
 }
 
+/* "127.0.0.1, 10.0.0.0/8, ::1": addresses and prefixes, comma-separated. */
+static int cfg_set_cidrs(struct cfg_parse *cp, const struct cfg_key *k, struct cidrs *l,
+                         const char *v)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    l->n = 0;
+    for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        tok = cfg_trim(tok);
+        if (*tok == 0)
+            continue;
+        const char *why;
+        if (l->n == CFG_MAX_CIDRS) {
+            cfg_error(cp, cp->line, "%s: more than %d addresses", k->name, CFG_MAX_CIDRS);
+            return FG_ERROR;
+        }
+        if (net_parse_cidr(tok, &l->a[l->n], &why) != FG_OK) {
+            cfg_error(cp, cp->line, "%s: \"%s\": %s", k->name, tok, why);
+            return FG_ERROR;
+        }
+        l->n++;
+    }
+    return FG_OK;
+}
+
 static void cfg_set_uint(void *field, size_t size, uint32_t v)
 {
     if (size == sizeof(uint16_t))
@@ -353,6 +386,7 @@ static const struct cfg_enum_def cfg_enums[] = {
         [EN_BACKEND_TLS] = {cfg_backend_tls, FG_ARRAY_SIZE(cfg_backend_tls), 0},
         [EN_ROLE] = {cfg_roles + 1, FG_ARRAY_SIZE(cfg_roles) - 1, 1},
         [EN_LDAP_TLS] = {cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls), 0},
+        [EN_SEND_PROXY] = {cfg_send_proxy, FG_ARRAY_SIZE(cfg_send_proxy), 0},
 };
 
 /* A name from the key's list, any case; else "Key: expected A, B or C". */
@@ -427,6 +461,8 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         return cfg_set_bindings(cp, field, v);
     case CT_ENUM:
         return cfg_set_enum(cp, k, field, v);
+    case CT_CIDRS:
+        return cfg_set_cidrs(cp, k, field, v);
     }
     return FG_ERROR;
 }
@@ -540,6 +576,7 @@ static void cfg_defaults(struct fg_config *cfg)
         pc->max_per_ip = INT32_MAX;
         pc->max_per_user = 16;
         pc->target_port = ports[i];
+        pc->proxy_timeout = 5;
     }
     cfg->backend.connect_timeout = 5;
     cfg->backend.backoff = 2;
@@ -635,6 +672,58 @@ static void cfg_check_tls(struct cfg_parse *cp, int p)
                  "(X509CertificateName): clients cannot log in");
 }
 
+static bool cfg_in_bindings(const struct bindings *b, const union net_addr *a)
+{
+    for (unsigned i = 0; i < b->n; i++)
+        if (net_addr_same(&b->a[i], a))
+            return true;
+    return false;
+}
+
+bool config_is_proxy_binding(const struct fg_config *cfg, int p, const union net_addr *addr)
+{
+    return cfg_in_bindings(&cfg->proto[p].proxy, addr);
+}
+
+bool config_cidrs_match(const struct cidrs *list, const union net_addr *addr)
+{
+    for (unsigned i = 0; i < list->n; i++)
+        if (net_cidr_match(&list->a[i], addr))
+            return true;
+    return false;
+}
+
+/* ProxyProtocolBindings names some of the section's own bindings, and
+ * needs TrustedProxies: a header from anyone would let anyone choose the
+ * address every log line, limit and backend sees. */
+static void cfg_check_proxy(struct cfg_parse *cp, int p)
+{
+    const struct proto_conf *pc = &cp->cfg->proto[p];
+    int sec = SEC_IMAP + p;
+    unsigned pl = cfg_key_line(cp, sec, "ProxyProtocolBindings");
+    unsigned tl = cfg_key_line(cp, sec, "TrustedProxies");
+
+    for (unsigned i = 0; i < pc->proxy.n; i++) {
+        if (cfg_in_bindings(&pc->plain, &pc->proxy.a[i]) ||
+            cfg_in_bindings(&pc->tls, &pc->proxy.a[i]))
+            continue;
+        char a[64];
+        net_addr_str(&pc->proxy.a[i], a, sizeof a);
+        cfg_error(cp, pl,
+                  "ProxyProtocolBindings: %s is not one of [%s]'s UnencryptedOrTLSBindings or "
+                  "SSLBindings",
+                  a, cfg_section_names[sec]);
+    }
+    if (pc->proxy.n > 0 && pc->trusted.n == 0 && !cfg_line_bad(cp, tl))
+        cfg_error(cp, pl,
+                  "ProxyProtocolBindings needs TrustedProxies, the load balancers' addresses "
+                  "that may send a PROXY header");
+    if (pc->trusted.n > 0 && pc->proxy.n == 0 && !cfg_line_bad(cp, pl))
+        cfg_warn(cp, tl,
+                 "TrustedProxies without ProxyProtocolBindings: no binding expects a PROXY "
+                 "header, so the list is not used");
+}
+
 static void cfg_check_proto(struct cfg_parse *cp, int p)
 {
     struct proto_conf *pc = &cp->cfg->proto[p];
@@ -652,6 +741,7 @@ static void cfg_check_proto(struct cfg_parse *cp, int p)
     cfg_check_unique(cp, p, 0, bl ? bl : cp->section_line[sec]);
     cfg_check_unique(cp, p, 1, tl ? tl : cp->section_line[sec]);
     cfg_check_tls(cp, p);
+    cfg_check_proxy(cp, p);
     if (pc->protocol_log && access(cp->cfg->log_dir, W_OK | X_OK) != 0) {
         unsigned ll = cfg_key_line(cp, SEC_GLOBAL, "LogFileLocation");
         cfg_error(cp, ll ? ll : cfg_key_line(cp, sec, "ProtocolLogEnabled"),
@@ -856,6 +946,15 @@ static void cfg_dump_time(FILE *out, uint32_t t)
     fprintf(out, "%02u:%02u:%02u", t / 3600 % 24, t / 60 % 60, t % 60);
 }
 
+static void cfg_dump_cidrs(FILE *out, const struct cidrs *l)
+{
+    for (unsigned i = 0; i < l->n; i++) {
+        char a[64];
+        net_cidr_str(&l->a[i], a, sizeof a);
+        fprintf(out, "%s%s", i ? ", " : "", a);
+    }
+}
+
 static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field)
 {
     const struct bindings *b = field;
@@ -881,6 +980,9 @@ static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field
         break;
     case CT_ENUM:
         fputs(cfg_enums[k->min].names[cfg_get_uint(field, k->size) - cfg_enums[k->min].first], out);
+        break;
+    case CT_CIDRS:
+        cfg_dump_cidrs(out, field);
         break;
     }
 }

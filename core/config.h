@@ -29,6 +29,14 @@ struct bindings {
     union net_addr a[CFG_MAX_BINDINGS];
 };
 
+#define CFG_MAX_CIDRS 32
+
+/* An address list such as TrustedProxies: addresses and prefixes. */
+struct cidrs {
+    unsigned n;
+    struct net_cidr a[CFG_MAX_CIDRS];
+};
+
 struct proto_conf {
     bool enabled;                  /* the section is present */
     struct bindings plain;         /* UnencryptedOrTLSBindings: clear text, STARTTLS/STLS */
@@ -44,6 +52,11 @@ struct proto_conf {
     uint32_t max_per_user; /* MaxConnectionsPerUser */
     bool protocol_log;
     uint16_t target_port; /* ProxyTargetPort */
+    /* The PROXY protocol: bindings that expect its header first, who may
+     * send one there, and how long the header may take. */
+    struct bindings proxy;  /* ProxyProtocolBindings: some of plain and tls */
+    struct cidrs trusted;   /* TrustedProxies */
+    uint32_t proxy_timeout; /* ProxyProtocolTimeout, seconds */
 };
 
 struct backend_conf {
@@ -116,5 +129,11 @@ const char *config_section_kind(unsigned k);
 const char *config_key_name(unsigned k, unsigned i);
 
 const char *config_login_type_name(enum login_type t);
+
+/* True when a listener on addr of protocol p expects a PROXY header. */
+bool config_is_proxy_binding(const struct fg_config *cfg, int p, const union net_addr *addr);
+
+/* True when addr is in list (TrustedProxies). */
+bool config_cidrs_match(const struct cidrs *list, const union net_addr *addr);
 
 #endif

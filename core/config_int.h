@@ -39,7 +39,8 @@ enum cfg_type {
     CT_TIME,
     CT_STR,
     CT_BINDINGS,
-    CT_ENUM, /* one of the names of cfg_enums[min] */
+    CT_ENUM,  /* one of the names of cfg_enums[min] */
+    CT_CIDRS, /* struct cidrs: addresses and prefixes, comma-separated */
 };
 
 /* The settings that take one of a list of names. */
@@ -49,7 +50,8 @@ enum cfg_enum_kind {
     EN_LOG_LEVEL,
     EN_BACKEND_TLS,
     EN_ROLE,
-    EN_LDAP_TLS
+    EN_LDAP_TLS,
+    EN_SEND_PROXY,
 };
 
 /* Prints a key's effective value when it is not simply the field's (it is
@@ -74,7 +76,7 @@ struct cfg_key {
 /* [database:NAME]'s keys: config_dir.c copies the ones a section sets. */
 extern const struct cfg_key cfg_database_keys[];
 
-#define CFG_MAX_KEYS 16
+#define CFG_MAX_KEYS 24
 
 struct cfg_parse {
     struct fg_config *cfg;

@@ -7,6 +7,7 @@
 #include "../base/base64.h"
 #include "../tls/tls.h"
 #include "pipes.h"
+#include "proxyin.h"
 #include "tlsio.h"
 
 #include <errno.h>
@@ -86,6 +87,7 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
     }
     if (c->tls && tls_conn_done(c->tls))
         log_cstr(l, "tls", tls_conn_version(c->tls));
+    proxyin_log(l, c);
 }
 
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
@@ -186,7 +188,9 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
         return NULL;
     if (getpeername(fd, &c->peer.sa, &len) < 0)
         c->peer.sa.sa_family = AF_UNSPEC;
-    if (!conn_limit_ip(w, c)) {
+    /* Behind a balancer the client's address comes with the PROXY header:
+     * client_proxy_done() counts it then. */
+    if (!l->proxy && !conn_limit_ip(w, c)) {
         char ip[INET6_ADDRSTRLEN], why[96];
         net_addr_ip(&c->peer, ip, sizeof ip);
         snprintf(why, sizeof why, "MaxConnectionFromSingleIP reached by %s", ip);
@@ -367,6 +371,7 @@ void conn_release(struct worker *w, struct conn *c)
     c->s = NULL;
     conn_drop_login(c);
     tlsio_free(c);
+    proxyin_free(c);
     sendq_free(&c->cq);
     if (c->flags & CF_B_SESSION)
         atomic_fetch_sub_explicit(&c->bh->sessions, 1, memory_order_relaxed);

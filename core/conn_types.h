@@ -57,6 +57,7 @@ enum relay_wait {
 
 struct relay_buf;
 struct tls_conn;
+struct conn_proxy;
 
 /* One direction of the relay. Pipe and buffer exist only while bytes are
  * in flight; at most one of them. */
@@ -96,6 +97,7 @@ struct conn {
     struct sendq cq;         /* bytes to the client (ciphertext with TLS) */
     struct tls_conn *tls;    /* the client's TLS, from SSLBindings or STARTTLS on */
     struct tls_conn *btls;   /* the backend's TLS */
+    struct conn_proxy *pp;   /* PROXY bindings: the header's state, then what it said */
     struct buf tout;         /* client TLS: replies waiting to be encrypted */
     struct relay_dir rd[2];  /* 0: client to backend, 1: backend to client */
     union net_addr peer;

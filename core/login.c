@@ -5,6 +5,7 @@
  */
 #include "login.h"
 
+#include "../proto/proxy_proto.h"
 #include "../tls/tls.h"
 #include "conn.h"
 #include "tlsio.h"
@@ -428,6 +429,21 @@ static void login_arm_recv(struct worker *w, struct conn *c)
     c->flags |= CF_B_RECV;
 }
 
+/* SendProxyProtocol = v2: the first bytes on the backend connection, before
+ * its TLS and its greeting, name the client (from its original address and
+ * port to the address it connected to, forestgate's). */
+static int login_send_proxy(struct conn *c)
+{
+    union net_addr local;
+    socklen_t len = sizeof local;
+    uint8_t hdr[PP_V2_HDR + 36];
+
+    if (getsockname(c->fd, &local.sa, &len) < 0)
+        local.sa.sa_family = AF_UNSPEC; /* then a LOCAL header */
+    size_t n = pp_encode_v2(hdr, sizeof hdr, &c->peer, &local);
+    return buf_append(&c->lg->bq.q, hdr, n);
+}
+
 void login_on_connect(struct worker *w, struct conn *c, int res)
 {
     if (!login_op_done(w, c))
@@ -436,13 +452,16 @@ void login_on_connect(struct worker *w, struct conn *c, int res)
         login_next_host(w, c, strerror(-res));
         return;
     }
-    if (lg_target(c)->policy->tls == BACKEND_TLS_IMPLICIT) {
-        if (tlsio_backend_start(c) != FG_OK) {
-            login_next_host(w, c, "cannot start TLS");
-            return;
-        }
-        conn_flush_backend(w, c);
+    const struct backend_policy *pol = lg_target(c)->policy;
+    if (pol->send_proxy == BACKEND_PROXY_V2 && login_send_proxy(c) != FG_OK) {
+        login_fail(w, c, LOGIN_UNAVAILABLE, "out of memory");
+        return;
     }
+    if (pol->tls == BACKEND_TLS_IMPLICIT && tlsio_backend_start(c) != FG_OK) {
+        login_next_host(w, c, "cannot start TLS");
+        return;
+    }
+    conn_flush_backend(w, c);
     login_arm_recv(w, c);
 }
 

@@ -76,9 +76,10 @@ static inline uint32_t ud_gen(uint64_t ud)
 /* Connections idle in one phase share a timeout, so a list in order of last
  * activity is also in order of expiry: touching is O(1), expiring O(expired). */
 enum timer_class {
-    TL_PREAUTH,               /* + proto */
-    TL_AUTH = FG_PROTO_COUNT, /* + proto */
-    TL_BACKEND = 2 * FG_PROTO_COUNT,
+    TL_PREAUTH,                    /* + proto */
+    TL_AUTH = FG_PROTO_COUNT,      /* + proto */
+    TL_PROXY = 2 * FG_PROTO_COUNT, /* + proto: waiting for a PROXY header */
+    TL_BACKEND = 3 * FG_PROTO_COUNT,
     TL_COUNT,
 };
 
@@ -106,7 +107,8 @@ struct accept_pause {
 struct listener {
     int fd;
     uint8_t proto;
-    bool tls; /* SSLBindings: TLS from the first byte */
+    bool tls;   /* SSLBindings: TLS from the first byte */
+    bool proxy; /* ProxyProtocolBindings: a PROXY header comes before anything else */
     union net_addr addr;
     struct accept_pause pause;
 };
@@ -141,6 +143,7 @@ struct worker_stats {
     /* refused by MaxConnections, MaxConnectionFromSingleIP, MaxConnectionsPerUser */
     _Atomic uint64_t refused_max_conns, refused_per_ip, refused_per_user;
     _Atomic uint64_t accept_paused; /* times a listener paused for want of descriptors */
+    _Atomic uint64_t proxy_accepted, proxy_refused; /* PROXY headers */
     _Atomic uint32_t conns, preauth, login, relay, closing, backend_fds, pipes, pipes_busy;
 };
 

@@ -127,6 +127,18 @@ static void stats_throttle_info(struct throttle *t, FILE *out)
             (unsigned long long)nacc, (unsigned long long)nf);
 }
 
+/* PROXY protocol headers accepted and connections refused over one. */
+static void stats_proxy_info(const struct stats *st, FILE *out)
+{
+    uint64_t acc = 0, ref = 0;
+    for (unsigned i = 0; i < st->nworkers; i++) {
+        acc += atomic_load(&st->workers[i].stats.proxy_accepted);
+        ref += atomic_load(&st->workers[i].stats.proxy_refused);
+    }
+    fprintf(out, "proxy_accepted_total: %llu\nproxy_refused_total: %llu\n", (unsigned long long)acc,
+            (unsigned long long)ref);
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -179,6 +191,7 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
     stats_limits_info(st, out);
+    stats_proxy_info(st, out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {

@@ -352,6 +352,7 @@ static int worker_listen(struct worker *w)
             l->proto = (uint8_t)p;
             l->tls = i >= pc->plain.n;
             l->addr = l->tls ? pc->tls.a[i - pc->plain.n] : pc->plain.a[i];
+            l->proxy = config_is_proxy_binding(cfg, p, &l->addr);
             l->fd = net_listen(&l->addr, 4096);
             if (l->fd < 0) {
                 char s[64];
@@ -404,6 +405,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
         w->tl[TL_PREAUTH + p].timeout = cfg->proto[p].preauth_timeout;
         w->tl[TL_AUTH + p].timeout = cfg->proto[p].auth_timeout;
+        w->tl[TL_PROXY + p].timeout = cfg->proto[p].proxy_timeout;
     }
     w->tl[TL_BACKEND].timeout = cfg->backend.connect_timeout;
     if (getrandom(w->sid_salt, sizeof w->sid_salt, 0) != sizeof w->sid_salt)

@@ -26,6 +26,12 @@ enum backend_tls {
     BACKEND_TLS_IMPLICIT, /* TLS from the first byte (993/995) */
 };
 
+/* What forestgate sends first on a backend connection (SendProxyProtocol). */
+enum backend_send_proxy {
+    BACKEND_PROXY_NO,
+    BACKEND_PROXY_V2, /* a PROXY protocol v2 header: the client's address */
+};
+
 /*
  * How the servers of a route are reached: [backend]'s Tls settings, or a
  * [database:NAME] section's, which override them for one database. Every
@@ -38,6 +44,7 @@ struct backend_policy {
     char ca_file[PATH_MAX];        /* TlsCaFile */
     char server_name[256];         /* TlsServerName: the name to verify instead of each host's */
     uint16_t port[FG_PROTO_COUNT]; /* the backend port per protocol, following tls */
+    uint8_t send_proxy;            /* SendProxyProtocol: enum backend_send_proxy */
     struct tls_client *tls_cl;     /* verifies the servers; NULL without TLS */
 };
 

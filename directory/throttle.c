@@ -337,7 +337,7 @@ static void thr_count(struct throttle *t, enum thr_reason r)
 
 static bool thr_exempt(const struct throttle *t, const union net_addr *a)
 {
-    return net_cidr_match(t->conf->exempt_nets, t->conf->nexempt, a);
+    return net_cidr_match_any(t->conf->exempt_nets, t->conf->nexempt, a);
 }
 
 /* The failures that still count: none once the window has passed since

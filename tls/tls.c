@@ -372,7 +372,7 @@ static int tls_wildcard_match(const char *pattern, const char *name)
 }
 
 /* The site whose name the ClientHello's SNI gives (exactly, else by a
- * wildcard), or the default. */
+ * wildcard), or else the hint's (tls_conn_sni_hint), or the default. */
 static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
 {
     unsigned char name[TLS_NAME_MAX + 1];
@@ -383,6 +383,8 @@ static struct tls_site *tls_pick_site(struct tls_conn *c, size_t record_len)
         len <= TLS_NAME_MAX) {
         memcpy(c->sni, name, len);
         c->sni[len] = 0;
+    }
+    if (c->sni[0]) {
         for (size_t i = 0; i < s->n; i++)
             if (s->sites[i].name && strcasecmp(s->sites[i].name, c->sni) == 0)
                 return &s->sites[i];
@@ -527,6 +529,13 @@ const char *tls_conn_cipher(struct tls_conn *c)
 const char *tls_conn_sni(const struct tls_conn *c)
 {
     return c->sni;
+}
+
+void tls_conn_sni_hint(struct tls_conn *c, const char *name)
+{
+    size_t len = strlen(name);
+    if (c->srv && !c->ssl && len <= TLS_NAME_MAX)
+        memcpy(c->sni, name, len + 1);
 }
 
 int tls_conn_resumed(struct tls_conn *c)

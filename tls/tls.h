@@ -126,6 +126,13 @@ void tls_conn_sent(struct tls_conn *c, size_t n);
 const char *tls_conn_version(struct tls_conn *c);
 const char *tls_conn_cipher(struct tls_conn *c);
 const char *tls_conn_sni(const struct tls_conn *c);
+/*
+ * Server side, before the handshake: a host name to choose the certificate
+ * by when the ClientHello carries no SNI -- the name a load balancer that
+ * passes TLS through saw (PROXY v2's AUTHORITY). tls_conn_sni() then gives
+ * this name. A name longer than TLS_NAME_MAX is ignored.
+ */
+void tls_conn_sni_hint(struct tls_conn *c, const char *name);
 /* After the handshake: 1 when it resumed a session (from a ticket), else 0. */
 int tls_conn_resumed(struct tls_conn *c);
 /* Why the last call failed, for the event log. */

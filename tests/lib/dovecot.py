@@ -115,6 +115,14 @@ TLS
     ``tls=(cert_file, key_file)`` turns on ``ssl = yes``: STARTTLS and STLS
     on the plain ports, implicit TLS on ``imaps_port`` and ``pop3s_port``.
 
+PROXY protocol
+    ``haproxy=True`` adds listeners that expect a PROXY protocol header
+    (``haproxy = yes``) from ``haproxy_trusted_networks`` (the same networks
+    as ``trusted_networks``): ``haproxy_imap_port`` and ``haproxy_pop3_port``,
+    and with ``tls`` also ``haproxy_imaps_port`` and ``haproxy_pop3s_port``
+    (implicit TLS after the header).  The login line's ``rip=`` is then the
+    header's source address.
+
 Lifetime
     stop() (also __exit__ and an atexit hook) sends SIGTERM to the master,
     waits, then SIGKILLs the whole process group.  If the Python process
@@ -210,7 +218,7 @@ class Dovecot:
                  proxy_host: str = "127.0.0.1", info_log: bool = True,
                  tls: tuple[str, str] | None = None, listen_host: str = "127.0.0.1",
                  imaps_port: int | None = None, pop3s_port: int | None = None,
-                 mail_procs_min: int = 0):
+                 mail_procs_min: int = 0, haproxy: bool = False):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError("workdir may only contain [A-Za-z0-9._/+-] "
@@ -235,6 +243,12 @@ class Dovecot:
         # Copies of one database on two addresses share these ports too.
         self.imaps_port = (imaps_port or free_port()) if tls else 0
         self.pop3s_port = (pop3s_port or free_port()) if tls else 0
+        # haproxy=True: listeners behind a PROXY protocol header.
+        self.haproxy = bool(haproxy)
+        self.haproxy_imap_port = free_port() if haproxy else 0
+        self.haproxy_pop3_port = free_port() if haproxy else 0
+        self.haproxy_imaps_port = free_port() if haproxy and tls else 0
+        self.haproxy_pop3s_port = free_port() if haproxy and tls else 0
         # imap/pop3 processes started before the first login (process_min_avail):
         # with imap_client_limit > 1, a burst of logins needs no spawning.
         self.mail_procs_min = int(mail_procs_min)
@@ -491,6 +505,20 @@ passdb {{
 }}
 """
 
+    def _haproxy_listeners(self, proto: str) -> str:
+        """The PROXY protocol listeners of one login service (haproxy=True)."""
+        if not self.haproxy:
+            return ""
+        ports = {"imap": (self.haproxy_imap_port, self.haproxy_imaps_port),
+                 "pop3": (self.haproxy_pop3_port, self.haproxy_pop3s_port)}[proto]
+        out = ""
+        for port, ssl in zip(ports, ("no", "yes")):
+            if port:
+                out += (f"  inet_listener {proto}_haproxy_{'tls' if ssl == 'yes' else 'plain'} {{\n"
+                        f"    address = {self.listen_host}\n    port = {port}\n"
+                        f"    ssl = {ssl}\n    haproxy = yes\n  }}\n")
+        return out
+
     def config_text(self) -> str:
         ids = self._ids
         lim = self._limits()
@@ -527,6 +555,7 @@ auth_failure_delay = {self.auth_failure_delay} secs
 auth_username_format = %u
 auth_master_user_separator = *
 login_trusted_networks = {self.trusted_networks}
+{"haproxy_trusted_networks = " + self.trusted_networks if self.haproxy else ""}
 
 default_login_user = {ids["login_user"]}
 default_internal_user = {ids["internal_user"]}
@@ -558,7 +587,7 @@ service imap-login {{
     address = {self.listen_host}
     port = {self.imaps_port}
   }}
-  service_count = 0
+{self._haproxy_listeners("imap")}  service_count = 0
   process_min_avail = {lim["login_procs"]}
   process_limit = {lim["login_procs"] * 2}
   client_limit = {lim["login_clients"]}
@@ -573,7 +602,7 @@ service pop3-login {{
     address = {self.listen_host}
     port = {self.pop3s_port}
   }}
-  service_count = 0
+{self._haproxy_listeners("pop3")}  service_count = 0
   process_min_avail = {lim["login_procs"]}
   process_limit = {lim["login_procs"] * 2}
   client_limit = {lim["login_clients"]}

@@ -183,7 +183,105 @@ static const struct bad_case bad[] = {
         {"[global]\nIPv6PrefixLength = /64\n", "t.ini:2: IPv6PrefixLength: expected a number"},
         {"[imap]\nIPv6PrefixLength = 64\n",
          "t.ini:2: unknown setting \"IPv6PrefixLength\" in [imap]"},
+        /* The PROXY protocol. */
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\nProxyProtocolBindings = "
+         "127.0.0.1:1144\nTrustedProxies = 127.0.0.1\n",
+         "t.ini:3: ProxyProtocolBindings: 127.0.0.1:1144 is not one of [imap]'s"},
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\n[pop3]\nUnencryptedOrTLSBindings = "
+         "127.0.0.1:1110\nProxyProtocolBindings = 127.0.0.1:1143\nTrustedProxies = ::1\n",
+         "t.ini:5: ProxyProtocolBindings: 127.0.0.1:1143 is not one of [pop3]'s"},
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\nProxyProtocolBindings = "
+         "127.0.0.1:1143\n",
+         "t.ini:3: ProxyProtocolBindings needs TrustedProxies"},
+        {"[imap]\nProxyProtocolBindings = 127.0.0.1\n", "t.ini:2: binding \"127.0.0.1\""},
+        {"[imap]\nTrustedProxies = 10.0.0.1/8\n",
+         "t.ini:2: TrustedProxies: \"10.0.0.1/8\": address has bits set past the prefix"},
+        {"[imap]\nTrustedProxies = 127.0.0.1, 10.0.0.0/33\n",
+         "t.ini:2: TrustedProxies: \"10.0.0.0/33\": invalid prefix length (0 to 32)"},
+        {"[imap]\nTrustedProxies = ::1/129\n", "invalid prefix length (0 to 128)"},
+        {"[imap]\nTrustedProxies = 10.0.0.0/\n", "t.ini:2: TrustedProxies: \"10.0.0.0/\""},
+        {"[imap]\nTrustedProxies = 10.0.0.0/+8\n", "t.ini:2: TrustedProxies: \"10.0.0.0/+8\""},
+        {"[imap]\nTrustedProxies = lb.example\n",
+         "t.ini:2: TrustedProxies: \"lb.example\": invalid IPv4 address"},
+        {"[imap]\nTrustedProxies = [::1]\n", "t.ini:2: TrustedProxies: \"[::1]\": invalid IPv6"},
+        {"[imap]\nProxyProtocolTimeout = 5\n", "t.ini:2: ProxyProtocolTimeout: expected a time"},
+        {"[imap]\nProxyProtocolTimeout = 00:00:00\n", "from 1 to 300 seconds"},
+        {"[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143\nTrustedProxies = 127.0.0.1\n"
+         "LoginType = PlainTextLogin\n[backend]\nDefaultServer = 127.0.0.1\n",
+         "t.ini:3: warning: TrustedProxies without ProxyProtocolBindings"},
+        {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nSendProxyProtocol = v1\n",
+         "t.ini:4: SendProxyProtocol: expected no or v2, got \"v1\""},
 };
+
+static char *dump_of(const struct fg_config *cfg);
+
+/* ProxyProtocolBindings, TrustedProxies, ProxyProtocolTimeout and
+ * SendProxyProtocol as the reader keeps them and show settings prints them. */
+static void test_proxy_protocol_settings(void)
+{
+    struct fg_config cfg;
+    char *msgs;
+    const char *text = "[imap]\nUnencryptedOrTLSBindings = 127.0.0.1:1143, [::1]:1143\n"
+                       "LoginType = PlainTextLogin\nProxyProtocolBindings = [::1]:1143\n"
+                       "TrustedProxies = 127.0.0.1, 10.0.0.0/8 ,::1, fd00::/8, 192.0.2.128/25\n"
+                       "ProxyProtocolTimeout = 00:00:03\n"
+                       "[pop3]\nUnencryptedOrTLSBindings = 127.0.0.1:1110\n"
+                       "LoginType = PlainTextLogin\n"
+                       "[backend]\nDefaultServer = 127.0.0.1\nSendProxyProtocol = v2\n";
+    CHECK_INT(load(&cfg, text, &msgs), 0);
+    CHECK_MEM(msgs, strlen(msgs), "");
+    const struct proto_conf *imap = &cfg.proto[FG_PROTO_IMAP], *pop3 = &cfg.proto[FG_PROTO_POP3];
+    CHECK_INT(imap->proxy.n, 1);
+    CHECK_INT(imap->trusted.n, 5);
+    CHECK_INT(imap->proxy_timeout, 3);
+    CHECK_INT(pop3->proxy.n, 0);
+    CHECK_INT(pop3->proxy_timeout, 5); /* the default */
+    CHECK_INT(cfg.backend.policy.send_proxy, BACKEND_PROXY_V2);
+    CHECK(config_is_proxy_binding(&cfg, FG_PROTO_IMAP, &imap->plain.a[1]));
+    CHECK(!config_is_proxy_binding(&cfg, FG_PROTO_IMAP, &imap->plain.a[0]));
+    CHECK(!config_is_proxy_binding(&cfg, FG_PROTO_POP3, &pop3->plain.a[0]));
+
+    static const struct {
+        const char *addr;
+        bool trusted;
+    } peers[] = {
+            {"127.0.0.1:5", true},
+            {"127.0.0.2:5", false},
+            {"10.200.3.4:5", true},
+            {"11.0.0.1:5", false},
+            {"[::1]:5", true},
+            {"[::2]:5", false},
+            {"[fd12::9]:5", true},
+            {"[fe80::1]:5", false},
+            {"192.0.2.200:5", true},
+            {"192.0.2.127:5", false},
+            {"[::ffff:10.1.2.3]:5", true},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(peers); i++) {
+        union net_addr a;
+        const char *why;
+        CHECK(net_parse_binding(peers[i].addr, &a, &why) == FG_OK);
+        CHECKF(config_cidrs_match(&imap->trusted, &a) == peers[i].trusted, "%s", peers[i].addr);
+    }
+
+    char *dump = dump_of(&cfg);
+    CHECKF(strstr(dump, "ProxyProtocolBindings = [::1]:1143\n") &&
+                   strstr(dump, "TrustedProxies = 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8, "
+                                "192.0.2.128/25\n") &&
+                   strstr(dump, "ProxyProtocolTimeout = 00:00:03\n") &&
+                   strstr(dump, "SendProxyProtocol = v2\n"),
+           "%s", dump);
+    free(msgs);
+    struct fg_config cfg2;
+    CHECK_INT(load(&cfg2, dump, &msgs), 0);
+    char *again = dump_of(&cfg2);
+    CHECKF(strcmp(dump, again) == 0, "first:\n%s\nsecond:\n%s", dump, again);
+    free(again);
+    free(dump);
+    free(msgs);
+    config_free(&cfg2);
+    config_free(&cfg);
+}
 
 static void test_bad_inputs_name_file_and_line(void)
 {
@@ -798,7 +896,7 @@ static void test_throttle_settings(void)
         const char *text, *want;
     } rows[] = {
             {"ExemptNetworks = 10.0.0.0/8, mail.example\n",
-             "t.ini:8: ExemptNetworks: 'mail.example' is not an address"},
+             "t.ini:8: ExemptNetworks: 'mail.example': invalid IPv4 address"},
             {"ExemptNetworks = 10.0.0.0/33\n", "t.ini:8: ExemptNetworks: '10.0.0.0/33'"},
             {"AccountFailureThreshold = 9\nFamiliarAccountFailureThreshold = 4\n",
              "t.ini:9: FamiliarAccountFailureThreshold (4) is below AccountFailureThreshold (9)"},
@@ -1160,6 +1258,7 @@ int main(void)
     test_issue_config_is_accepted();
     test_bad_inputs_name_file_and_line();
     test_connection_limits();
+    test_proxy_protocol_settings();
     test_long_line_is_refused();
     test_master_password_file();
     test_no_certificate_means_no_tls();

@@ -210,6 +210,37 @@ static void test_sni(void)
     tls_server_free(s);
 }
 
+/* A hint (PROXY v2's AUTHORITY) picks the certificate when the ClientHello
+ * has no SNI; a ClientHello's own SNI still wins. */
+static void test_sni_hint(void)
+{
+    struct tls_server *s = two_sites();
+    struct {
+        const char *sni, *hint, *trust, *seen;
+        int ok;
+    } cases[] = {
+            {NULL, "b.example", "b.crt", "b.example", 1},
+            {NULL, "B.Example", "b.crt", "B.Example", 1},
+            {NULL, "c.example", "a.crt", "c.example", 1}, /* unknown: the default */
+            {"a.example", "b.example", "a.crt", "a.example", 1},
+            {"a.example", "b.example", "b.crt", NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        struct tls_conn *srv = tls_conn_new(s);
+        struct client cl;
+        tls_conn_sni_hint(srv, cases[i].hint);
+        client_new(&cl, wolfSSLv23_client_method(), path(cases[i].trust), cases[i].sni, srv, 5);
+        int ok = handshake(&cl, srv);
+        CHECKF(ok == cases[i].ok, "SNI %s, hint %s, trusting %s: handshake %d",
+               cases[i].sni ? cases[i].sni : "(none)", cases[i].hint, cases[i].trust, ok);
+        if (ok)
+            CHECK(strcmp(tls_conn_sni(srv), cases[i].seen) == 0);
+        client_free(&cl);
+        tls_conn_free(srv);
+    }
+    tls_server_free(s);
+}
+
 static void test_tls12(void)
 {
     struct tls_server *s = two_sites();
@@ -464,6 +495,7 @@ int main(void)
     CHECK_INT(tls_init(), FG_OK);
     test_tls13_byte_at_a_time();
     test_sni();
+    test_sni_hint();
     test_tls12();
     test_resumption();
     test_reload();
