@@ -700,3 +700,30 @@ def test_send_proxy_protocol_carries_a_proxied_client(make_fg, haproxy_dovecot):
     ev = fg.events("login")[-1]
     assert ev["client"] == "[2001:db8::55]:5555"
     assert "lip=::ffff:127.0.0.1," in dovecot_login_from(dc, ev["client"])
+
+
+def test_limit_per_address_counts_the_named_client_not_the_balancer(make_fg):
+    """MaxConnectionFromSingleIP = 2 behind a balancer: every connection comes
+    from the balancer's address, but each client the headers name is counted
+    on its own: three clients get in, a third connection of one is refused."""
+    fg = make_fg(start=False)
+    fg.sections["imap"].update({
+        "ProxyProtocolBindings": f"127.0.0.1:{fg.imap_port}",
+        "TrustedProxies": TRUSTED, "MaxConnectionFromSingleIP": "2"})
+    fg.start()
+    held = []
+    try:
+        for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+            for _ in range(2):
+                s = connect(fg.imap_port, v2(src=(ip, 40000)))
+                assert s.recv(200).startswith(b"* OK"), ip
+                held.append(s)
+        s = connect(fg.imap_port, v2(src=("203.0.113.2", 40001)))
+        line = s.recv(200)
+        s.close()
+        assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+        assert fg.stats()["refused_per_ip_total"] == 1
+        assert fg.stats()["counted_per_ip"] == 6
+    finally:
+        for s in held:
+            s.close()
