@@ -309,6 +309,37 @@ static void dc_serve_stale(struct dir *d, struct dir_job *j, uint64_t now)
 static void dj_step(struct dir_thread *t, struct dir_job *j);
 static void dj_finish(struct dir_thread *t, struct dir_job *j);
 
+/*
+ * A credential hit skips the bind, not the account throttle: past the
+ * threshold an unfamiliar address is refused even with the right password,
+ * as it would be with a bind. The hit is no success for the throttle
+ * either (AD saw no bind: its badPwdCount is not reset), so the bind's
+ * reservation is given back unanswered.
+ */
+static void dj_answer_now(struct dir_thread *t, struct dir_job *j, enum login_status st,
+                          enum resolve_why why);
+
+static bool dj_cred_throttled(struct dir_thread *t, struct dir_job *j)
+{
+    struct throttle *thr = t->d->thr;
+    struct dir_request *req = j->req;
+    struct thr_ticket tk;
+    if (!thr || !thr->on)
+        return false;
+    enum thr_reason r =
+            thr_account_check(thr, req->snap.account, strlen(req->snap.account), &req->client,
+                              req->cred->pass, req->cred->pass_len, dir_clock_ms(), &tk);
+    if (r == THR_PASS || r == THR_EXEMPT) {
+        thr_account_done(thr, &tk, THR_BIND_NONE, dir_clock_ms());
+        if (r == THR_EXEMPT)
+            req->audit.throttle = THR_EXEMPT;
+        return false;
+    }
+    req->audit.throttle = (uint8_t)r;
+    j->throttled = true;
+    return true;
+}
+
 /* A cached route: the password (unless the credential cache knows it),
  * then the route's checks. */
 static void dj_start_warm(struct dir_thread *t, struct dir_job *j, uint64_t now)
@@ -325,6 +356,10 @@ static void dj_start_warm(struct dir_thread *t, struct dir_job *j, uint64_t now)
                               false);
         atomic_fetch_add_explicit(known ? &d->cache.stats.cred_hits : &d->cache.stats.cred_misses,
                                   1, memory_order_relaxed);
+        if (known && dj_cred_throttled(t, j)) {
+            dj_answer_now(t, j, LOGIN_FAILED, RW_BAD_PASSWORD);
+            return;
+        }
         if (known)
             req->audit.cache = DC_CREDENTIAL;
     }

@@ -80,7 +80,7 @@ def wrong(tag, i=0):
 
 # sAMAccountName (= CN = mailbox alias), each in OU=Throttle of UCLABOR, DB01.
 USERS = ["tlock", "tcontrol", "tspray", "tfam", "tfam2", "twin", "trepeat", "tknown",
-         "tknown2", "tdelay", "tban", "texempt", "thold"]
+         "tknown2", "tdelay", "tban", "texempt", "thold", "tcred"]
 
 
 def throttle_forest():
@@ -614,6 +614,38 @@ def test_unfamiliar_user_logs_on_after_the_window(gw_window, dc, forest):
     time.sleep(max(0.0, WINDOW + 0.3 - (time.monotonic() - t_last)))
     logs_on(imap_user(fg, src, sam), sam)
     logs_on(pop3_user(fg, src, sam), sam)
+
+
+@pytest.fixture(scope="module")
+def gw_cred(workroot, forest, dc, mbx):
+    """The account part alone, with the credential cache on."""
+    fg = throttle_gateway(workroot, "fg-thr-cred", forest, dc, mbx, ACCOUNT_ONLY,
+                          directory={"CredentialCacheTTL": "00:05:00"})
+    yield fg
+    stop_ok(fg)
+
+
+def test_credential_cache_does_not_pass_the_account_throttle(gw_cred, dc, forest):
+    """A remembered password skips the bind, not the throttle: past the
+    threshold, the right password from an unfamiliar address is refused even
+    when the credential cache knows it; from the familiar one it logs on
+    without a bind."""
+    fg, sam, home, stranger = gw_cred, "tcred", addr(160), addr(169)
+    logs_on(imap_user(fg, home, sam), sam)  # familiar; its credential is cached
+    logs_on(imap_user(fg, home, sam), sam)
+    # The spray uses another spelling, so that the cached credential stays.
+    for i in range(ACCT_THRESHOLD + 2):
+        answer, _, _ = raw_imap(fg, addr(161 + i), f"UCLABOR\\{sam}", wrong("cred", i))
+        assert answer == FAILED, answer
+    mark = dc.log_mark()
+    answer, client, _ = raw_imap(fg, stranger, sam, pw(sam))
+    a = audit(fg, client)
+    assert answer == FAILED, answer
+    assert a["throttle"] == "account_unfamiliar", a
+    answer, client, _ = raw_imap(fg, home, sam, pw(sam))
+    assert answer.startswith(b"a OK"), answer
+    assert audit(fg, client).get("cache") == "credential"
+    assert binds_as(dc, mark, forest.accounts[sam].dn) == 0
 
 
 def test_repeat_password_binds_once(gw_acct, dc, forest):
