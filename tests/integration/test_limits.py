@@ -469,14 +469,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_event(fg, event, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not fg.events(event):
-        assert time.monotonic() < deadline, f"no event={event}:\n" + fg.log_text()[-3000:]
-        time.sleep(0.05)
-    return fg.events(event)
-
-
 # Starts forestgate (argv[3:]) with RLIMIT_NOFILE = argv[1] and argv[2]
 # descriptors open that it inherits and never uses: a table that its own
 # count of slots (from the limit) does not know is mostly taken, as by a
@@ -519,7 +511,7 @@ def check_pause_and_resume(fg):
     base_fds = fg.fd_count()
     clients = [socket.create_connection(("127.0.0.1", fg.imap_port), timeout=10)
                for _ in range(80)]  # the kernel's backlog holds those not taken
-    ev = wait_event(fg, "accept_paused")
+    ev = fg.wait_events("accept_paused")
     assert len(ev) == 1 and ev[0]["listener"] == f"127.0.0.1:{fg.imap_port}", ev
     assert ev[0]["reason"] == "Too many open files", ev
     time.sleep(0.5)
@@ -535,7 +527,7 @@ def check_pause_and_resume(fg):
     # Descriptors come free: the waiting clients are taken, accepting resumes.
     for c in clients:
         c.close()
-    resumed = wait_event(fg, "accept_resumed")
+    resumed = fg.wait_events("accept_resumed")
     assert int(resumed[0]["paused_ms"]) >= 2000, resumed
     m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=10)
     m.login("alice", PASSWORDS["alice"])

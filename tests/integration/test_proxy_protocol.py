@@ -258,8 +258,8 @@ def test_v2_ipv4_with_tlvs_imap(pfg, dovecot):
     assert ev["pp_ssl"] == "TLSv1.3" and ev["pp_cipher"] == "TLS_AES_256_GCM_SHA384", ev
     assert ev["pp_authority"] == "mail.example.org"
     # The disconnect line carries them too: every line about the session.
-    bye = [e for e in pfg.events("disconnect") if e["session"] == ev["session"]]
-    assert bye and bye[0]["client"] == "203.0.113.7:50123"
+    bye = pfg.wait_events("disconnect", lambda e: e["session"] == ev["session"])
+    assert bye[0]["client"] == "203.0.113.7:50123"
     # ID forwarding sends the header's client on to the backend.
     line = dovecot_login(dovecot, ev["session"])
     assert "rip=203.0.113.7," in line and "rport=50123," in line

@@ -263,6 +263,22 @@ class Forestgate:
                 out.append(parse_logfmt(line))
         return out
 
+    def wait_events(self, event: str, match=lambda e: True,
+                    timeout: float = 10.0) -> list[dict]:
+        """The lines of one event that match, once there is at least one.
+
+        A line is written after the client has seen its reply (a disconnect
+        line after the close), so a test that reads at once can race it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events(event) if match(e)]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching event={event} after {timeout}s:\n"
+                                     + self.log_text()[-3000:])
+            time.sleep(0.05)
+
     def stats(self, command: str = "show info") -> dict:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
