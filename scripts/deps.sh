@@ -5,12 +5,12 @@ set -euo pipefail
 
 # libwolfssl-dev is the fallback; scripts/wolfssl.sh builds a faster one from
 # Debian's source with dpkg-dev and the autotools.
-build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev liburcu-dev
+build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev liburcu-dev libhiredis-dev
             dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
-           curl openssl procps iproute2 slapd ldap-utils)
+           curl openssl procps iproute2 slapd ldap-utils redis-server haproxy)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
