@@ -10,6 +10,8 @@
  */
 #include "config_int.h"
 
+#include "../directory/thrstore.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -117,6 +119,20 @@ static const struct cfg_key cfg_directory_keys[] = {
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
+/* ThrottleStore without its password: show settings is no place for it. */
+static void cfg_dump_store(const struct fg_config *cfg, const void *base, FILE *out)
+{
+    const struct thr_conf *tc = base;
+    (void)cfg;
+    const char *at = strrchr(tc->store, '@');
+    if (!tc->store[0])
+        fprintf(out, "# ThrottleStore = (not set: this instance counts alone)\n");
+    else if (!at)
+        fprintf(out, "ThrottleStore = %s\n", tc->store);
+    else
+        fprintf(out, "ThrottleStore = redis://(credentials hidden)@%s\n", at + 1);
+}
+
 /* The throttle's defaults sit below AD's usual lockoutThreshold (README,
  * "Throttling"). */
 static const struct cfg_key cfg_throttle_keys[] = {
@@ -134,6 +150,10 @@ static const struct cfg_key cfg_throttle_keys[] = {
         KEY("FamiliarLocationDays", CT_UINT, struct thr_conf, familiar_days, 0, 365),
         KEY("BadPasswordHistory", CT_UINT, struct thr_conf, bad_history, 0, THR_BAD_MAX),
         KEY("MaxEntries", CT_UINT, struct thr_conf, max_entries, 64, 100000000),
+        KEYD("ThrottleStore", CT_STR, struct thr_conf, store, 1, 0, cfg_dump_store),
+        KEY("ThrottleStorePrefix", CT_STR, struct thr_conf, store_prefix, 0, 0),
+        KEY("ThrottleStoreTimeoutMs", CT_UINT, struct thr_conf, store_timeout_ms, 10, 10000),
+        KEY("ThrottleKeyFile", CT_STR, struct thr_conf, key_file, 1, 0),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -827,6 +847,26 @@ static void cfg_check_backend_tls(struct cfg_parse *cp)
     }
 }
 
+/* ThrottleStore: a URL Redis can be reached at, and the keys every instance
+ * shares; a prefix that cannot run into Redis's glob characters. */
+static void cfg_check_store(struct cfg_parse *cp, const struct thr_conf *tc)
+{
+    char why[200];
+    unsigned line = cfg_key_line(cp, SEC_THROTTLE, "ThrottleStore");
+    if (tc->store[0] && ts_url_check(tc->store, why, sizeof why) != FG_OK)
+        cfg_error(cp, line, "ThrottleStore: %s", why);
+    if (tc->store[0] && !tc->key_file[0])
+        cfg_error(cp, line,
+                  "ThrottleStore needs ThrottleKeyFile: the instances of a fleet must hash "
+                  "addresses and accounts with the same key");
+    for (const char *p = tc->store_prefix; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(":._-", *p)) {
+            cfg_error(cp, cfg_key_line(cp, SEC_THROTTLE, "ThrottleStorePrefix"),
+                      "ThrottleStorePrefix: letters, digits and ':', '.', '_', '-' only");
+            break;
+        }
+}
+
 /* [throttle]: the networks, and thresholds that make sense together. */
 static void cfg_check_throttle(struct cfg_parse *cp)
 {
@@ -844,6 +884,7 @@ static void cfg_check_throttle(struct cfg_parse *cp)
     if (tc->addr_delay_max_ms < tc->addr_delay_ms)
         cfg_error(cp, cfg_key_line(cp, SEC_THROTTLE, "AddressFailureDelayMaxMs"),
                   "AddressFailureDelayMaxMs is shorter than AddressFailureDelayMs");
+    cfg_check_store(cp, tc);
 }
 
 static void cfg_check(struct cfg_parse *cp)

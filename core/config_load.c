@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A name from X509CertificateName becomes a file name: no paths. */
@@ -349,6 +350,39 @@ static void cfg_load_backend(struct cfg_parse *cp)
     cfg_warn_clear_master(cp);
 }
 
+/* ThrottleKeyFile: THR_KEY_MIN to 4096 bytes, any bytes, that no one but
+ * forestgate's user and group may read: it keys every hash the fleet's
+ * store holds, the wrong passwords' among them. */
+static void cfg_load_throttle_key(struct cfg_parse *cp)
+{
+    struct thr_conf *tc = &cp->cfg->throttle;
+    unsigned line = cfg_key_line(cp, SEC_THROTTLE, "ThrottleKeyFile");
+    uint8_t tmp[4097];
+    struct stat st;
+
+    if (!tc->enabled || !tc->key_file[0])
+        return;
+    FILE *f = fopen(tc->key_file, "rb");
+    if (!f) {
+        cfg_error(cp, line, "ThrottleKeyFile %s: %s", tc->key_file, strerror(errno));
+        return;
+    }
+    size_t n = fstat(fileno(f), &st) == 0 ? fread(tmp, 1, sizeof tmp, f) : 0;
+    fclose(f);
+    if (st.st_mode & S_IROTH)
+        cfg_error(cp, line, "ThrottleKeyFile %s: others can read it (chmod o-r)", tc->key_file);
+    else if (n < THR_KEY_MIN || n >= sizeof tmp)
+        cfg_error(cp, line,
+                  "ThrottleKeyFile %s: expected %d to 4096 random bytes "
+                  "(head -c 32 /dev/urandom > FILE)",
+                  tc->key_file, THR_KEY_MIN);
+    else if ((tc->key = (uint8_t *)cfg_secret_alloc(n + 1)) != NULL) {
+        memcpy(tc->key, tmp, n);
+        tc->key_len = n;
+    }
+    explicit_bzero(tmp, sizeof tmp);
+}
+
 void cfg_load(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -359,6 +393,7 @@ void cfg_load(struct cfg_parse *cp)
     for (unsigned i = 0; cfg->dir.enabled && i < cfg->dir.nforests; i++)
         cfg_load_forest(cp, i);
     cfg_load_backend(cp);
+    cfg_load_throttle_key(cp);
 }
 
 void config_free(struct fg_config *cfg)
@@ -382,4 +417,5 @@ void config_free(struct fg_config *cfg)
     for (unsigned f = 0; f < cfg->dir.nforests; f++)
         cfg_secret_free(&cfg->dir.forests[f].bind_pass, &cfg->dir.forests[f].bind_pass_len);
     cfg_secret_free(&cfg->backend.master_pass, &cfg->backend.master_pass_len);
+    cfg_secret_free((char **)&cfg->throttle.key, &cfg->throttle.key_len);
 }

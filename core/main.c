@@ -2,6 +2,7 @@
  * forestgate: POP3/IMAP4 front end. The main thread reads the configuration,
  * starts the workers, then only waits for signals and stats-socket clients.
  */
+#include "../directory/thrstore.h"
 #include "../tls/tls.h"
 #include "stats.h"
 #include "worker.h"
@@ -246,7 +247,9 @@ static int main_run(struct fg_config *cfg)
     st.bhosts = &bhosts;
     if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
-    if (thr_init(&thr, &cfg->throttle) != FG_OK)
+    /* A bind's reservation in the fleet's store outlives any bind. */
+    if (thr_init(&thr, &cfg->throttle) != FG_OK ||
+        ts_attach(&thr, cfg->dir.request_timeout + 5) != FG_OK)
         goto out;
     dir_init(&dir, &cfg->dir, &cfg->backend.target, &cfg->backend.policy);
     dir.thr = &thr;
@@ -289,6 +292,7 @@ out_bhosts:
     limits_free(&limits);
 out_limits:
     main_tls_stop(&tls);
+    ts_detach(&thr);
     thr_free(&thr);
     free(ws);
     if (sfd >= 0)

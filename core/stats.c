@@ -1,5 +1,7 @@
 #include "stats.h"
 
+#include "../directory/thrstore.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -101,6 +103,20 @@ static void stats_limits_info(const struct stats *st, FILE *out)
             (unsigned long long)atomic_load(&st->limits->overflowed));
 }
 
+/* ThrottleStore: whether the fleet's counters are in use now. */
+static void stats_throttle_store(struct throttle *t, FILE *out)
+{
+    struct ts_info i;
+    bool fleet = ts_info(t, &i);
+    fprintf(out,
+            "throttle_store: %s\nthrottle_store_up: %d\nthrottle_store_errors_total: %llu\n"
+            "throttle_store_sent_total: %llu\nthrottle_store_dropped_total: %llu\n"
+            "throttle_store_learned_total: %llu\n",
+            fleet ? "redis" : "local", i.up, (unsigned long long)i.errors,
+            (unsigned long long)i.sent, (unsigned long long)i.dropped,
+            (unsigned long long)i.learned);
+}
+
 /* The throttle's decisions and what it holds. */
 static void stats_throttle_info(struct throttle *t, FILE *out)
 {
@@ -125,6 +141,7 @@ static void stats_throttle_info(struct throttle *t, FILE *out)
             (unsigned long long)atomic_load(&t->stats.bans),
             (unsigned long long)atomic_load(&t->stats.evictions), (unsigned long long)na,
             (unsigned long long)nacc, (unsigned long long)nf);
+    stats_throttle_store(t, out);
 }
 
 /* PROXY protocol headers accepted and connections refused over one. */

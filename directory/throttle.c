@@ -67,6 +67,8 @@ void thr_conf_defaults(struct thr_conf *c)
     c->familiar_days = 30;
     c->bad_history = 3;
     c->max_entries = 100000;
+    snprintf(c->store_prefix, sizeof c->store_prefix, "fg:");
+    c->store_timeout_ms = 200;
 }
 
 const char *thr_reason_name(enum thr_reason r)
@@ -276,6 +278,41 @@ static void thr_pw_hash(const struct throttle *t, uint64_t account, const char *
     memcpy(out + 8, &h2, 8);
 }
 
+/* The keys from ThrottleKeyFile, so that every instance of a fleet hashes
+ * alike: each half of each key is SipHash, keyed by one of the file's first
+ * two 16-byte blocks, of a label, the key's number and the whole file. */
+static int thr_derive_keys(struct throttle *t, const uint8_t *file, size_t n)
+{
+    static const char label[] = "forestgate throttle keys";
+    uint8_t *msg = malloc(sizeof label + 2 + n);
+    if (!msg || n < THR_KEY_MIN) {
+        free(msg);
+        return FG_ERROR;
+    }
+    memcpy(msg, label, sizeof label);
+    memcpy(msg + sizeof label + 2, file, n);
+    for (unsigned k = 0; k < K_COUNT; k++) {
+        for (unsigned half = 0; half < 2; half++) {
+            msg[sizeof label] = (uint8_t)k;
+            msg[sizeof label + 1] = (uint8_t)half;
+            uint64_t h = siphash24(file + 16 * half, msg, sizeof label + 2 + n);
+            memcpy(t->secret + k * SIPHASH_KEY_LEN + 8 * half, &h, 8);
+        }
+    }
+    explicit_bzero(msg, sizeof label + 2 + n);
+    free(msg);
+    return FG_OK;
+}
+
+static int thr_keys(struct throttle *t)
+{
+    if (t->conf->key)
+        return thr_derive_keys(t, t->conf->key, t->conf->key_len);
+    if (getrandom(t->secret, K_COUNT * SIPHASH_KEY_LEN, 0) != K_COUNT * SIPHASH_KEY_LEN)
+        return FG_ERROR;
+    return FG_OK;
+}
+
 /* ---- life ---- */
 
 int thr_init(struct throttle *t, const struct thr_conf *conf)
@@ -292,8 +329,8 @@ int thr_init(struct throttle *t, const struct thr_conf *conf)
     }
     madvise(t->secret, 4096, MADV_DONTDUMP);
     mlock(t->secret, 4096); /* best effort: never swapped, when allowed */
-    if (getrandom(t->secret, K_COUNT * SIPHASH_KEY_LEN, 0) != K_COUNT * SIPHASH_KEY_LEN) {
-        log_msg(LOG_ERROR, "throttle", "getrandom failed");
+    if (thr_keys(t) != FG_OK) {
+        log_msg(LOG_ERROR, "throttle", "cannot make the throttle's keys");
         thr_free(t);
         return FG_ERROR;
     }
@@ -397,10 +434,29 @@ bool thr_addr_failed(struct throttle *t, const union net_addr *a, uint64_t now)
         }
     }
     tt_unlock(s);
+    if (t->fleet)
+        t->fleet_ops->addr_failed(t->fleet, key);
     atomic_fetch_add_explicit(&t->stats.addr_failures, 1, memory_order_relaxed);
     if (banned)
         atomic_fetch_add_explicit(&t->stats.bans, 1, memory_order_relaxed);
     return banned;
+}
+
+/* The fleet counted more failures than this instance saw: its count and
+ * its ban hold here too. */
+void thr_addr_learn(struct throttle *t, uint64_t key, uint32_t fails, uint64_t ban_ms, uint64_t now)
+{
+    if (!t->on)
+        return;
+    struct thr_stripe *s = tt_lock(t->addrs, key);
+    struct thr_rec *rec = tt_get(t->addrs, s, key, now, true);
+    if (rec) {
+        rec->fails = FG_MAX(thr_live_fails(rec, t->conf->addr_window, now), fails);
+        tt_touch(s, rec, now);
+        if (ban_ms && rec->until_ms < now + ban_ms)
+            rec->until_ms = now + ban_ms;
+    }
+    tt_unlock(s);
 }
 
 bool thr_addr_banned(struct throttle *t, const union net_addr *a, uint64_t now)
@@ -457,6 +513,29 @@ static enum thr_reason thr_account_decide(struct throttle *t, struct thr_rec *r,
     return THR_PASS;
 }
 
+/* This instance's record of the account: with decide, its decision; else
+ * only the bookkeeping, for the fleet decided. A bind that passes is
+ * reserved. */
+static enum thr_reason thr_account_local(struct throttle *t, struct thr_ticket *tk, bool familiar,
+                                         bool decide, uint64_t now)
+{
+    struct thr_stripe *s = tt_lock(t->accounts, tk->account);
+    struct thr_rec *r = tt_get(t->accounts, s, tk->account, now, true);
+    enum thr_reason why = r && decide ? thr_account_decide(t, r, familiar, tk, now) : THR_PASS;
+    if (r && why == THR_PASS) {
+        r->inflight++;
+        tk->counted = true;
+    }
+    tt_unlock(s);
+    return why;
+}
+
+/*
+ * With a fleet store that answers, the fleet decides: its counts hold this
+ * instance's and the others', its familiar places too, and a success on
+ * any instance resets them. This instance keeps its own record alongside,
+ * for when the store does not answer: then it decides alone.
+ */
 enum thr_reason thr_account_check(struct throttle *t, const char *account, size_t account_len,
                                   const union net_addr *a, const char *pass, size_t pass_len,
                                   uint64_t now, struct thr_ticket *tk)
@@ -473,15 +552,14 @@ enum thr_reason thr_account_check(struct throttle *t, const char *account, size_
     tk->place = thr_place_key(t, tk->account, a);
     thr_pw_hash(t, tk->account, pass, pass_len, tk->pw);
     bool familiar = thr_familiar(t, tk->place, now);
-
-    struct thr_stripe *s = tt_lock(t->accounts, tk->account);
-    struct thr_rec *r = tt_get(t->accounts, s, tk->account, now, true);
-    enum thr_reason why = r ? thr_account_decide(t, r, familiar, tk, now) : THR_PASS;
-    if (r && why == THR_PASS) {
-        r->inflight++;
-        tk->counted = true;
+    enum thr_reason why;
+    if (t->fleet && t->fleet_ops->account_check(t->fleet, tk, familiar, &why)) {
+        tk->remote = why == THR_PASS;
+        if (why == THR_PASS)
+            thr_account_local(t, tk, familiar, false, now);
+    } else {
+        why = thr_account_local(t, tk, familiar, true, now);
     }
-    tt_unlock(s);
     thr_count(t, why);
     if (why != THR_PASS)
         explicit_bzero(tk, sizeof *tk);
@@ -515,9 +593,15 @@ static void thr_account_ok(struct throttle *t, struct thr_ticket *tk, uint64_t n
 
 void thr_account_done(struct throttle *t, struct thr_ticket *tk, enum thr_outcome o, uint64_t now)
 {
-    if (!t->on || !tk->counted)
+    if (!t->on || (!tk->counted && !tk->remote))
         return;
-    bool familiar = o == THR_BIND_FAILED && thr_familiar(t, tk->place, now);
+    if (tk->remote && t->fleet)
+        t->fleet_ops->account_done(t->fleet, tk, o);
+    if (!tk->counted) {
+        explicit_bzero(tk, sizeof *tk);
+        return;
+    }
+    bool familiar = o == THR_BIND_FAILED && (tk->familiar || thr_familiar(t, tk->place, now));
     struct thr_stripe *s = tt_lock(t->accounts, tk->account);
     struct thr_rec *r = tt_get(t->accounts, s, tk->account, now, false);
     if (r) {
@@ -573,12 +657,19 @@ static void tt_flush(struct thr_table *tt)
 }
 
 /* Familiar places stay: they are the real users' way in. */
-void thr_flush(struct throttle *t)
+void thr_flush_local(struct throttle *t)
 {
     if (!t->on)
         return;
     tt_flush(t->addrs);
     tt_flush(t->accounts);
+}
+
+void thr_flush(struct throttle *t)
+{
+    thr_flush_local(t);
+    if (t->on && t->fleet)
+        t->fleet_ops->flush(t->fleet);
 }
 
 void thr_counts(struct throttle *t, uint64_t *addrs, uint64_t *accounts, uint64_t *familiar)

@@ -40,6 +40,8 @@
 #define THR_BAD_MAX     8 /* BadPasswordHistory's ceiling */
 #define THR_PW_HASH_LEN 16
 #define THR_STRIPES     64
+#define THR_PREFIX_MAX  64 /* ThrottleStorePrefix */
+#define THR_KEY_MIN     32 /* ThrottleKeyFile: bytes of randomness, at least */
 
 /* [throttle] */
 struct thr_conf {
@@ -47,17 +49,23 @@ struct thr_conf {
     char exempt[1024]; /* ExemptNetworks, as written */
     unsigned nexempt;  /* ... parsed */
     struct net_cidr exempt_nets[THR_MAX_NETS];
-    uint32_t addr_delay_ms;           /* AddressFailureDelayMs: 0 = no delay */
-    uint32_t addr_delay_max_ms;       /* AddressFailureDelayMaxMs */
-    uint32_t addr_threshold;          /* AddressFailureThreshold: 0 = never refuse */
-    uint32_t addr_window;             /* AddressFailureWindow, seconds */
-    uint32_t addr_ban;                /* AddressBanTime, seconds */
-    uint32_t acct_threshold;          /* AccountFailureThreshold: 0 = no account throttling */
-    uint32_t acct_familiar_threshold; /* FamiliarAccountFailureThreshold */
-    uint32_t acct_window;             /* AccountFailureWindow, seconds */
-    uint32_t familiar_days;           /* FamiliarLocationDays: 0 = no address is familiar */
-    uint32_t bad_history;             /* BadPasswordHistory */
-    uint32_t max_entries;             /* MaxEntries, per kind of record */
+    uint32_t addr_delay_ms;            /* AddressFailureDelayMs: 0 = no delay */
+    uint32_t addr_delay_max_ms;        /* AddressFailureDelayMaxMs */
+    uint32_t addr_threshold;           /* AddressFailureThreshold: 0 = never refuse */
+    uint32_t addr_window;              /* AddressFailureWindow, seconds */
+    uint32_t addr_ban;                 /* AddressBanTime, seconds */
+    uint32_t acct_threshold;           /* AccountFailureThreshold: 0 = no account throttling */
+    uint32_t acct_familiar_threshold;  /* FamiliarAccountFailureThreshold */
+    uint32_t acct_window;              /* AccountFailureWindow, seconds */
+    uint32_t familiar_days;            /* FamiliarLocationDays: 0 = no address is familiar */
+    uint32_t bad_history;              /* BadPasswordHistory */
+    uint32_t max_entries;              /* MaxEntries, per kind of record */
+    char store[512];                   /* ThrottleStore: "" (this instance) or redis://... */
+    char store_prefix[THR_PREFIX_MAX]; /* ThrottleStorePrefix */
+    uint32_t store_timeout_ms;         /* ThrottleStoreTimeoutMs */
+    char key_file[512];                /* ThrottleKeyFile */
+    uint8_t *key;                      /* ... its bytes, in memory kept out of core dumps */
+    size_t key_len;
 };
 
 /* Fills in the defaults. */
@@ -78,6 +86,20 @@ enum thr_reason {
 const char *thr_reason_name(enum thr_reason r);
 
 struct thr_table;
+struct thr_ticket;
+enum thr_outcome;
+
+/*
+ * A store that counts for a fleet (thrstore.c: Redis), as the throttle
+ * sees it: consulted after this instance's own tables, which stay the
+ * floor. account_check is false when the store did not answer.
+ */
+struct thr_fleet_ops {
+    bool (*account_check)(void *store, struct thr_ticket *tk, bool familiar, enum thr_reason *why);
+    void (*account_done)(void *store, const struct thr_ticket *tk, enum thr_outcome o);
+    void (*addr_failed)(void *store, uint64_t addr_key);
+    void (*flush)(void *store);
+};
 
 struct thr_stats {
     _Atomic uint64_t reasons[THR_REASON_COUNT]; /* decisions other than THR_PASS */
@@ -92,11 +114,16 @@ struct throttle {
     bool on;
     uint8_t *secret; /* 3 SipHash keys, in a page kept out of core dumps */
     struct thr_table *addrs, *accounts, *familiar;
+    const struct thr_fleet_ops *fleet_ops; /* ThrottleStore, or NULL */
+    void *fleet;
     struct thr_stats stats;
 };
 
 /* FG_OK, or FG_ERROR (out of memory) after logging why. With the conf
- * disabled nothing is allocated and every check passes. */
+ * disabled nothing is allocated and every check passes. The keys come from
+ * conf->key when it is set (ThrottleKeyFile: the same on every instance of
+ * a fleet), else at random. A fleet store is attached after (ts_attach)
+ * and goes before thr_free (ts_detach). */
 int thr_init(struct throttle *t, const struct thr_conf *conf);
 void thr_free(struct throttle *t);
 
@@ -112,6 +139,11 @@ enum thr_reason thr_addr_check(struct throttle *t, const union net_addr *a, uint
 /* A logon from a failed. True when this failure starts a ban. */
 bool thr_addr_failed(struct throttle *t, const union net_addr *a, uint64_t now);
 
+/* The fleet's count of an address's failures (key: its keyed hash), and
+ * the ms its ban has left, as the store heard them. */
+void thr_addr_learn(struct throttle *t, uint64_t key, uint32_t fails, uint64_t ban_ms,
+                    uint64_t now);
+
 /* Whether a is refused now (at accept). */
 bool thr_addr_banned(struct throttle *t, const union net_addr *a, uint64_t now);
 
@@ -124,6 +156,9 @@ struct thr_ticket {
     uint8_t pw[THR_PW_HASH_LEN];
     bool counted; /* a bind is reserved: thr_account_done must follow */
     bool exempt;
+    bool remote;   /* ... in the fleet's store too */
+    bool familiar; /* the place was familiar to the fleet at the check */
+    uint64_t rid;  /* the store's reservation */
 };
 
 /*
@@ -147,8 +182,11 @@ void thr_account_done(struct throttle *t, struct thr_ticket *tk, enum thr_outcom
 
 /* ---- operating it ---- */
 
-/* Forgets every record: unbans every address, unblocks every account. */
+/* Forgets every record: unbans every address, unblocks every account, in
+ * the fleet's store too. */
 void thr_flush(struct throttle *t);
+/* The same on this instance only: what the store asks of it. */
+void thr_flush_local(struct throttle *t);
 
 /* Records held now, per kind. */
 void thr_counts(struct throttle *t, uint64_t *addrs, uint64_t *accounts, uint64_t *familiar);

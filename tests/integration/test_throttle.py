@@ -279,7 +279,8 @@ class Delta:
         return self.after[key] - self.before[key]
 
     def __repr__(self):
-        return repr({k: self[k] for k in self.after if k.startswith("throttle_") and self[k]})
+        return repr({k: self[k] for k in self.after if k.startswith("throttle_")
+                     and isinstance(self.after[k], int) and self[k]})
 
 
 def flush_throttle(fg):
