@@ -166,7 +166,8 @@ if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
     tsan_tests=(tests/integration/test_directory_ldif.py tests/integration/test_directory_ldap.py
         tests/integration/test_backend.py tests/integration/test_backend_failover.py
         tests/integration/test_backend_routes.py tests/integration/test_tls.py
-        tests/integration/test_limits.py tests/integration/test_throttle.py)
+        tests/integration/test_limits.py tests/integration/test_throttle.py \
+        tests/integration/test_throttle_store.py)
     for t in tests/integration/test_route_cache*.py; do
         [ -e "$t" ] && tsan_tests+=("$t")
     done

@@ -6,7 +6,10 @@
  * wrong password neither bound nor counted, binds under way counted so that
  * parallel attempts cannot overshoot; exempt networks; IPv6 per /64;
  * eviction bounded by MaxEntries; then a run of several threads checking
- * that no more binds pass than the threshold allows.
+ * that no more binds pass than the threshold allows; and, with a mock in
+ * place of the fleet's store (Redis, tested for real in
+ * tests/integration/test_throttle_store.py), who decides when it answers
+ * and when it does not, and the keys ThrottleKeyFile gives.
  */
 #include "../../directory/throttle.h"
 #include "harness.h"
@@ -334,6 +337,119 @@ static void test_threads(void)
     thr_free(&spray_t);
 }
 
+/* A mock fleet store: records what the throttle asks, answers as told. */
+struct mock_fleet {
+    bool answers;        /* false: as a Redis that is down */
+    enum thr_reason why; /* its decision */
+    bool familiar;
+    unsigned checks, dones, failures, flushes;
+    enum thr_outcome last;
+    uint64_t account, place;
+};
+
+static bool mock_check(void *store, struct thr_ticket *tk, bool familiar, enum thr_reason *why)
+{
+    struct mock_fleet *m = store;
+    m->checks++;
+    m->account = tk->account;
+    m->place = tk->place;
+    tk->familiar = familiar || m->familiar;
+    *why = m->why;
+    return m->answers;
+}
+
+static void mock_done(void *store, const struct thr_ticket *tk, enum thr_outcome o)
+{
+    struct mock_fleet *m = store;
+    (void)tk;
+    m->dones++;
+    m->last = o;
+}
+
+static void mock_failed(void *store, uint64_t key)
+{
+    (void)key;
+    ((struct mock_fleet *)store)->failures++;
+}
+
+static void mock_flush(void *store)
+{
+    ((struct mock_fleet *)store)->flushes++;
+}
+
+static const struct thr_fleet_ops mock_ops = {mock_check, mock_done, mock_failed, mock_flush};
+
+/* The fleet decides while it answers; this instance, alone, when it does
+ * not; outcomes go to the fleet only for binds it reserved. */
+static void test_fleet(void)
+{
+    struct throttle t;
+    struct mock_fleet m = {.answers = true, .why = THR_PASS};
+    union net_addr a = ip("192.0.2.77");
+    conf.addr_threshold = 0;
+    setup(&t);
+    t.fleet = &m;
+    t.fleet_ops = &mock_ops;
+    /* Ten failures pass: the fleet says so, though this instance counts them. */
+    for (int i = 0; i < 10; i++) {
+        char pw[16];
+        snprintf(pw, sizeof pw, "wrong%d", i);
+        CHECK_INT(attempt(&t, "fleet", "192.0.2.78", pw, false, 100 + i), THR_PASS);
+    }
+    CHECK_INT(m.checks, 10);
+    CHECK_INT(m.dones, 10);
+    CHECK_INT(m.last, THR_BIND_FAILED);
+    /* The fleet refuses: nothing to report back. */
+    m.why = THR_ACCOUNT_LOCKED;
+    CHECK_INT(attempt(&t, "fleet", "192.0.2.78", "again", false, 200), THR_ACCOUNT_LOCKED);
+    CHECK_INT(m.dones, 10);
+    /* Down: this instance's own count (10 failures) decides. */
+    m.answers = false;
+    m.why = THR_PASS;
+    CHECK_INT(attempt(&t, "fleet", "192.0.2.78", "more", false, 300), THR_ACCOUNT_FAMILIAR);
+    CHECK_INT(m.dones, 10);
+    /* Address failures are handed on; flush asks the fleet too. */
+    thr_addr_failed(&t, &a, 400);
+    CHECK_INT(m.failures, 1);
+    thr_flush(&t);
+    CHECK_INT(m.flushes, 1);
+    thr_flush_local(&t);
+    CHECK_INT(m.flushes, 1);
+    thr_free(&t);
+}
+
+/* ThrottleKeyFile: the same file gives the same keys (the fleet agrees on
+ * every record), another file other keys; too short a file is refused. */
+static void test_key_file(void)
+{
+    uint8_t k1[32], k2[32];
+    struct throttle t1, t2, t3;
+    struct mock_fleet m1 = {.answers = true}, m2 = {.answers = true}, m3 = {.answers = true};
+    struct thr_conf c1 = conf, c2 = conf;
+    memset(k1, 0x5a, sizeof k1);
+    memset(k2, 0xa5, sizeof k2);
+    c1.key = k1;
+    c1.key_len = sizeof k1;
+    c2.key = k2;
+    c2.key_len = sizeof k2;
+    CHECK_INT(thr_init(&t1, &c1), FG_OK);
+    CHECK_INT(thr_init(&t2, &c1), FG_OK);
+    CHECK_INT(thr_init(&t3, &c2), FG_OK);
+    struct throttle *ts[3] = {&t1, &t2, &t3};
+    struct mock_fleet *ms[3] = {&m1, &m2, &m3};
+    for (int i = 0; i < 3; i++) {
+        ts[i]->fleet = ms[i];
+        ts[i]->fleet_ops = &mock_ops;
+        attempt(ts[i], "Some.One", "198.51.100.4", "pw", true, 10);
+    }
+    CHECK(m1.account == m2.account && m1.place == m2.place);
+    CHECK(m1.account != m3.account && m1.place != m3.place);
+    for (int i = 0; i < 3; i++)
+        thr_free(ts[i]);
+    c1.key_len = THR_KEY_MIN - 1;
+    CHECK_INT(thr_init(&t1, &c1), FG_ERROR);
+}
+
 int main(void)
 {
     thr_conf_defaults(&conf);
@@ -349,5 +465,7 @@ int main(void)
     test_flush_and_eviction();
     test_disabled();
     test_threads();
+    test_fleet();
+    test_key_file();
     return th_finish("test_throttle");
 }
