@@ -312,7 +312,11 @@ static redisContext *ts_get(struct thr_store *s)
     pthread_mutex_unlock(&s->lock);
     if (c)
         return c;
-    if (atomic_load(&s->state) == TS_DOWN && fg_clock_ms() < atomic_load(&s->retry_ms))
+    /* While Redis is down, one caller a second tries it; the others do
+     * not wait on a connect that will likely fail too. */
+    uint64_t retry = atomic_load(&s->retry_ms), now = fg_clock_ms();
+    if (atomic_load(&s->state) == TS_DOWN &&
+        (now < retry || !atomic_compare_exchange_strong(&s->retry_ms, &retry, now + TS_RETRY)))
         return NULL;
     const char *why = "";
     if (!(c = ts_connect(s, &why))) {
