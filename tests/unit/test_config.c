@@ -382,6 +382,66 @@ static void test_master_password_file(void)
     CHECK(cfg.backend.master_pass == NULL);
 }
 
+/* A password file is one line of 1 to CRED_PASS_MAX bytes, read whole. */
+static void test_password_file_shapes(void)
+{
+    static char big[CRED_PASS_MAX + 8];
+    static const struct {
+        const char *text;
+        size_t n;         /* 0: text is a string */
+        const char *want; /* NULL: refused */
+    } cases[] = {
+            {"pw\r\n", 0, "pw"},
+            {"no newline", 0, "no newline"},
+            {"", 0, NULL},
+            {"\n", 0, NULL},
+            {"two\nlines\n", 0, NULL},
+            {"nul\0in it\n", 11, NULL},
+            {big, CRED_PASS_MAX, big},      /* the longest */
+            {big, CRED_PASS_MAX + 1, NULL}, /* one byte more */
+            {big, sizeof big, NULL},        /* more than is read at once */
+    };
+    memset(big, 'x', sizeof big);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, path[300], text[512];
+        size_t n = cases[i].n ? cases[i].n : strlen(cases[i].text);
+        snprintf(path, sizeof path, "%s/pw%zu", dir, i);
+        FILE *f = fopen(path, "w");
+        CHECK(f && fwrite(cases[i].text, 1, n, f) == n);
+        fclose(f);
+        snprintf(text, sizeof text,
+                 "[pop3]\n[backend]\nDefaultServer = localhost\nLoginMode = MasterUser\n"
+                 "MasterUser = proxy\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = yes\n",
+                 path);
+        int errors = load(&cfg, text, &msgs);
+        if (cases[i].want) {
+            size_t len = cases[i].want == big ? CRED_PASS_MAX : strlen(cases[i].want);
+            CHECKF(errors == 0, "case %zu: %s", i, msgs);
+            CHECKF(cfg.backend.master_pass_len == len &&
+                           memcmp(cfg.backend.master_pass, cases[i].want, len) == 0,
+                   "case %zu: %zu bytes", i, cfg.backend.master_pass_len);
+        } else {
+            CHECKF(errors == 1 && strstr(msgs, "expected one line of 1 to 1024 bytes"),
+                   "case %zu: %s", i, msgs);
+        }
+        free(msgs);
+        config_free(&cfg);
+    }
+    /* A file that cannot be read: the system's reason. */
+    struct fg_config cfg;
+    char *msgs, text[512];
+    snprintf(text, sizeof text,
+             "[pop3]\n[backend]\nDefaultServer = localhost\nLoginMode = MasterUser\n"
+             "MasterUser = proxy\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = yes\n",
+             dir);
+    CHECK(load(&cfg, text, &msgs) == 1);
+    CHECKF(strstr(msgs, "t.ini:6: MasterPasswordFile") && strstr(msgs, "Is a directory"), "%s",
+           msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
 /* ---- TLS: certificates, bindings, the backend -------------------------------- */
 
 static char cert_dir[300];
@@ -1261,6 +1321,7 @@ int main(void)
     test_proxy_protocol_settings();
     test_long_line_is_refused();
     test_master_password_file();
+    test_password_file_shapes();
     test_no_certificate_means_no_tls();
     test_directory_sections();
     test_directory_errors();
