@@ -384,16 +384,23 @@ static void cfg_load_throttle_key(struct cfg_parse *cp)
     unsigned line = cfg_key_line(cp, SEC_THROTTLE, "ThrottleKeyFile");
     uint8_t tmp[4097];
     struct stat st;
+    bool more;
 
     if (!tc->enabled || !tc->key_file[0])
         return;
-    FILE *f = fopen(tc->key_file, "rb");
-    if (!f) {
+    int fd = open(tc->key_file, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd < 0 || fstat(fd, &st) != 0
+                          ? -1
+                          : cfg_read_secret(fd, (char *)tmp, sizeof tmp, &more);
+    if (got < 0) {
         cfg_error(cp, line, "ThrottleKeyFile %s: %s", tc->key_file, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        explicit_bzero(tmp, sizeof tmp);
         return;
     }
-    size_t n = fstat(fileno(f), &st) == 0 ? fread(tmp, 1, sizeof tmp, f) : 0;
-    fclose(f);
+    close(fd);
+    size_t n = more ? sizeof tmp : (size_t)got;
     if (st.st_mode & S_IROTH)
         cfg_error(cp, line, "ThrottleKeyFile %s: others can read it (chmod o-r)", tc->key_file);
     else if (n < THR_KEY_MIN || n >= sizeof tmp)

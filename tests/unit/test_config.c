@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/fg-test-config-XXXXXX";
@@ -438,6 +439,58 @@ static void test_password_file_shapes(void)
     CHECK(load(&cfg, text, &msgs) == 1);
     CHECKF(strstr(msgs, "t.ini:6: MasterPasswordFile") && strstr(msgs, "Is a directory"), "%s",
            msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
+/* ThrottleKeyFile: THR_KEY_MIN to 4096 bytes, read whole, readable by no
+ * other user. */
+static void test_throttle_key_file_shapes(void)
+{
+    static uint8_t bytes[5000];
+    static const struct {
+        size_t n;
+        mode_t mode;
+        bool ok;
+    } cases[] = {
+            {32, 0600, true},    {31, 0600, false},   {4096, 0640, true},
+            {4097, 0600, false}, {5000, 0600, false}, {64, 0644, false},
+    };
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7 + 1);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, path[300], text[512];
+        snprintf(path, sizeof path, "%s/key%zu", dir, i);
+        FILE *f = fopen(path, "w");
+        CHECK(f && fwrite(bytes, 1, cases[i].n, f) == cases[i].n);
+        fclose(f);
+        chmod(path, cases[i].mode);
+        snprintf(text, sizeof text,
+                 "[pop3]\n[backend]\nDefaultServer = localhost\n[throttle]\n"
+                 "ThrottleKeyFile = %s\n",
+                 path);
+        int errors = load(&cfg, text, &msgs);
+        if (cases[i].ok) {
+            CHECKF(errors == 0, "case %zu: %s", i, msgs);
+            CHECKF(cfg.throttle.key_len == cases[i].n &&
+                           memcmp(cfg.throttle.key, bytes, cases[i].n) == 0,
+                   "case %zu: %zu bytes", i, cfg.throttle.key_len);
+        } else {
+            CHECKF(errors == 1 && strstr(msgs, "t.ini:5: ThrottleKeyFile"), "case %zu: %s", i,
+                   msgs);
+        }
+        free(msgs);
+        config_free(&cfg);
+    }
+    struct fg_config cfg;
+    char *msgs, text[512];
+    snprintf(text, sizeof text,
+             "[pop3]\n[backend]\nDefaultServer = localhost\n[throttle]\n"
+             "ThrottleKeyFile = %s/nonexistent\n",
+             dir);
+    CHECK(load(&cfg, text, &msgs) == 1);
+    CHECKF(strstr(msgs, "No such file"), "%s", msgs);
     free(msgs);
     config_free(&cfg);
 }
@@ -1322,6 +1375,7 @@ int main(void)
     test_long_line_is_refused();
     test_master_password_file();
     test_password_file_shapes();
+    test_throttle_key_file_shapes();
     test_no_certificate_means_no_tls();
     test_directory_sections();
     test_directory_errors();
