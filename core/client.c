@@ -295,7 +295,12 @@ void client_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         conn_close(w, c, strerror(-res));
         return;
     }
-    client_data(w, c, ring_buf(w, cqe), (size_t)res);
+    char *data = ring_buf(w, cqe);
+    client_data(w, c, data, (size_t)res);
+    /* Before the relay these bytes may be a password in clear text (LOGIN,
+     * PASS, AUTHENTICATE): the session copied what it needs, and the buffer
+     * goes back to the ring, where it would sit until reused. */
+    explicit_bzero(data, (size_t)res);
 }
 
 void client_on_sent(struct worker *w, struct conn *c, int res)

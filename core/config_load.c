@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,21 +83,45 @@ static char *cfg_secret_alloc(size_t n)
     return p;
 }
 
+/* Reads fd into buf (cap bytes at most); *more says whether bytes followed.
+ * Returns the count, or -1 with errno. read(2), not stdio: a FILE keeps its
+ * own copy of what it read in a heap buffer that fclose frees unwiped. */
+static ssize_t cfg_read_secret(int fd, char *buf, size_t cap, bool *more)
+{
+    size_t n = 0;
+    char c;
+    ssize_t r = 1;
+    while (n < cap && (r = read(fd, buf + n, cap - n)) != 0) {
+        if (r < 0 && errno != EINTR)
+            return -1;
+        n += r > 0 ? (size_t)r : 0;
+    }
+    while (n == cap && (r = read(fd, &c, 1)) < 0 && errno == EINTR)
+        ;
+    *more = n == cap && r > 0;
+    explicit_bzero(&c, sizeof c);
+    return r < 0 ? -1 : (ssize_t)n;
+}
+
 /* A password file: one line of 1 to CRED_PASS_MAX bytes (a trailing newline
  * is the file's), kept in memory excluded from core dumps. */
 static void cfg_load_secret(struct cfg_parse *cp, unsigned line, const char *key, const char *path,
                             char **out, size_t *out_len)
 {
     char tmp[CRED_PASS_MAX + 3];
-    FILE *f = fopen(path, "r");
+    bool more;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd < 0 ? -1 : cfg_read_secret(fd, tmp, sizeof tmp, &more);
 
-    if (!f) {
+    if (got < 0) {
         cfg_error(cp, line, "%s %s: %s", key, path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        explicit_bzero(tmp, sizeof tmp);
         return;
     }
-    size_t n = fread(tmp, 1, sizeof tmp, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
+    close(fd);
+    size_t n = (size_t)got;
     if (n > 0 && tmp[n - 1] == '\n')
         n--;
     if (n > 0 && tmp[n - 1] == '\r')
@@ -359,16 +384,23 @@ static void cfg_load_throttle_key(struct cfg_parse *cp)
     unsigned line = cfg_key_line(cp, SEC_THROTTLE, "ThrottleKeyFile");
     uint8_t tmp[4097];
     struct stat st;
+    bool more;
 
     if (!tc->enabled || !tc->key_file[0])
         return;
-    FILE *f = fopen(tc->key_file, "rb");
-    if (!f) {
+    int fd = open(tc->key_file, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd < 0 || fstat(fd, &st) != 0
+                          ? -1
+                          : cfg_read_secret(fd, (char *)tmp, sizeof tmp, &more);
+    if (got < 0) {
         cfg_error(cp, line, "ThrottleKeyFile %s: %s", tc->key_file, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        explicit_bzero(tmp, sizeof tmp);
         return;
     }
-    size_t n = fstat(fileno(f), &st) == 0 ? fread(tmp, 1, sizeof tmp, f) : 0;
-    fclose(f);
+    close(fd);
+    size_t n = more ? sizeof tmp : (size_t)got;
     if (st.st_mode & S_IROTH)
         cfg_error(cp, line, "ThrottleKeyFile %s: others can read it (chmod o-r)", tc->key_file);
     else if (n < THR_KEY_MIN || n >= sizeof tmp)

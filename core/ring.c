@@ -43,7 +43,7 @@ void ring_timer_remove(struct ring_timer *t)
     t->list = TL_COUNT;
 }
 
-const char *ring_buf(struct worker *w, struct io_uring_cqe *cqe)
+char *ring_buf(struct worker *w, struct io_uring_cqe *cqe)
 {
     uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     return w->bufs + (size_t)bid * FG_RECV_BUF_SZ;

@@ -213,8 +213,9 @@ uint32_t ring_clock(void);
 struct io_uring_sqe *ring_sqe(struct worker *w);
 
 /* The data of a receive completion. The dispatcher gives the buffer back to
- * the ring after the handler returns, so a handler copies what it keeps. */
-const char *ring_buf(struct worker *w, struct io_uring_cqe *cqe);
+ * the ring after the handler returns, so a handler copies what it keeps (and
+ * wipes what may be a secret: the buffer is not cleared for its next use). */
+char *ring_buf(struct worker *w, struct io_uring_cqe *cqe);
 void ring_buf_recycle(struct worker *w, uint16_t bid);
 
 /* Puts t at the tail of timer list tc (it expires after that list's

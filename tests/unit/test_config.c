@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/fg-test-config-XXXXXX";
@@ -380,6 +381,118 @@ static void test_master_password_file(void)
     free(msgs);
     config_free(&cfg);
     CHECK(cfg.backend.master_pass == NULL);
+}
+
+/* A password file is one line of 1 to CRED_PASS_MAX bytes, read whole. */
+static void test_password_file_shapes(void)
+{
+    static char big[CRED_PASS_MAX + 8];
+    static const struct {
+        const char *text;
+        size_t n;         /* 0: text is a string */
+        const char *want; /* NULL: refused */
+    } cases[] = {
+            {"pw\r\n", 0, "pw"},
+            {"no newline", 0, "no newline"},
+            {"", 0, NULL},
+            {"\n", 0, NULL},
+            {"two\nlines\n", 0, NULL},
+            {"nul\0in it\n", 11, NULL},
+            {big, CRED_PASS_MAX, big},      /* the longest */
+            {big, CRED_PASS_MAX + 1, NULL}, /* one byte more */
+            {big, sizeof big, NULL},        /* more than is read at once */
+    };
+    memset(big, 'x', sizeof big);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, path[300], text[512];
+        size_t n = cases[i].n ? cases[i].n : strlen(cases[i].text);
+        snprintf(path, sizeof path, "%s/pw%zu", dir, i);
+        FILE *f = fopen(path, "w");
+        CHECK(f && fwrite(cases[i].text, 1, n, f) == n);
+        fclose(f);
+        snprintf(text, sizeof text,
+                 "[pop3]\n[backend]\nDefaultServer = localhost\nLoginMode = MasterUser\n"
+                 "MasterUser = proxy\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = yes\n",
+                 path);
+        int errors = load(&cfg, text, &msgs);
+        if (cases[i].want) {
+            size_t len = cases[i].want == big ? CRED_PASS_MAX : strlen(cases[i].want);
+            CHECKF(errors == 0, "case %zu: %s", i, msgs);
+            CHECKF(cfg.backend.master_pass_len == len &&
+                           memcmp(cfg.backend.master_pass, cases[i].want, len) == 0,
+                   "case %zu: %zu bytes", i, cfg.backend.master_pass_len);
+        } else {
+            CHECKF(errors == 1 && strstr(msgs, "expected one line of 1 to 1024 bytes"),
+                   "case %zu: %s", i, msgs);
+        }
+        free(msgs);
+        config_free(&cfg);
+    }
+    /* A file that cannot be read: the system's reason. */
+    struct fg_config cfg;
+    char *msgs, text[512];
+    snprintf(text, sizeof text,
+             "[pop3]\n[backend]\nDefaultServer = localhost\nLoginMode = MasterUser\n"
+             "MasterUser = proxy\nMasterPasswordFile = %s\nAllowUncheckedMasterLogin = yes\n",
+             dir);
+    CHECK(load(&cfg, text, &msgs) == 1);
+    CHECKF(strstr(msgs, "t.ini:6: MasterPasswordFile") && strstr(msgs, "Is a directory"), "%s",
+           msgs);
+    free(msgs);
+    config_free(&cfg);
+}
+
+/* ThrottleKeyFile: THR_KEY_MIN to 4096 bytes, read whole, readable by no
+ * other user. */
+static void test_throttle_key_file_shapes(void)
+{
+    static uint8_t bytes[5000];
+    static const struct {
+        size_t n;
+        mode_t mode;
+        bool ok;
+    } cases[] = {
+            {32, 0600, true},    {31, 0600, false},   {4096, 0640, true},
+            {4097, 0600, false}, {5000, 0600, false}, {64, 0644, false},
+    };
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i * 7 + 1);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(cases); i++) {
+        struct fg_config cfg;
+        char *msgs, path[300], text[512];
+        snprintf(path, sizeof path, "%s/key%zu", dir, i);
+        FILE *f = fopen(path, "w");
+        CHECK(f && fwrite(bytes, 1, cases[i].n, f) == cases[i].n);
+        fclose(f);
+        chmod(path, cases[i].mode);
+        snprintf(text, sizeof text,
+                 "[pop3]\n[backend]\nDefaultServer = localhost\n[throttle]\n"
+                 "ThrottleKeyFile = %s\n",
+                 path);
+        int errors = load(&cfg, text, &msgs);
+        if (cases[i].ok) {
+            CHECKF(errors == 0, "case %zu: %s", i, msgs);
+            CHECKF(cfg.throttle.key_len == cases[i].n &&
+                           memcmp(cfg.throttle.key, bytes, cases[i].n) == 0,
+                   "case %zu: %zu bytes", i, cfg.throttle.key_len);
+        } else {
+            CHECKF(errors == 1 && strstr(msgs, "t.ini:5: ThrottleKeyFile"), "case %zu: %s", i,
+                   msgs);
+        }
+        free(msgs);
+        config_free(&cfg);
+    }
+    struct fg_config cfg;
+    char *msgs, text[512];
+    snprintf(text, sizeof text,
+             "[pop3]\n[backend]\nDefaultServer = localhost\n[throttle]\n"
+             "ThrottleKeyFile = %s/nonexistent\n",
+             dir);
+    CHECK(load(&cfg, text, &msgs) == 1);
+    CHECKF(strstr(msgs, "No such file"), "%s", msgs);
+    free(msgs);
+    config_free(&cfg);
 }
 
 /* ---- TLS: certificates, bindings, the backend -------------------------------- */
@@ -1261,6 +1374,8 @@ int main(void)
     test_proxy_protocol_settings();
     test_long_line_is_refused();
     test_master_password_file();
+    test_password_file_shapes();
+    test_throttle_key_file_shapes();
     test_no_certificate_means_no_tls();
     test_directory_sections();
     test_directory_errors();
