@@ -153,10 +153,19 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
     conn_arm_recv(w, c);
 }
 
-/* Runs the session on the bytes received so far and acts on its answer. */
+/* Runs the session on the bytes received so far and acts on its answer.
+ * Only a whole command restarts the pre-login clock (every command is
+ * answered, or starts a login, STARTTLS or the close): the bytes of one
+ * that never ends, trickled in to hold the connection (a slowloris), do
+ * not. */
 static void client_run(struct worker *w, struct conn *c)
 {
-    switch (c->s->ops->input(c->s)) {
+    uint32_t queued = buf_avail(&c->cq.q);
+    enum sess_action act = c->s->ops->input(c->s);
+
+    if (c->state == CONN_PREAUTH && (act != SESS_AGAIN || buf_avail(&c->cq.q) > queued))
+        ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
+    switch (act) {
     case SESS_AGAIN:
         break;
     case SESS_LOGIN:
@@ -262,15 +271,16 @@ static void client_data(struct worker *w, struct conn *c, const char *data, size
             conn_input_done(w, c);
             return;
         }
-        if (handshaking)
+        if (handshaking) {
+            /* A handshake is timed from its start; the greeting after it
+             * starts the clock again, as on a plain binding. */
             client_tls_ready(w, c);
+            ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
+        }
     } else if (buf_append(&c->s->in, data, n) != FG_OK) {
         conn_close(w, c, "out of memory");
         return;
     }
-    /* A handshake is timed from its start, not from its last byte. */
-    if (c->state == CONN_PREAUTH && !(c->flags & CF_TLS_HS))
-        ring_timer_touch(w, &c->timer, TL_PREAUTH + c->proto);
     client_run(w, c);
     if (c->state != CONN_CLOSING && (c->flags & CF_C_EOF))
         client_on_eof(w, c); /* the client's close_notify */

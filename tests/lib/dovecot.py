@@ -125,10 +125,13 @@ PROXY protocol
 
 Lifetime
     stop() (also __exit__ and an atexit hook) sends SIGTERM to the master,
-    waits, then SIGKILLs the whole process group.  If the Python process
-    itself is SIGKILLed, Dovecot keeps running: its pid is in
-    BASE_DIR/master.pid (normally WORKDIR/run; a short /tmp/fgdc-* folder
-    when WORKDIR is too long for 108-byte UNIX socket paths).
+    waits, then SIGKILLs the whole process group; kill() SIGKILLs the group
+    at once (a crash).  With fixed ports (``imap_port``, ``pop3_port``) a
+    stopped or killed instance starts again where its clients expect it.
+    If the Python process itself is SIGKILLed, Dovecot keeps running: its
+    pid is in BASE_DIR/master.pid (normally WORKDIR/run; a short
+    /tmp/fgdc-* folder when WORKDIR is too long for 108-byte UNIX socket
+    paths).
 """
 
 from __future__ import annotations
@@ -724,6 +727,15 @@ service anvil {{
                     shutil.rmtree(self._own_base_dir, ignore_errors=True)
                     self._own_base_dir = None
                     self.base_dir = os.path.join(self.workdir, "run")
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the instance at once, as a crash: no
+        process says goodbye to its clients. start() works again after it."""
+        with self._lock:
+            if self._proc is not None:
+                _killpg(self._proc.pid)
+                self._proc.wait(10)
+        self.stop()  # reaps what is left and releases the folder
 
     @property
     def running(self) -> bool:

@@ -335,9 +335,11 @@ class Raw:
     """A raw line-oriented client socket, for what imaplib cannot send."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", source: str | None = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, rcvbuf: int | None = None):
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.settimeout(timeout)
+        if rcvbuf:  # before the connect: a fixed window, not the kernel's autotuned one
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source:
             self.sock.bind((source, 0))
         self.sock.connect((host, port))
