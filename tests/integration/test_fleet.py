@@ -6,11 +6,17 @@ their own and expect the greeting, and one Redis the instances share
 Dovecot; clients are imaplib and poplib, from addresses of 127.0.0.0/8
 other than haproxy's.
 
-    make_fleet(settings=..., directory=..., tls=..., redis=...)
+    make_fleet(settings)                       # in front of the shared Dovecot
+    make_fleet(make_instance=directory_instances(workroot, directory,
+                                                 throttle={...}, extra={...}))
+    make_fleet(..., tls=(certdir, names), redis=False, n=3)   # Fleet's keywords
 
-builds one (each test its own): extra forestgate settings by section for
-every instance, or instances in front of slapd and the mailbox Dovecots
-with the throttle on (directory_instances), as test_throttle.py runs them.
+builds and starts one (each test its own): extra forestgate settings by
+section for every instance, or instances that resolve logons in slapd (with
+its lockout policy) and log on to the mailbox Dovecots with the throttle on,
+as test_throttle.py runs them. fleet.redis is the shared store; when the
+binary knows ThrottleStore, every instance names it and the same
+ThrottleKeyFile (fleet.shared_store).
 
     /usr/bin/python3 -m pytest -q tests/integration/test_fleet.py
 """
@@ -135,7 +141,7 @@ def fleet(make_fleet):
 def directory(workroot):
     """slapd with a lockout policy (ppolicy, AD's lockoutThreshold) and the
     two mailbox Dovecots, as test_throttle.py has them: (forest, slapd,
-    (imap port, pop3 port))."""
+    (imap port, pop3 port), the Dovecots by database)."""
     from tests.integration import test_directory_ldif as ldif_suite
     from tests.integration.test_throttle import MAX_FAILURE, throttle_forest
     from tests.lib.slapd import Slapd

@@ -18,7 +18,7 @@ without one would wait for a greeting that never comes. The check
 greeting arrives: ``* OK`` (IMAP), ``+OK`` (POP3). A service with
 ``check_ssl`` passes TLS through untouched (haproxy terminates nothing) and
 checks the greeting inside a TLS handshake of its own
-(``tcp-check connect ssl``). ``option redispatch 1`` sends a connection
+(``tcp-check connect send-proxy ssl``). ``option redispatch 1`` sends a connection
 that a server refuses on to another one at once, so a stopped instance
 costs no client an error before its health check fails.
 
