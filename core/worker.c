@@ -19,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,6 +179,12 @@ static void worker_begin_stop(struct worker *w)
         return;
     w->stopping = true;
     for (unsigned i = 0; i < w->nls; i++) {
+        /* The accept in flight holds the socket open past close(), and past
+         * the process's exit while the kernel tears the ring down: it would
+         * take connections into its backlog and then reset them, after a
+         * balancer saw the connect succeed (so it does not try another
+         * instance). shutdown() stops the listening itself, now. */
+        shutdown(w->ls[i].fd, SHUT_RDWR);
         struct io_uring_sqe *sqe = ring_sqe(w);
         io_uring_prep_cancel_fd(sqe, w->ls[i].fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, ud_make(OP_NONE, 0, 0));

@@ -38,7 +38,7 @@ from tests.integration.test_throttle import dc, mbx  # noqa: F401 (the fixtures)
 from tests.integration import test_directory_ldif as ldif_suite
 from tests.ldap.fixtures import Account, setup_a
 from tests.lib.forestgate import binary, free_port, wait_port
-from tests.lib.redis import RedisServer
+from tests.lib.redis import Redis
 
 USERS = ["fcontrol", "fspray", "ffam", "fload", "fload2", "fflush"]
 ATTEMPTS = 40
@@ -62,7 +62,7 @@ def forest():
 
 @pytest.fixture(scope="module")
 def redis(workroot):
-    r = RedisServer(os.path.join(workroot, "thr-redis"))
+    r = Redis(os.path.join(workroot, "thr-redis"))
     r.start()
     yield r
     r.stop()
@@ -225,7 +225,7 @@ def test_redis_stopped_and_restarted_under_load(pair, redis, dc, forest):
         t.start()
     try:
         time.sleep(1)
-        redis.stop()
+        redis.kill()
         for fg in pair:
             fg.wait_events("throttle_store_down")
         assert all(fg.stats()["throttle_store_up"] == 0 for fg in pair)

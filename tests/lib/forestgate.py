@@ -104,10 +104,21 @@ def stop_process(proc: subprocess.Popen, sig: int, timeout: float, what: str) ->
     return proc.returncode
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port of 127.0.0.1, free now and not handed out before by this
+    process. The kernel can pick a port it just gave again, and forestgate
+    and haproxy both listen with SO_REUSEPORT: a second listener on the port
+    would not fail to bind but take half its connections."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def vanish_mid_login(port: int, data: bytes, reset: bool = False,

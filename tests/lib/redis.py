@@ -1,21 +1,52 @@
-"""A private Redis (Debian's redis-server) for the throttle's fleet store:
-its own folder, port and configuration, no persistence; stopped and started
-again on the same port, as a restart is.
+"""A private, throw-away redis-server for integration tests: the shared
+throttle store of a fleet (``[throttle] ThrottleStore = redis://HOST:PORT``).
 
-It speaks RESP through a small client of its own (command(), monitor()),
-so the tests need no Python package for it.
+Everything -- redis.conf, the log, the pid file, an optional unix socket --
+lives in one work folder; the server listens on 127.0.0.1 only, on a port
+chosen once, so stop() or kill() and then start() bring it back at the same
+address, as a restarted Redis would be to forestgate. Nothing is ever
+written to disk (``save ""``, ``appendonly no``): a restart comes back
+empty, as a Redis without persistence does. Debian's system instance
+(/etc/redis, /var/lib/redis) is neither used nor touched.
+
+Usage::
+
+    from tests.lib.redis import Redis
+    with Redis("/tmp/x/redis") as r:
+        r.command("SET", "k", "v")          # -> "OK"
+        r.command("GET", "k")               # -> b"v"
+        r.url                               # -> "redis://127.0.0.1:PORT"
+        r.kill(); r.start()                 # back on the same port, empty
+        r.pause(); r.resume()               # SIGSTOP / SIGCONT: hangs, port open
+
+command() speaks RESP2 itself (no redis-py on Debian's python3): simple
+strings come back as str, bulk strings as bytes (None for a nil), integers
+as int, arrays as lists; an error reply raises RedisError.
 """
 
+from __future__ import annotations
+
+import atexit
 import os
+import signal
 import socket
 import subprocess
 import threading
 import time
 
+from tests.lib import logfile
 from tests.lib.forestgate import free_port
 
+REDIS_BIN = "/usr/bin/redis-server"
 
-def _encode(*args) -> bytes:
+_live: "set[Redis]" = set()
+
+
+class RedisError(RuntimeError):
+    """An error reply (-ERR ...), or a server that would not start."""
+
+
+def _encode(args) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         b = a if isinstance(a, bytes) else str(a).encode()
@@ -24,32 +55,36 @@ def _encode(*args) -> bytes:
 
 
 class _Reader:
-    def __init__(self, sock):
+    """RESP2 replies from a socket."""
+
+    def __init__(self, sock: socket.socket):
         self.sock, self.buf = sock, b""
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("Redis closed the connection")
-            self.buf += chunk
+            self._fill()
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
     def _exact(self, n: int) -> bytes:
         while len(self.buf) < n + 2:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("Redis closed the connection")
-            self.buf += chunk
+            self._fill()
         data, self.buf = self.buf[:n], self.buf[n + 2:]
         return data
 
     def reply(self):
         line = self._line()
         kind, rest = line[:1], line[1:]
-        if kind in (b"+", b"-"):
-            return rest.decode() if kind == b"+" else RuntimeError(rest.decode())
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
         if kind == b":":
             return int(rest)
         if kind == b"$":
@@ -58,29 +93,202 @@ class _Reader:
         if kind == b"*":
             n = int(rest)
             return None if n < 0 else [self.reply() for _ in range(n)]
-        raise ValueError(f"not RESP: {line!r}")
+        raise RedisError(f"not a RESP reply: {line!r}")
 
 
-class _Monitor:
-    """Every command Redis runs while it is open (MONITOR), as text."""
+class Redis:
+    """One private redis-server (see the module docstring)."""
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(_encode("MONITOR"))
+    def __init__(self, workdir: str, port: int | None = None, unixsocket: bool = False,
+                 host: str = "127.0.0.1"):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.host = host
+        self.port = port or free_port()
+        # Short enough for sun_path when workdir is deep.
+        self.unixsocket = os.path.join(self.workdir, "redis.sock") if unixsocket else None
+        self.conf_path = os.path.join(self.workdir, "redis.conf")
+        self.log_path = os.path.join(self.workdir, "redis.log")
+        self.pid_path = os.path.join(self.workdir, "redis.pid")
+        self.proc: subprocess.Popen | None = None
+        self._out = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        lines = [
+            "# Generated by tests/lib/redis.py -- private test instance.",
+            f"bind {self.host}",
+            f"port {self.port}",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {self.workdir}",
+            f"pidfile {self.pid_path}",
+            f"logfile {self.log_path}",
+            "loglevel notice",
+            'save ""',
+            "appendonly no",
+            "databases 1",
+            # Sessions of a killed forestgate go away at once, not after a
+            # TCP timeout: nothing to wait for between tests.
+            "tcp-keepalive 10",
+        ]
+        if self.unixsocket:
+            lines += [f"unixsocket {self.unixsocket}", "unixsocketperm 700"]
+        return "\n".join(lines) + "\n"
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 10.0) -> "Redis":
+        """Starts redis-server (again, on the same port after stop or kill)
+        and waits until it answers PING."""
+        if self.running:
+            raise RedisError("already running")
+        with open(self.conf_path, "w") as f:
+            f.write(self.config_text())
+        self._out = open(os.path.join(self.workdir, "redis.out"), "ab")
+        self.proc = subprocess.Popen([REDIS_BIN, self.conf_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._out,
+                                     start_new_session=True)
+        _live.add(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self._reap()
+                raise RedisError(f"redis-server exited with {rc}:\n{self.log_text()[-2000:]}")
+            try:
+                if self.command("PING", timeout=1.0) == "PONG":
+                    return self
+            except (OSError, RedisError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RedisError(f"redis-server did not answer:\n{self.log_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (redis saves nothing: save ""), wait; SIGKILL if it hangs.
+        Returns the exit status; idempotent."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> int | None:
+        """SIGKILL: gone at once, its clients' connections reset."""
+        return self._end(signal.SIGKILL, 5.0)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def _end(self, sig: int, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)  # a paused one cannot stop
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        rc = self.proc.returncode
+        self._reap()
+        return rc
+
+    def _reap(self) -> None:
+        self.proc = None
+        if self._out:
+            self._out.close()
+            self._out = None
+        _live.discard(self)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "Redis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------- client
+    def command(self, *args, timeout: float = 5.0):
+        """One command on a connection of its own; its reply (see the
+        module docstring)."""
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+            s.sendall(_encode(args))
+            return _Reader(s).reply()
+
+    def keys(self, pattern: str = "*") -> list[bytes]:
+        """Every key matching pattern (SCAN, so a big store is walked in
+        steps), sorted."""
+        out, cursor = set(), b"0"
+        while True:
+            cursor, batch = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            out.update(batch)
+            if cursor == b"0":
+                return sorted(out)
+
+    def dbsize(self) -> int:
+        return self.command("DBSIZE")
+
+    def info(self, section: str = "") -> dict:
+        """INFO as a dict of its key:value lines (values as text)."""
+        text = (self.command("INFO", section) if section else self.command("INFO")).decode()
+        return dict(l.split(":", 1) for l in text.splitlines() if ":" in l and l[0] != "#")
+
+    def clients(self) -> list[dict]:
+        """CLIENT LIST, one dict per connection (addr, name, cmd ...),
+        this query's own connection left out."""
+        rows = []
+        for line in self.command("CLIENT", "LIST").decode().splitlines():
+            row = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if row.get("cmd") != "client|list":
+                rows.append(row)
+        return rows
+
+    def log_text(self) -> str:
+        return logfile.read_text(self.log_path)
+
+    def monitor(self) -> "Monitor":
+        """Every command the server runs from now until the block ends:
+        ``with r.monitor() as m: ...; m.text()``."""
+        return Monitor(self.host, self.port)
+
+
+class Monitor:
+    """MONITOR on a connection of its own, read by a thread; text() is what
+    Redis ran, one command a line, each with Redis's "[db address]"."""
+
+    def __init__(self, host: str, port: int):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.sendall(_encode(["MONITOR"]))
         self.reader = _Reader(self.sock)
-        assert self.reader.reply() == "OK"
-        self.lines, self.done = [], False
+        if self.reader.reply() != "OK":
+            raise RedisError("MONITOR refused")
+        self.lines: list = []
+        self.done = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self):
+    def _run(self) -> None:
         try:
             while not self.done:
                 self.lines.append(self.reader.reply())
-        except (OSError, EOFError):
+        except (OSError, EOFError, RedisError):
             pass
 
-    def close(self):
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
         time.sleep(0.2)  # the last commands' lines
         self.done = True
         self.sock.close()
@@ -90,55 +298,10 @@ class _Monitor:
         return "\n".join(str(l) for l in self.lines)
 
 
-class RedisServer:
-    def __init__(self, workdir: str, port: int | None = None):
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc = None
-        os.makedirs(workdir, exist_ok=True)
-        self.log_path = os.path.join(workdir, "redis.log")
-
-    def start(self, timeout: float = 10.0) -> "RedisServer":
-        conf = os.path.join(self.workdir, "redis.conf")
-        with open(conf, "w") as f:
-            f.write(f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n"
-                    f"dir {self.workdir}\nlogfile {self.log_path}\ndaemonize no\n"
-                    "protected-mode no\n")
-        self.proc = subprocess.Popen(["redis-server", conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:  # Redis does not greet: it answers PING once it serves
-            try:
-                if self.command("PING") == "PONG":
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: see {self.log_path}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stops it as an outage would: its data is gone when it starts again."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def command(self, *args):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(_encode(*args))
-            return _Reader(s).reply()
-
-    def keys(self) -> list[bytes]:
-        return self.command("KEYS", "*")
-
-    def monitor(self):
-        mon = _Monitor(self.port)
-
-        class _Ctx:
-            def __enter__(self_):
-                return mon
-
-            def __exit__(self_, *exc):
-                mon.close()
-        return _Ctx()
+@atexit.register
+def _stop_all() -> None:
+    for r in list(_live):
+        try:
+            r.kill()
+        except Exception:
+            pass
