@@ -28,6 +28,7 @@ import poplib
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -427,3 +428,44 @@ def test_redis_fixture(workroot):
     finally:
         assert r.stop() == 0
     assert not [f for f in os.listdir(r.workdir) if f.endswith((".rdb", ".aof"))]
+
+
+def test_a_spray_through_the_balancer_is_throttled_as_one(make_fleet, workroot, directory):
+    """40 wrong passwords for one account from 40 addresses, which haproxy
+    deals over both instances: with their shared ThrottleStore, slapd hears
+    AccountFailureThreshold binds in all and the account stays open (two
+    lone instances would make twice as many, and lock it: the control in
+    test_throttle_store.py); the real user, from an address it logged on
+    from before, logs on through either instance after."""
+    from tests.integration.test_throttle import (ACCOUNT_ONLY, ACCT_THRESHOLD, FAILED, binds_as,
+                                                 raw_imap, wrong)
+    forest, dc, _, _ = directory
+    fleet = make_fleet(make_instance=directory_instances(workroot, directory,
+                                                         throttle=ACCOUNT_ONLY))
+    assert fleet.shared_store
+    for fg in fleet.instances:
+        fg.wait_events("throttle_store_up")
+    sam, home = "tspray", "127.0.0.90"
+    dn = forest.accounts[sam].dn
+    port = fleet.ports["imap"]
+    for _ in range(2):  # the home address, familiar through both instances
+        m = SourceIMAP(port, home)
+        assert m.login(sam, forest.accounts[sam].password)[0] == "OK"
+        m.logout()
+    before = {fg.name: fg.stats() for fg in fleet.instances}
+    mark = dc.log_mark()
+    with ThreadPoolExecutor(8) as ex:
+        answers = list(ex.map(lambda i: raw_imap(None, f"127.0.1.{i + 1}", sam,
+                                                 wrong("fleet", i), port=port)[0], range(40)))
+    binds = binds_as(dc, mark, dn)
+    failures, locked = dc.lockout_state(dn)
+    took = {fg.name: fg.stats()["throttle_account_unfamiliar_total"] -
+            before[fg.name]["throttle_account_unfamiliar_total"] for fg in fleet.instances}
+    print(f"through haproxy: 40 attempts, {binds} binds, locked {locked}, refused by {took}")
+    assert answers == [FAILED] * 40
+    assert binds == ACCT_THRESHOLD and locked is None
+    assert sum(took.values()) == 40 - ACCT_THRESHOLD and all(took.values()), took
+    for _ in range(2):
+        m = SourceIMAP(port, home)
+        assert m.login(sam, forest.accounts[sam].password)[0] == "OK"
+        m.logout()
