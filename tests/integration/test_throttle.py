@@ -83,11 +83,13 @@ USERS = ["tlock", "tcontrol", "tspray", "tfam", "tfam2", "twin", "trepeat", "tkn
          "tknown2", "tdelay", "tban", "texempt", "thold", "tcred"]
 
 
-def throttle_forest():
+def throttle_forest(users=None, first_rid=1400):
+    """Setup A and the users (USERS by default) in OU=Throttle, each with a
+    mailbox on DB01."""
     f = setup_a()
     root = f.domains["UCLABOR"]
-    for i, sam in enumerate(USERS):
-        f.add(Account(key=sam, domain=root, sam=sam, cn=sam, password=pw(sam), rid=1400 + i,
+    for i, sam in enumerate(users or USERS):
+        f.add(Account(key=sam, domain=root, sam=sam, cn=sam, password=pw(sam), rid=first_rid + i,
                       container="OU=Throttle", upn=f"{sam}@uclabor.de", alias=sam,
                       database="DB01", proxy=[f"SMTP:{sam}@uclabor.de"],
                       mail=f"{sam}@uclabor.de", type_details=1))

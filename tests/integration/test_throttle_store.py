@@ -22,7 +22,6 @@ again once it is back.
 
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -33,11 +32,11 @@ import pytest
 from tests.integration.test_directory_ldap import stop_ok
 from tests.integration.test_throttle import (ACCOUNT_ONLY, ACCT_THRESHOLD, FAILED, MAX_FAILURE,
                                              WRONGS, Delta, addr, binds_as, imap_user, logs_on,
-                                             pw, raw_imap, throttle_gateway, wrong)
+                                             pw, raw_imap, throttle_forest, throttle_gateway,
+                                             wrong)
 from tests.integration.test_throttle import dc, mbx  # noqa: F401 (the fixtures)
 from tests.integration import test_directory_ldif as ldif_suite
-from tests.ldap.fixtures import Account, setup_a
-from tests.lib.forestgate import binary, free_port, wait_port
+from tests.lib.forestgate import binary
 from tests.lib.redis import Redis
 
 USERS = ["fcontrol", "fspray", "ffam", "fload", "fload2", "fflush"]
@@ -51,14 +50,7 @@ MINE = []
 
 @pytest.fixture(scope="module")
 def forest():
-    f = setup_a()
-    root = f.domains["UCLABOR"]
-    for i, sam in enumerate(USERS):
-        f.add(Account(key=sam, domain=root, sam=sam, cn=sam, password=pw(sam), rid=1500 + i,
-                      container="OU=Throttle", upn=f"{sam}@uclabor.de", alias=sam,
-                      database="DB01", proxy=[f"SMTP:{sam}@uclabor.de"],
-                      mail=f"{sam}@uclabor.de", type_details=1))
-    return f
+    return throttle_forest(USERS, first_rid=1500)
 
 
 @pytest.fixture(scope="module")
