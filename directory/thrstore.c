@@ -31,7 +31,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#define TS_QUEUE   4096 /* address failures waiting for the store's thread */
+#define TS_QUEUE   4096 /* jobs waiting for the store's thread */
+#define TS_BATCH   64
 #define TS_POOL    64   /* idle connections kept for the directory threads */
 #define TS_RETRY   1000 /* ms between tries while Redis does not answer */
 #define TS_HEX_LEN 17
@@ -106,6 +107,14 @@ struct ts_url {
 
 enum { TS_UNKNOWN, TS_UP, TS_DOWN };
 
+/* What the store's thread sends for others, who do not wait for it. */
+struct ts_job {
+    bool account;    /* a bind's outcome (tk, outcome); else an address's failure (key) */
+    uint8_t outcome; /* enum thr_outcome */
+    uint64_t key;    /* the address's */
+    struct thr_ticket tk;
+};
+
 struct thr_store {
     struct throttle *t;
     const struct thr_conf *conf;
@@ -119,14 +128,14 @@ struct thr_store {
     pthread_mutex_t lock; /* the pool, the queue, sha */
     redisContext *pool[TS_POOL];
     unsigned npool;
-    uint64_t queue[TS_QUEUE];
+    struct ts_job queue[TS_QUEUE];
     unsigned qhead, qlen;
 
     _Atomic int state;
     _Atomic uint64_t retry_ms;
     _Atomic uint64_t errors, sent, dropped, learned;
 
-    int efd; /* wakes the thread: a failure queued, or stop */
+    int efd; /* wakes the thread: a job queued, or stop */
     _Atomic bool stop;
     bool started;
     pthread_t thread;
@@ -504,9 +513,8 @@ static bool ts_account_check(void *store, struct thr_ticket *tk, bool familiar,
     return ok;
 }
 
-static void ts_account_done(void *store, const struct thr_ticket *tk, enum thr_outcome o)
+static void ts_account_send(struct thr_store *s, const struct thr_ticket *tk, enum thr_outcome o)
 {
-    struct thr_store *s = store;
     const struct thr_conf *c = s->conf;
     struct ts_acct_keys ak;
     char pw[2 * THR_PW_HASH_LEN + 1], hist[12], rid[40], win[24], fam[24];
@@ -530,23 +538,50 @@ static void ts_account_done(void *store, const struct thr_ticket *tk, enum thr_o
 
 /* ---- addresses ---- */
 
-static void ts_addr_failed(void *store, uint64_t addr_key)
+/* Queues a job for the store's thread; false when the queue is full. */
+static bool ts_enqueue(struct thr_store *s, const struct ts_job *job)
 {
-    struct thr_store *s = store;
     bool queued = false;
     pthread_mutex_lock(&s->lock);
     if (s->qlen < TS_QUEUE) {
-        s->queue[(s->qhead + s->qlen++) % TS_QUEUE] = addr_key;
+        s->queue[(s->qhead + s->qlen++) % TS_QUEUE] = *job;
         queued = true;
     }
     pthread_mutex_unlock(&s->lock);
-    if (!queued) {
-        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        return;
+    if (queued) {
+        uint64_t one = 1;
+        ssize_t w = write(s->efd, &one, sizeof one);
+        (void)w; /* a full counter already wakes the thread */
     }
-    uint64_t one = 1;
-    ssize_t w = write(s->efd, &one, sizeof one);
-    (void)w; /* a full counter already wakes the thread */
+    return queued;
+}
+
+/*
+ * A bind's outcome needs no answer, so the directory thread does not wait
+ * for it: the store's thread sends it. Until it lands, the bind's
+ * reservation stands in Redis for the failure it may be, so no check in
+ * between can let more binds through than the threshold. With the queue
+ * full, the directory thread sends it itself.
+ */
+static void ts_account_done(void *store, const struct thr_ticket *tk, enum thr_outcome o)
+{
+    struct thr_store *s = store;
+    struct ts_job job = {.account = true, .outcome = (uint8_t)o, .tk = *tk};
+    if (!ts_enqueue(s, &job))
+        ts_account_send(s, tk, o);
+    explicit_bzero(&job, sizeof job);
+}
+
+/* ---- addresses ---- */
+
+/* A worker never waits for Redis: the failure is queued, or dropped (and
+ * counted) when the queue is full. */
+static void ts_addr_failed(void *store, uint64_t addr_key)
+{
+    struct thr_store *s = store;
+    struct ts_job job = {.key = addr_key};
+    if (!ts_enqueue(s, &job))
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
 }
 
 static void ts_send_failure(struct thr_store *s, uint64_t key)
@@ -573,22 +608,28 @@ static void ts_send_failure(struct thr_store *s, uint64_t key)
     atomic_fetch_add_explicit(&s->sent, 1, memory_order_relaxed);
 }
 
-static void ts_send_failures(struct thr_store *s)
+static void ts_send_jobs(struct thr_store *s)
 {
-    uint64_t batch[256];
+    struct ts_job batch[TS_BATCH];
     for (;;) {
         unsigned n = 0;
         pthread_mutex_lock(&s->lock);
-        while (s->qlen && n < 256) {
+        while (s->qlen && n < TS_BATCH) {
             batch[n++] = s->queue[s->qhead];
+            explicit_bzero(&s->queue[s->qhead], sizeof s->queue[0]);
             s->qhead = (s->qhead + 1) % TS_QUEUE;
             s->qlen--;
         }
         pthread_mutex_unlock(&s->lock);
         if (n == 0)
             return;
-        for (unsigned i = 0; i < n; i++)
-            ts_send_failure(s, batch[i]);
+        for (unsigned i = 0; i < n; i++) {
+            if (batch[i].account)
+                ts_account_send(s, &batch[i].tk, (enum thr_outcome)batch[i].outcome);
+            else
+                ts_send_failure(s, batch[i].key);
+        }
+        explicit_bzero(batch, n * sizeof batch[0]);
     }
 }
 
@@ -683,11 +724,12 @@ static void *ts_main(void *arg)
             uint64_t n;
             ssize_t rd = read(s->efd, &n, sizeof n);
             (void)rd;
-            ts_send_failures(s);
+            ts_send_jobs(s);
         }
         if (s->sub && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             ts_hear(s);
     }
+    ts_send_jobs(s); /* the last outcomes: their reservations go now, not at expiry */
     return NULL;
 }
 
