@@ -10,13 +10,15 @@
  * the instance goes on with its own counters (event=throttle_store_down,
  * then throttle_store_up).
  *
- * Accounts: the check and the outcome of each bind are one Lua script each,
- * run by the directory thread that does the bind, which waits for Redis at
- * most ThrottleStoreTimeoutMs, as it waits for a domain controller. A bind
- * under way is a reservation (a member of a sorted set with its expiry), so
+ * Accounts: the check before each bind is a Lua script run by the
+ * directory thread that does the bind, which waits for Redis at most
+ * ThrottleStoreTimeoutMs, as it waits for a domain controller. A bind under
+ * way is a reservation (a member of a sorted set with its expiry), so
  * parallel attempts on several instances cannot overshoot a threshold, and
  * an instance that dies mid-bind leaves nothing behind past the
- * reservation's time.
+ * reservation's time. The bind's outcome, another script, needs no answer:
+ * the store's thread sends it, and until it lands the reservation stands
+ * for it.
  *
  * Addresses: a worker never waits for Redis. Its failed logon is queued for
  * the store's thread, which counts it in Redis and publishes the fleet's
