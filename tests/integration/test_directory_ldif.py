@@ -283,6 +283,7 @@ def test_clients_vanishing_during_the_directory_request(env_a):
     """LOGIN, then gone before the answer: the answer still arrives on the
     worker's ring, finds the slot closing, and nothing is left behind."""
     A, fg = env_a
+    fg.wait_idle()  # the sessions of the tests before are gone on both legs
     base = fg.fd_count()
     for i in range(300):
         vanish_mid_login(fg.imap_port,
@@ -318,6 +319,9 @@ def test_failed_logons_answer_after_the_delay(workroot, env_a):
         t0 = time.monotonic()
         ok, _, _ = imap_login(fg, "tuser", A.passwords["tuser"])
         assert ok and time.monotonic() - t0 < 0.35
+        # The baseline once that session is gone on forestgate's side too:
+        # the client's logout returns before forestgate has closed both legs.
+        fg.wait_idle()
         base = fg.fd_count()
         for _ in range(50):
             vanish_mid_login(fg.imap_port, b"a LOGIN nosuch wrong\r\n")
