@@ -283,6 +283,18 @@ static bool ts_hello(struct thr_store *s, redisContext *c, const char **why)
            ts_cmd_ok(c, redisCommand(c, "SELECT %u", s->url.db), why, "SELECT was refused");
 }
 
+/* Frees a context that failed to connect; *why, which may point into it,
+ * is copied first: the caller logs it. */
+static redisContext *ts_connect_failed(redisContext *c, const char **why)
+{
+    static _Thread_local char buf[128];
+    snprintf(buf, sizeof buf, "%s", *why);
+    *why = buf;
+    if (c)
+        redisFree(c);
+    return NULL;
+}
+
 static redisContext *ts_connect(struct thr_store *s, const char **why)
 {
     uint32_t ms = s->conf->store_timeout_ms;
@@ -290,23 +302,12 @@ static redisContext *ts_connect(struct thr_store *s, const char **why)
     redisContext *c = redisConnectWithTimeout(s->url.host, s->url.port, tv);
     if (!c || c->err) {
         *why = c && c->errstr[0] ? c->errstr : "cannot connect";
-        /* The reason outlives the context: the caller logs it. */
-        static _Thread_local char buf[128];
-        snprintf(buf, sizeof buf, "%s", *why);
-        *why = buf;
-        if (c)
-            redisFree(c);
-        return NULL;
+        return ts_connect_failed(c, why);
     }
     redisSetTimeout(c, tv);
     redisEnableKeepAlive(c);
-    if (!ts_hello(s, c, why)) {
-        static _Thread_local char buf[128];
-        snprintf(buf, sizeof buf, "%s", *why);
-        *why = buf;
-        redisFree(c);
-        return NULL;
-    }
+    if (!ts_hello(s, c, why))
+        return ts_connect_failed(c, why);
     return c;
 }
 
