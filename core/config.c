@@ -35,6 +35,7 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogLevel", CT_ENUM, struct fg_config, log_level, EN_LOG_LEVEL, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
+        KEY("MetricsBinding", CT_BINDINGS, struct fg_config, metrics, 0, 0),
         KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
         /* Not Exchange's: how much of an IPv6 address MaxConnectionFromSingleIP
          * counts as one client (a /64 is one customer's network). */

@@ -83,6 +83,7 @@ struct fg_config {
     enum log_level log_level;
     char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
     char stats_socket[108];
+    struct bindings metrics; /* MetricsBinding: GET /metrics over HTTP (none: off) */
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
     uint32_t ipv6_prefix;    /* IPv6PrefixLength: bits of an IPv6 client address counted */
     struct proto_conf proto[FG_PROTO_COUNT];

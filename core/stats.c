@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include "../directory/thrstore.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -265,6 +266,8 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     }
     if (strcmp(cmd, "show info") == 0)
         stats_info(st, out);
+    else if (strcmp(cmd, "show metrics") == 0)
+        metrics_render(st, out);
     else if (strcmp(cmd, "show settings") == 0)
         config_dump(st->cfg, out);
     else if (strcmp(cmd, "show backends") == 0 && st->bhosts)
@@ -273,6 +276,7 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
         fprintf(out,
                 "show info      counters and current connections\n"
                 "show settings  the effective configuration\n"
+                "show metrics   the counters in Prometheus's text format\n"
                 "show backends  each backend host: up or down, its back-off, its counters\n"
                 "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
                 "flush cache [NAME]   drop every route cache entry, or NAME's\n"
