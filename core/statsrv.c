@@ -26,7 +26,8 @@ struct statsrv_client {
     struct wcmd *cmd; /* SC_WAIT */
     char *out;        /* the answer */
     size_t len, off;
-    size_t n; /* bytes in line */
+    size_t n;       /* bytes in line */
+    bool out_armed; /* EPOLLOUT is what the loop watches */
     char line[STATSRV_LINE_MAX];
 };
 
@@ -52,8 +53,9 @@ static void statsrv_send(struct statsrv_client *c)
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (c->phase != SC_WRITE) {
+            if (!c->out_armed) {
                 c->phase = SC_WRITE;
+                c->out_armed = true;
                 ev_mod(c->sv->loop, &c->h, EPOLLOUT);
             }
             c->deadline_ms = ev_now_ms() + STATSRV_WRITE_MS;
@@ -270,7 +272,6 @@ static void statsrv_on_done(struct ev_handler *h, uint32_t events)
             wcmd_answer(c->cmd, mem);
         wcmd_free(c->cmd);
         c->cmd = NULL;
-        c->phase = SC_WRITE;
         statsrv_reply(c, mem);
     }
     for (n = sv->orphans.next; n != &sv->orphans; n = next) {
