@@ -190,8 +190,7 @@ struct main_ctx {
     struct fg_tls *tls;
     struct worker *ws;
     unsigned nworkers;
-    struct wcmd *stop_accepting; /* the drain's command to the workers */
-    uint64_t drain_deadline_ms;  /* 0: not draining */
+    uint64_t drain_deadline_ms; /* 0: not draining */
 };
 
 #define MAIN_DRAIN_DEFAULT_S 60
@@ -232,7 +231,7 @@ static void main_drain_tick(struct ev_tick *t, uint64_t now)
 
 /* "drain [SECONDS]": stop accepting now, exit when the sessions have ended
  * or the deadline passes. A second drain may bring the deadline closer. */
-static void main_drain(void *ctx, const char *arg, FILE *out)
+static struct wcmd *main_drain(void *ctx, const char *arg, int done_fd, FILE *out)
 {
     struct main_ctx *m = ctx;
     char *end;
@@ -243,7 +242,7 @@ static void main_drain(void *ctx, const char *arg, FILE *out)
         if (errno || *end || end == arg || *arg == '-' || secs > MAIN_DRAIN_MAX_S) {
             fprintf(out, "error: drain takes a number of seconds from 0 to %u, not \"%s\"\n",
                     MAIN_DRAIN_MAX_S, arg);
-            return;
+            return NULL;
         }
     }
     uint64_t deadline = ev_now_ms() + secs * 1000;
@@ -253,20 +252,21 @@ static void main_drain(void *ctx, const char *arg, FILE *out)
         fprintf(out, "already draining: %u connection(s) left, stopping in %llu s at the latest\n",
                 main_connections(m),
                 (unsigned long long)(m->drain_deadline_ms - ev_now_ms() + 999) / 1000);
-        return;
+        return NULL;
     }
-    m->stop_accepting = wcmd_new(WCMD_STOP_ACCEPTING, m->nworkers, -1);
-    if (!m->stop_accepting) {
+    struct wcmd *cmd = wcmd_new(WCMD_STOP_ACCEPTING, m->nworkers, done_fd);
+    if (!cmd) {
         fprintf(out, "error: out of memory\n");
-        return;
+        return NULL;
     }
-    wcmd_post(m->ws, m->stop_accepting);
+    wcmd_post(m->ws, cmd);
     m->drain_deadline_ms = deadline;
     ev_tick_add(&m->loop, &m->drain_tick);
     uint32_t left = main_connections(m);
     log_msg(LOG_INFO, "drain", "no longer accepting; %u connection(s) have %lu s to end", left,
             secs);
     fprintf(out, "draining: no longer accepting; %u connection(s) have %lu s to end\n", left, secs);
+    return cmd; /* answered once every worker has closed its listeners */
 }
 
 static void main_on_signal(struct ev_handler *h, uint32_t events)
@@ -314,7 +314,6 @@ out:
     for (unsigned i = 0; i < m->nworkers; i++)
         worker_join(&m->ws[i]);
     statsrv_close(&sv);
-    wcmd_free(m->stop_accepting);
     ev_tick_del(&m->drain_tick);
     ev_free(&m->loop);
     return rc;
