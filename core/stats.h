@@ -1,7 +1,7 @@
 /*
  * The stats socket: a Unix socket that answers one command per connection,
  * in the manner of HAProxy's. Commands: "show info", "show settings",
- * "show backends", "help".
+ * "show backends", "set" (tune.h), "help".
  */
 #ifndef FG_STATS_H
 #define FG_STATS_H
@@ -14,7 +14,7 @@
 
 struct stats {
     int fd;
-    const struct fg_config *cfg;
+    struct fg_config *cfg; /* set changes the settings that can change at run time (tune.c) */
     struct worker *workers;
     unsigned nworkers;
     uint32_t slots;
