@@ -63,7 +63,7 @@ static void setup(void)
         limits_set(&lim, LIMITS_PER_USER, (enum fg_proto)p, cfg.proto[p].max_per_user);
     }
     CHECK_INT(bhost_table_init(&bh, 2000, 60000, 6000), FG_OK);
-    st = (struct stats){.fd = -1, .cfg = &cfg, .limits = &lim, .bhosts = &bh};
+    st = (struct stats){.cfg = &cfg, .limits = &lim, .bhosts = &bh};
 }
 
 /* The file's parser, one value at a time: its units, ranges and words. */
