@@ -105,8 +105,7 @@ static int main_open_plogs(const struct fg_config *cfg)
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
         if (!cfg->proto[p].enabled || !cfg->proto[p].protocol_log)
             continue;
-        plog_fds[p] = plog_open(cfg->log_dir, p == FG_PROTO_IMAP ? "imap" : "pop3");
-        if (plog_fds[p] < 0) {
+        if (plog_enable(p, cfg->log_dir) != FG_OK) {
             log_msg(LOG_ERROR, "config", "cannot open the protocol log in %s: %s", cfg->log_dir,
                     strerror(errno));
             return FG_ERROR;

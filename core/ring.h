@@ -92,7 +92,7 @@ struct ring_timer {
 
 struct timer_list {
     struct fg_list head;
-    uint32_t timeout; /* seconds */
+    uint32_t timeout; /* seconds; read again at every tick (worker.c) */
 };
 
 /* A listener whose accepts failed for want of descriptors or memory: it

@@ -1,5 +1,7 @@
 #include "stats.h"
 
+#include "tune.h"
+
 #include "../directory/thrstore.h"
 
 #include <errno.h>
@@ -248,6 +250,10 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
 {
     if (stats_cache_command(st, cmd, out) || stats_backend_command(st, cmd, out))
         return;
+    if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' ')) {
+        tune_command(st, cmd + 3, out);
+        return;
+    }
     if (strcmp(cmd, "flush throttle") == 0) {
         if (st->dir && st->dir->thr)
             thr_flush(st->dir->thr);
@@ -277,7 +283,8 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
                 "drain [SECONDS]  stop accepting, exit when the sessions end (default 60 s)\n"
                 "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
                 "flush cache [NAME]   drop every route cache entry, or NAME's\n"
-                "flush throttle       forget failed logons: unblock every address and account\n");
+                "flush throttle       forget failed logons: unblock every address and account\n"
+                "set SETTING VALUE    change a setting now (\"set\" alone lists those it can)\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }
