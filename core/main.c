@@ -4,6 +4,8 @@
  */
 #include "../directory/thrstore.h"
 #include "../tls/tls.h"
+#include "notify.h"
+#include "privdrop.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -198,9 +200,12 @@ static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, st
         if (read(sfd, &si, sizeof si) != sizeof si)
             continue;
         if (si.ssi_signo == SIGHUP) {
+            notify_reloading();
             main_tls_reload(cfg, tls);
+            notify_ready();
             continue;
         }
+        notify_stopping();
         log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
         return;
     }
@@ -269,9 +274,13 @@ static int main_run(struct fg_config *cfg)
     }
     if (cfg->stats_socket[0] && stats_open(&st, cfg->stats_socket) != FG_OK)
         goto stop;
+    /* Every port, log and socket is open: root is no longer needed. */
+    if (privdrop_apply(cfg) != FG_OK)
+        goto stop;
     main_warn_wolfssl();
     log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
             n, slots);
+    notify_ready();
     main_wait(sfd, &st, cfg, &tls);
     rc = 0;
 stop:
