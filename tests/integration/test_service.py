@@ -207,3 +207,35 @@ def test_user_set_but_started_unprivileged_as_someone_else_refuses(make_fg):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r.stderr
     assert "User = daemon: only root can switch to it" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting as another user needs root")
+def test_unprivileged_with_cap_net_bind_service_binds_low_port(make_fg):
+    """The unit's way: started as the user, with CAP_NET_BIND_SERVICE as its
+    one (ambient) capability; without it the same bind is refused."""
+    nobody = pwd.getpwnam("nobody")
+    port = free_low_port()
+    fg = make_fg(settings={"imap": {"UnencryptedOrTLSBindings": f"127.0.0.1:{port}"}},
+                 start=False)
+    fg.imap_port = port
+    os.chown(fg.workdir, nobody.pw_uid, nobody.pw_gid)
+    as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                 "--clear-groups"]
+    plain = fg.command
+    fg.command = lambda: as_nobody + ["--inh-caps=+net_bind_service",
+                                      "--ambient-caps=+net_bind_service"] + plain()
+    fg.start()
+    with open(f"/proc/{fg.proc.pid}/status") as f:
+        st = dict(l.split(":", 1) for l in f)
+    assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+    assert int(st["CapEff"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE, nothing else
+    c = imaplib.IMAP4("127.0.0.1", port, timeout=15)
+    assert c.login("alice", PASSWORDS["alice"])[0] == "OK"
+    c.logout()
+    assert fg.stop() == 0
+
+    # Without the capability, nobody cannot bind it.
+    r = subprocess.run(as_nobody + [binary(), "-c", fg.config_path], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Permission denied" in r.stderr
