@@ -153,6 +153,8 @@ def test_user_binds_low_port_as_root_then_serves_as_nobody(make_fg):
     # The stats socket is the user's; the clients still get through.
     assert os.stat(fg.stats_path).st_uid == nobody.pw_uid
     assert fg.stats()["connections"] == 0
+    settings = fg.stats("show settings")["text"]
+    assert "User = nobody" in settings and "# Group = (not set)" in settings, settings
     c = imaplib.IMAP4("127.0.0.1", port, timeout=15)
     assert c.login("alice", PASSWORDS["alice"])[0] == "OK"
     assert c.select("INBOX")[0] == "OK"
