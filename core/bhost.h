@@ -41,13 +41,15 @@ struct bhost {
     _Atomic uint64_t skipped;    /* logons that passed it by while it was down */
     _Atomic uint64_t downs;      /* times it went down */
     _Atomic uint32_t sessions;   /* relayed sessions now */
+    _Atomic bool disabled;       /* by the stats socket: no new sessions */
     char why[160];               /* the last failure, for show backends; under the lock */
 };
 
 struct bhost_table {
     pthread_mutex_t lock; /* adding hosts only */
     uint32_t backoff_ms, backoff_max_ms;
-    uint32_t probe_hold_ms; /* how long others skip a host while one logon probes it */
+    _Atomic uint32_t probe_hold_ms; /* how long others skip a host while one logon probes it;
+                                     * ConnectTimeout's, which set may change (core/tune.c) */
     _Atomic uint32_t n;
     struct bhost *hosts[BHOST_MAX];             /* in the order they were added */
     _Atomic(struct bhost *) slots[BHOST_SLOTS]; /* by address */
@@ -87,6 +89,13 @@ void bhost_ok(struct bhost_table *t, struct bhost *h);
  * failed probe; logs event=backend_down. */
 void bhost_failed(struct bhost_table *t, struct bhost *h, bool probe, uint64_t now,
                   const char *why);
+
+/*
+ * "disable backend HOST" / "enable backend HOST": HOST is a host's name,
+ * its address, or either with ":port". A disabled host gets no new
+ * sessions, and its sessions go on. Returns the hosts that matched.
+ */
+unsigned bhost_set_disabled(struct bhost_table *t, const char *host, bool disabled);
 
 /* Hosts down now. */
 uint32_t bhost_down_count(const struct bhost_table *t);

@@ -93,8 +93,9 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
 {
     const struct conn *c = ctx;
-    if (plog_fds[c->proto] >= 0)
-        plog_write(plog_fds[c->proto], c->sid, dir, line, n);
+    int fd = plog_fd(c->proto); /* off again: this session stops logging too */
+    if (fd >= 0)
+        plog_write(fd, c->sid, dir, line, n);
 }
 
 /*
@@ -140,6 +141,11 @@ static void conn_refuse(struct worker *w, int fd, const struct listener *l, enum
         w->refused_logged = w->now;
         w->refused_quiet = 0;
     }
+}
+
+const char *conn_bye_line(uint8_t proto, enum sess_bye bye)
+{
+    return conn_ops[proto]->bye[bye];
 }
 
 static struct conn *conn_alloc(struct worker *w, const struct listener *l, int fd)
@@ -377,6 +383,8 @@ void conn_release(struct worker *w, struct conn *c)
         atomic_fetch_sub_explicit(&c->bh->sessions, 1, memory_order_relaxed);
     free(c->user);
     c->user = NULL;
+    free(c->mailbox);
+    c->mailbox = NULL;
     conn_set_state(w, c, CONN_FREE);
     c->gen++;
     limits_release(w->shared->limits, &c->lim_ip);

@@ -2,7 +2,7 @@
 """Writes docs/man/forestgate.ini.5 from README.md's settings tables, so the
 manual page and the README say the same thing.
 
-Every table whose first header cell names a setting becomes one section of
+Every table with the columns setting, default, meaning becomes one section of
 the page, titled by the heading above it; each row becomes a .TP entry (the
 setting, its default, its meaning). Markdown's `code` becomes bold, links
 keep their text. Usage: scripts/man-ini.py [OUT] (default docs/man/forestgate.ini.5);
@@ -117,7 +117,8 @@ def tables(readme: str):
         m = re.match(r"#{2,4} (.*)", line)
         if m:
             heading = m.group(1)
-        if line.startswith("|") and "setting" in cells(line)[0] and i + 1 < len(lines) \
+        if line.startswith("|") and "setting" in cells(line)[0] \
+                and cells(line)[1:2] == ["default"] and i + 1 < len(lines) \
                 and re.match(r"\|[-| ]+\|$", lines[i + 1].strip()):
             rows = []
             i += 2

@@ -75,6 +75,8 @@ def start_expecting_ready(fg, ns: NotifySocket) -> dict:
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_notify_ready_reload_stopping(make_fg, abstract):
+    """READY, RELOADING/READY on SIGHUP and on the socket's reload, STOPPING
+    on SIGTERM (path socket) or on a drain (abstract socket)."""
     fg = make_fg(start=False)
     path = f"@fg-notify-{os.getpid()}-{id(fg)}" if abstract else os.path.join(fg.workdir, "notify")
     ns = NotifySocket(path)
@@ -92,9 +94,19 @@ def test_notify_ready_reload_stopping(make_fg, abstract):
         assert msg.get("READY") == "1", msg
         assert accepts_at_once(fg.imap_port)
 
-        fg.proc.send_signal(signal.SIGTERM)
+        # The stats socket's reload is SIGHUP's.
+        assert "reloaded" in fg.stats("reload")["text"]
+        assert ns.recv()[0].get("RELOADING") == "1"
+        assert ns.recv()[0].get("READY") == "1"
+
+        # Stopping: by signal, or by a drain (nothing to wait for here).
+        if abstract:
+            assert "draining" in fg.stats("drain 5")["text"]
+        else:
+            fg.proc.send_signal(signal.SIGTERM)
         msg, _ = ns.recv()
         assert msg.get("STOPPING") == "1", msg
+        assert fg.proc.wait(20) == 0
         assert fg.stop() == 0
     finally:
         ns.close()
