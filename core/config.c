@@ -15,8 +15,10 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -39,6 +41,8 @@ static const struct cfg_key cfg_global_keys[] = {
         /* Not Exchange's: how much of an IPv6 address MaxConnectionFromSingleIP
          * counts as one client (a /64 is one customer's network). */
         KEY("IPv6PrefixLength", CT_UINT, struct fg_config, ipv6_prefix, 32, 128),
+        KEY("User", CT_STR, struct fg_config, user, 1, 0),
+        KEY("Group", CT_STR, struct fg_config, group, 1, 0),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -893,6 +897,40 @@ static void cfg_check_throttle(struct cfg_parse *cp)
     cfg_check_store(cp, tc);
 }
 
+/* User and Group name accounts of this machine (core/privdrop.c switches to
+ * them); root is no account to drop to. */
+static void cfg_check_user(struct cfg_parse *cp)
+{
+    struct fg_config *cfg = cp->cfg;
+    unsigned ul = cfg_key_line(cp, SEC_GLOBAL, "User");
+    unsigned gl = cfg_key_line(cp, SEC_GLOBAL, "Group");
+    char buf[4096];
+
+    if (!cfg->user[0]) {
+        if (cfg->group[0])
+            cfg_error(cp, gl, "Group needs User");
+        return;
+    }
+    struct passwd pw, *pwp = NULL;
+    int rc = getpwnam_r(cfg->user, &pw, buf, sizeof buf, &pwp);
+    if (!pwp) {
+        cfg_error(cp, ul, "User %s: %s", cfg->user, rc ? strerror(rc) : "no such user");
+        return;
+    }
+    if (pw.pw_uid == 0)
+        cfg_error(cp, ul, "User %s is root: name an unprivileged account", cfg->user);
+    cfg->run_uid = pw.pw_uid;
+    cfg->run_gid = pw.pw_gid;
+    if (!cfg->group[0])
+        return;
+    struct group gr, *grp = NULL;
+    rc = getgrnam_r(cfg->group, &gr, buf, sizeof buf, &grp);
+    if (!grp)
+        cfg_error(cp, gl, "Group %s: %s", cfg->group, rc ? strerror(rc) : "no such group");
+    else
+        cfg->run_gid = gr.gr_gid;
+}
+
 static void cfg_check(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -916,6 +954,7 @@ static void cfg_check(struct cfg_parse *cp)
     cfg_check_backend_tls(cp);
     cfg_warn_delegates(cp);
     cfg_check_throttle(cp);
+    cfg_check_user(cp);
 }
 
 /* Reads, checks and loads; returns the number of errors. */

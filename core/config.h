@@ -88,6 +88,10 @@ struct fg_config {
     char stats_socket[108];
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
     uint32_t ipv6_prefix;    /* IPv6PrefixLength: bits of an IPv6 client address counted */
+
+    char user[64];             /* User: switched to once the ports are bound (core/privdrop.c) */
+    char group[64];            /* Group: else User's own group */
+    uint32_t run_uid, run_gid; /* User's and Group's ids, when User is set */
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
     struct dir_conf dir;

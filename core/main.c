@@ -4,6 +4,8 @@
  */
 #include "../directory/thrstore.h"
 #include "../tls/tls.h"
+#include "notify.h"
+#include "privdrop.h"
 #include "stats.h"
 #include "statsrv.h"
 #include "wcmd.h"
@@ -207,7 +209,9 @@ static uint32_t main_connections(const struct main_ctx *m)
 static void main_reload(void *ctx, FILE *out)
 {
     struct main_ctx *m = ctx;
+    notify_reloading();
     main_tls_reload(m->cfg, m->tls, out);
+    notify_ready();
     if (out)
         fprintf(out, "reloaded\n");
 }
@@ -259,6 +263,7 @@ static struct wcmd *main_drain(void *ctx, const char *arg, int done_fd, FILE *ou
         return NULL;
     }
     wcmd_post(m->ws, cmd);
+    notify_stopping();
     m->drain_deadline_ms = deadline;
     ev_tick_add(&m->loop, &m->drain_tick);
     uint32_t left = main_connections(m);
@@ -279,6 +284,7 @@ static void main_on_signal(struct ev_handler *h, uint32_t events)
         main_reload(m, NULL);
         return;
     }
+    notify_stopping();
     log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
     ev_stop(&m->loop);
 }
@@ -301,9 +307,13 @@ static int main_wait(struct main_ctx *m, int sfd, struct stats *st)
         (m->cfg->stats_socket[0] &&
          statsrv_open(&sv, st, &m->loop, m->cfg->stats_socket, &hooks) != FG_OK))
         goto out;
+    /* Every port, log and socket is open: root is no longer needed. */
+    if (privdrop_apply(m->cfg) != FG_OK)
+        goto out;
     main_warn_wolfssl();
     log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
             m->nworkers, m->ws[0].nslots);
+    notify_ready();
     ev_run(&m->loop);
     rc = FG_OK;
 out:
