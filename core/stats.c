@@ -1,7 +1,5 @@
 #include "stats.h"
 
-#include "tune.h"
-
 #include "../directory/thrstore.h"
 
 #include <errno.h>
@@ -250,10 +248,6 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
 {
     if (stats_cache_command(st, cmd, out) || stats_backend_command(st, cmd, out))
         return;
-    if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' ')) {
-        tune_command(st, cmd + 3, out);
-        return;
-    }
     if (strcmp(cmd, "flush throttle") == 0) {
         if (st->dir && st->dir->thr)
             thr_flush(st->dir->thr);

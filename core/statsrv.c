@@ -1,5 +1,6 @@
 #include "statsrv.h"
 
+#include "tune.h"
 #include "wcmd.h"
 
 #include <errno.h>
@@ -173,7 +174,9 @@ static void statsrv_execute(struct statsrv_client *c)
             statsrv_wait(c, w);
             return;
         }
-    } else if (strncmp(cmd, "show settings ", 14) == 0 && cmd[14 + strspn(cmd + 14, " ")])
+    } else if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' '))
+        tune_command(sv->st, cmd + 3, mem);
+    else if (strncmp(cmd, "show settings ", 14) == 0 && cmd[14 + strspn(cmd + 14, " ")])
         statsrv_settings(sv, cmd + 14 + strspn(cmd + 14, " "), mem);
     else
         stats_command(sv->st, cmd, mem);

@@ -31,7 +31,11 @@ static char *run(const char *cmd)
     char *text = NULL;
     size_t n = 0;
     FILE *out = open_memstream(&text, &n);
-    stats_command(&st, cmd, out);
+    /* The stats server sends "set ..." to tune_command, the rest here. */
+    if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' '))
+        tune_command(&st, cmd + 3, out);
+    else
+        stats_command(&st, cmd, out);
     fclose(out);
     if (n > 0 && text[n - 1] == '\n')
         text[--n] = 0;
