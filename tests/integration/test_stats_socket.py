@@ -246,3 +246,30 @@ def test_stuck_stats_clients_hold_up_nothing(fg):
     assert fg.stop(signal.SIGTERM, timeout=10) == 0
     for s in flood:
         s.close()
+
+
+def test_long_answer_to_a_slow_reader(make_fg):
+    # More than a socket buffer of sessions: the answer waits for the reader
+    # (EPOLLOUT) and arrives whole; meanwhile other commands are served.
+    fg = make_fg({"imap": {"MaxConnectionFromSingleIP": "6000", "MaxConnections": "6000"}})
+    conns = [socket.create_connection(("127.0.0.1", fg.imap_port)) for _ in range(5000)]
+    try:
+        deadline = time.monotonic() + 30
+        while fg.stats()["connections"] < 5000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        slow = socket.socket(socket.AF_UNIX)
+        slow.connect(fg.stats_path)
+        slow.sendall(b"show sessions\n")
+        time.sleep(0.5)
+        assert cmd(fg, "show info").startswith("version:")
+        data = b""
+        slow.settimeout(10)
+        while chunk := slow.recv(65536):
+            data += chunk
+        lines = data.decode().splitlines()
+        assert len(data) > 256 * 1024
+        assert len(lines) == 5001 and all(" preauth " in l for l in lines[1:])
+    finally:
+        for c in conns:
+            c.close()
+    fg.wait_idle(30)
