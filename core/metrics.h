@@ -75,9 +75,4 @@ static inline void metrics_phase_move(struct metrics_worker *m, unsigned proto,
         FG_SW_ADD(&m->phase[proto][new_], 1);
 }
 
-struct stats;
-
-/* Writes every metric, summed over the workers, in the text format. */
-void metrics_render(const struct stats *st, FILE *out);
-
 #endif

@@ -6,7 +6,7 @@
 
 #include "../base/log.h"
 #include "../proto/http_parse.h"
-#include "metrics.h"
+#include "metrics_render.h"
 #include "stats.h"
 
 #include <errno.h>

@@ -1,7 +1,6 @@
 #include "stats.h"
 
 #include "../directory/thrstore.h"
-#include "metrics.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -259,8 +258,6 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     }
     if (strcmp(cmd, "show info") == 0)
         stats_info(st, out);
-    else if (strcmp(cmd, "show metrics") == 0)
-        metrics_render(st, out);
     else if (strcmp(cmd, "show settings") == 0)
         config_dump(st->cfg, out);
     else if (strcmp(cmd, "show backends") == 0 && st->bhosts)

@@ -1,5 +1,6 @@
 #include "statsrv.h"
 
+#include "metrics_render.h"
 #include "tune.h"
 #include "wcmd.h"
 
@@ -174,7 +175,9 @@ static void statsrv_execute(struct statsrv_client *c)
             statsrv_wait(c, w);
             return;
         }
-    } else if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' '))
+    } else if (strcmp(cmd, "show metrics") == 0)
+        metrics_render(sv->st, mem);
+    else if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' '))
         tune_command(sv->st, cmd + 3, mem);
     else if (strncmp(cmd, "show settings ", 14) == 0 && cmd[14 + strspn(cmd + 14, " ")])
         statsrv_settings(sv, cmd + 14 + strspn(cmd + 14, " "), mem);

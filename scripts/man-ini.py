@@ -151,6 +151,11 @@ def render(readme: str) -> str:
 def main() -> int:
     with open(os.path.join(ROOT, "README.md")) as f:
         page = render(f.read())
+    if sys.argv[1:2] in (["-h"], ["--help"]) or (len(sys.argv) > 1 and
+                                                   sys.argv[1].startswith("-") and
+                                                   sys.argv[1] != "--check"):
+        print(__doc__.strip())
+        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
     if sys.argv[1:] == ["--check"]:
         with open(OUT) as f:
             if f.read() != page:
