@@ -154,9 +154,23 @@ static void test_rows_follow_keys(void)
                    "directory_latency_seconds_count: 200\n");
     ctl_view_render(&snap_b, &snap_a, 1.0, 200, screen, sizeof screen);
     CHECK(strcmp(line_of("directory"), "directory      requests/s 100.0   latency ms 5.0") == 0);
+    CHECK(!th_contains(screen, strlen(screen), "log lines"));
     /* Nothing timed in the interval: no mean. */
     ctl_view_render(&snap_b, &snap_b, 1.0, 200, screen, sizeof screen);
     CHECK(strcmp(line_of("directory"), "directory      requests/s 0.0   latency ms -") == 0);
+}
+
+/* The log files' lines, summed over the three files. */
+static void test_log_row(void)
+{
+    parse(&snap_a, "log_event_written_total: 10\nlog_event_dropped_total: 0\n"
+                   "log_imap_protocol_written_total: 100\nlog_imap_protocol_dropped_total: 0\n"
+                   "log_pop3_protocol_written_total: 0\nlog_pop3_protocol_dropped_total: 0\n");
+    parse(&snap_b, "log_event_written_total: 20\nlog_event_dropped_total: 1\n"
+                   "log_imap_protocol_written_total: 200\nlog_imap_protocol_dropped_total: 4\n"
+                   "log_pop3_protocol_written_total: 10\nlog_pop3_protocol_dropped_total: 0\n");
+    ctl_view_render(&snap_b, &snap_a, 2.0, 80, screen, sizeof screen);
+    CHECK(strcmp(line_of("log lines"), "log lines      written/s 60.0   dropped 5") == 0);
 }
 
 /* A narrow terminal: fields go on to the next line under the first field,
@@ -194,6 +208,7 @@ int main(void)
     test_first_screen();
     test_counter_went_back();
     test_rows_follow_keys();
+    test_log_row();
     test_wrap();
     test_small_buffer();
     return th_finish("test_ctl_view");
