@@ -64,16 +64,18 @@ static int ctl_ini_key(void *arg, const char *section, const char *name, const c
 /* StatsSocket from a configuration file, read with the parser forestgate
  * uses (libinih), so comments and case match. Only that key is read: the
  * rest of the file (certificates, the directory) is none of the client's
- * business. Returns 0, or 2 after saying why. */
-static int ctl_path_from_config(const char *config, char *out, size_t size)
+ * business. Returns 0, or 2 (after saying why unless quiet). */
+static int ctl_path_from_config(const char *config, char *out, size_t size, bool quiet)
 {
     struct ctl_ini c = {out, size, false};
     if (ini_parse(config, ctl_ini_key, &c) < 0) {
-        fprintf(stderr, "forestgate ctl: cannot read %s: %s\n", config, strerror(errno));
+        if (!quiet)
+            fprintf(stderr, "forestgate ctl: cannot read %s: %s\n", config, strerror(errno));
         return 2;
     }
     if (!c.found) {
-        fprintf(stderr, "forestgate ctl: %s sets no StatsSocket in [global]\n", config);
+        if (!quiet)
+            fprintf(stderr, "forestgate ctl: %s sets no StatsSocket in [global]\n", config);
         return 2;
     }
     return 0;
@@ -88,9 +90,8 @@ static int ctl_socket_path(const char *sock, const char *config, char *out, size
         return 0;
     }
     if (config)
-        return ctl_path_from_config(config, out, size);
-    if (access(CTL_DEFAULT_CONFIG, R_OK) == 0 &&
-        ctl_path_from_config(CTL_DEFAULT_CONFIG, out, size) == 0)
+        return ctl_path_from_config(config, out, size, false);
+    if (ctl_path_from_config(CTL_DEFAULT_CONFIG, out, size, true) == 0)
         return 0;
     snprintf(out, size, "%s", CTL_DEFAULT_SOCKET);
     return 0;
@@ -141,12 +142,15 @@ static enum ctl_result ctl_send(int fd, const char *line, int timeout_ms, int *e
     enum ctl_result rc = CTL_ANSWERED;
     while (off < len && rc == CTL_ANSWERED) {
         ssize_t n = send(fd, msg + off, len - off, MSG_NOSIGNAL);
-        if (n > 0)
+        if (n >= 0) {
             off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EINTR)
-            rc = (*err_r = errno, CTL_BROKEN);
-        else if (n < 0 && errno == EAGAIN && !ctl_wait(fd, POLLOUT, timeout_ms))
-            rc = CTL_TIMEOUT;
+        } else if (errno == EAGAIN) {
+            if (!ctl_wait(fd, POLLOUT, timeout_ms))
+                rc = CTL_TIMEOUT;
+        } else if (errno != EINTR) {
+            *err_r = errno;
+            rc = CTL_BROKEN;
+        }
     }
     free(msg);
     return rc;
