@@ -4,8 +4,9 @@
  * The stats socket answers one line per connection and closes (so socat
  * works as well): the words are joined into that line, the answer is copied
  * to stdout as it arrives. Exit status: 0; 1 when the answer is an error
- * ("error: ..." or "Unknown command ...") or does not come in time; 2 for a
- * usage error or a socket that cannot be reached.
+ * (it starts with "Unknown command", or a line of it starts with "error:",
+ * as reload's line for a protocol whose certificates failed does) or does
+ * not come in time; 2 for a usage error or a socket that cannot be reached.
  */
 #include "ctl.h"
 
@@ -13,6 +14,7 @@
 #include <getopt.h>
 #include <ini.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +23,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Seconds without a byte of answer before giving up, by command: drain
- * answers when forestgate is about to exit, which may take its deadline. */
-#define CTL_TIMEOUT_S        10
-#define CTL_RELOAD_TIMEOUT_S 60
+/* Seconds without a byte of answer before giving up. Every command is
+ * answered at once (drain too: it answers, then forestgate drains). */
+#define CTL_TIMEOUT_S 10
 
 static void ctl_usage(FILE *out)
 {
@@ -35,12 +36,12 @@ static void ctl_usage(FILE *out)
             "  -c CONFIG   read the socket's path from StatsSocket in CONFIG's [global]\n"
             "              (default: " CTL_DEFAULT_CONFIG " when it is readable,\n"
             "              else " CTL_DEFAULT_SOCKET ")\n"
-            "  -t SECONDS  wait at most this long for each part of the answer (default %d;\n"
-            "              drain waits for ever, reload %d s); 0 waits for ever\n\n"
+            "  -t SECONDS  wait at most this long for each part of the answer\n"
+            "              (default %d); 0 waits for ever\n\n"
             "COMMAND is sent as one line; \"forestgate ctl help\" lists the commands.\n"
             "watch draws a live view each second (-i) until q or Ctrl-C; with stdout\n"
             "not a terminal it prints a plain snapshot each interval instead.\n",
-            CTL_TIMEOUT_S, CTL_RELOAD_TIMEOUT_S);
+            CTL_TIMEOUT_S);
 }
 
 /* ---- the socket's path ---- */
@@ -193,12 +194,17 @@ enum ctl_result ctl_ask(const char *path, const char *line, int timeout_ms, ctl_
 
 /* ---- the command line ---- */
 
-/* The answer goes to stdout as it comes; its first bytes say whether it is
- * an error. */
+/* The answer goes to stdout as it comes; on the way, whether it is an
+ * error: its first bytes, and each line's start matched against "error:"
+ * across the chunks' edges. */
 struct ctl_copy {
     char head[16];
     size_t nhead;
+    size_t matched; /* bytes of "error:" matched at the line's start; SIZE_MAX: not */
+    bool error_line;
 };
+
+static const char ctl_error_prefix[] = "error:";
 
 static void ctl_copy_out(const char *data, size_t len, void *arg)
 {
@@ -206,19 +212,24 @@ static void ctl_copy_out(const char *data, size_t len, void *arg)
     size_t take = len < sizeof c->head - c->nhead ? len : sizeof c->head - c->nhead;
     memcpy(c->head + c->nhead, data, take);
     c->nhead += take;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\n')
+            c->matched = 0;
+        else if (c->matched < sizeof ctl_error_prefix - 1 &&
+                 data[i] == ctl_error_prefix[c->matched])
+            c->error_line |= ++c->matched == sizeof ctl_error_prefix - 1;
+        else
+            c->matched = SIZE_MAX;
+    }
     fwrite(data, 1, len, stdout);
     fflush(stdout);
 }
 
 static bool ctl_is_error(const struct ctl_copy *c)
 {
-    static const char *const prefixes[] = {"error:", "Unknown command"};
-    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-        size_t n = strlen(prefixes[i]);
-        if (c->nhead >= n && memcmp(c->head, prefixes[i], n) == 0)
-            return true;
-    }
-    return false;
+    static const char unknown[] = "Unknown command";
+    return c->error_line ||
+           (c->nhead >= sizeof unknown - 1 && memcmp(c->head, unknown, sizeof unknown - 1) == 0);
 }
 
 /* The words joined by single spaces; NULL (after saying why) when a word
@@ -240,16 +251,6 @@ static char *ctl_join(int argc, char **argv)
         strcat(line, argv[i]);
     }
     return line;
-}
-
-/* The default wait for a command's answer, in seconds (0: for ever). */
-static int ctl_default_timeout(const char *line)
-{
-    if (strncmp(line, "drain", 5) == 0 && (line[5] == 0 || line[5] == ' '))
-        return 0;
-    if (strcmp(line, "reload") == 0)
-        return CTL_RELOAD_TIMEOUT_S;
-    return CTL_TIMEOUT_S;
 }
 
 /* What went wrong, on stderr; the exit status. */
@@ -282,7 +283,7 @@ static int ctl_command(const char *path, int argc, char **argv, int timeout_s)
     if (!line)
         return 2;
     if (timeout_s < 0)
-        timeout_s = ctl_default_timeout(line);
+        timeout_s = CTL_TIMEOUT_S;
     enum ctl_result rc = ctl_ask(path, line, timeout_s * 1000, ctl_copy_out, &copy, &err);
     bool help = strcmp(line, "help") == 0;
     free(line);

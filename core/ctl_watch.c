@@ -188,6 +188,27 @@ static void ctl_draw_plain(const char *text)
 
 /* ---- one screen ---- */
 
+/* Why there is no screen: the failure, or an answer that is not show
+ * info's, which is one line ("error: too many stats clients at once; try
+ * again"). Control bytes become '?': it is drawn on a terminal. */
+static void ctl_why(enum ctl_result rc, int err, const struct ctl_answer *a, char *out, size_t size)
+{
+    if (rc == CTL_ANSWERED && !a->buf) {
+        snprintf(out, size, "out of memory");
+    } else if (rc == CTL_ANSWERED) {
+        const char *nl = memchr(a->buf, '\n', a->len);
+        snprintf(out, size, "%.*s", (int)(nl ? (size_t)(nl - a->buf) : a->len), a->buf);
+    } else {
+        snprintf(out, size, "%s",
+                 rc == CTL_TIMEOUT ? "no answer in time"
+                 : rc == CTL_EMPTY ? "closed without an answer"
+                                   : strerror(err));
+    }
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
 /* Asks once and composes the screen into w->screen. */
 static void ctl_refresh(struct ctl_watch *w)
 {
@@ -206,18 +227,18 @@ static void ctl_refresh(struct ctl_watch *w)
     ctl_term_size(&rows, &cols);
     size_t len = (size_t)snprintf(w->screen, CTL_SCREEN_MAX, "%s   every %g s   %s%s\n", w->path,
                                   w->interval, clock, w->keys ? "   q quits" : "");
-    if (rc == CTL_ANSWERED) {
-        struct ctl_snap *cur = &w->snaps[!w->cur];
+    struct ctl_snap *cur = &w->snaps[!w->cur];
+    if (rc == CTL_ANSWERED)
         ctl_snap_parse(cur, a.buf, a.len);
+    if (rc == CTL_ANSWERED && ctl_snap_get(cur, "version")) {
         ctl_view_render(cur, w->have_prev ? &w->snaps[w->cur] : NULL, t - w->prev_t,
                         w->tty ? cols : 100, w->screen + len, CTL_SCREEN_MAX - len);
         w->cur = !w->cur;
         w->have_prev = true;
         w->prev_t = t;
     } else {
-        const char *why = rc == CTL_TIMEOUT ? "no answer in time"
-                          : rc == CTL_EMPTY ? "closed without an answer"
-                                            : strerror(err);
+        char why[160];
+        ctl_why(rc, err, &a, why, sizeof why);
         snprintf(w->screen + len, CTL_SCREEN_MAX - len,
                  "\nforestgate is not answering (%s: %s); trying again every %g s\n", w->path, why,
                  w->interval);

@@ -117,8 +117,8 @@ def test_config_names_the_socket(fg, tmp_path):
 class FakeServer:
     """A stats socket that answers each line with a fixed text (None: never)."""
 
-    def __init__(self, path: str, answer: bytes | None):
-        self.path, self.answer = path, answer
+    def __init__(self, path: str, answer: bytes | None, bytewise: bool = False):
+        self.path, self.answer, self.bytewise = path, answer, bytewise
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(path)
         self.sock.listen(4)
@@ -143,7 +143,12 @@ class FakeServer:
             if self.answer is None:
                 self.held.append(c)
                 continue
-            c.sendall(self.answer)
+            if self.bytewise:  # each byte its own read, so a match spans chunks
+                for i in range(len(self.answer)):
+                    c.sendall(self.answer[i:i + 1])
+                    time.sleep(0.002)
+            else:
+                c.sendall(self.answer)
             c.close()
 
     def close(self):
@@ -165,6 +170,19 @@ def test_error_answers_and_silence(tmp_path):
     assert r.returncode == 0 and r.stdout == "backend mbx9 disabled\n"
     srv.close()
 
+    # reload's answer: a line per protocol, one of them an error.
+    reload = b"imap: certificates reloaded (a)\nerror: pop3: cannot read b.pem\nreloaded\n"
+    srv = FakeServer(str(tmp_path / "reload.sock"), reload, bytewise=True)
+    r = ctl("-s", srv.path, "reload")
+    assert r.returncode == 1 and r.stdout == reload.decode()
+    srv.close()
+    # "error:" inside a line is data (a name), not an error.
+    sessions = b"id proto user\n1 imap xerror:y\n2 imap error:z\n"
+    srv = FakeServer(str(tmp_path / "sessions.sock"), sessions, bytewise=True)
+    r = ctl("-s", srv.path, "show", "sessions")
+    assert r.returncode == 0 and r.stdout == sessions.decode()
+    srv.close()
+
     srv = FakeServer(str(tmp_path / "empty.sock"), b"")
     r = ctl("-s", srv.path, "show", "info")
     assert r.returncode == 1 and "without an answer" in r.stderr
@@ -175,6 +193,18 @@ def test_error_answers_and_silence(tmp_path):
     r = ctl("-s", srv.path, "-t", "1", "show", "info")
     assert r.returncode == 1
     assert "no answer from" in r.stderr and srv.path in r.stderr
+    srv.close()
+
+
+def test_watch_shows_an_error_answer(tmp_path):
+    """A server too busy for another client: its one line, not a blank screen."""
+    srv = FakeServer(str(tmp_path / "busy.sock"),
+                     b"error: too many stats clients at once; try again\n")
+    r = ctl("-s", srv.path, "watch", "-n", "1", stdin=subprocess.DEVNULL)
+    assert r.returncode == 0
+    assert (f"forestgate is not answering ({srv.path}: error: too many stats clients at once; "
+            "try again)") in r.stdout
+    assert "logons" not in r.stdout
     srv.close()
 
 
