@@ -227,6 +227,8 @@ static void ctl_refresh(struct ctl_watch *w)
     ctl_term_size(&rows, &cols);
     size_t len = (size_t)snprintf(w->screen, CTL_SCREEN_MAX, "%s   every %g s   %s%s\n", w->path,
                                   w->interval, clock, w->keys ? "   q quits" : "");
+    if (len >= CTL_SCREEN_MAX)
+        len = CTL_SCREEN_MAX - 1; /* a path of 16 kB: cut, never past the end */
     struct ctl_snap *cur = &w->snaps[!w->cur];
     if (rc == CTL_ANSWERED)
         ctl_snap_parse(cur, a.buf, a.len);
