@@ -225,8 +225,8 @@ static void ctl_field_value(const struct ctl_field *f, const struct ctl_snap *cu
     case CV_MBPS:
         if (!ctl_rate(f, cur, prev, dt, &v))
             snprintf(out, size, "-");
-        else if (f->kind == CV_MBPS)
-            snprintf(out, size, "%.2f", v / 1e6);
+        else if (f->kind == CV_MBPS) /* a trickle is not shown as 0.00 */
+            snprintf(out, size, v > 0 && v < 1e4 ? "%.4f" : "%.2f", v / 1e6);
         else
             snprintf(out, size, v >= 1000 ? "%.0f" : "%.1f", v);
         break;

@@ -18,6 +18,7 @@ import pytest
 from tests.lib.forestgate import binary
 
 USER, PASSWORD = "ctlwatch", "watch pw"
+UPLOAD = b"From: a@b\r\nSubject: up\r\n\r\n" + b"u" * 100_000 + b"\r\n"
 
 
 def ctl(*args, timeout=30, **kw) -> subprocess.CompletedProcess:
@@ -248,7 +249,7 @@ class Tmux:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t")
 
-    def wait(self, pred, timeout: float = 20.0, what: str = "") -> str:
+    def wait(self, pred, timeout: float = 30.0, what: str = "") -> str:
         deadline = time.monotonic() + timeout
         while True:
             s = self.screen()
@@ -299,7 +300,8 @@ def logon(fg, password=PASSWORD):
 
 
 def traffic(fg, stop: threading.Event, errors: list):
-    """A session fetching its 1 MB message again and again, and logons beside it."""
+    """A session fetching its 1 MB message and appending 100 kB again and again,
+    and logons beside it."""
     def fetch():
         try:
             m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=10)
@@ -307,6 +309,8 @@ def traffic(fg, stop: threading.Event, errors: list):
             m.select("INBOX", readonly=True)
             while not stop.is_set():
                 typ, _ = m.fetch("1", "(BODY.PEEK[])")
+                assert typ == "OK"
+                typ, _ = m.append("INBOX", None, None, UPLOAD)
                 assert typ == "OK"
             m.logout()
         except Exception as e:  # noqa: BLE001 - reported by the test

@@ -173,6 +173,18 @@ static void test_log_row(void)
     CHECK(strcmp(line_of("log lines"), "log lines      written/s 60.0   dropped 5") == 0);
 }
 
+/* Relay MB/s: a trickle of bytes shows, none is 0.00. */
+static void test_trickle(void)
+{
+    parse(&snap_a, "relayed_client_to_backend_bytes: 1000\n"
+                   "relayed_backend_to_client_bytes: 1000\n");
+    parse(&snap_b, "relayed_client_to_backend_bytes: 1300\n"
+                   "relayed_backend_to_client_bytes: 1000\n");
+    ctl_view_render(&snap_b, &snap_a, 1.0, 80, screen, sizeof screen);
+    CHECK(strcmp(line_of("relay MB/s"),
+                 "relay MB/s     client>backend 0.0003   backend>client 0.00") == 0);
+}
+
 /* A narrow terminal: fields go on to the next line under the first field,
  * and no line is wider than the width. */
 static void test_wrap(void)
@@ -209,6 +221,7 @@ int main(void)
     test_counter_went_back();
     test_rows_follow_keys();
     test_log_row();
+    test_trickle();
     test_wrap();
     test_small_buffer();
     return th_finish("test_ctl_view");
