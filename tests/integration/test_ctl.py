@@ -70,6 +70,21 @@ def test_unknown_command_is_one_error_line(fg):
     assert via_socat == r.stdout
 
 
+def test_server_commands_and_their_errors(fg):
+    """The server's own error lines give exit status 1; drain answers at once
+    and forestgate exits."""
+    r = ctl("-s", fg.stats_path, "show", "sessions")
+    assert r.returncode == 0 and r.stdout.startswith("# id ")
+    for cmd in (["disable", "backend", "nosuch.example"], ["show", "settings", "nosuch"]):
+        r = ctl("-s", fg.stats_path, *cmd)
+        assert r.returncode == 1, r.stdout
+        assert r.stdout.startswith("error:") and len(r.stdout.splitlines()) == 1
+        assert r.stdout == socat(fg.stats_path, " ".join(cmd))
+    r = ctl("-s", fg.stats_path, "drain", "5")
+    assert r.returncode == 0 and r.stdout.startswith("draining")
+    assert fg.proc.wait(30) == 0
+
+
 def test_usage_errors(fg):
     assert ctl().returncode == 2  # no command
     assert ctl("-s", fg.stats_path).returncode == 2
