@@ -9,8 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_level log_level = LOG_INFO;
-int plog_fds[FG_PROTO_COUNT] = {-1, -1};
+_Atomic enum log_level log_level = LOG_INFO;
+_Atomic int plog_fds[FG_PROTO_COUNT] = {-1, -1};
+_Atomic bool plog_on[FG_PROTO_COUNT];
 
 static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
 
@@ -149,6 +150,24 @@ int plog_open(const char *dir, const char *proto)
     snprintf(path, sizeof path, "%s/%s-protocol.log", dir, proto);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     return fd < 0 ? FG_ERROR : fd;
+}
+
+int plog_enable(int p, const char *dir)
+{
+    static const char *const names[FG_PROTO_COUNT] = {
+            [FG_PROTO_IMAP] = "imap", [FG_PROTO_POP3] = "pop3"};
+    int fd = atomic_load_explicit(&plog_fds[p], memory_order_relaxed);
+    if (fd < 0 && (fd = plog_open(dir, names[p])) < 0)
+        return FG_ERROR;
+    atomic_store_explicit(&plog_fds[p], fd, memory_order_relaxed);
+    /* Release: a worker that sees the flag sees the file. */
+    atomic_store_explicit(&plog_on[p], true, memory_order_release);
+    return FG_OK;
+}
+
+void plog_disable(int p)
+{
+    atomic_store_explicit(&plog_on[p], false, memory_order_relaxed);
 }
 
 void plog_write(int fd, const char *session, const char *dir, const char *line, size_t n)

@@ -93,8 +93,9 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
 {
     const struct conn *c = ctx;
-    if (plog_fds[c->proto] >= 0)
-        plog_write(plog_fds[c->proto], c->sid, dir, line, n);
+    int fd = plog_fd(c->proto); /* off again: this session stops logging too */
+    if (fd >= 0)
+        plog_write(fd, c->sid, dir, line, n);
 }
 
 /*

@@ -92,7 +92,7 @@ struct ring_timer {
 
 struct timer_list {
     struct fg_list head;
-    uint32_t timeout; /* seconds */
+    uint32_t timeout; /* seconds; read again at every tick (worker.c) */
 };
 
 /* A listener whose accepts failed for want of descriptors or memory: it
@@ -199,7 +199,6 @@ struct worker {
     uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
     uint32_t sid_counter;
     uint8_t sid_salt[3];
-    int plog_fd[FG_PROTO_COUNT];
     struct worker_stats stats;
 };
 

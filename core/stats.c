@@ -277,7 +277,8 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
                 "drain [SECONDS]  stop accepting, exit when the sessions end (default 60 s)\n"
                 "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
                 "flush cache [NAME]   drop every route cache entry, or NAME's\n"
-                "flush throttle       forget failed logons: unblock every address and account\n");
+                "flush throttle       forget failed logons: unblock every address and account\n"
+                "set SETTING VALUE    change a setting now (\"set\" alone lists those it can)\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }
