@@ -4,6 +4,7 @@
  */
 #include "../directory/thrstore.h"
 #include "../tls/tls.h"
+#include "ctl.h"
 #include "metrics_http.h"
 #include "notify.h"
 #include "privdrop.h"
@@ -43,6 +44,7 @@ const char *malloc_conf = "background_thread:true,dirty_decay_ms:5000,muzzy_deca
 static void main_usage(FILE *out)
 {
     fprintf(out, "Usage: forestgate -c FILE [--check-config[=full]]\n"
+                 "       forestgate ctl [-s SOCKET | -c FILE] COMMAND...   (forestgate ctl -h)\n"
                  "       forestgate --version | --help\n\n"
                  "  -c, --config FILE    configuration file (INI)\n"
                  "  -t, --check-config   check the configuration and the files it names\n"
@@ -438,6 +440,8 @@ int main(int argc, char **argv)
     unsigned flags = CONFIG_START;
     int opt;
 
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0) /* the stats socket's client */
+        return ctl_main(argc - 1, argv + 1);
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':

@@ -13,9 +13,12 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
 # checks /metrics with Prometheus's own checker and parser.
 # debhelper, systemd (systemd-analyze), man-db, groff-base, adduser:
 # tests/integration/test_package.py builds, checks and installs the .deb.
+# tmux + socat: tests/integration/test_ctl.py runs ctl watch in a tmux pane and
+# sends the stats socket's commands through socat too.
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy
-           prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser)
+           prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser
+           tmux socat)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
