@@ -122,6 +122,31 @@ static void stats_proxy_info(const struct stats *st, FILE *out)
             (unsigned long long)ref);
 }
 
+static void stats_hist_add(const struct metrics_hist *h, uint64_t *count, uint64_t *sum_us)
+{
+    for (unsigned b = 0; b <= METRICS_BUCKETS; b++)
+        *count += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+    *sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+}
+
+/* The logon and directory histograms' sums and counts, over every worker
+ * and protocol: a mean over an interval for "forestgate ctl watch". */
+static void stats_latency_info(const struct stats *st, FILE *out)
+{
+    uint64_t ln = 0, lsum = 0, dn = 0, dsum = 0;
+    for (unsigned i = 0; i < st->nworkers; i++) {
+        const struct metrics_worker *m = &st->workers[i].metrics;
+        for (int p = 0; p < FG_PROTO_COUNT; p++)
+            stats_hist_add(&m->logon[p], &ln, &lsum);
+        stats_hist_add(&m->dir, &dn, &dsum);
+    }
+    fprintf(out,
+            "logon_latency_seconds_sum: %.6f\nlogon_latency_seconds_count: %llu\n"
+            "directory_latency_seconds_sum: %.6f\ndirectory_latency_seconds_count: %llu\n",
+            (double)lsum / 1e6, (unsigned long long)ln, (double)dsum / 1e6,
+            (unsigned long long)dn);
+}
+
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
@@ -175,6 +200,7 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
     stats_limits_info(st, out);
     stats_proxy_info(st, out);
+    stats_latency_info(st, out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {

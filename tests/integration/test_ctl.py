@@ -382,6 +382,8 @@ def test_watch_in_tmux(make_fg, dovecot, tmux, tmp_path):
             t.join(30)
     assert not errors, errors
     assert field(busy, "connections", "relay") >= 1
+    # The mean logon time over the interval, from show info's histogram sums.
+    assert field(busy, "logons/s", "latency ms") > 0
     # It refreshes: once the traffic ends the rates fall back to zero and the
     # totals hold what was done.
     idle = tmux.wait(lambda s: field(s, "relay MB/s", "backend>client") == 0
