@@ -93,8 +93,7 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
 {
     const struct conn *c = ctx;
-    if (plog_fds[c->proto] >= 0)
-        plog_write(plog_fds[c->proto], c->sid, dir, line, n);
+    plog_write((enum fg_proto)c->proto, c->sid, dir, line, n);
 }
 
 /*

@@ -341,7 +341,7 @@ static void login_connect(struct worker *w, struct conn *c)
     conn_set_state(w, c, CONN_BACKEND);
     ring_timer_touch(w, &c->timer, TL_BACKEND);
     backend_login_init(&lg->bl, login_ops[c->proto], &lg->par, &lg->bq.q);
-    if (plog_fds[c->proto] >= 0) {
+    if (plog_on[c->proto]) {
         lg->bl.plog = conn_plog;
         lg->bl.plog_ctx = c;
     }

@@ -47,8 +47,9 @@ static void main_usage(FILE *out)
                  "                       forests for their domains, as start-up does\n"
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
-                 "forestgate runs in the foreground and logs to stderr. SIGTERM or SIGINT\n"
-                 "stops it; SIGHUP reloads the TLS certificates.\n");
+                 "forestgate runs in the foreground and logs to stderr, or to EventLogFile.\n"
+                 "SIGTERM or SIGINT "
+                 "stops it; SIGHUP reloads the TLS certificates and reopens the log files.\n");
 }
 
 static void main_version(void)
@@ -98,19 +99,14 @@ static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
     return (uint32_t)FG_MIN(per, (uint64_t)1 << 20);
 }
 
-static int main_open_plogs(const struct fg_config *cfg)
+/* The event log (EventLogFile) and the protocol logs, written from here
+ * on by the log writer thread. */
+static int main_open_logs(const struct fg_config *cfg)
 {
-    for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        if (!cfg->proto[p].enabled || !cfg->proto[p].protocol_log)
-            continue;
-        plog_fds[p] = plog_open(cfg->log_dir, p == FG_PROTO_IMAP ? "imap" : "pop3");
-        if (plog_fds[p] < 0) {
-            log_msg(LOG_ERROR, "config", "cannot open the protocol log in %s: %s", cfg->log_dir,
-                    strerror(errno));
-            return FG_ERROR;
-        }
-    }
-    return FG_OK;
+    bool plog[FG_PROTO_COUNT];
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        plog[p] = cfg->proto[p].enabled && cfg->proto[p].protocol_log;
+    return log_files_start(&cfg->log_roll, cfg->event_log, cfg->log_dir, plog);
 }
 
 /* The certificates loaded by the configuration become the ones in force. */
@@ -199,6 +195,7 @@ static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, st
             continue;
         if (si.ssi_signo == SIGHUP) {
             main_tls_reload(cfg, tls);
+            log_reopen();
             continue;
         }
         log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
@@ -245,7 +242,7 @@ static int main_run(struct fg_config *cfg)
         goto out_bhosts;
     shared.bhosts = &bhosts;
     st.bhosts = &bhosts;
-    if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
+    if (sfd < 0 || !ws || main_open_logs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
     /* A bind's reservation in the fleet's store outlives any bind. */
     if (thr_init(&thr, &cfg->throttle) != FG_OK ||
@@ -297,9 +294,7 @@ out_limits:
     free(ws);
     if (sfd >= 0)
         close(sfd);
-    for (int p = 0; p < FG_PROTO_COUNT; p++)
-        if (plog_fds[p] >= 0)
-            close(plog_fds[p]);
+    log_files_stop(); /* last: it writes what is still queued */
     return rc;
 }
 

@@ -195,7 +195,6 @@ struct worker {
     uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
     uint32_t sid_counter;
     uint8_t sid_salt[3];
-    int plog_fd[FG_PROTO_COUNT];
     struct worker_stats stats;
 };
 

@@ -209,6 +209,7 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
     stats_limits_info(st, out);
     stats_proxy_info(st, out);
+    log_counters_print(out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {
