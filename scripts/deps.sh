@@ -9,7 +9,8 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
             dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).
-test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
+# fail2ban: tests/integration/test_logfiles.py runs fail2ban-regex on contrib/fail2ban.
+test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest fail2ban
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
