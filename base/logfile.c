@@ -91,7 +91,7 @@ static const char *logf_digits(const char *s, size_t min)
 bool logf_is_rolled(const struct logf_name *nm, const char *file)
 {
     size_t sl = strlen(nm->stem), el = strlen(nm->ext), fl = strlen(file);
-    if (fl < sl + el + 12 || strncmp(file, nm->stem, sl) != 0 || file[sl] != '-' ||
+    if (fl < sl + el + 11 || strncmp(file, nm->stem, sl) != 0 || file[sl] != '-' ||
         strcmp(file + fl - el, nm->ext) != 0)
         return false;
     const char *p = file + sl + 1, *stamp = p;
@@ -124,6 +124,8 @@ size_t logf_pick(struct logf_old *f, size_t n, time_t now, uint32_t max_age, uin
 {
     size_t marked = 0;
     uint64_t total = live;
+    if (n == 0)
+        return 0;
     qsort(f, n, sizeof *f, logf_by_mtime);
     for (size_t i = 0; i < n; i++) {
         f[i].remove = max_age && f[i].mtime < now - (time_t)max_age;

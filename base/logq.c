@@ -281,7 +281,7 @@ static enum logq_state logq_drain(struct logq *q, uint64_t now_ms)
         ssize_t k = write(q->fd, s, n);
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
             return LQ_BLOCKED;
-        if (k < 0) {
+        if (k <= 0) {
             /* A full disk or a failing one: these lines are lost; try again later. */
             logq_drop_chunk(q);
             q->retry_at = now_ms + LOGQ_RETRY_MS;
