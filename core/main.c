@@ -48,8 +48,8 @@ static void main_usage(FILE *out)
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
                  "forestgate runs in the foreground and logs to stderr, or to EventLogFile.\n"
-                 "SIGTERM or SIGINT "
-                 "stops it; SIGHUP reloads the TLS certificates and reopens the log files.\n");
+                 "SIGTERM or SIGINT stops it; SIGHUP reloads the TLS certificates and\n"
+                 "reopens the log files.\n");
 }
 
 static void main_version(void)
