@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 uint64_t bhost_now_ms(void)
@@ -116,6 +117,10 @@ struct bhost *bhost_get(struct bhost_table *t, const union net_addr *addr, const
 enum bhost_use bhost_claim(struct bhost_table *t, struct bhost *h, uint64_t now)
 {
     uint64_t until = atomic_load_explicit(&h->down_until, memory_order_acquire);
+    if (atomic_load_explicit(&h->disabled, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&h->skipped, 1, memory_order_relaxed);
+        return BHOST_SKIP;
+    }
     if (until == 0)
         return BHOST_USE;
     /* Over its back-off: the first logon to get here probes it. Holding it
@@ -219,13 +224,48 @@ void bhost_dump(struct bhost_table *t, FILE *out, uint64_t now)
         pthread_mutex_unlock(&t->lock);
         fprintf(out, "%s %s %s %s %llu %u %llu %llu %llu %llu %u \"%s\"\n", h->name, a,
                 tls[h->tls % 3],
-                until == 0    ? "up"
-                : now < until ? "down"
-                              : "retry",
+                atomic_load(&h->disabled) ? "disabled"
+                : until == 0              ? "up"
+                : now < until             ? "down"
+                                          : "retry",
                 (unsigned long long)(until > now ? until - now : 0), atomic_load(&h->backoff),
                 (unsigned long long)atomic_load(&h->attempts),
                 (unsigned long long)atomic_load(&h->failures),
                 (unsigned long long)atomic_load(&h->skipped),
                 (unsigned long long)atomic_load(&h->downs), atomic_load(&h->sessions), why);
     }
+}
+
+/* Whether spec names h: its name or address, with its port or without. */
+static bool bhost_matches(const struct bhost *h, const char *spec)
+{
+    char ip[INET6_ADDRSTRLEN], a[64], hp[300];
+    net_addr_ip(&h->addr, ip, sizeof ip);
+    net_addr_str(&h->addr, a, sizeof a);
+    snprintf(hp, sizeof hp, "%s:%u", h->name, net_addr_port(&h->addr));
+    return strcasecmp(spec, h->name) == 0 || strcasecmp(spec, hp) == 0 || strcmp(spec, ip) == 0 ||
+           strcmp(spec, a) == 0;
+}
+
+unsigned bhost_set_disabled(struct bhost_table *t, const char *host, bool disabled)
+{
+    uint32_t n = atomic_load_explicit(&t->n, memory_order_acquire);
+    unsigned matched = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct bhost *h = t->hosts[i];
+        if (!bhost_matches(h, host))
+            continue;
+        matched++;
+        if (atomic_exchange(&h->disabled, disabled) == disabled)
+            continue;
+        struct log_line l;
+        char a[64];
+        log_begin(&l, LOG_INFO, disabled ? "backend_disabled" : "backend_enabled");
+        net_addr_str(&h->addr, a, sizeof a);
+        log_cstr(&l, "host", h->name);
+        log_cstr(&l, "address", a);
+        log_fmt(&l, "sessions", "%u", atomic_load(&h->sessions));
+        log_end(&l);
+    }
+    return matched;
 }

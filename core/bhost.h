@@ -41,6 +41,7 @@ struct bhost {
     _Atomic uint64_t skipped;    /* logons that passed it by while it was down */
     _Atomic uint64_t downs;      /* times it went down */
     _Atomic uint32_t sessions;   /* relayed sessions now */
+    _Atomic bool disabled;       /* by the stats socket: no new sessions */
     char why[160];               /* the last failure, for show backends; under the lock */
 };
 
@@ -87,6 +88,13 @@ void bhost_ok(struct bhost_table *t, struct bhost *h);
  * failed probe; logs event=backend_down. */
 void bhost_failed(struct bhost_table *t, struct bhost *h, bool probe, uint64_t now,
                   const char *why);
+
+/*
+ * "disable backend HOST" / "enable backend HOST": HOST is a host's name,
+ * its address, or either with ":port". A disabled host gets no new
+ * sessions, and its sessions go on. Returns the hosts that matched.
+ */
+unsigned bhost_set_disabled(struct bhost_table *t, const char *host, bool disabled);
 
 /* Hosts down now. */
 uint32_t bhost_down_count(const struct bhost_table *t);

@@ -346,10 +346,10 @@ void client_expire(struct worker *w, struct conn *c)
         client_bye(w, c, SESS_BYE_TIMEOUT, "pre-login timeout");
 }
 
-void client_shutdown(struct worker *w, struct conn *c)
+void client_shutdown(struct worker *w, struct conn *c, enum sess_bye bye, const char *why)
 {
     if (!c->s)
-        conn_close(w, c, "server shutdown");
+        conn_close(w, c, why);
     else
-        client_bye(w, c, SESS_BYE_SHUTDOWN, "server shutdown");
+        client_bye(w, c, bye, why);
 }

@@ -29,7 +29,8 @@ void client_on_sent(struct worker *w, struct conn *c, int res);
 /* The pre-login timeout: a last word, then close. */
 void client_expire(struct worker *w, struct conn *c);
 
-/* Server shutdown: a last word (if the session can still say one), then close. */
-void client_shutdown(struct worker *w, struct conn *c);
+/* Server shutdown or kick: the last word bye (if the session can still say
+ * one), then close, logging why. */
+void client_shutdown(struct worker *w, struct conn *c, enum sess_bye bye, const char *why);
 
 #endif

@@ -141,6 +141,11 @@ static void conn_refuse(struct worker *w, int fd, const struct listener *l, enum
     }
 }
 
+const char *conn_bye_line(uint8_t proto, enum sess_bye bye)
+{
+    return conn_ops[proto]->bye[bye];
+}
+
 static struct conn *conn_alloc(struct worker *w, const struct listener *l, int fd)
 {
     if (w->nfree == 0 || w->stopping) {
@@ -376,6 +381,8 @@ void conn_release(struct worker *w, struct conn *c)
         atomic_fetch_sub_explicit(&c->bh->sessions, 1, memory_order_relaxed);
     free(c->user);
     c->user = NULL;
+    free(c->mailbox);
+    c->mailbox = NULL;
     conn_set_state(w, c, CONN_FREE);
     c->gen++;
     limits_release(w->shared->limits, &c->lim_ip);

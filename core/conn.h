@@ -93,6 +93,9 @@ void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_o
  * completions are in. Safe to call twice. */
 void conn_close(struct worker *w, struct conn *c, const char *reason);
 
+/* The protocol's last word of kind bye, without CRLF. */
+const char *conn_bye_line(uint8_t proto, enum sess_bye bye);
+
 /* The client's TLS failed: counts it, logs the TLS error, closes c. */
 void conn_tls_failed(struct worker *w, struct conn *c, const char *why);
 

@@ -107,6 +107,7 @@ struct conn {
     struct limits_hold lim_ip;   /* MaxConnectionFromSingleIP: what the client address counted */
     struct limits_hold lim_user; /* MaxConnectionsPerUser: from the backend login on */
     char *user;                  /* the login name, for the log */
+    char *mailbox;               /* the mailbox it logged in to, for show sessions */
     const char *why;             /* why it closes, with CF_CLOSE_AFTER */
     uint64_t relayed[2];
 };

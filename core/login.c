@@ -482,6 +482,7 @@ static void login_success(struct worker *w, struct conn *c)
         return;
     }
     c->user = strndup(s->cred->user, s->cred->user_len);
+    c->mailbox = strndup(lg->req.route.mailbox, lg->req.route.mailbox_len);
     login_log(c, LOGIN_OK, NULL);
     STAT_ADD(w, logins_ok, 1);
     if (c->btls)

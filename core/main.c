@@ -5,6 +5,8 @@
 #include "../directory/thrstore.h"
 #include "../tls/tls.h"
 #include "stats.h"
+#include "statsrv.h"
+#include "wcmd.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -131,11 +133,11 @@ static void main_tls_stop(struct fg_tls *tls)
 }
 
 /*
- * SIGHUP: reads every certificate again. Sessions keep the certificates
- * they started with; a protocol whose new set fails to load keeps its old
- * one and the log says why.
+ * SIGHUP and "reload": reads every certificate again. Sessions keep the
+ * certificates they started with; a protocol whose new set fails to load
+ * keeps its old one and the log says why. out (or NULL) gets the same.
  */
-static void main_tls_reload(const struct fg_config *cfg, struct fg_tls *tls)
+static void main_tls_reload(const struct fg_config *cfg, struct fg_tls *tls, FILE *out)
 {
     static const char *const names[FG_PROTO_COUNT] = {"imap", "pop3"};
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
@@ -146,11 +148,15 @@ static void main_tls_reload(const struct fg_config *cfg, struct fg_tls *tls)
         if (!s) {
             log_msg(LOG_ERROR, "tls_reload", "%s: %s; keeping the certificates in use", names[p],
                     err);
+            if (out)
+                fprintf(out, "error: %s: %s; keeping the certificates in use\n", names[p], err);
             continue;
         }
         tls_store_set(tls->store[p], s);
         log_msg(LOG_INFO, "tls_reload", "%s: certificates reloaded (%s)", names[p],
                 cfg->proto[p].cert_names);
+        if (out)
+            fprintf(out, "%s: certificates reloaded (%s)\n", names[p], cfg->proto[p].cert_names);
     }
 }
 
@@ -171,36 +177,144 @@ static int main_limits(const struct fg_config *cfg, struct limits *l, uint32_t s
     return FG_OK;
 }
 
-/* Waits for SIGTERM/SIGINT, serving the stats socket meanwhile. Out of
- * descriptors, a stats client stays in the backlog: the socket is left
- * alone for a second rather than polled in a busy loop. */
-static void main_wait(int sfd, struct stats *st, const struct fg_config *cfg, struct fg_tls *tls)
+/* The main thread's life after start-up: signals, the stats socket, a drain. */
+struct main_ctx {
+    struct evloop loop;
+    struct ev_handler sig;
+    struct ev_tick drain_tick;
+    const struct fg_config *cfg;
+    struct fg_tls *tls;
+    struct worker *ws;
+    unsigned nworkers;
+    struct wcmd *stop_accepting; /* the drain's command to the workers */
+    uint64_t drain_deadline_ms;  /* 0: not draining */
+};
+
+#define MAIN_DRAIN_DEFAULT_S 60
+#define MAIN_DRAIN_MAX_S     86400
+
+static uint32_t main_connections(const struct main_ctx *m)
 {
-    bool stats_paused = false;
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = st->fd, .events = POLLIN}};
-        int rc = poll(pfd, st->fd >= 0 && !stats_paused ? 2 : 1, stats_paused ? 1000 : -1);
-        if (rc < 0) {
-            if (errno == EINTR)
-                continue;
+    uint32_t n = 0;
+    for (unsigned i = 0; i < m->nworkers; i++)
+        n += atomic_load(&m->ws[i].stats.conns);
+    return n;
+}
+
+/* SIGHUP, and the stats socket's "reload". */
+static void main_reload(void *ctx, FILE *out)
+{
+    struct main_ctx *m = ctx;
+    main_tls_reload(m->cfg, m->tls, out);
+    log_reopen();
+    if (out)
+        fprintf(out, "reloaded\n");
+}
+
+/* Drains: exits when the last connection has ended, or at the deadline,
+ * when the workers' stop tells the ones left BYE. */
+static void main_drain_tick(struct ev_tick *t, uint64_t now)
+{
+    struct main_ctx *m = FG_CONTAINER_OF(t, struct main_ctx, drain_tick);
+    uint32_t left = main_connections(m);
+    if (left == 0) {
+        log_msg(LOG_INFO, "drained", "the last connection ended; stopping");
+        ev_stop(&m->loop);
+    } else if (now >= m->drain_deadline_ms) {
+        log_msg(LOG_INFO, "drain_deadline", "%u connection(s) left at the deadline; stopping",
+                left);
+        ev_stop(&m->loop);
+    }
+}
+
+/* "drain [SECONDS]": stop accepting now, exit when the sessions have ended
+ * or the deadline passes. A second drain may bring the deadline closer. */
+static void main_drain(void *ctx, const char *arg, FILE *out)
+{
+    struct main_ctx *m = ctx;
+    char *end;
+    unsigned long secs = MAIN_DRAIN_DEFAULT_S;
+    if (*arg) {
+        errno = 0;
+        secs = strtoul(arg, &end, 10);
+        if (errno || *end || end == arg || *arg == '-' || secs > MAIN_DRAIN_MAX_S) {
+            fprintf(out, "error: drain takes a number of seconds from 0 to %u, not \"%s\"\n",
+                    MAIN_DRAIN_MAX_S, arg);
             return;
         }
-        stats_paused = false;
-        if (pfd[1].revents & POLLIN)
-            stats_paused = stats_serve(st) == FG_AGAIN;
-        if (!(pfd[0].revents & POLLIN))
-            continue;
-        struct signalfd_siginfo si;
-        if (read(sfd, &si, sizeof si) != sizeof si)
-            continue;
-        if (si.ssi_signo == SIGHUP) {
-            main_tls_reload(cfg, tls);
-            log_reopen();
-            continue;
-        }
-        log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
+    }
+    uint64_t deadline = ev_now_ms() + secs * 1000;
+    if (m->drain_deadline_ms) {
+        if (deadline < m->drain_deadline_ms)
+            m->drain_deadline_ms = deadline;
+        fprintf(out, "already draining: %u connection(s) left, stopping in %llu s at the latest\n",
+                main_connections(m),
+                (unsigned long long)(m->drain_deadline_ms - ev_now_ms() + 999) / 1000);
         return;
     }
+    m->stop_accepting = wcmd_new(WCMD_STOP_ACCEPTING, m->nworkers, -1);
+    if (!m->stop_accepting) {
+        fprintf(out, "error: out of memory\n");
+        return;
+    }
+    wcmd_post(m->ws, m->stop_accepting);
+    m->drain_deadline_ms = deadline;
+    ev_tick_add(&m->loop, &m->drain_tick);
+    uint32_t left = main_connections(m);
+    log_msg(LOG_INFO, "drain", "no longer accepting; %u connection(s) have %lu s to end", left,
+            secs);
+    fprintf(out, "draining: no longer accepting; %u connection(s) have %lu s to end\n", left, secs);
+}
+
+static void main_on_signal(struct ev_handler *h, uint32_t events)
+{
+    struct main_ctx *m = FG_CONTAINER_OF(h, struct main_ctx, sig);
+    struct signalfd_siginfo si;
+    (void)events;
+    if (read(h->fd, &si, sizeof si) != sizeof si)
+        return;
+    if (si.ssi_signo == SIGHUP) {
+        main_reload(m, NULL);
+        return;
+    }
+    log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
+    ev_stop(&m->loop);
+}
+
+/* Serves signals and the stats socket until a stop or the end of a drain. */
+static int main_wait(struct main_ctx *m, int sfd, struct stats *st)
+{
+    struct statsrv sv = {.listen.fd = -1, .done.fd = -1};
+    const struct statsrv_hooks hooks = {.reload = main_reload, .drain = main_drain, .ctx = m};
+    int rc = FG_ERROR;
+
+    if (ev_init(&m->loop) != FG_OK) {
+        log_msg(LOG_ERROR, "main", "cannot create the event loop: %s", strerror(errno));
+        return FG_ERROR;
+    }
+    m->sig = (struct ev_handler){.fd = sfd, .fn = main_on_signal};
+    m->drain_tick = (struct ev_tick){.fn = main_drain_tick};
+    fg_list_init(&m->drain_tick.node);
+    if (ev_add(&m->loop, &m->sig, EPOLLIN) != FG_OK ||
+        (m->cfg->stats_socket[0] &&
+         statsrv_open(&sv, st, &m->loop, m->cfg->stats_socket, &hooks) != FG_OK))
+        goto out;
+    main_warn_wolfssl();
+    log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
+            m->nworkers, m->ws[0].nslots);
+    ev_run(&m->loop);
+    rc = FG_OK;
+out:
+    /* The workers stop before the commands they may still hold are freed. */
+    for (unsigned i = 0; i < m->nworkers; i++)
+        worker_stop(&m->ws[i]);
+    for (unsigned i = 0; i < m->nworkers; i++)
+        worker_join(&m->ws[i]);
+    statsrv_close(&sv);
+    wcmd_free(m->stop_accepting);
+    ev_tick_del(&m->drain_tick);
+    ev_free(&m->loop);
+    return rc;
 }
 
 static int main_run(struct fg_config *cfg)
@@ -213,7 +327,7 @@ static int main_run(struct fg_config *cfg)
     struct fg_tls tls = {0};
     struct dir dir;
     struct throttle thr = {0};
-    struct stats st = {.fd = -1, .cfg = cfg, .nworkers = n, .slots = slots * n};
+    struct stats st = {.cfg = cfg, .nworkers = n, .slots = slots * n};
     sigset_t set;
     int rc = 1;
 
@@ -264,13 +378,9 @@ static int main_run(struct fg_config *cfg)
             goto stop;
         }
     }
-    if (cfg->stats_socket[0] && stats_open(&st, cfg->stats_socket) != FG_OK)
-        goto stop;
-    main_warn_wolfssl();
-    log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
-            n, slots);
-    main_wait(sfd, &st, cfg, &tls);
-    rc = 0;
+    struct main_ctx m = {.cfg = cfg, .tls = &tls, .ws = ws, .nworkers = n};
+    if (main_wait(&m, sfd, &st) == FG_OK)
+        rc = 0;
 stop:
     for (unsigned i = 0; i < started; i++)
         worker_stop(&ws[i]);
@@ -280,7 +390,6 @@ stop:
         worker_free(&ws[i]);
     /* After the workers: every request they made has been answered. */
     dir_stop(&dir);
-    stats_close(&st, cfg->stats_socket);
     if (rc == 0)
         log_msg(LOG_INFO, "stopped", "all connections closed");
 out:

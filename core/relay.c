@@ -397,3 +397,27 @@ void relay_on_backend_sent(struct worker *w, struct conn *c, int res)
     else if (!conn_sent(w, c, SIDE_BACKEND, res))
         relay_try_begin(w, c);
 }
+
+/*
+ * The session's last word before the server closes it (kick, the end of a
+ * drain): the protocol's BYE line, when it cannot land inside the backend's
+ * bytes -- nothing from the backend is half-sent, the login's last bytes
+ * are out -- and the socket takes it now. Otherwise the close alone says it.
+ */
+void relay_bye(struct worker *w, struct conn *c, const char *line, const char *why)
+{
+    const uint8_t *p;
+    char text[160];
+    int n = snprintf(text, sizeof text, "%s\r\n", line);
+    bool idle = c->rd[1].pending == 0 && !c->rd[1].buf && sendq_idle(&c->cq) &&
+                (!c->tls || tls_conn_pending(c->tls, &p) == 0);
+    if (idle && n > 0 && (size_t)n < sizeof text) {
+        if (!c->tls) {
+            ssize_t FG_UNUSED rc = send(c->fd, text, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (tls_conn_write(c->tls, text, (size_t)n) == FG_OK) {
+            size_t k = tls_conn_pending(c->tls, &p);
+            ssize_t FG_UNUSED rc = send(c->fd, p, k, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    }
+    conn_close(w, c, why);
+}

@@ -30,4 +30,8 @@ void relay_on_client_recv(struct worker *w, struct conn *c, struct io_uring_cqe 
 void relay_on_client_sent(struct worker *w, struct conn *c, int res);
 void relay_on_backend_sent(struct worker *w, struct conn *c, int res);
 
+/* Closes a relayed session, with line (the protocol's BYE) first when it
+ * can go out whole between the backend's bytes. */
+void relay_bye(struct worker *w, struct conn *c, const char *line, const char *why);
+
 #endif

@@ -184,9 +184,13 @@ struct worker {
     struct timer_list tl[TL_COUNT];
     uint32_t now; /* seconds, monotonic, refreshed every loop */
 
-    int stop_fd;
+    int stop_fd; /* eventfd: stop_req or mail is waiting */
     uint64_t stop_val;
+    _Atomic bool stop_req;
+    pthread_mutex_t mail_lock;
+    struct fg_list mail; /* struct wcmd_part, from the stats socket */
     bool stopping;
+    bool accepting; /* the listeners are armed: false once draining */
     bool started;
     int ready; /* 0 while starting, 1 running, -1 failed */
     pthread_mutex_t ready_lock;

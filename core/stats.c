@@ -15,40 +15,6 @@
 #define FG_VERSION "dev"
 #endif
 
-int stats_open(struct stats *st, const char *path)
-{
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-
-    st->fd = -1;
-    if (strlen(path) >= sizeof sun.sun_path) {
-        log_msg(LOG_ERROR, "stats", "StatsSocket path too long: %s", path);
-        return FG_ERROR;
-    }
-    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    mode_t old = umask(077); /* the socket shows settings: owner only */
-    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
-    umask(old);
-    if (rc < 0 || listen(fd, 16) < 0) {
-        log_msg(LOG_ERROR, "stats", "cannot listen on %s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return FG_ERROR;
-    }
-    st->fd = fd;
-    return FG_OK;
-}
-
-void stats_close(struct stats *st, const char *path)
-{
-    if (st->fd >= 0) {
-        close(st->fd);
-        unlink(path);
-    }
-    st->fd = -1;
-}
-
 /* The backend hosts' health, summed (show backends has each host). */
 static void stats_backends_info(const struct bhost_table *t, FILE *out)
 {
@@ -252,9 +218,36 @@ static bool stats_cache_command(const struct stats *st, const char *cmd, FILE *o
     return false;
 }
 
+/* "disable backend HOST" / "enable backend HOST". */
+static bool stats_backend_command(const struct stats *st, const char *cmd, FILE *out)
+{
+    bool off = strncmp(cmd, "disable backend", 15) == 0;
+    if (!off && strncmp(cmd, "enable backend", 14) != 0)
+        return false;
+    const char *verb = off ? "disable" : "enable";
+    const char *host = cmd + (off ? 15 : 14);
+    if (*host && *host != ' ')
+        return false;
+    host += strspn(host, " ");
+    if (!*host || strchr(host, ' ')) {
+        fprintf(out, "error: usage: %s backend HOST (a name or address, with :port or not)\n",
+                verb);
+        return true;
+    }
+    unsigned n = st->bhosts ? bhost_set_disabled(st->bhosts, host, off) : 0;
+    if (n == 0)
+        fprintf(out,
+                "error: no backend host %s; show backends lists them (a host is known once a "
+                "logon has used it)\n",
+                host);
+    else
+        fprintf(out, "%sd %u backend host%s\n", verb, n, n == 1 ? "" : "s");
+    return true;
+}
+
 void stats_command(const struct stats *st, const char *cmd, FILE *out)
 {
-    if (stats_cache_command(st, cmd, out))
+    if (stats_cache_command(st, cmd, out) || stats_backend_command(st, cmd, out))
         return;
     if (strcmp(cmd, "flush throttle") == 0) {
         if (st->dir && st->dir->thr)
@@ -273,43 +266,19 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     else if (strcmp(cmd, "help") == 0 || cmd[0] == 0)
         fprintf(out,
                 "show info      counters and current connections\n"
-                "show settings  the effective configuration\n"
-                "show backends  each backend host: up or down, its back-off, its counters\n"
+                "show settings [SECTION [NAME]]  the effective configuration, or one section\n"
+                "               (imap, pop3, backend, directory, forest NAME, throttle ...)\n"
+                "show sessions [user NAME | client ADDRESS | backend HOST]\n"
+                "               each connection: client, user, mailbox, backend, phase, TLS, "
+                "age, bytes\n"
+                "kick user NAME | kick session ID  end sessions (the client hears BYE)\n"
+                "show backends  each backend host: up, down or disabled, its back-off, counters\n"
+                "disable backend HOST | enable backend HOST  no new sessions to HOST, or again\n"
+                "reload         reload the TLS certificates (as SIGHUP)\n"
+                "drain [SECONDS]  stop accepting, exit when the sessions end (default 60 s)\n"
                 "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
                 "flush cache [NAME]   drop every route cache entry, or NAME's\n"
                 "flush throttle       forget failed logons: unblock every address and account\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
-}
-
-int stats_serve(struct stats *st)
-{
-    char cmd[256];
-    size_t n = 0;
-    int fd = accept4(st->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS ? FG_AGAIN
-                                                                                         : FG_OK;
-    /* One line, read within a second: a silent client cannot stall us. */
-    while (n < sizeof cmd - 1) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, 1000) <= 0)
-            break;
-        ssize_t r = read(fd, cmd + n, sizeof cmd - 1 - n);
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        if (memchr(cmd, '\n', n))
-            break;
-    }
-    cmd[n] = 0;
-    cmd[strcspn(cmd, "\r\n")] = 0;
-    FILE *out = fdopen(fd, "w");
-    if (!out) {
-        close(fd);
-        return FG_OK;
-    }
-    stats_command(st, cmd, out);
-    fclose(out);
-    return FG_OK;
 }

@@ -1,7 +1,8 @@
 /*
- * The stats socket: a Unix socket that answers one command per connection,
- * in the manner of HAProxy's. Commands: "show info", "show settings",
- * "show backends", "help".
+ * The stats socket's commands that the main thread answers at once from
+ * shared counters: "show info", "show settings", "show backends", the cache
+ * and throttle commands, "help". The server, and the commands that need
+ * the workers or the main loop, are in statsrv.c.
  */
 #ifndef FG_STATS_H
 #define FG_STATS_H
@@ -13,7 +14,6 @@
 #include "worker.h"
 
 struct stats {
-    int fd;
     const struct fg_config *cfg;
     struct worker *workers;
     unsigned nworkers;
@@ -22,17 +22,6 @@ struct stats {
     struct bhost_table *bhosts; /* the backend hosts' health */
     struct limits *limits;      /* the connection limits' counts */
 };
-
-/* Opens the socket; returns FG_OK, or FG_ERROR after logging why. */
-int stats_open(struct stats *st, const char *path);
-
-/* Serves one client that connected (the listening socket is readable).
- * FG_OK, or FG_AGAIN when it could not be accepted for want of descriptors
- * or memory: it waits in the backlog, and the socket stays readable, so the
- * caller waits a while before polling it again. */
-int stats_serve(struct stats *st);
-
-void stats_close(struct stats *st, const char *path);
 
 /* Writes the answer to one command into out. */
 void stats_command(const struct stats *st, const char *cmd, FILE *out);

@@ -12,6 +12,7 @@
 #include "login.h"
 #include "pipes.h"
 #include "relay.h"
+#include "wcmd.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -159,7 +160,7 @@ static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
             log_msg(LOG_ERROR, "accept", "accept failed: %s", strerror(-res));
         w->refused_logged = w->now;
     }
-    if ((cqe->flags & IORING_CQE_F_MORE) || w->stopping)
+    if ((cqe->flags & IORING_CQE_F_MORE) || !w->accepting)
         return;
     if (!worker_accept_starved(res)) {
         worker_arm_accept(w, i);
@@ -173,11 +174,12 @@ static void worker_on_accept(struct worker *w, struct io_uring_cqe *cqe)
     io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_RETRY, i, 0));
 }
 
-static void worker_begin_stop(struct worker *w)
+/* Closes the listeners; the connections go on. */
+static void worker_stop_accepting(struct worker *w)
 {
-    if (w->stopping)
+    if (!w->accepting)
         return;
-    w->stopping = true;
+    w->accepting = false;
     for (unsigned i = 0; i < w->nls; i++) {
         /* The accept in flight holds the socket open past close(), and past
          * the process's exit while the kernel tears the ring down: it would
@@ -194,12 +196,20 @@ static void worker_begin_stop(struct worker *w)
         close(w->ls[i].fd);
         w->ls[i].fd = -1;
     }
+}
+
+static void worker_begin_stop(struct worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    worker_stop_accepting(w);
     for (uint32_t s = 0; s < w->nslots; s++) {
         struct conn *c = &w->conns[s];
         if (c->state == CONN_RELAY)
-            conn_close(w, c, "server shutdown");
+            relay_bye(w, c, conn_bye_line(c->proto, SESS_BYE_SHUTDOWN), "server shutdown");
         else if (c->state != CONN_FREE && c->state != CONN_CLOSING)
-            client_shutdown(w, c);
+            client_shutdown(w, c, SESS_BYE_SHUTDOWN, "server shutdown");
     }
 }
 
@@ -269,6 +279,40 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
     worker_enter(w, c);
 }
 
+static void worker_arm_mail(struct worker *w)
+{
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    io_uring_prep_read(sqe, w->stop_fd, &w->stop_val, sizeof w->stop_val, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_STOP, 0, 0));
+}
+
+/* Answers every part waiting in the mailbox; a worker that stops answers
+ * what it did not run with nothing, so no stats client waits for it. */
+static void worker_run_mail(struct worker *w)
+{
+    struct fg_list parts;
+    fg_list_init(&parts);
+    wcmd_take_mail(w, &parts);
+    while (!fg_list_empty(&parts)) {
+        struct wcmd_part *p = FG_CONTAINER_OF(parts.next, struct wcmd_part, node);
+        fg_list_del(&p->node);
+        if (p->cmd->type == WCMD_STOP_ACCEPTING)
+            worker_stop_accepting(w);
+        else if (!w->stopping)
+            wcmd_run(w, p);
+        wcmd_part_done(p);
+    }
+}
+
+/* The stop eventfd fired: a stop, or commands from the stats socket. */
+static void worker_on_mail(struct worker *w)
+{
+    if (atomic_load(&w->stop_req))
+        worker_begin_stop(w);
+    worker_run_mail(w);
+    worker_arm_mail(w);
+}
+
 static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
 {
     enum fg_op op = ud_op(cqe->user_data);
@@ -278,7 +322,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
         worker_on_accept(w, cqe);
         break;
     case OP_ACCEPT_RETRY:
-        if (!w->stopping)
+        if (w->accepting)
             worker_arm_accept(w, ud_slot(cqe->user_data));
         break;
     case OP_TICK:
@@ -286,7 +330,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
         worker_arm_tick(w);
         break;
     case OP_STOP:
-        worker_begin_stop(w);
+        worker_on_mail(w);
         break;
     case OP_NONE:
         break;
@@ -301,9 +345,8 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
 
 static void worker_loop(struct worker *w)
 {
-    struct io_uring_sqe *sqe = ring_sqe(w);
-    io_uring_prep_read(sqe, w->stop_fd, &w->stop_val, sizeof w->stop_val, 0);
-    io_uring_sqe_set_data64(sqe, ud_make(OP_STOP, 0, 0));
+    worker_arm_mail(w);
+    w->accepting = true;
     for (unsigned i = 0; i < w->nls; i++)
         worker_arm_accept(w, i);
     worker_arm_tick(w);
@@ -336,8 +379,10 @@ static void *worker_main(void *arg)
     w->ready = ok ? 1 : -1;
     pthread_cond_signal(&w->ready_cond);
     pthread_mutex_unlock(&w->ready_lock);
-    if (ok)
+    if (ok) {
         worker_loop(w);
+        worker_run_mail(w);
+    }
     dir_thread_unregister();
     return NULL;
 }
@@ -403,6 +448,8 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     w->dir = dir;
     w->tls = tls;
     w->stop_fd = -1;
+    fg_list_init(&w->mail);
+    pthread_mutex_init(&w->mail_lock, NULL);
     w->now = ring_clock();
     w->tick_ts.tv_sec = 1;
     pthread_mutex_init(&w->ready_lock, NULL);
@@ -446,6 +493,7 @@ int worker_start(struct worker *w)
 void worker_stop(struct worker *w)
 {
     uint64_t one = 1;
+    atomic_store(&w->stop_req, true);
     if (w->stop_fd >= 0) {
         ssize_t FG_UNUSED rc = write(w->stop_fd, &one, sizeof one);
     }
@@ -491,5 +539,6 @@ void worker_free(struct worker *w)
     if (w->stop_fd >= 0)
         close(w->stop_fd);
     pthread_mutex_destroy(&w->ready_lock);
+    pthread_mutex_destroy(&w->mail_lock);
     pthread_cond_destroy(&w->ready_cond);
 }

@@ -502,5 +502,6 @@ const struct sess_ops imap_sess_ops = {
         .bye = {[SESS_BYE_TIMEOUT] = "* BYE Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "* BYE Server shutting down.",
                 [SESS_BYE_OVERLOAD] = "* BYE [UNAVAILABLE] Too many connections.",
-                [SESS_BYE_PER_IP] = "* BYE [UNAVAILABLE] Too many connections from your address."},
+                [SESS_BYE_PER_IP] = "* BYE [UNAVAILABLE] Too many connections from your address.",
+                [SESS_BYE_KICKED] = "* BYE Disconnected by an administrator."},
 };

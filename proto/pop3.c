@@ -371,5 +371,6 @@ const struct sess_ops pop3_sess_ops = {
         .bye = {[SESS_BYE_TIMEOUT] = "-ERR Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down.",
                 [SESS_BYE_OVERLOAD] = "-ERR [SYS/TEMP] Too many connections.",
-                [SESS_BYE_PER_IP] = "-ERR [SYS/TEMP] Too many connections from your address."},
+                [SESS_BYE_PER_IP] = "-ERR [SYS/TEMP] Too many connections from your address.",
+                [SESS_BYE_KICKED] = "-ERR [SYS/TEMP] Disconnected by an administrator."},
 };

@@ -36,6 +36,7 @@ enum sess_bye {
     SESS_BYE_SHUTDOWN,
     SESS_BYE_OVERLOAD, /* sent without a session, to a connection refused at once */
     SESS_BYE_PER_IP,   /* the same, refused for its address (MaxConnectionFromSingleIP) */
+    SESS_BYE_KICKED,   /* an administrator ended the session (kick) */
     SESS_BYE_COUNT,
 };
 
