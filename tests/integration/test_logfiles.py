@@ -190,7 +190,7 @@ def test_directory_quota_after_rollovers(make_fg):
     assert sum(os.path.getsize(p) for p in files) <= 3 * 1024
 
 
-def test_reopen_after_rename(make_fg):
+def test_reopen_after_rename_on_sighup_and_reload(make_fg):
     fg = make_fg({}, start=False)
     path = fg.sections["global"]["EventLogFile"] = os.path.join(fg.workdir, "events.log")
     fg.start()
@@ -205,6 +205,13 @@ def test_reopen_after_rename(make_fg):
     whole_lines(old)
     assert "result=failed" in old and "result=ok" not in old
     assert "result=failed" not in read(path)
+    # The stats socket's reload does the same.
+    os.rename(path, path + ".2")
+    assert "reloaded" in fg.stats("reload")["text"]
+    wait_for(lambda: os.path.exists(path), "a new file after reload")
+    assert not logon(fg, "after-reload")
+    wait_for(lambda: "result=failed" in read(path), "the third logon in the newest file")
+    assert "result=ok" in read(path + ".2") and "result=failed" not in read(path + ".2")
 
 
 def test_lines_dropped_not_waited_for_when_the_log_takes_nothing(make_fg):
