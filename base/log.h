@@ -101,6 +101,7 @@ struct log_counters {
     uint64_t written;   /* lines written */
     uint64_t dropped;   /* lines lost: queue full, or the file could not take them */
     uint64_t rollovers; /* files rolled over */
+    uint64_t queued;    /* lines waiting in the queue now */
 };
 
 /* Opens the logs (event_path NULL or "": the event log stays on stderr;
@@ -123,7 +124,8 @@ void log_counters(enum log_file which, struct log_counters *out);
 /* "event", "imap_protocol", "pop3_protocol". */
 const char *log_file_name(enum log_file which);
 
-/* The counters as "log_event_written_total: N" lines, for show info. */
+/* The counters as "log_event_written_total: N" lines (and the gauge
+ * "log_event_queued: N"), for show info. */
 void log_counters_print(FILE *out);
 
 #endif

@@ -42,6 +42,7 @@ struct logq {
     _Atomic uint64_t head; /* bytes ever queued; set under lock */
     uint64_t tail;         /* bytes ever taken out; set under lock by the writer */
     _Atomic uint64_t written, dropped, rollovers;
+    _Atomic uint64_t queued, lost; /* lines taken in; of those, dropped after all */
     bool on;
     /* The writer's alone. */
     int fd;
@@ -107,6 +108,9 @@ void logq_push(enum log_file which, const char *line, size_t n)
     memcpy(q->ring + at, line, first);
     memcpy(q->ring, line + first, n - first);
     atomic_store(&q->head, head + n);
+    /* Under the lock: a plain increment, no read-modify-write across cores. */
+    atomic_store_explicit(&q->queued, atomic_load_explicit(&q->queued, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     pthread_mutex_unlock(&q->lock);
     if (atomic_load(&lw.sleeping) && atomic_exchange(&lw.sleeping, false)) {
         uint64_t one = 1;
@@ -253,9 +257,9 @@ static bool logq_take(struct logq *q)
 /* The lines of the chunk that were not written, and will not be. */
 static void logq_drop_chunk(struct logq *q)
 {
-    atomic_fetch_add_explicit(&q->dropped,
-                              logq_lines(q->chunk + q->chunk_off, q->chunk_n - q->chunk_off),
-                              memory_order_relaxed);
+    uint64_t k = logq_lines(q->chunk + q->chunk_off, q->chunk_n - q->chunk_off);
+    atomic_fetch_add_explicit(&q->lost, k, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->dropped, k, memory_order_relaxed);
     q->chunk_n = q->chunk_off = 0;
 }
 
@@ -521,9 +525,14 @@ void log_reopen(void)
 void log_counters(enum log_file which, struct log_counters *out)
 {
     const struct logq *q = &lq[which];
-    out->written = atomic_load_explicit(&q->written, memory_order_relaxed);
+    /* Written and lost before queued: a line counted in neither is still
+     * queued, so queued is never read below what is waiting. */
+    uint64_t lost = atomic_load(&q->lost);
+    out->written = atomic_load(&q->written);
     out->dropped = atomic_load_explicit(&q->dropped, memory_order_relaxed);
     out->rollovers = atomic_load_explicit(&q->rollovers, memory_order_relaxed);
+    uint64_t queued = atomic_load(&q->queued);
+    out->queued = queued >= out->written + lost ? queued - out->written - lost : 0;
 }
 
 const char *log_file_name(enum log_file which)
@@ -538,8 +547,9 @@ void log_counters_print(FILE *out)
         log_counters((enum log_file)i, &c);
         fprintf(out,
                 "log_%s_written_total: %llu\nlog_%s_dropped_total: %llu\n"
-                "log_%s_rollovers_total: %llu\n",
+                "log_%s_rollovers_total: %llu\nlog_%s_queued: %llu\n",
                 logq_names[i], (unsigned long long)c.written, logq_names[i],
-                (unsigned long long)c.dropped, logq_names[i], (unsigned long long)c.rollovers);
+                (unsigned long long)c.dropped, logq_names[i], (unsigned long long)c.rollovers,
+                logq_names[i], (unsigned long long)c.queued);
     }
 }

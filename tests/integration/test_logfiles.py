@@ -82,6 +82,7 @@ def test_event_log_file_takes_the_event_log(make_fg):
     assert st["log_event_written_total"] >= 3
     assert st["log_event_dropped_total"] == 0
     assert st["log_event_rollovers_total"] == 0
+    assert st["log_event_queued"] == 0
     assert "wrong" not in read(path)
 
 
@@ -232,6 +233,7 @@ def test_lines_dropped_not_waited_for_when_the_log_takes_nothing(make_fg):
             assert n < 500, fg.stats()
         st = fg.stats()
         assert st["log_event_dropped_total"] > 0 and st["logins_ok_total"] == n
+        assert st["log_event_queued"] > 0  # a full queue, waiting for the FIFO
         # Read it now: what was written is whole lines, and the writer
         # catches up with what it still holds.
         chunks = []
