@@ -1,5 +1,4 @@
 #include "log.h"
-#include "logq.h"
 
 #include <errno.h>
 #include <stdarg.h>

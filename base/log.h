@@ -128,4 +128,9 @@ const char *log_file_name(enum log_file which);
  * "log_event_queued: N"), for show info. */
 void log_counters_print(FILE *out);
 
+/* base/logq.c's entry for log.c's lines: queues a whole line for its log,
+ * or counts it dropped when the queue is full. Before the writer runs, an
+ * event line goes to stderr at once and a protocol line nowhere. */
+void logq_push(enum log_file which, const char *line, size_t n);
+
 #endif

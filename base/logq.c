@@ -13,7 +13,7 @@
  * sleeps only after saying so (lw.sleeping) and checking the queues again;
  * a producer that sees it asleep writes its eventfd.
  */
-#include "logq.h"
+#include "log.h"
 #include "logfile.h"
 
 #include <dirent.h>
