@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-enum log_level log_level = LOG_INFO;
-bool plog_on[FG_PROTO_COUNT];
+_Atomic enum log_level log_level = LOG_INFO;
+_Atomic bool plog_on[FG_PROTO_COUNT];
 
 static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
 

@@ -13,6 +13,7 @@
 #include "common.h"
 #include "login.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 
 enum log_level {
@@ -28,9 +29,11 @@ struct log_line {
     bool skip; /* below the log level */
 };
 
-extern enum log_level log_level;
+/* LogLevel: an atomic, as the stats socket's set changes it while every
+ * thread logs (core/tune.c). */
+extern _Atomic enum log_level log_level;
 
-#define log_enabled(level) ((level) <= log_level)
+#define log_enabled(level) ((level) <= atomic_load_explicit(&log_level, memory_order_relaxed))
 
 /* Starts a line: ts=... level=... event=... */
 void log_begin(struct log_line *l, enum log_level level, const char *event);
@@ -62,8 +65,9 @@ void log_end(struct log_line *l);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-/* Protocol logging on, by protocol (ProtocolLogEnabled and a file open). */
-extern bool plog_on[FG_PROTO_COUNT];
+/* Protocol logging on, by protocol: ProtocolLogEnabled, which the stats
+ * socket's set may turn off and on again (core/tune.c). */
+extern _Atomic bool plog_on[FG_PROTO_COUNT];
 
 /* Queues "ts session dir line" for a protocol's log. */
 void plog_write(enum fg_proto p, const char *session, const char *dir, const char *line, size_t n);
@@ -104,11 +108,10 @@ struct log_counters {
     uint64_t queued;    /* lines waiting in the queue now */
 };
 
-/* Opens the logs (event_path NULL or "": the event log stays on stderr;
- * plog_dir: protocol logs for the protocols plog[] names) and starts the
- * writer. FG_ERROR, logged, when a file cannot be opened. */
-int log_files_start(const struct log_roll_conf *rc, const char *event_path, const char *plog_dir,
-                    const bool plog[FG_PROTO_COUNT]);
+/* Opens the event log (event_path NULL or "": it stays on stderr) and
+ * starts the writer; protocol logs are added by plog_enable. FG_ERROR,
+ * logged, when the file cannot be opened. */
+int log_files_start(const struct log_roll_conf *rc, const char *event_path);
 
 /* Writes what is queued (giving up on a file that takes nothing for two
  * seconds), stops the writer and closes the files; later lines go to
@@ -132,5 +135,17 @@ void log_counters_print(FILE *out);
  * or counts it dropped when the queue is full. Before the writer runs, an
  * event line goes to stderr at once and a protocol line nowhere. */
 void logq_push(enum log_file which, const char *line, size_t n);
+
+/* Turns protocol p's log on, opening its file (dir/imap-protocol.log,
+ * pop3-protocol.log) and its queue the first time. FG_OK, or FG_ERROR with
+ * errno set (the log stays off). Main thread only. */
+int plog_enable(int p, const char *dir);
+void plog_disable(int p);
+
+/* Whether protocol p's lines are wanted now. */
+static inline bool plog_enabled(int p)
+{
+    return atomic_load_explicit(&plog_on[p], memory_order_acquire);
+}
 
 #endif

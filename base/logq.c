@@ -30,10 +30,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LOGQ_CHUNK      (64 * 1024) /* bytes the writer takes out at a time */
-#define LOGQ_RETRY_MS   1000        /* after a failed open or write */
-#define LOGQ_GIVE_UP_MS 2000        /* at exit, for a file that takes nothing */
-#define LOGQ_MAX_OLD    100000      /* rolled files retention looks at, per log */
+#define LOGQ_CHUNK        (64 * 1024) /* bytes the writer takes out at a time */
+#define LOGQ_RETRY_MS     1000        /* after a failed open or write */
+#define LOGQ_GIVE_UP_MS   2000        /* at exit, for a file that takes nothing */
+#define LOGQ_MAX_OLD      100000      /* rolled files retention looks at, per log */
+#define LOGQ_DEFAULT_SIZE (1u << 20)  /* a queue set up before log_files_start (tests) */
 
 struct logq {
     pthread_mutex_t lock;
@@ -43,7 +44,7 @@ struct logq {
     uint64_t tail;         /* bytes ever taken out; set under lock by the writer */
     _Atomic uint64_t written, dropped, rollovers;
     _Atomic uint64_t queued, lost; /* lines taken in; of those, dropped after all */
-    bool on;
+    _Atomic bool on;               /* set up: once on, until log_files_stop */
     /* The writer's alone. */
     int fd;
     bool own_fd;  /* a file of ours (not stderr) */
@@ -95,7 +96,7 @@ void logq_push(enum log_file which, const char *line, size_t n)
         }
         return;
     }
-    if (!q->on)
+    if (!atomic_load(&q->on))
         return;
     pthread_mutex_lock(&q->lock);
     uint64_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
@@ -302,7 +303,7 @@ static enum logq_state logq_drain(struct logq *q, uint64_t now_ms)
 
 static bool logq_pending(const struct logq *q)
 {
-    return q->on && (q->chunk_off < q->chunk_n || atomic_load(&q->head) != q->tail);
+    return atomic_load(&q->on) && (q->chunk_off < q->chunk_n || atomic_load(&q->head) != q->tail);
 }
 
 static void logq_reopen_all(void)
@@ -310,7 +311,7 @@ static void logq_reopen_all(void)
     time_t now = time(NULL);
     for (int i = 0; i < LOG_FILE_COUNT; i++) {
         struct logq *q = &lq[i];
-        if (!q->on || !q->path[0])
+        if (!atomic_load(&q->on) || !q->path[0])
             continue;
         logq_close(q);
         q->retry_at = 0;
@@ -329,7 +330,7 @@ static void logq_sleep(int timeout_ms)
     uint64_t now_ms = logq_ms();
     for (int i = 0; i < LOG_FILE_COUNT; i++) {
         const struct logq *q = &lq[i];
-        if (!q->on || q->fd < 0 || now_ms < q->retry_at)
+        if (!atomic_load(&q->on) || q->fd < 0 || now_ms < q->retry_at)
             continue;
         if (q->chunk_off < q->chunk_n)
             pfd[n++] = (struct pollfd){.fd = q->fd, .events = POLLOUT};
@@ -371,7 +372,7 @@ static void logq_flush(void)
     }
     for (int i = 0; i < LOG_FILE_COUNT; i++) {
         struct logq *q = &lq[i];
-        if (!q->on)
+        if (!atomic_load(&q->on))
             continue;
         logq_drop_chunk(q);
         uint64_t head = atomic_load(&q->head);
@@ -392,7 +393,7 @@ static void *logq_main(void *arg)
         time_t now = time(NULL);
         for (int i = 0; i < LOG_FILE_COUNT; i++) {
             struct logq *q = &lq[i];
-            if (!q->on)
+            if (!atomic_load(&q->on))
                 continue;
             enum logq_state s = logq_drain(q, now_ms);
             busy |= s == LQ_BUSY;
@@ -411,34 +412,38 @@ static void *logq_main(void *arg)
 
 /* ---- set-up ---- */
 
+/* Allocates a log's queue and opens its file (path NULL: stderr); FG_ERROR
+ * with errno set. The writer sees the log once it is on, set last. */
 static int logq_init(enum log_file which, const char *path)
 {
     struct logq *q = &lq[which];
-    q->size = lw.rc.queue_size;
+    q->size = lw.rc.queue_size ? lw.rc.queue_size : LOGQ_DEFAULT_SIZE;
     q->ring = malloc(q->size);
     q->chunk = malloc(LOGQ_CHUNK);
-    if (!q->ring || !q->chunk) {
-        log_msg(LOG_ERROR, "log", "out of memory for the %s log's queue", logq_names[which]);
-        return FG_ERROR;
-    }
     q->fperiod = -1;
+    if (!q->ring || !q->chunk) {
+        errno = ENOMEM;
+        goto fail;
+    }
     if (!path) {
         q->fd = STDERR_FILENO;
-        q->on = true;
-        return FG_OK;
+    } else {
+        if (snprintf(q->path, sizeof q->path, "%s", path) >= (int)sizeof q->path ||
+            logf_split(path, &q->nm) != FG_OK) {
+            errno = ENAMETOOLONG;
+            goto fail;
+        }
+        if (logq_open(q) != FG_OK)
+            goto fail;
+        logq_clean(q, time(NULL));
     }
-    if (snprintf(q->path, sizeof q->path, "%s", path) >= (int)sizeof q->path ||
-        logf_split(path, &q->nm) != FG_OK) {
-        log_msg(LOG_ERROR, "log", "%s: path too long", path);
-        return FG_ERROR;
-    }
-    if (logq_open(q) != FG_OK) {
-        log_msg(LOG_ERROR, "log", "cannot open %s: %s", path, strerror(errno));
-        return FG_ERROR;
-    }
-    q->on = true;
-    logq_clean(q, time(NULL));
+    atomic_store_explicit(&q->on, true, memory_order_release);
     return FG_OK;
+fail:
+    free(q->ring);
+    free(q->chunk);
+    q->ring = q->chunk = NULL;
+    return FG_ERROR;
 }
 
 static void logq_free(struct logq *q)
@@ -447,51 +452,64 @@ static void logq_free(struct logq *q)
     free(q->ring);
     free(q->chunk);
     q->ring = q->chunk = NULL;
-    q->on = false;
+    atomic_store(&q->on, false);
 }
 
-int log_files_start(const struct log_roll_conf *rc, const char *event_path, const char *plog_dir,
-                    const bool plog[FG_PROTO_COUNT])
+int log_files_start(const struct log_roll_conf *rc, const char *event_path)
 {
-    static const char *const plog_files[FG_PROTO_COUNT] = {"imap-protocol.log",
-                                                           "pop3-protocol.log"};
     lw.rc = *rc;
     lw.period = rc->roll_seconds ? rc->roll_seconds : rc->roll == LOG_ROLL_HOURLY ? 3600 : 86400;
     lw.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (lw.efd < 0 ||
-        logq_init(LOG_FILE_EVENT, event_path && *event_path ? event_path : NULL) != FG_OK)
+    if (lw.efd < 0) {
+        log_msg(LOG_ERROR, "log", "cannot start the log writer: %s", strerror(errno));
+        return FG_ERROR;
+    }
+    if (logq_init(LOG_FILE_EVENT, event_path && *event_path ? event_path : NULL) != FG_OK) {
+        log_msg(LOG_ERROR, "log", "cannot open EventLogFile %s: %s", event_path, strerror(errno));
         goto fail;
-    for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        char path[PATH_MAX + 32];
-        if (!plog[p])
-            continue;
-        snprintf(path, sizeof path, "%s/%s", plog_dir, plog_files[p]);
-        if (logq_init(LOG_FILE_IMAP + p, path) != FG_OK)
-            goto fail;
-        plog_on[p] = true;
     }
     /* The writer takes no signal: SIGPIPE from a closed pipe stays pending
      * and write() says EPIPE. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc2 = pthread_create(&lw.thread, NULL, logq_main, NULL);
+    int err = pthread_create(&lw.thread, NULL, logq_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc2 != 0) {
-        log_msg(LOG_ERROR, "log", "cannot start the log writer: %s", strerror(rc2));
+    if (err != 0) {
+        log_msg(LOG_ERROR, "log", "cannot start the log writer: %s", strerror(err));
         goto fail;
     }
     atomic_store_explicit(&lw.running, true, memory_order_release);
     return FG_OK;
 fail:
-    for (int i = 0; i < LOG_FILE_COUNT; i++)
-        logq_free(&lq[i]);
-    for (int p = 0; p < FG_PROTO_COUNT; p++)
-        plog_on[p] = false;
-    if (lw.efd >= 0)
-        close(lw.efd);
+    logq_free(&lq[LOG_FILE_EVENT]);
+    close(lw.efd);
     lw.efd = -1;
     return FG_ERROR;
+}
+
+int plog_enable(int p, const char *dir)
+{
+    static const char *const files[FG_PROTO_COUNT] = {
+            [FG_PROTO_IMAP] = "imap-protocol.log", [FG_PROTO_POP3] = "pop3-protocol.log"};
+    struct logq *q = &lq[LOG_FILE_IMAP + p];
+    char path[PATH_MAX];
+    if (!atomic_load(&q->on)) {
+        if (snprintf(path, sizeof path, "%s/%s", dir, files[p]) >= (int)sizeof path) {
+            errno = ENAMETOOLONG;
+            return FG_ERROR;
+        }
+        if (logq_init(LOG_FILE_IMAP + p, path) != FG_OK)
+            return FG_ERROR;
+    }
+    /* Release: a worker that sees the flag finds the queue set up. */
+    atomic_store_explicit(&plog_on[p], true, memory_order_release);
+    return FG_OK;
+}
+
+void plog_disable(int p)
+{
+    atomic_store_explicit(&plog_on[p], false, memory_order_relaxed);
 }
 
 void log_files_stop(void)
@@ -499,7 +517,7 @@ void log_files_stop(void)
     if (!atomic_load(&lw.running))
         return;
     for (int p = 0; p < FG_PROTO_COUNT; p++)
-        plog_on[p] = false;
+        plog_disable(p);
     /* From here the event log goes to stderr at once; the writer empties
      * the queues of what came before. */
     atomic_store_explicit(&lw.running, false, memory_order_release);

@@ -127,7 +127,9 @@ enum bhost_use bhost_claim(struct bhost_table *t, struct bhost *h, uint64_t now)
      * for the probe's time keeps the others off it until the probe ends, so
      * only one logon ever waits for a host that may still be dead. */
     if (now >= until &&
-        atomic_compare_exchange_strong(&h->down_until, &until, now + t->probe_hold_ms))
+        atomic_compare_exchange_strong(
+                &h->down_until, &until,
+                now + atomic_load_explicit(&t->probe_hold_ms, memory_order_relaxed)))
         return BHOST_PROBE;
     atomic_fetch_add_explicit(&h->skipped, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->skipped, 1, memory_order_relaxed);

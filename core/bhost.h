@@ -48,7 +48,8 @@ struct bhost {
 struct bhost_table {
     pthread_mutex_t lock; /* adding hosts only */
     uint32_t backoff_ms, backoff_max_ms;
-    uint32_t probe_hold_ms; /* how long others skip a host while one logon probes it */
+    _Atomic uint32_t probe_hold_ms; /* how long others skip a host while one logon probes it;
+                                     * ConnectTimeout's, which set may change (core/tune.c) */
     _Atomic uint32_t n;
     struct bhost *hosts[BHOST_MAX];             /* in the order they were added */
     _Atomic(struct bhost *) slots[BHOST_SLOTS]; /* by address */

@@ -16,8 +16,10 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogLevel", CT_ENUM, struct fg_config, log_level, EN_LOG_LEVEL, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
+        KEY("MetricsBinding", CT_BINDINGS, struct fg_config, metrics, 0, 0),
         /* The log files (README, "Log files"). */
         KEY("EventLogFile", CT_STR, struct fg_config, event_log, 0, 0),
         KEY("LogFileRollOverSettings", CT_ENUM, struct fg_config, log_roll.roll, EN_LOG_ROLL, 0),
@@ -49,6 +52,8 @@ static const struct cfg_key cfg_global_keys[] = {
         /* Not Exchange's: how much of an IPv6 address MaxConnectionFromSingleIP
          * counts as one client (a /64 is one customer's network). */
         KEY("IPv6PrefixLength", CT_UINT, struct fg_config, ipv6_prefix, 32, 128),
+        KEY("User", CT_STR, struct fg_config, user, 1, 0),
+        KEY("Group", CT_STR, struct fg_config, group, 1, 0),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
 
@@ -225,7 +230,9 @@ void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
 void cfg_error(struct cfg_parse *cp, unsigned line, const char *fmt, ...)
 {
     va_list ap;
-    if (line)
+    if (!cp->cfg)
+        ; /* config_parse_scalar: the reason alone, no file */
+    else if (line)
         fprintf(cp->err, "%s:%u: ", cp->cfg->path, line);
     else
         fprintf(cp->err, "%s: ", cp->cfg->path);
@@ -463,10 +470,9 @@ static int cfg_set_size(struct cfg_parse *cp, const struct cfg_key *k, void *fie
     return FG_ERROR;
 }
 
-/* Stores one value; returns FG_ERROR (after reporting) when it is bad. */
-static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const char *v)
+/* Stores one value in field; returns FG_ERROR (after reporting) when it is bad. */
+static int cfg_set_field(struct cfg_parse *cp, const struct cfg_key *k, void *field, const char *v)
 {
-    void *field = (char *)cfg_base(cp->cfg, sec) + k->off;
     char *end;
     unsigned long u;
     uint32_t t;
@@ -520,6 +526,11 @@ static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const
         return cfg_set_size(cp, k, field, v);
     }
     return FG_ERROR;
+}
+
+static int cfg_set(struct cfg_parse *cp, int sec, const struct cfg_key *k, const char *v)
+{
+    return cfg_set_field(cp, k, (char *)cfg_base(cp->cfg, sec) + k->off, v);
 }
 
 static int cfg_handler(void *user, const char *section, const char *name, const char *value)
@@ -943,6 +954,40 @@ static void cfg_check_event_log(struct cfg_parse *cp)
         cfg_error(cp, line, "EventLogFile %s: %s", path, strerror(errno));
 }
 
+/* User and Group name accounts of this machine (core/privdrop.c switches to
+ * them); root is no account to drop to. */
+static void cfg_check_user(struct cfg_parse *cp)
+{
+    struct fg_config *cfg = cp->cfg;
+    unsigned ul = cfg_key_line(cp, SEC_GLOBAL, "User");
+    unsigned gl = cfg_key_line(cp, SEC_GLOBAL, "Group");
+    char buf[4096];
+
+    if (!cfg->user[0]) {
+        if (cfg->group[0])
+            cfg_error(cp, gl, "Group needs User");
+        return;
+    }
+    struct passwd pw, *pwp = NULL;
+    int rc = getpwnam_r(cfg->user, &pw, buf, sizeof buf, &pwp);
+    if (!pwp) {
+        cfg_error(cp, ul, "User %s: %s", cfg->user, rc ? strerror(rc) : "no such user");
+        return;
+    }
+    if (pw.pw_uid == 0)
+        cfg_error(cp, ul, "User %s is root: name an unprivileged account", cfg->user);
+    cfg->run_uid = pw.pw_uid;
+    cfg->run_gid = pw.pw_gid;
+    if (!cfg->group[0])
+        return;
+    struct group gr, *grp = NULL;
+    rc = getgrnam_r(cfg->group, &gr, buf, sizeof buf, &grp);
+    if (!grp)
+        cfg_error(cp, gl, "Group %s: %s", cfg->group, rc ? strerror(rc) : "no such group");
+    else
+        cfg->run_gid = gr.gr_gid;
+}
+
 static void cfg_check(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -967,6 +1012,7 @@ static void cfg_check(struct cfg_parse *cp)
     cfg_check_backend_tls(cp);
     cfg_warn_delegates(cp);
     cfg_check_throttle(cp);
+    cfg_check_user(cp);
 }
 
 /* Reads, checks and loads; returns the number of errors. */
@@ -1195,4 +1241,74 @@ void config_dump(const struct fg_config *cfg, FILE *out)
     if (cfg->dir.enabled)
         cfg_dump_directory(cfg, out);
     cfg_dump_section(cfg, out, "throttle", cfg_throttle_keys, &cfg->throttle);
+}
+
+/* ---- one value at a time, for the stats socket's set (core/tune.c) ---- */
+
+/* A key of a fixed section that holds one number, time, boolean or name. */
+static const struct cfg_key *cfg_scalar_key(const char *section, const char *name)
+{
+    for (int sec = 0; sec < SEC_FOREST; sec++) {
+        if (strcasecmp(section, cfg_section_names[sec]) != 0)
+            continue;
+        for (const struct cfg_key *k = cfg_keys_of(sec); k->name; k++)
+            if (strcasecmp(k->name, name) == 0)
+                return k->type == CT_UINT || k->type == CT_BOOL || k->type == CT_TIME ||
+                                       k->type == CT_ENUM
+                               ? k
+                               : NULL;
+    }
+    return NULL;
+}
+
+int config_parse_scalar(const char *section, const char *name, const char *value, uint32_t *out,
+                        char *why, size_t whylen)
+{
+    const struct cfg_key *k = cfg_scalar_key(section, name);
+    union {
+        uint32_t u32;
+        uint16_t u16;
+        uint8_t u8;
+        bool b;
+    } field = {0};
+    char *msg = NULL;
+    size_t len = 0;
+
+    snprintf(why, whylen, "%s: not a setting of one value", name);
+    struct cfg_parse *cp = k ? calloc(1, sizeof *cp) : NULL;
+    if (!cp || !(cp->err = open_memstream(&msg, &len))) {
+        free(cp);
+        return FG_ERROR;
+    }
+    int rc = cfg_set_field(cp, k, &field, value);
+    fclose(cp->err);
+    free(cp);
+    if (rc == FG_OK)
+        *out = cfg_get_uint(&field, k->size);
+    else
+        snprintf(why, whylen, "%.*s", (int)strcspn(msg, "\n"), msg);
+    free(msg);
+    return rc;
+}
+
+void config_scalar_str(const char *section, const char *name, uint32_t v, char *buf, size_t n)
+{
+    const struct cfg_key *k = cfg_scalar_key(section, name);
+    uint32_t field[2] = {0, 0};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+
+    snprintf(buf, n, "%u", v);
+    if (!k || !out) {
+        if (out)
+            fclose(out);
+        free(text);
+        return;
+    }
+    cfg_set_uint(field, k->size, v);
+    cfg_dump_value(out, k, field);
+    fclose(out);
+    snprintf(buf, n, "%s", text);
+    free(text);
 }

@@ -14,6 +14,7 @@
 #include "../proto/session.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #define CFG_MAX_BINDINGS 16
@@ -44,9 +45,11 @@ struct proto_conf {
     char cert_names[512];          /* X509CertificateName: comma-separated host names */
     struct tls_server *tls_server; /* its certificates, loaded; NULL without any */
     char banner[200];
-    struct sess_conf sess;    /* what the session reads; sess.banner points at banner */
-    uint32_t preauth_timeout; /* seconds */
-    uint32_t auth_timeout;
+    struct sess_conf sess; /* what the session reads; sess.banner points at banner */
+    /* The timeouts are atomics: the stats socket's set changes them while
+     * the workers read them (core/tune.c). */
+    _Atomic uint32_t preauth_timeout; /* seconds */
+    _Atomic uint32_t auth_timeout;
     uint32_t max_connections;
     uint32_t max_per_ip;   /* MaxConnectionFromSingleIP */
     uint32_t max_per_user; /* MaxConnectionsPerUser */
@@ -54,9 +57,9 @@ struct proto_conf {
     uint16_t target_port; /* ProxyTargetPort */
     /* The PROXY protocol: bindings that expect its header first, who may
      * send one there, and how long the header may take. */
-    struct bindings proxy;  /* ProxyProtocolBindings: some of plain and tls */
-    struct cidrs trusted;   /* TrustedProxies */
-    uint32_t proxy_timeout; /* ProxyProtocolTimeout, seconds */
+    struct bindings proxy;          /* ProxyProtocolBindings: some of plain and tls */
+    struct cidrs trusted;           /* TrustedProxies */
+    _Atomic uint32_t proxy_timeout; /* ProxyProtocolTimeout, seconds */
 };
 
 struct backend_conf {
@@ -68,9 +71,9 @@ struct backend_conf {
     char master_password_file[PATH_MAX];
     char *master_pass; /* in memory excluded from core dumps */
     size_t master_pass_len;
-    uint32_t connect_timeout; /* seconds */
-    uint32_t backoff;         /* FailoverBackoff, seconds: a down host is skipped this long */
-    uint32_t backoff_max;     /* FailoverBackoffMax: the back-off doubles up to this */
+    _Atomic uint32_t connect_timeout; /* seconds; set may change it (core/tune.c) */
+    uint32_t backoff;     /* FailoverBackoff, seconds: a down host is skipped this long */
+    uint32_t backoff_max; /* FailoverBackoffMax: the back-off doubles up to this */
     bool forward;
     unsigned ttl;
     bool allow_unchecked_master;
@@ -85,8 +88,13 @@ struct fg_config {
     char event_log[PATH_MAX];      /* EventLogFile; empty: stderr */
     struct log_roll_conf log_roll; /* roll-over and retention of the log files */
     char stats_socket[108];
+    struct bindings metrics; /* MetricsBinding: GET /metrics over HTTP (none: off) */
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */
     uint32_t ipv6_prefix;    /* IPv6PrefixLength: bits of an IPv6 client address counted */
+
+    char user[64];             /* User: switched to once the ports are bound (core/privdrop.c) */
+    char group[64];            /* Group: else User's own group */
+    uint32_t run_uid, run_gid; /* User's and Group's ids, when User is set */
     struct proto_conf proto[FG_PROTO_COUNT];
     struct backend_conf backend;
     struct dir_conf dir;
@@ -129,6 +137,20 @@ void config_dump(const struct fg_config *cfg, FILE *out);
  * and of its i-th key; NULL past the last. */
 const char *config_section_kind(unsigned k);
 const char *config_key_name(unsigned k, unsigned i);
+
+/*
+ * For the stats socket's set (core/tune.c): parses value as the file would
+ * read "name = value" in [section] (global, imap, pop3, backend, directory or
+ * throttle), with the same units, ranges and reasons; for settings of one
+ * number, time, boolean or name. *out gets the number, the seconds, 0 or 1,
+ * or the name's value. FG_OK, or FG_ERROR with the reason in why (the
+ * file's reason without "file:line: ").
+ */
+int config_parse_scalar(const char *section, const char *name, const char *value, uint32_t *out,
+                        char *why, size_t whylen);
+
+/* Writes v as show settings prints the value of [section] name. */
+void config_scalar_str(const char *section, const char *name, uint32_t v, char *buf, size_t n);
 
 const char *config_login_type_name(enum login_type t);
 

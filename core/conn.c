@@ -59,10 +59,15 @@ void conn_set_state(struct worker *w, struct conn *c, enum conn_state st)
             [CONN_BACKEND] = &w->stats.login,   [CONN_RELAY] = &w->stats.relay,
             [CONN_CLOSING] = &w->stats.closing,
     };
+    static const enum metrics_phase phases[] = {
+            [CONN_FREE] = MP_COUNT,    [CONN_PREAUTH] = MP_PREAUTH, [CONN_LOGIN] = MP_LOGIN,
+            [CONN_BACKEND] = MP_LOGIN, [CONN_RELAY] = MP_RELAY,     [CONN_CLOSING] = MP_CLOSING,
+    };
     if (c->state != CONN_FREE && counters[c->state])
-        atomic_fetch_sub_explicit(counters[c->state], 1, memory_order_relaxed);
+        FG_SW_SUB(counters[c->state], 1);
     if (st != CONN_FREE && counters[st])
-        atomic_fetch_add_explicit(counters[st], 1, memory_order_relaxed);
+        FG_SW_ADD(counters[st], 1);
+    metrics_phase_move(&w->metrics, c->proto, phases[c->state], phases[st]);
     c->state = (uint8_t)st;
 }
 
@@ -93,7 +98,8 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
 {
     const struct conn *c = ctx;
-    plog_write((enum fg_proto)c->proto, c->sid, dir, line, n);
+    if (plog_enabled(c->proto)) /* off again: this session stops logging too */
+        plog_write((enum fg_proto)c->proto, c->sid, dir, line, n);
 }
 
 /*
@@ -203,6 +209,7 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
         return NULL;
     }
     STAT_ADD(w, accepted, 1);
+    FG_SW_ADD(&w->metrics.accepted[c->proto], 1);
     conn_make_sid(w, c);
     /* Commands and replies are small: send them at once. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -78,7 +78,8 @@ struct conn_login {
     unsigned addr_idx; /* the route's address being tried */
     uint8_t tried;     /* addresses connected to */
     uint32_t dir_started_ms;
-    uint8_t addr_throttle; /* enum thr_reason: the address throttle's decision */
+    uint64_t started_us, dir_queued_us; /* the logon's and its directory request's start */
+    uint8_t addr_throttle;              /* enum thr_reason: the address throttle's decision */
     char client_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
 };
 

@@ -64,8 +64,11 @@ void login_start(struct worker *w, struct conn *c)
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
     login_throttle(w, c);
-    if (!lg->req.fresh) /* a stale route's second resolution: the same logon */
+    lg->dir_queued_us = metrics_now_us();
+    if (!lg->req.fresh) { /* a stale route's second resolution: the same logon */
         lg->dir_started_ms = fg_now_ms();
+        lg->started_us = lg->dir_queued_us;
+    }
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
     while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
         io_uring_submit(&w->ring);
@@ -194,9 +197,21 @@ static void login_count_failure(struct worker *w, struct conn *c)
     log_end(&l);
 }
 
+/* The form of the name typed, for the metrics: as the directory split it,
+ * else (no forests: the static route) split here. */
+static enum logon_form login_form(const struct conn *c)
+{
+    struct logon_name ln;
+    const struct cred *cr = c->s ? c->s->cred : NULL;
+    if (c->lg->req.audit.form != LN_INVALID)
+        return (enum logon_form)c->lg->req.audit.form;
+    return cr ? logon_name_split(cr->user, cr->user_len, &ln) : LN_INVALID;
+}
+
 static void login_fail(struct worker *w, struct conn *c, enum login_status st, const char *reason)
 {
     login_log(c, st, reason);
+    metrics_logon(&w->metrics, c->proto, st, login_form(c), c->lg->started_us);
     if (st == LOGIN_FAILED)
         login_count_failure(w, c);
     STAT_ADD(w, logins_failed, 1);
@@ -338,10 +353,11 @@ static void login_connect(struct worker *w, struct conn *c)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->bfd = fd;
     STAT_ADD(w, backend_fds, 1);
+    FG_SW_ADD(&w->metrics.backend_connects, 1);
     conn_set_state(w, c, CONN_BACKEND);
     ring_timer_touch(w, &c->timer, TL_BACKEND);
     backend_login_init(&lg->bl, login_ops[c->proto], &lg->par, &lg->bq.q);
-    if (plog_on[c->proto]) {
+    if (plog_enabled(c->proto)) {
         lg->bl.plog = conn_plog;
         lg->bl.plog_ctx = c;
     }
@@ -361,6 +377,7 @@ static void login_next_host(struct worker *w, struct conn *c, const char *why)
     log_end(&l);
     if (c->bh)
         bhost_failed(w->shared->bhosts, c->bh, c->flags & CF_B_PROBE, bhost_now_ms(), why);
+    FG_SW_ADD(&w->metrics.backend_connect_failures, 1);
     login_abort(w, c);
     c->lg->addr_idx++;
     /* The next connect may wait for the old socket's completions; the
@@ -391,6 +408,7 @@ void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
 
+    metrics_observe(&w->metrics.dir, metrics_now_us() - lg->dir_queued_us);
     if (lg->req.status != LOGIN_OK) {
         login_fail(w, c, lg->req.status, "refused before the backend");
         return;
@@ -484,6 +502,7 @@ static void login_success(struct worker *w, struct conn *c)
     c->user = strndup(s->cred->user, s->cred->user_len);
     c->mailbox = strndup(lg->req.route.mailbox, lg->req.route.mailbox_len);
     login_log(c, LOGIN_OK, NULL);
+    metrics_logon(&w->metrics, c->proto, LOGIN_OK, login_form(c), lg->started_us);
     STAT_ADD(w, logins_ok, 1);
     if (c->btls)
         STAT_ADD(w, logins_backend_tls, 1);

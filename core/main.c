@@ -4,6 +4,9 @@
  */
 #include "../directory/thrstore.h"
 #include "../tls/tls.h"
+#include "metrics_http.h"
+#include "notify.h"
+#include "privdrop.h"
 #include "stats.h"
 #include "statsrv.h"
 #include "wcmd.h"
@@ -105,10 +108,18 @@ static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
  * on by the log writer thread. */
 static int main_open_logs(const struct fg_config *cfg)
 {
-    bool plog[FG_PROTO_COUNT];
-    for (int p = 0; p < FG_PROTO_COUNT; p++)
-        plog[p] = cfg->proto[p].enabled && cfg->proto[p].protocol_log;
-    return log_files_start(&cfg->log_roll, cfg->event_log, cfg->log_dir, plog);
+    if (log_files_start(&cfg->log_roll, cfg->event_log) != FG_OK)
+        return FG_ERROR;
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        if (!cfg->proto[p].enabled || !cfg->proto[p].protocol_log)
+            continue;
+        if (plog_enable(p, cfg->log_dir) != FG_OK) {
+            log_msg(LOG_ERROR, "config", "cannot open the protocol log in %s: %s", cfg->log_dir,
+                    strerror(errno));
+            return FG_ERROR;
+        }
+    }
+    return FG_OK;
 }
 
 /* The certificates loaded by the configuration become the ones in force. */
@@ -186,8 +197,7 @@ struct main_ctx {
     struct fg_tls *tls;
     struct worker *ws;
     unsigned nworkers;
-    struct wcmd *stop_accepting; /* the drain's command to the workers */
-    uint64_t drain_deadline_ms;  /* 0: not draining */
+    uint64_t drain_deadline_ms; /* 0: not draining */
 };
 
 #define MAIN_DRAIN_DEFAULT_S 60
@@ -205,8 +215,10 @@ static uint32_t main_connections(const struct main_ctx *m)
 static void main_reload(void *ctx, FILE *out)
 {
     struct main_ctx *m = ctx;
+    notify_reloading();
     main_tls_reload(m->cfg, m->tls, out);
     log_reopen();
+    notify_ready();
     if (out)
         fprintf(out, "reloaded\n");
 }
@@ -229,7 +241,7 @@ static void main_drain_tick(struct ev_tick *t, uint64_t now)
 
 /* "drain [SECONDS]": stop accepting now, exit when the sessions have ended
  * or the deadline passes. A second drain may bring the deadline closer. */
-static void main_drain(void *ctx, const char *arg, FILE *out)
+static struct wcmd *main_drain(void *ctx, const char *arg, int done_fd, FILE *out)
 {
     struct main_ctx *m = ctx;
     char *end;
@@ -240,7 +252,7 @@ static void main_drain(void *ctx, const char *arg, FILE *out)
         if (errno || *end || end == arg || *arg == '-' || secs > MAIN_DRAIN_MAX_S) {
             fprintf(out, "error: drain takes a number of seconds from 0 to %u, not \"%s\"\n",
                     MAIN_DRAIN_MAX_S, arg);
-            return;
+            return NULL;
         }
     }
     uint64_t deadline = ev_now_ms() + secs * 1000;
@@ -250,20 +262,22 @@ static void main_drain(void *ctx, const char *arg, FILE *out)
         fprintf(out, "already draining: %u connection(s) left, stopping in %llu s at the latest\n",
                 main_connections(m),
                 (unsigned long long)(m->drain_deadline_ms - ev_now_ms() + 999) / 1000);
-        return;
+        return NULL;
     }
-    m->stop_accepting = wcmd_new(WCMD_STOP_ACCEPTING, m->nworkers, -1);
-    if (!m->stop_accepting) {
+    struct wcmd *cmd = wcmd_new(WCMD_STOP_ACCEPTING, m->nworkers, done_fd);
+    if (!cmd) {
         fprintf(out, "error: out of memory\n");
-        return;
+        return NULL;
     }
-    wcmd_post(m->ws, m->stop_accepting);
+    wcmd_post(m->ws, cmd);
+    notify_stopping();
     m->drain_deadline_ms = deadline;
     ev_tick_add(&m->loop, &m->drain_tick);
     uint32_t left = main_connections(m);
     log_msg(LOG_INFO, "drain", "no longer accepting; %u connection(s) have %lu s to end", left,
             secs);
     fprintf(out, "draining: no longer accepting; %u connection(s) have %lu s to end\n", left, secs);
+    return cmd; /* answered once every worker has closed its listeners */
 }
 
 static void main_on_signal(struct ev_handler *h, uint32_t events)
@@ -277,6 +291,7 @@ static void main_on_signal(struct ev_handler *h, uint32_t events)
         main_reload(m, NULL);
         return;
     }
+    notify_stopping();
     log_msg(LOG_INFO, "stopping", "signal %s received", strsignal((int)si.ssi_signo));
     ev_stop(&m->loop);
 }
@@ -285,6 +300,7 @@ static void main_on_signal(struct ev_handler *h, uint32_t events)
 static int main_wait(struct main_ctx *m, int sfd, struct stats *st)
 {
     struct statsrv sv = {.listen.fd = -1, .done.fd = -1};
+    struct metrics_http mh = {0};
     const struct statsrv_hooks hooks = {.reload = main_reload, .drain = main_drain, .ctx = m};
     int rc = FG_ERROR;
 
@@ -297,11 +313,16 @@ static int main_wait(struct main_ctx *m, int sfd, struct stats *st)
     fg_list_init(&m->drain_tick.node);
     if (ev_add(&m->loop, &m->sig, EPOLLIN) != FG_OK ||
         (m->cfg->stats_socket[0] &&
-         statsrv_open(&sv, st, &m->loop, m->cfg->stats_socket, &hooks) != FG_OK))
+         statsrv_open(&sv, st, &m->loop, m->cfg->stats_socket, &hooks) != FG_OK) ||
+        metrics_http_open(&mh, &m->loop, &m->cfg->metrics, st) != FG_OK)
+        goto out;
+    /* Every port, log and socket is open: root is no longer needed. */
+    if (privdrop_apply(m->cfg) != FG_OK)
         goto out;
     main_warn_wolfssl();
     log_msg(LOG_INFO, "started", "forestgate %s: %u workers, %u connection slots each", FG_VERSION,
             m->nworkers, m->ws[0].nslots);
+    notify_ready();
     ev_run(&m->loop);
     rc = FG_OK;
 out:
@@ -310,8 +331,8 @@ out:
         worker_stop(&m->ws[i]);
     for (unsigned i = 0; i < m->nworkers; i++)
         worker_join(&m->ws[i]);
+    metrics_http_close(&mh);
     statsrv_close(&sv);
-    wcmd_free(m->stop_accepting);
     ev_tick_del(&m->drain_tick);
     ev_free(&m->loop);
     return rc;

@@ -104,7 +104,7 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
 static void relay_count(struct worker *w, struct conn *c, int d, size_t n)
 {
     c->relayed[d] += (uint64_t)n;
-    STAT_ADD(w, relayed[d], (uint64_t)n);
+    STAT_RELAY_ADD(w, relayed[d], (uint64_t)n);
 }
 
 /* Moves up to a buffer of t's queued ciphertext into the direction's buffer. */
@@ -199,7 +199,7 @@ static ssize_t relay_read(struct worker *w, struct conn *c, int d)
     if (rd->pipe < 0 && !rd->buf && (rd->pipe = pipes_get(w)) < 0) {
         if (!(rd->buf = malloc(sizeof *rd->buf)))
             return -ENOMEM;
-        STAT_ADD(w, relay_copies, 1);
+        STAT_RELAY_ADD(w, relay_copies, 1);
     }
     if (rd->pipe >= 0) {
         n = splice(relay_src(c, d), NULL, w->pipes.fds[rd->pipe][1], NULL, FG_PIPE_SZ,

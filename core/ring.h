@@ -15,6 +15,7 @@
 
 #include "../directory/dir.h"
 #include "config.h"
+#include "metrics.h"
 
 #include <liburing.h>
 #include <pthread.h>
@@ -92,7 +93,7 @@ struct ring_timer {
 
 struct timer_list {
     struct fg_list head;
-    uint32_t timeout; /* seconds */
+    uint32_t timeout; /* seconds; read again at every tick (worker.c) */
 };
 
 /* A listener whose accepts failed for want of descriptors or memory: it
@@ -133,7 +134,8 @@ struct pipe_pool {
     uint32_t cap;   /* RelayPipes */
 };
 
-/* Counters, written by the worker only and read by the stats socket. */
+/* Counters, written by the worker only and read by the stats socket and
+ * the metrics (metrics.h has the rest). */
 struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
     _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
@@ -200,10 +202,20 @@ struct worker {
     uint32_t sid_counter;
     uint8_t sid_salt[3];
     struct worker_stats stats;
+    struct metrics_worker metrics;
 };
 
-#define STAT_ADD(w, f, v) atomic_fetch_add_explicit(&(w)->stats.f, (v), memory_order_relaxed)
-#define STAT_SUB(w, f, v) atomic_fetch_sub_explicit(&(w)->stats.f, (v), memory_order_relaxed)
+/* A worker's counters have one writer, the worker: no locked instruction. */
+#define STAT_ADD(w, f, v) FG_SW_ADD(&(w)->stats.f, (v))
+#define STAT_SUB(w, f, v) FG_SW_SUB(&(w)->stats.f, (v))
+
+/* The relay's counters per completion; -Drelay_counters=false compiles them
+ * out, to measure what they cost (bench/metricsbench). */
+#ifdef FG_NO_RELAY_COUNTERS
+#define STAT_RELAY_ADD(w, f, v) ((void)(w), (void)(v))
+#else
+#define STAT_RELAY_ADD(w, f, v) STAT_ADD(w, f, v)
+#endif
 
 /* Creates the ring (the best flags the kernel has) and its provided receive
  * buffers. FG_OK, or FG_ERROR after logging why. On the worker's thread. */

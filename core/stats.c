@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include "../directory/thrstore.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -259,6 +260,8 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
     }
     if (strcmp(cmd, "show info") == 0)
         stats_info(st, out);
+    else if (strcmp(cmd, "show metrics") == 0)
+        metrics_render(st, out);
     else if (strcmp(cmd, "show settings") == 0)
         config_dump(st->cfg, out);
     else if (strcmp(cmd, "show backends") == 0 && st->bhosts)
@@ -268,6 +271,7 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
                 "show info      counters and current connections\n"
                 "show settings [SECTION [NAME]]  the effective configuration, or one section\n"
                 "               (imap, pop3, backend, directory, forest NAME, throttle ...)\n"
+                "show metrics   the counters in Prometheus's text format\n"
                 "show sessions [user NAME | client ADDRESS | backend HOST]\n"
                 "               each connection: client, user, mailbox, backend, phase, TLS, "
                 "age, bytes\n"
@@ -278,7 +282,8 @@ void stats_command(const struct stats *st, const char *cmd, FILE *out)
                 "drain [SECONDS]  stop accepting, exit when the sessions end (default 60 s)\n"
                 "show cache [PREFIX]  route cache entries (names starting with PREFIX)\n"
                 "flush cache [NAME]   drop every route cache entry, or NAME's\n"
-                "flush throttle       forget failed logons: unblock every address and account\n");
+                "flush throttle       forget failed logons: unblock every address and account\n"
+                "set SETTING VALUE    change a setting now (\"set\" alone lists those it can)\n");
     else
         fprintf(out, "Unknown command \"%s\". Try \"help\".\n", cmd);
 }

@@ -1,8 +1,8 @@
 /*
  * The stats socket's commands that the main thread answers at once from
  * shared counters: "show info", "show settings", "show backends", the cache
- * and throttle commands, "help". The server, and the commands that need
- * the workers or the main loop, are in statsrv.c.
+ * and throttle commands, "set" (tune.h), "help". The server, and the
+ * commands that need the workers or the main loop, are in statsrv.c.
  */
 #ifndef FG_STATS_H
 #define FG_STATS_H
@@ -14,7 +14,7 @@
 #include "worker.h"
 
 struct stats {
-    const struct fg_config *cfg;
+    struct fg_config *cfg; /* set changes the settings that can change at run time (tune.c) */
     struct worker *workers;
     unsigned nworkers;
     uint32_t slots;

@@ -1,5 +1,6 @@
 #include "statsrv.h"
 
+#include "tune.h"
 #include "wcmd.h"
 
 #include <errno.h>
@@ -80,6 +81,14 @@ static void statsrv_reply(struct statsrv_client *c, FILE *mem)
     statsrv_send(c);
 }
 
+/* The answer waits for cmd, which the workers are running. */
+static void statsrv_wait(struct statsrv_client *c, struct wcmd *cmd)
+{
+    c->cmd = cmd;
+    c->phase = SC_WAIT;
+    ev_mod(c->sv->loop, &c->h, 0);
+}
+
 /* Commands the workers answer: posted now, answered in statsrv_on_done. */
 static bool statsrv_worker_command(struct statsrv_client *c, FILE **mem)
 {
@@ -98,9 +107,8 @@ static bool statsrv_worker_command(struct statsrv_client *c, FILE **mem)
     *mem = NULL;
     free(c->out);
     c->out = NULL;
-    c->cmd = cmd;
-    c->phase = SC_WAIT;
-    ev_mod(sv->loop, &c->h, 0);
+    c->len = 0;
+    statsrv_wait(c, cmd);
     wcmd_post(sv->st->workers, cmd);
     return true;
 }
@@ -154,8 +162,20 @@ static void statsrv_execute(struct statsrv_client *c)
     }
     if (strcmp(cmd, "reload") == 0 && sv->hooks.reload)
         sv->hooks.reload(sv->hooks.ctx, mem);
-    else if ((strcmp(cmd, "drain") == 0 || strncmp(cmd, "drain ", 6) == 0) && sv->hooks.drain)
-        sv->hooks.drain(sv->hooks.ctx, cmd + 5 + strspn(cmd + 5, " "), mem);
+    else if ((strcmp(cmd, "drain") == 0 || strncmp(cmd, "drain ", 6) == 0) && sv->hooks.drain) {
+        struct wcmd *w =
+                sv->hooks.drain(sv->hooks.ctx, cmd + 5 + strspn(cmd + 5, " "), sv->done.fd, mem);
+        if (w) {
+            if (fclose(mem) != 0) {
+                free(c->out);
+                c->out = NULL;
+                c->len = 0;
+            }
+            statsrv_wait(c, w);
+            return;
+        }
+    } else if (strncmp(cmd, "set", 3) == 0 && (cmd[3] == 0 || cmd[3] == ' '))
+        tune_command(sv->st, cmd + 3, mem);
     else if (strncmp(cmd, "show settings ", 14) == 0 && cmd[14 + strspn(cmd + 14, " ")])
         statsrv_settings(sv, cmd + 14 + strspn(cmd + 14, " "), mem);
     else
@@ -267,9 +287,17 @@ static void statsrv_on_done(struct ev_handler *h, uint32_t events)
         struct statsrv_client *c = FG_CONTAINER_OF(n, struct statsrv_client, node);
         if (c->phase != SC_WAIT || !wcmd_done(c->cmd))
             continue;
+        /* What the command's caller wrote before it was posted comes first. */
+        char *before = c->out;
+        size_t blen = c->len;
+        c->out = NULL;
         FILE *mem = open_memstream(&c->out, &c->len);
-        if (mem)
+        if (mem) {
+            if (before)
+                fwrite(before, 1, blen, mem);
             wcmd_answer(c->cmd, mem);
+        }
+        free(before);
         wcmd_free(c->cmd);
         c->cmd = NULL;
         statsrv_reply(c, mem);

@@ -23,11 +23,16 @@
 
 struct statsrv;
 
+struct wcmd;
+
 /* What the main thread does for "reload" and "drain [SECONDS]": each writes
- * its answer (one or more lines; an error line starts with "error:"). */
+ * its answer (one or more lines; an error line starts with "error:"). drain
+ * may return the command it posted to the workers (done_fd its eventfd):
+ * the answer then goes out once they have all run it, and the server frees
+ * it. */
 struct statsrv_hooks {
     void (*reload)(void *ctx, FILE *out);
-    void (*drain)(void *ctx, const char *arg, FILE *out);
+    struct wcmd *(*drain)(void *ctx, const char *arg, int done_fd, FILE *out);
     void *ctx;
 };
 

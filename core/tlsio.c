@@ -199,6 +199,8 @@ int tlsio_backend_input(struct worker *w, struct conn *c, const char *data, size
         }
         c->flags &= ~CF_B_TLS_HS;
         STAT_ADD(w, backend_tls_handshakes, 1);
+        if (tls_conn_resumed(c->btls))
+            FG_SW_ADD(&w->metrics.backend_tls_resumed, 1);
         if (lg->par.starttls)
             lg->bl.ops->tls_done(&lg->bl);
     }

@@ -67,6 +67,27 @@ static void worker_expire_conn(struct worker *w, struct conn *c)
     worker_enter(w, c);
 }
 
+/*
+ * The timer lists' timeouts, read again at every tick: the stats socket's
+ * set may change them (core/tune.c). A list's connections share its timeout
+ * and are in order of their last activity, so a new timeout keeps the list
+ * in expiry order; it applies at once to the connections already on it.
+ */
+static void worker_timeouts(struct worker *w)
+{
+    const struct fg_config *cfg = w->cfg;
+    for (int p = 0; p < FG_PROTO_COUNT; p++) {
+        const struct proto_conf *pc = &cfg->proto[p];
+        w->tl[TL_PREAUTH + p].timeout =
+                atomic_load_explicit(&pc->preauth_timeout, memory_order_relaxed);
+        w->tl[TL_AUTH + p].timeout = atomic_load_explicit(&pc->auth_timeout, memory_order_relaxed);
+        w->tl[TL_PROXY + p].timeout =
+                atomic_load_explicit(&pc->proxy_timeout, memory_order_relaxed);
+    }
+    w->tl[TL_BACKEND].timeout =
+            atomic_load_explicit(&cfg->backend.connect_timeout, memory_order_relaxed);
+}
+
 static void worker_expire(struct worker *w)
 {
     for (int i = 0; i < TL_COUNT; i++) {
@@ -326,6 +347,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
             worker_arm_accept(w, ud_slot(cqe->user_data));
         break;
     case OP_TICK:
+        worker_timeouts(w);
         worker_expire(w);
         worker_arm_tick(w);
         break;
@@ -456,12 +478,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
     pthread_cond_init(&w->ready_cond, NULL);
     for (int i = 0; i < TL_COUNT; i++)
         fg_list_init(&w->tl[i].head);
-    for (int p = 0; p < FG_PROTO_COUNT; p++) {
-        w->tl[TL_PREAUTH + p].timeout = cfg->proto[p].preauth_timeout;
-        w->tl[TL_AUTH + p].timeout = cfg->proto[p].auth_timeout;
-        w->tl[TL_PROXY + p].timeout = cfg->proto[p].proxy_timeout;
-    }
-    w->tl[TL_BACKEND].timeout = cfg->backend.connect_timeout;
+    worker_timeouts(w);
     if (getrandom(w->sid_salt, sizeof w->sid_salt, 0) != sizeof w->sid_salt)
         w->sid_salt[0] = (uint8_t)getpid();
     w->stop_fd = eventfd(0, EFD_CLOEXEC);

@@ -81,6 +81,9 @@ struct dir_job {
 
 #define DT_INFLIGHT_BUCKETS 256 /* a power of two */
 
+/* A setting the stats socket's set may change while this thread reads it. */
+#define DC_GET(dc, f) atomic_load_explicit(&(dc)->f, memory_order_relaxed)
+
 /* A failed logon's answer, held until its time (FailedLogonDelayMs). */
 struct dir_delayed {
     struct fg_list link; /* on the thread's delayed answers, soonest first */
@@ -247,15 +250,15 @@ static void dc_learn(struct dir *d, struct dir_job *j, uint64_t now)
         v.database = db;
         v.target = req->route.target;
         v.target_shared = req->route.target != &req->own_target;
-        v.ttl_ms = dir_ms(dc->route_ttl);
-        if (dc->cred_ttl) {
+        v.ttl_ms = dir_ms(DC_GET(dc, route_ttl));
+        v.cred_ttl_ms = dir_ms(DC_GET(dc, cred_ttl));
+        if (v.cred_ttl_ms)
             v.cred = dj_hash(d, j);
-            v.cred_ttl_ms = dir_ms(dc->cred_ttl);
-        }
-    } else if (req->status == LOGIN_FAILED && resolve_why_not_found(rs->why) && dc->negative_ttl) {
+    } else if (req->status == LOGIN_FAILED && resolve_why_not_found(rs->why) &&
+               DC_GET(dc, negative_ttl)) {
         v.kind = RC_NEGATIVE;
         v.why = (uint8_t)rs->why;
-        v.ttl_ms = dir_ms(dc->negative_ttl);
+        v.ttl_ms = dir_ms(DC_GET(dc, negative_ttl));
     } else {
         return;
     }
@@ -268,11 +271,12 @@ static void dc_learn_bind(struct dir *d, struct dir_job *j, uint64_t now)
 {
     const struct dir_conf *dc = d->conf;
     struct dir_request *req = j->req;
-    if (!dc->cred_ttl || req->audit.cache == DC_CREDENTIAL || j->rs.ops == 0)
+    uint32_t cred_ttl = DC_GET(dc, cred_ttl);
+    if (!cred_ttl || req->audit.cache == DC_CREDENTIAL || j->rs.ops == 0)
         return;
     if (req->status == LOGIN_OK)
         rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j),
-                    dir_ms(dc->cred_ttl), now);
+                    dir_ms(cred_ttl), now);
     else if (j->rs.why == RW_BAD_PASSWORD || j->rs.why == RW_EXPIRED)
         rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, NULL, 0, now);
 }
@@ -351,7 +355,7 @@ static void dj_start_warm(struct dir_thread *t, struct dir_job *j, uint64_t now)
     bool known = false;
 
     j->kind = DJ_WARM;
-    if (dc->cred_ttl && s->has_cred) {
+    if (DC_GET(dc, cred_ttl) && s->has_cred) {
         known = rc_cred_match(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j), now,
                               false);
         atomic_fetch_add_explicit(known ? &d->cache.stats.cred_hits : &d->cache.stats.cred_misses,
@@ -519,7 +523,7 @@ static void dj_release(struct dir_thread *t, struct dir_job *leader, uint64_t no
     while ((n = fg_list_pop(&leader->waiters))) {
         struct dir_job *w = FG_CONTAINER_OF(n, struct dir_job, ilink);
         if (lr->status == LOGIN_OK) {
-            dj_take_route(w->req, leader, t->d->conf->cred_ttl > 0);
+            dj_take_route(w->req, leader, DC_GET(t->d->conf, cred_ttl) > 0);
             dj_start_warm(t, w, now);
         } else if (lr->status == LOGIN_UNAVAILABLE ||
                    (lr->status == LOGIN_FAILED && resolve_why_not_found(leader->rs.why))) {
@@ -576,7 +580,7 @@ static bool dd_before(const struct fg_list *a, const struct fg_list *b)
  */
 static bool dt_delay(struct dir_thread *t, struct dir_request *req, uint64_t start, uint64_t now)
 {
-    uint32_t d = t->d->conf->failed_delay_ms;
+    uint32_t d = DC_GET(t->d->conf, failed_delay_ms);
     struct dir_delayed *x;
     if (req->status != LOGIN_FAILED || d == 0 || start + d <= now || !(x = calloc(1, sizeof *x)))
         return false;

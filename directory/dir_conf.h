@@ -12,6 +12,7 @@
 #include "resolve.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 
 #define CFG_MAX_BACKEND_HOSTS 8  /* servers (database copies) of one route */
 #define CFG_MAX_BACKEND_ADDRS 16 /* their addresses, all together */
@@ -110,17 +111,19 @@ struct dir_conf {
     bool enabled;
     unsigned threads;         /* DirectoryThreads */
     uint32_t request_timeout; /* seconds */
-    uint32_t failed_delay_ms; /* FailedLogonDelayMs: a failed logon answers no sooner */
-    uint32_t route_ttl;       /* RouteCacheTTL, seconds; 0: no route cache */
-    uint32_t negative_ttl;    /* NegativeCacheTTL, seconds; 0: no negative entries */
-    uint32_t route_max;       /* RouteCacheMaxEntries */
-    uint32_t cred_ttl;        /* CredentialCacheTTL, seconds; 0: off */
-    bool serve_stale;         /* ServeStaleOnDirectoryFailure */
-    bool allow_smtp_login;    /* AllowSmtpAddressLogin */
-    bool allow_admin;         /* AllowAdminLogon */
-    char delegate_attr[64];   /* DelegateAttribute */
-    char login_attr[64];      /* BackendLoginAttribute: the backend login name */
-    char search_order[256];   /* SearchOrder: account forests, in order */
+    /* Atomics: the stats socket's set changes them while the directory's
+     * threads read them (core/tune.c). */
+    _Atomic uint32_t failed_delay_ms; /* FailedLogonDelayMs: a failed logon answers no sooner */
+    _Atomic uint32_t route_ttl;       /* RouteCacheTTL, seconds; 0: no route cache */
+    _Atomic uint32_t negative_ttl;    /* NegativeCacheTTL, seconds; 0: no negative entries */
+    uint32_t route_max;               /* RouteCacheMaxEntries */
+    _Atomic uint32_t cred_ttl;        /* CredentialCacheTTL, seconds; 0: off */
+    bool serve_stale;                 /* ServeStaleOnDirectoryFailure */
+    bool allow_smtp_login;            /* AllowSmtpAddressLogin */
+    bool allow_admin;                 /* AllowAdminLogon */
+    char delegate_attr[64];           /* DelegateAttribute */
+    char login_attr[64];              /* BackendLoginAttribute: the backend login name */
+    char search_order[256];           /* SearchOrder: account forests, in order */
     unsigned nforests;
     struct forest_conf forests[DIR_MAX_FORESTS]; /* as configured */
     uint8_t order[DIR_MAX_FORESTS];              /* topology index -> forests[] index */

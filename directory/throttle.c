@@ -15,6 +15,7 @@
 #include "../base/log.h"
 #include "../base/siphash.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>

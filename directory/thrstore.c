@@ -523,8 +523,8 @@ static void ts_account_send(struct thr_store *s, const struct thr_ticket *tk, en
     ts_pw_hex(tk, pw);
     snprintf(hist, sizeof hist, "%u", FG_MIN(c->bad_history, (uint32_t)THR_BAD_MAX));
     snprintf(rid, sizeof rid, "%016" PRIx64 ":%" PRIu64, s->instance, tk->rid);
-    snprintf(win, sizeof win, "%" PRIu64, 1000ull * c->acct_window);
-    snprintf(fam, sizeof fam, "%" PRIu64, 86400000ull * c->familiar_days);
+    snprintf(win, sizeof win, "%llu", 1000ull * c->acct_window);
+    snprintf(fam, sizeof fam, "%llu", 86400000ull * c->familiar_days);
     const char *out = o == THR_BIND_OK ? "ok" : o == THR_BIND_FAILED ? "failed" : "none";
     const char *argv[] = {"4",     ak.k[0], ak.k[1], ak.k[2],
                           ak.k[3], out,     rid,     tk->familiar ? "1" : "0",
@@ -591,9 +591,9 @@ static void ts_send_failure(struct thr_store *s, uint64_t key)
     char ka[TS_KEY_MAX], kb[TS_KEY_MAX], win[24], thr[12], ban[24], chan[THR_PREFIX_MAX + 8],
             hex[TS_HEX_LEN];
     size_t na = ts_key(s, 'a', key, ka, sizeof ka), nb = ts_key(s, 'b', key, kb, sizeof kb);
-    snprintf(win, sizeof win, "%" PRIu64, 1000ull * c->addr_window);
+    snprintf(win, sizeof win, "%llu", 1000ull * c->addr_window);
     snprintf(thr, sizeof thr, "%u", c->addr_threshold);
-    snprintf(ban, sizeof ban, "%" PRIu64, 1000ull * c->addr_ban);
+    snprintf(ban, sizeof ban, "%llu", 1000ull * c->addr_ban);
     snprintf(chan, sizeof chan, "%sevents", c->store_prefix);
     ts_hex(key, hex);
     const char *argv[] = {"2", ka, kb, win, thr, ban, chan, hex};

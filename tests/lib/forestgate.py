@@ -154,8 +154,11 @@ class Forestgate:
     def __init__(self, workdir: str, imap_backend_port: int | None = None,
                  pop3_backend_port: int | None = None, settings: dict | None = None,
                  workers: int = 2, backend: str = "127.0.0.1", new_session: bool = False,
-                 hosts: dict[str, str] | None = None, bin: str | None = None):
+                 hosts: dict[str, str] | None = None, bin: str | None = None,
+                 env: dict[str, str] | None = None):
         self.workdir = workdir
+        # Added to the environment forestgate starts with (NOTIFY_SOCKET).
+        self.env = env or {}
         # Another build than FG_BIN's (bench/compare's forestgate-ref target).
         self.bin = bin
         os.makedirs(workdir, exist_ok=True)
@@ -225,6 +228,7 @@ class Forestgate:
         env = dict(os.environ)
         for k, v in SANITIZER_ENV.items():
             env.setdefault(k, v)
+        env.update(self.env)
         self.proc = subprocess.Popen(self.command(), stdout=self._log,
                                      stderr=self._log, env=env,
                                      start_new_session=self.new_session)

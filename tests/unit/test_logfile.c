@@ -199,8 +199,7 @@ static void test_queue(void)
     snprintf(path, sizeof path, "%s/ev.log", dir);
     struct log_roll_conf rc = {
             .roll = LOG_ROLL_DAILY, .file_quota = 64 * 1024, .queue_size = 8u << 20};
-    bool plog[FG_PROTO_COUNT] = {false, false};
-    CHECK(log_files_start(&rc, path, dir, plog) == FG_OK);
+    CHECK(log_files_start(&rc, path) == FG_OK);
     pthread_t th[TQ_THREADS];
     for (int i = 0; i < TQ_THREADS; i++)
         pthread_create(&th[i], NULL, tq_thread, (void *)(intptr_t)i);
