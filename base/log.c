@@ -1,16 +1,12 @@
 #include "log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 _Atomic enum log_level log_level = LOG_INFO;
-_Atomic int plog_fds[FG_PROTO_COUNT] = {-1, -1};
 _Atomic bool plog_on[FG_PROTO_COUNT];
 
 static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
@@ -125,7 +121,7 @@ void log_end(struct log_line *l)
     if (l->skip)
         return;
     l->buf[l->n++] = '\n';
-    ssize_t FG_UNUSED rc = write(STDERR_FILENO, l->buf, l->n);
+    logq_push(LOG_FILE_EVENT, l->buf, l->n);
 }
 
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
@@ -144,33 +140,7 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     log_end(&l);
 }
 
-int plog_open(const char *dir, const char *proto)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s-protocol.log", dir, proto);
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    return fd < 0 ? FG_ERROR : fd;
-}
-
-int plog_enable(int p, const char *dir)
-{
-    static const char *const names[FG_PROTO_COUNT] = {
-            [FG_PROTO_IMAP] = "imap", [FG_PROTO_POP3] = "pop3"};
-    int fd = atomic_load_explicit(&plog_fds[p], memory_order_relaxed);
-    if (fd < 0 && (fd = plog_open(dir, names[p])) < 0)
-        return FG_ERROR;
-    atomic_store_explicit(&plog_fds[p], fd, memory_order_relaxed);
-    /* Release: a worker that sees the flag sees the file. */
-    atomic_store_explicit(&plog_on[p], true, memory_order_release);
-    return FG_OK;
-}
-
-void plog_disable(int p)
-{
-    atomic_store_explicit(&plog_on[p], false, memory_order_relaxed);
-}
-
-void plog_write(int fd, const char *session, const char *dir, const char *line, size_t n)
+void plog_write(enum fg_proto p, const char *session, const char *dir, const char *line, size_t n)
 {
     char buf[1024];
     size_t o = log_time(buf, sizeof buf);
@@ -179,5 +149,5 @@ void plog_write(int fd, const char *session, const char *dir, const char *line, 
     memcpy(buf + o, line, n);
     o += n;
     buf[o++] = '\n';
-    ssize_t FG_UNUSED rc = write(fd, buf, o);
+    logq_push(LOG_FILE_IMAP + p, buf, o);
 }

@@ -136,7 +136,7 @@ void client_accept(struct worker *w, const struct listener *l, int fd)
         conn_close(w, c, "out of memory");
         return;
     }
-    if (plog_fd(c->proto) >= 0) {
+    if (plog_enabled(c->proto)) {
         c->s->plog = conn_plog;
         c->s->plog_ctx = c;
     }

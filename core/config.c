@@ -10,6 +10,7 @@
  */
 #include "config_int.h"
 
+#include "../base/logfile.h"
 #include "../directory/thrstore.h"
 
 #include <arpa/inet.h>
@@ -38,6 +39,15 @@ static const struct cfg_key cfg_global_keys[] = {
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
         KEY("MetricsBinding", CT_BINDINGS, struct fg_config, metrics, 0, 0),
+        /* The log files (README, "Log files"). */
+        KEY("EventLogFile", CT_STR, struct fg_config, event_log, 0, 0),
+        KEY("LogFileRollOverSettings", CT_ENUM, struct fg_config, log_roll.roll, EN_LOG_ROLL, 0),
+        KEY("LogPerFileSizeQuota", CT_SIZE, struct fg_config, log_roll.file_quota, 0, 0),
+        KEY("LogFileMaxAge", CT_TIME, struct fg_config, log_roll.max_age, 0, 365 * 86400 + 86399),
+        KEY("LogDirectorySizeQuota", CT_SIZE, struct fg_config, log_roll.dir_quota, 0, 0),
+        KEY("LogQueueSize", CT_SIZE, struct fg_config, log_roll.queue_size, 16384, 1u << 30),
+        /* For tests: a roll-over period in seconds instead of an hour or a day. */
+        KEY("LogFileRollOverSeconds", CT_UINT, struct fg_config, log_roll.roll_seconds, 0, 86400),
         KEY("CertificateDirectory", CT_STR, struct fg_config, cert_dir, 1, 0),
         /* Not Exchange's: how much of an IPv6 address MaxConnectionFromSingleIP
          * counts as one client (a /64 is one customer's network). */
@@ -330,6 +340,7 @@ static const char *const cfg_backend_tls[] = {"none", "starttls", "implicit"};
 static const char *const cfg_roles[] = {"", "Organization", "Account"};
 static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
 static const char *const cfg_send_proxy[] = {"no", "v2"};
+static const char *const cfg_log_roll[] = {"Hourly", "Daily"};
 
 const char *config_login_type_name(enum login_type t)
 {
@@ -414,6 +425,7 @@ static const struct cfg_enum_def cfg_enums[] = {
         [EN_ROLE] = {cfg_roles + 1, FG_ARRAY_SIZE(cfg_roles) - 1, 1},
         [EN_LDAP_TLS] = {cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls), 0},
         [EN_SEND_PROXY] = {cfg_send_proxy, FG_ARRAY_SIZE(cfg_send_proxy), 0},
+        [EN_LOG_ROLL] = {cfg_log_roll, FG_ARRAY_SIZE(cfg_log_roll), 0},
 };
 
 /* A name from the key's list, any case; else "Key: expected A, B or C". */
@@ -434,6 +446,27 @@ static int cfg_set_enum(struct cfg_parse *cp, const struct cfg_key *k, void *fie
                                                : ", ",
                               en->names[i]);
     cfg_error(cp, cp->line, "%s: expected %s, got \"%s\"", k->name, list, v);
+    return FG_ERROR;
+}
+
+/* Bytes, with Exchange's units (base/logfile.c), within the key's range. */
+static int cfg_set_size(struct cfg_parse *cp, const struct cfg_key *k, void *field, const char *v)
+{
+    uint64_t b;
+    if (logf_parse_size(v, &b) == FG_OK && b >= k->min && (!k->max || b <= k->max)) {
+        *(uint64_t *)field = b;
+        return FG_OK;
+    }
+    if (k->max)
+        cfg_error(cp, cp->line,
+                  "%s: expected a size from %u to %u bytes (B, KB, MB or GB may follow), "
+                  "got \"%s\"",
+                  k->name, k->min, k->max, v);
+    else
+        cfg_error(cp, cp->line,
+                  "%s: expected a size in bytes (B, KB, MB or GB may follow) or Unlimited, "
+                  "got \"%s\"",
+                  k->name, v);
     return FG_ERROR;
 }
 
@@ -489,6 +522,8 @@ static int cfg_set_field(struct cfg_parse *cp, const struct cfg_key *k, void *fi
         return cfg_set_enum(cp, k, field, v);
     case CT_CIDRS:
         return cfg_set_cidrs(cp, k, field, v);
+    case CT_SIZE:
+        return cfg_set_size(cp, k, field, v);
     }
     return FG_ERROR;
 }
@@ -595,6 +630,9 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->relay_pipes = 256;
     cfg->ipv6_prefix = 64;
     snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
+    cfg->log_roll.roll = LOG_ROLL_DAILY;
+    cfg->log_roll.max_age = 30 * 86400;
+    cfg->log_roll.queue_size = 4u << 20;
     snprintf(cfg->cert_dir, sizeof cfg->cert_dir, "/etc/forestgate/tls");
     for (int i = 0; i < FG_PROTO_COUNT; i++) {
         struct proto_conf *pc = &cfg->proto[i];
@@ -898,6 +936,24 @@ static void cfg_check_throttle(struct cfg_parse *cp)
     cfg_check_store(cp, tc);
 }
 
+/* EventLogFile: a file forestgate can write, in a folder where it can
+ * create the next one when the log rolls over. */
+static void cfg_check_event_log(struct cfg_parse *cp)
+{
+    const char *path = cp->cfg->event_log;
+    unsigned line = cfg_key_line(cp, SEC_GLOBAL, "EventLogFile");
+    struct logf_name nm;
+    if (!path[0] || cfg_line_bad(cp, line))
+        return;
+    if (logf_split(path, &nm) != FG_OK || path[strlen(path) - 1] == '/')
+        cfg_error(cp, line, "EventLogFile %s: not a file name", path);
+    else if (access(nm.dir, W_OK | X_OK) != 0)
+        cfg_error(cp, line, "EventLogFile %s: %s is not a writable folder: %s", path, nm.dir,
+                  strerror(errno));
+    else if (access(path, F_OK) == 0 && access(path, W_OK) != 0)
+        cfg_error(cp, line, "EventLogFile %s: %s", path, strerror(errno));
+}
+
 /* User and Group name accounts of this machine (core/privdrop.c switches to
  * them); root is no account to drop to. */
 static void cfg_check_user(struct cfg_parse *cp)
@@ -941,6 +997,7 @@ static void cfg_check(struct cfg_parse *cp)
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         if (cfg->proto[p].enabled)
             cfg_check_proto(cp, p);
+    cfg_check_event_log(cp);
     cfg_check_directory(cp);
     /* Without a directory every login goes to DefaultServer; with one it is
      * the route of mailboxes whose database has no server. */
@@ -1070,6 +1127,9 @@ static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field
         break;
     case CT_CIDRS:
         cfg_dump_cidrs(out, field);
+        break;
+    case CT_SIZE:
+        fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)field);
         break;
     }
 }

@@ -84,7 +84,9 @@ struct fg_config {
     unsigned workers;     /* 0: one per core */
     uint32_t relay_pipes; /* per worker */
     enum log_level log_level;
-    char log_dir[PATH_MAX]; /* LogFileLocation, for protocol logs */
+    char log_dir[PATH_MAX];        /* LogFileLocation, for protocol logs */
+    char event_log[PATH_MAX];      /* EventLogFile; empty: stderr */
+    struct log_roll_conf log_roll; /* roll-over and retention of the log files */
     char stats_socket[108];
     struct bindings metrics; /* MetricsBinding: GET /metrics over HTTP (none: off) */
     char cert_dir[PATH_MAX]; /* CertificateDirectory: NAME.crt and NAME.key */

@@ -41,6 +41,7 @@ enum cfg_type {
     CT_BINDINGS,
     CT_ENUM,  /* one of the names of cfg_enums[min] */
     CT_CIDRS, /* struct cidrs: addresses and prefixes, comma-separated */
+    CT_SIZE,  /* uint64_t bytes: "10MB", "10 MB", "10485760", "Unlimited" (0); min, max (0: none) */
 };
 
 /* The settings that take one of a list of names. */
@@ -52,6 +53,7 @@ enum cfg_enum_kind {
     EN_ROLE,
     EN_LDAP_TLS,
     EN_SEND_PROXY,
+    EN_LOG_ROLL,
 };
 
 /* Prints a key's effective value when it is not simply the field's (it is

@@ -98,9 +98,8 @@ void conn_log_begin(struct log_line *l, const struct conn *c, enum log_level lvl
 void conn_plog(void *ctx, const char *dir, const char *line, size_t n)
 {
     const struct conn *c = ctx;
-    int fd = plog_fd(c->proto); /* off again: this session stops logging too */
-    if (fd >= 0)
-        plog_write(fd, c->sid, dir, line, n);
+    if (plog_enabled(c->proto)) /* off again: this session stops logging too */
+        plog_write((enum fg_proto)c->proto, c->sid, dir, line, n);
 }
 
 /*

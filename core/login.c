@@ -357,7 +357,7 @@ static void login_connect(struct worker *w, struct conn *c)
     conn_set_state(w, c, CONN_BACKEND);
     ring_timer_touch(w, &c->timer, TL_BACKEND);
     backend_login_init(&lg->bl, login_ops[c->proto], &lg->par, &lg->bq.q);
-    if (plog_fd(c->proto) >= 0) {
+    if (plog_enabled(c->proto)) {
         lg->bl.plog = conn_plog;
         lg->bl.plog_ctx = c;
     }

@@ -54,8 +54,9 @@ static void main_usage(FILE *out)
                  "                       forests for their domains, as start-up does\n"
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
-                 "forestgate runs in the foreground and logs to stderr. SIGTERM or SIGINT\n"
-                 "stops it; SIGHUP reloads the TLS certificates.\n");
+                 "forestgate runs in the foreground and logs to stderr, or to EventLogFile.\n"
+                 "SIGTERM or SIGINT stops it; SIGHUP reloads the TLS certificates and\n"
+                 "reopens the log files.\n");
 }
 
 static void main_version(void)
@@ -105,8 +106,12 @@ static uint32_t main_slots(const struct fg_config *cfg, unsigned nworkers)
     return (uint32_t)FG_MIN(per, (uint64_t)1 << 20);
 }
 
-static int main_open_plogs(const struct fg_config *cfg)
+/* The event log (EventLogFile) and the protocol logs, written from here
+ * on by the log writer thread. */
+static int main_open_logs(const struct fg_config *cfg)
 {
+    if (log_files_start(&cfg->log_roll, cfg->event_log) != FG_OK)
+        return FG_ERROR;
     for (int p = 0; p < FG_PROTO_COUNT; p++) {
         if (!cfg->proto[p].enabled || !cfg->proto[p].protocol_log)
             continue;
@@ -214,6 +219,7 @@ static void main_reload(void *ctx, FILE *out)
     struct main_ctx *m = ctx;
     notify_reloading();
     main_tls_reload(m->cfg, m->tls, out);
+    log_reopen();
     notify_ready();
     if (out)
         fprintf(out, "reloaded\n");
@@ -373,7 +379,7 @@ static int main_run(struct fg_config *cfg)
         goto out_bhosts;
     shared.bhosts = &bhosts;
     st.bhosts = &bhosts;
-    if (sfd < 0 || !ws || main_open_plogs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
+    if (sfd < 0 || !ws || main_open_logs(cfg) != FG_OK || main_tls_start(cfg, &tls) != FG_OK)
         goto out;
     /* A bind's reservation in the fleet's store outlives any bind. */
     if (thr_init(&thr, &cfg->throttle) != FG_OK ||
@@ -420,9 +426,7 @@ out_limits:
     free(ws);
     if (sfd >= 0)
         close(sfd);
-    for (int p = 0; p < FG_PROTO_COUNT; p++)
-        if (plog_fds[p] >= 0)
-            close(plog_fds[p]);
+    log_files_stop(); /* last: it writes what is still queued */
     return rc;
 }
 

@@ -201,6 +201,7 @@ static void stats_info(const struct stats *st, FILE *out)
     stats_limits_info(st, out);
     stats_proxy_info(st, out);
     stats_latency_info(st, out);
+    log_counters_print(out);
     if (st->bhosts)
         stats_backends_info(st->bhosts, out);
     if (st->dir && st->dir->nthreads > 0) {

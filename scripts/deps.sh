@@ -9,13 +9,14 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
             dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).
+# fail2ban: tests/integration/test_logfiles.py runs fail2ban-regex on contrib/fail2ban.
 # prometheus (promtool) + python3-prometheus-client: tests/integration/test_metrics.py
 # checks /metrics with Prometheus's own checker and parser.
 # debhelper, systemd (systemd-analyze), man-db, groff-base, adduser:
 # tests/integration/test_package.py builds, checks and installs the .deb.
 # tmux + socat: tests/integration/test_ctl.py runs ctl watch in a tmux pane and
 # sends the stats socket's commands through socat too.
-test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest
+test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest fail2ban
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy
            prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser
            tmux socat)

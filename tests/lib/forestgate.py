@@ -260,7 +260,23 @@ class Forestgate:
         assert not errors, "sanitizer reports:\n" + self.log_text()
         return rc
 
+    def log_settled(self, timeout: float = 5.0) -> None:
+        """Waits until the log writer thread has written every event line
+        queued so far: a worker only queues its line (base/logq.c), so a
+        line made before a reply may reach the file after it."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.stats().get("log_event_queued", 0) == 0:
+                    return
+            except OSError:
+                return  # not up yet, or stopping: nothing to wait for
+            time.sleep(0.01)
+
     def log_text(self) -> str:
+        self.log_settled()
         try:
             with open(self.log_path, "r", errors="replace") as f:
                 return f.read()
