@@ -359,6 +359,37 @@ static void metrics_throttle(const struct stats *st, FILE *out)
        "Address failures not sent: the store down or its queue full.", i.dropped);
 }
 
+/* The log files' writer: lines written, lost and waiting, per log. */
+static void metrics_logs(FILE *out)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } fams[] = {
+            {"log_lines_written_total", "counter", "Lines written to the log.",
+             offsetof(struct log_counters, written)},
+            {"log_lines_dropped_total", "counter",
+             "Lines lost: the log's queue was full or its file took nothing.",
+             offsetof(struct log_counters, dropped)},
+            {"log_rollovers_total", "counter", "Log files rolled over.",
+             offsetof(struct log_counters, rollovers)},
+            {"log_lines_queued", "gauge", "Lines waiting in the log's queue.",
+             offsetof(struct log_counters, queued)},
+    };
+    struct log_counters c[LOG_FILE_COUNT];
+    for (int f = 0; f < LOG_FILE_COUNT; f++)
+        log_counters((enum log_file)f, &c[f]);
+    for (size_t i = 0; i < FG_ARRAY_SIZE(fams); i++) {
+        mh(out, fams[i].name, fams[i].type, fams[i].help);
+        for (int f = 0; f < LOG_FILE_COUNT; f++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&c[f] + fams[i].off, sizeof v);
+            fprintf(out, "forestgate_%s{log=\"%s\"} %llu\n", fams[i].name,
+                    log_file_name((enum log_file)f), (unsigned long long)v);
+        }
+    }
+}
+
 void metrics_render(const struct stats *st, FILE *out)
 {
     metrics_build(st, out);
@@ -370,4 +401,5 @@ void metrics_render(const struct stats *st, FILE *out)
     metrics_directory(st, out);
     metrics_cache(st, out);
     metrics_throttle(st, out);
+    metrics_logs(out);
 }

@@ -238,6 +238,11 @@ def test_lines_dropped_not_waited_for_when_the_log_takes_nothing(make_fg):
         st = fg.stats()
         assert st["log_event_dropped_total"] > 0 and st["logins_ok_total"] == n
         assert st["log_event_queued"] > 0  # a full queue, waiting for the FIFO
+        # The metrics say the same.
+        metrics = fg.stats("show metrics")["text"]
+        dropped = re.search(r'^forestgate_log_lines_dropped_total\{log="event"\} (\d+)$',
+                            metrics, re.M)
+        assert dropped and int(dropped.group(1)) >= st["log_event_dropped_total"], metrics
         # Read it now: what was written is whole lines, and the writer
         # catches up with what it still holds.
         chunks = []
