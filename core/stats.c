@@ -143,8 +143,7 @@ static void stats_latency_info(const struct stats *st, FILE *out)
     fprintf(out,
             "logon_latency_seconds_sum: %.6f\nlogon_latency_seconds_count: %llu\n"
             "directory_latency_seconds_sum: %.6f\ndirectory_latency_seconds_count: %llu\n",
-            (double)lsum / 1e6, (unsigned long long)ln, (double)dsum / 1e6,
-            (unsigned long long)dn);
+            (double)lsum / 1e6, (unsigned long long)ln, (double)dsum / 1e6, (unsigned long long)dn);
 }
 
 static void stats_info(const struct stats *st, FILE *out)
