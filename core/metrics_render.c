@@ -57,6 +57,12 @@ static void mv(FILE *out, const char *name, uint64_t v)
     fprintf(out, "forestgate_%s %llu\n", name, (unsigned long long)v);
 }
 
+/* One sample with one label: forestgate_NAME{LABEL="VALUE"} V. */
+static void ml(FILE *out, const char *name, const char *label, const char *value, uint64_t v)
+{
+    fprintf(out, "forestgate_%s{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)v);
+}
+
 /* A family of one sample without labels. */
 static void m1(FILE *out, const char *name, const char *type, const char *help, uint64_t v)
 {
@@ -148,11 +154,8 @@ static void metrics_connections(const struct stats *st, FILE *out)
        "Times a listener paused accepting for want of descriptors or memory.",
        SUM_STAT(st, accept_paused));
     mh(out, "proxy_headers_total", "counter", "PROXY protocol headers, by result.");
-    fprintf(out,
-            "forestgate_proxy_headers_total{result=\"accepted\"} %llu\n"
-            "forestgate_proxy_headers_total{result=\"refused\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, proxy_accepted),
-            (unsigned long long)SUM_STAT(st, proxy_refused));
+    ml(out, "proxy_headers_total", "result", "accepted", SUM_STAT(st, proxy_accepted));
+    ml(out, "proxy_headers_total", "result", "refused", SUM_STAT(st, proxy_refused));
 }
 
 static void metrics_refusals(const struct stats *st, FILE *out)
@@ -165,16 +168,11 @@ static void metrics_refusals(const struct stats *st, FILE *out)
     mh(out, "refusals_total", "counter",
        "Connections and logons refused by a limit: MaxConnections, MaxConnectionFromSingleIP, "
        "MaxConnectionsPerUser, the address and account throttles.");
-    fprintf(out,
-            "forestgate_refusals_total{limit=\"max_connections\"} %llu\n"
-            "forestgate_refusals_total{limit=\"per_ip\"} %llu\n"
-            "forestgate_refusals_total{limit=\"per_user\"} %llu\n"
-            "forestgate_refusals_total{limit=\"throttle_address\"} %llu\n"
-            "forestgate_refusals_total{limit=\"throttle_account\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, refused_max_conns),
-            (unsigned long long)SUM_STAT(st, refused_per_ip),
-            (unsigned long long)SUM_STAT(st, refused_per_user), (unsigned long long)thr_addr,
-            (unsigned long long)thr_acct);
+    ml(out, "refusals_total", "limit", "max_connections", SUM_STAT(st, refused_max_conns));
+    ml(out, "refusals_total", "limit", "per_ip", SUM_STAT(st, refused_per_ip));
+    ml(out, "refusals_total", "limit", "per_user", SUM_STAT(st, refused_per_user));
+    ml(out, "refusals_total", "limit", "throttle_address", thr_addr);
+    ml(out, "refusals_total", "limit", "throttle_account", thr_acct);
 }
 
 static void metrics_logons(const struct stats *st, FILE *out)
@@ -202,11 +200,8 @@ static void metrics_logons(const struct stats *st, FILE *out)
     }
     mh(out, "backend_logons_total", "counter",
        "Logons that reached a backend session, by the backend leg's encryption.");
-    fprintf(out,
-            "forestgate_backend_logons_total{leg=\"tls\"} %llu\n"
-            "forestgate_backend_logons_total{leg=\"clear\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, logins_backend_tls),
-            (unsigned long long)SUM_STAT(st, logins_backend_clear));
+    ml(out, "backend_logons_total", "leg", "tls", SUM_STAT(st, logins_backend_tls));
+    ml(out, "backend_logons_total", "leg", "clear", SUM_STAT(st, logins_backend_clear));
 }
 
 static void metrics_backends(const struct stats *st, FILE *out)
@@ -235,28 +230,19 @@ static void metrics_backends(const struct stats *st, FILE *out)
 static void metrics_relay_tls(const struct stats *st, FILE *out)
 {
     mh(out, "relayed_bytes_total", "counter", "Bytes relayed between clients and backends.");
-    fprintf(out,
-            "forestgate_relayed_bytes_total{direction=\"client_to_backend\"} %llu\n"
-            "forestgate_relayed_bytes_total{direction=\"backend_to_client\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, relayed[0]),
-            (unsigned long long)SUM_STAT(st, relayed[1]));
+    ml(out, "relayed_bytes_total", "direction", "client_to_backend", SUM_STAT(st, relayed[0]));
+    ml(out, "relayed_bytes_total", "direction", "backend_to_client", SUM_STAT(st, relayed[1]));
     m1(out, "relay_copies_total", "counter",
        "Relay chunks copied through memory because no pipe was free.", SUM_STAT(st, relay_copies));
     m1(out, "relay_pipes", "gauge", "Relay pipes open.", SUM_STAT(st, pipes));
     m1(out, "relay_pipes_busy", "gauge", "Relay pipes holding bytes now.",
        SUM_STAT(st, pipes_busy));
     mh(out, "tls_handshakes_total", "counter", "TLS handshakes completed, by side.");
-    fprintf(out,
-            "forestgate_tls_handshakes_total{side=\"client\"} %llu\n"
-            "forestgate_tls_handshakes_total{side=\"backend\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, tls_handshakes),
-            (unsigned long long)SUM_STAT(st, backend_tls_handshakes));
+    ml(out, "tls_handshakes_total", "side", "client", SUM_STAT(st, tls_handshakes));
+    ml(out, "tls_handshakes_total", "side", "backend", SUM_STAT(st, backend_tls_handshakes));
     mh(out, "tls_resumptions_total", "counter", "TLS handshakes that resumed a session, by side.");
-    fprintf(out,
-            "forestgate_tls_resumptions_total{side=\"client\"} %llu\n"
-            "forestgate_tls_resumptions_total{side=\"backend\"} %llu\n",
-            (unsigned long long)SUM_STAT(st, tls_resumed),
-            (unsigned long long)SUM_M(st, backend_tls_resumed));
+    ml(out, "tls_resumptions_total", "side", "client", SUM_STAT(st, tls_resumed));
+    ml(out, "tls_resumptions_total", "side", "backend", SUM_M(st, backend_tls_resumed));
     m1(out, "tls_handshake_failures_total", "counter", "Client TLS handshakes that failed.",
        SUM_STAT(st, tls_failed));
 }
@@ -332,11 +318,8 @@ static void metrics_throttle(const struct stats *st, FILE *out)
         fprintf(out, "forestgate_throttle_decisions_total{reason=\"%s\"} %llu\n", reasons[r],
                 (unsigned long long)(t ? ld(&t->stats.reasons[r]) : 0));
     mh(out, "throttle_failures_total", "counter", "Failed logons counted, per address or account.");
-    fprintf(out,
-            "forestgate_throttle_failures_total{kind=\"address\"} %llu\n"
-            "forestgate_throttle_failures_total{kind=\"account\"} %llu\n",
-            (unsigned long long)(t ? ld(&t->stats.addr_failures) : 0),
-            (unsigned long long)(t ? ld(&t->stats.account_failures) : 0));
+    ml(out, "throttle_failures_total", "kind", "address", (t ? ld(&t->stats.addr_failures) : 0));
+    ml(out, "throttle_failures_total", "kind", "account", (t ? ld(&t->stats.account_failures) : 0));
     m1(out, "throttle_bans_total", "counter", "Addresses refused (each ban once).",
        t ? ld(&t->stats.bans) : 0);
     m1(out, "throttle_evictions_total", "counter", "Throttle records dropped for MaxEntries.",
@@ -344,11 +327,9 @@ static void metrics_throttle(const struct stats *st, FILE *out)
     if (t)
         thr_counts(t, &na, &nacc, &nf);
     mh(out, "throttle_tracked", "gauge", "Records the throttle holds, by kind.");
-    fprintf(out,
-            "forestgate_throttle_tracked{kind=\"addresses\"} %llu\n"
-            "forestgate_throttle_tracked{kind=\"accounts\"} %llu\n"
-            "forestgate_throttle_tracked{kind=\"familiar_places\"} %llu\n",
-            (unsigned long long)na, (unsigned long long)nacc, (unsigned long long)nf);
+    ml(out, "throttle_tracked", "kind", "addresses", na);
+    ml(out, "throttle_tracked", "kind", "accounts", nacc);
+    ml(out, "throttle_tracked", "kind", "familiar_places", nf);
     bool fleet = t && ts_info(t, &i);
     m1(out, "throttle_store_up", "gauge", "1 while ThrottleStore's Redis answers (0: local only).",
        fleet && i.up);

@@ -24,14 +24,7 @@ from conftest import PASSWORDS
 
 
 def cmd(fg, line: str) -> str:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(fg.stats_path)
-        s.sendall(line.encode() + b"\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data.decode()
+    return fg.ask(line)
 
 
 def imap(fg, user="alice"):

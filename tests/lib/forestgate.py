@@ -310,7 +310,8 @@ class Forestgate:
                                      + self.log_text()[-3000:])
             time.sleep(0.05)
 
-    def stats(self, command: str = "show info") -> dict:
+    def ask(self, command: str) -> str:
+        """One command on the stats socket; its whole answer."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(self.stats_path)
@@ -318,7 +319,10 @@ class Forestgate:
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
-        text = data.decode()
+        return data.decode()
+
+    def stats(self, command: str = "show info") -> dict:
+        text = self.ask(command)
         if command != "show info":
             return {"text": text}
         return {k: (int(v) if v.strip().isdigit() else v.strip())
