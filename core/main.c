@@ -55,8 +55,9 @@ static void main_usage(FILE *out)
                  "  -v, --version        print the version and the libraries in use\n"
                  "  -h, --help           print this help\n\n"
                  "forestgate runs in the foreground and logs to stderr, or to EventLogFile.\n"
-                 "SIGTERM or SIGINT stops it; SIGHUP reloads the TLS certificates and\n"
-                 "reopens the log files.\n");
+                 "SIGTERM or SIGINT stops it; SIGUSR1 drains it (stops accepting, exits\n"
+                 "when the sessions have ended or after 60 s); SIGHUP reloads the TLS\n"
+                 "certificates and reopens the log files.\n");
 }
 
 static void main_version(void)
@@ -200,6 +201,7 @@ struct main_ctx {
     struct worker *ws;
     unsigned nworkers;
     uint64_t drain_deadline_ms; /* 0: not draining */
+    struct wcmd *usr1_drain;    /* the drain SIGUSR1 started: freed at exit */
 };
 
 #define MAIN_DRAIN_DEFAULT_S 60
@@ -282,6 +284,24 @@ static struct wcmd *main_drain(void *ctx, const char *arg, int done_fd, FILE *ou
     return cmd; /* answered once every worker has closed its listeners */
 }
 
+/* SIGUSR1: a drain with the default deadline, as HAProxy's soft stop. The
+ * answer a stats client would get goes to the log (main_drain logs it). */
+static void main_usr1(struct main_ctx *m)
+{
+    char *text = NULL;
+    size_t n = 0;
+    FILE *out = open_memstream(&text, &n);
+    if (!out)
+        return;
+    struct wcmd *cmd = main_drain(m, "", -1, out);
+    fclose(out);
+    if (!cmd && text && m->drain_deadline_ms)
+        log_msg(LOG_INFO, "drain", "SIGUSR1 while draining: %.*s", (int)strcspn(text, "\n"), text);
+    if (cmd)
+        m->usr1_drain = cmd;
+    free(text);
+}
+
 static void main_on_signal(struct ev_handler *h, uint32_t events)
 {
     struct main_ctx *m = FG_CONTAINER_OF(h, struct main_ctx, sig);
@@ -291,6 +311,10 @@ static void main_on_signal(struct ev_handler *h, uint32_t events)
         return;
     if (si.ssi_signo == SIGHUP) {
         main_reload(m, NULL);
+        return;
+    }
+    if (si.ssi_signo == SIGUSR1) {
+        main_usr1(m);
         return;
     }
     notify_stopping();
@@ -336,6 +360,7 @@ out:
     metrics_http_close(&mh);
     statsrv_close(&sv);
     ev_tick_del(&m->drain_tick);
+    wcmd_free(m->usr1_drain); /* after the workers' join */
     ev_free(&m->loop);
     return rc;
 }
@@ -363,6 +388,7 @@ static int main_run(struct fg_config *cfg)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);

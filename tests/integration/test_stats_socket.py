@@ -266,3 +266,25 @@ def test_long_answer_to_a_slow_reader(make_fg):
         for c in conns:
             c.close()
     fg.wait_idle(30)
+
+
+def test_sigusr1_drains(fg):
+    # HAProxy's soft stop: the same drain as the stats socket's, with its
+    # default deadline.
+    a = imap(fg, "alice")
+    fg.proc.send_signal(signal.SIGUSR1)
+    fg.wait_events("drain")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", fg.imap_port), timeout=5).close()
+            time.sleep(0.05)
+        except ConnectionRefusedError:
+            break
+    else:
+        raise AssertionError("still accepting after SIGUSR1")
+    assert a.select("INBOX")[0] == "OK"  # its session goes on
+    assert fg.proc.poll() is None
+    a.logout()
+    assert fg.proc.wait(20) == 0
+    assert fg.events("drained")
