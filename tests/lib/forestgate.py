@@ -191,6 +191,10 @@ class Forestgate:
                 self.sections.setdefault(section, {}).update(values)
         self.proc = None
         self._log = None
+        # log_text() asks the stats socket whether the log writer is done;
+        # a test that fills forestgate's descriptor table turns that off, or
+        # its own stats clients would take and give back descriptors.
+        self.log_settle = True
         # True: its own session, so a terminal's Ctrl-C reaches only the
         # caller, which then stops forestgate itself (bench/compare).
         self.new_session = new_session
@@ -264,7 +268,7 @@ class Forestgate:
         """Waits until the log writer thread has written every event line
         queued so far: a worker only queues its line (base/logq.c), so a
         line made before a reply may reach the file after it."""
-        if not self.proc or self.proc.poll() is not None:
+        if not self.proc or self.proc.poll() is not None or not self.log_settle:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
