@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-static struct wcmd *wcmd_alloc(enum wcmd_type type, unsigned n, int done_fd)
+struct wcmd *wcmd_new(enum wcmd_type type, unsigned n, int done_fd)
 {
     struct wcmd *c = calloc(1, sizeof *c + n * sizeof c->parts[0]);
     if (!c)
@@ -24,11 +24,6 @@ static struct wcmd *wcmd_alloc(enum wcmd_type type, unsigned n, int done_fd)
         fg_list_init(&c->parts[i].node);
     }
     return c;
-}
-
-struct wcmd *wcmd_new(enum wcmd_type type, unsigned n, int done_fd)
-{
-    return wcmd_alloc(type, n, done_fd);
 }
 
 /* "WORD VALUE": the value is the rest of the line, spaces trimmed. */
@@ -79,7 +74,7 @@ struct wcmd *wcmd_parse(const char *line, unsigned n, int done_fd, const char **
         *err = "not a worker command";
         return NULL;
     }
-    struct wcmd *c = wcmd_alloc(type, n, done_fd);
+    struct wcmd *c = wcmd_new(type, n, done_fd);
     if (c) {
         snprintf(c->key, sizeof c->key, "%s", key);
         snprintf(c->arg, sizeof c->arg, "%s", val);
