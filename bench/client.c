@@ -475,11 +475,21 @@ static void pop3_login(struct sess *s)
     sess_cmd(s, "USER %s\r\n", u->name);
 }
 
+/* The messages the fetch loop takes in turn: lo .. lo + n - 1 (--fetch-msgs,
+ * within the mailbox); n = 0 if none. */
+static uint32_t fetch_range(const struct sess *s, uint32_t *lo)
+{
+    const struct fgb_opts *o = s->t->o;
+    uint32_t hi = o->fetch_last && o->fetch_last < s->nmsgs ? o->fetch_last : s->nmsgs;
+    *lo = o->fetch_first ? o->fetch_first : 1;
+    return *lo <= hi ? hi - *lo + 1 : 0;
+}
+
 /* The fetch loop: the next message, in turn, with UID FETCH or RETR. */
 static void sess_fetch_next(struct sess *s)
 {
-    uint32_t k = s->next_msg;
-    s->next_msg = s->next_msg % s->nmsgs + 1;
+    uint32_t k = s->next_msg, lo, n = fetch_range(s, &lo);
+    s->next_msg = lo + (k - lo + 1) % n;
     s->step = ST_CMD;
     s->announced = -1;
     s->body = 0;
@@ -543,14 +553,18 @@ static void sess_selected(struct sess *s)
         sess_cmd(s, "UIDL\r\n");
         return;
     }
-    if (s->nmsgs == 0) {
+    uint32_t lo, n = fetch_range(s, &lo);
+    if (n == 0) {
         static int said;
         if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
-            fprintf(stderr, "forestgate-bench: the mailbox is empty: nothing to fetch\n");
+            fprintf(stderr,
+                    "forestgate-bench: the mailbox has no message to fetch (%u "
+                    "messages; --fetch-msgs)\n",
+                    s->nmsgs);
         sess_fail(s, E_COMMAND);
         return;
     }
-    s->next_msg = 1 + s->idx % s->nmsgs; /* sessions spread over the messages */
+    s->next_msg = lo + s->idx % n; /* sessions spread over the messages */
     sess_fetch_next(s);
 }
 

@@ -54,9 +54,10 @@ struct fgb_opts {
     int conns, threads;
     double rate, duration, warmup, timeout;
     int auth_plain;
-    int mix_pop3, mix_imap; /* shares of --conns in mixed */
-    double stay_s, noop_s;  /* mixed: how long an IMAP session stays, NOOP interval */
-    int ramp;               /* logins in flight per thread, at most */
+    int mix_pop3, mix_imap;           /* shares of --conns in mixed */
+    double stay_s, noop_s;            /* mixed: how long an IMAP session stays, NOOP interval */
+    int ramp;                         /* logins in flight per thread, at most */
+    uint32_t fetch_first, fetch_last; /* fetch: only these messages, in turn (0: all) */
     const char *ready_file, *json;
     int quiet;
     struct fgb_user *users;

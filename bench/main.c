@@ -62,6 +62,7 @@ static void usage(FILE *f)
             "  --mix pop3=W,imap=W      shares of the sessions in mixed (default pop3=80,imap=20)\n"
             "  --stay S, --noop S       mixed: an IMAP session stays S s (default 30), with a\n"
             "                           NOOP every S s (default 5)\n"
+            "  --fetch-msgs FIRST:LAST  fetch: only messages FIRST..LAST, in turn (default all)\n"
             "  --ready-file PATH        written with the count once all sessions are logged in\n"
             "  --json PATH              the result as JSON ('-' = stdout)\n"
             "  --quiet                  no progress line\n"
@@ -262,6 +263,25 @@ static int parse_mix(const char *s, struct fgb_opts *o)
     return o->mix_pop3 + o->mix_imap > 0 ? 0 : -1;
 }
 
+/* --fetch-msgs FIRST:LAST (a message number alone is FIRST:FIRST). */
+static int parse_fetch_msgs(const char *s, struct fgb_opts *o)
+{
+    char buf[32];
+    long first, last;
+    if (strlen(s) >= sizeof(buf))
+        return -1;
+    strcpy(buf, s);
+    char *colon = strchr(buf, ':');
+    if (colon)
+        *colon = 0;
+    if (parse_long(buf, 1, UINT32_MAX, &first) < 0 ||
+        parse_long(colon ? colon + 1 : buf, first, UINT32_MAX, &last) < 0)
+        return -1;
+    o->fetch_first = (uint32_t)first;
+    o->fetch_last = (uint32_t)last;
+    return 0;
+}
+
 struct cli {
     struct fgb_opts o;
     struct fgb_serve_opts so;
@@ -296,6 +316,7 @@ enum {
     O_AUTH,
     O_MIX,
     O_SNI,
+    O_FETCH_MSGS,
     O_READY_FILE,
     O_JSON,
     O_MESSAGES,
@@ -331,6 +352,7 @@ static const struct option long_opts[] = {
         {"auth", required_argument, NULL, O_AUTH},
         {"mix", required_argument, NULL, O_MIX},
         {"sni", required_argument, NULL, O_SNI},
+        {"fetch-msgs", required_argument, NULL, O_FETCH_MSGS},
         {"ready-file", required_argument, NULL, O_READY_FILE},
         {"json", required_argument, NULL, O_JSON},
         {"messages", required_argument, NULL, O_MESSAGES},
@@ -467,6 +489,10 @@ static int take_text(struct cli *c, int id, const char *val)
     case O_MIX:
         return parse_mix(val, o)
                        ? bad("--mix wants pop3=W,imap=W with whole weights, not '%s'", val)
+                       : 0;
+    case O_FETCH_MSGS:
+        return parse_fetch_msgs(val, o)
+                       ? bad("--fetch-msgs wants FIRST:LAST, 1 <= FIRST <= LAST, not '%s'", val)
                        : 0;
     case O_SNI:
         if (strlen(val) > 255)

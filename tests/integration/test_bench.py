@@ -120,6 +120,24 @@ def test_fetch_checks_every_byte_count(dovecot, mailbox, tmp_path, proto):
     assert r["mb_per_s"] > 0
 
 
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+def test_fetch_msgs_takes_only_the_messages_named(dovecot, mailbox, tmp_path, proto):
+    """--fetch-msgs 2:3: only the second and third messages (no byte of the
+    first, the largest); 2:2 only the second; 4:9 none (3 in the mailbox)."""
+    port = dovecot.imap_port if proto == "imap" else dovecot.pop3_port
+    base = ("--proto", proto, "--scenario", "fetch", "--port", str(port), "--users", USER,
+            "--password-pattern", PASSWORD, "--duration", "1")
+    r, err, _ = bench(*base, "--conns", "1", "--fetch-msgs", "2", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0 and r["ops"] > 0, err
+    assert r["bytes"] == mailbox[1] * r["ops"]
+    r, err, _ = bench(*base, "--conns", "2", "--fetch-msgs", "2:3", tmp_path=str(tmp_path))
+    assert r["errors_total"] == 0 and r["ops"] > 1, err
+    assert min(mailbox[1:]) * r["ops"] <= r["bytes"] <= max(mailbox[1:]) * r["ops"]
+    r, err, _ = bench(*base, "--conns", "1", "--fetch-msgs", "4:9", "--duration", "0.3",
+                      check_rc=None, tmp_path=str(tmp_path))
+    assert r["ops"] == 0 and "no message to fetch" in err
+
+
 def test_fetch_through_forestgate(make_fg, dovecot, mailbox, tmp_path):
     fg = make_fg()
     for proto, port in (("imap", fg.imap_port), ("pop3", fg.pop3_port)):
@@ -226,6 +244,7 @@ def test_silent_server_times_out_and_stops(tmp_path):
     (["--scenario", "bogus"], "--scenario must be"),
     (["--rate", "10", "--scenario", "fetch"], "--rate applies to the login scenario"),
     (["--mix", "pop3=x"], "--mix wants"),
+    (["--fetch-msgs", "3:2"], "--fetch-msgs wants"),
     (["--tls", "--starttls"], "choose one of --tls and --starttls"),
     (["--tls-resume"], "--tls-resume needs --tls or --starttls"),
     (["--sni", "x.example"], "--sni needs --tls or --starttls"),
