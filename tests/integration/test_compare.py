@@ -7,8 +7,10 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGETS = ["direct", "forestgate", "nginx", "dovecot-proxy"]
-SCENARIOS = ["login-imap", "login-pop3", "fetch-imap", "fetch-pop3", "idle-imap", "mixed"]
+TARGETS = ["direct", "forestgate", "nginx", "dovecot-proxy", "floor-splice", "floor-copy"]
+FLOORS = ["floor-splice", "floor-copy"]
+SCENARIOS = ["login-imap", "login-pop3", "fetch-imap-4k", "fetch-imap-1m", "fetch-pop3-4k",
+             "fetch-pop3-1m", "idle-imap", "mixed"]
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
@@ -24,8 +26,11 @@ def test_compare_quick_mock(tmp_path):
     assert doc["backend"] == "mock"
     for key in ("uname", "cpus", "nginx", "dovecot", "forestgate"):
         assert doc["machine"].get(key), key
+    assert doc["targets"] == TARGETS and doc["params"]["nginx_proxy_buffer"] == "64k"
     for sc in SCENARIOS:
-        for t in TARGETS:
+        assert set(doc["results"][sc]) == set(TARGETS) - (set(FLOORS) if sc == "idle-imap"
+                                                          else set()), sc
+        for t in doc["results"][sc]:
             rec = doc["results"][sc][t]
             b = rec["bench"]
             assert b is not None, (sc, t, rec.get("error"), rec.get("output_tail"))
@@ -34,8 +39,19 @@ def test_compare_quick_mock(tmp_path):
                 assert b["errors_total"] == 0, (sc, t, b["errors"])
             if t != "direct":
                 assert rec["proxy_cpu_s"] is not None and rec["proxy_cpu_s"] >= 0, (sc, t)
+            assert isinstance(rec["time_wait_at_start"], int), (sc, t)
         for t in TARGETS[1:]:
-            assert doc["results"]["fetch-imap"][t]["bench"]["bytes"] > 0, t
+            # The message mix: the -4k runs fetch only 4 KiB messages, the -1m
+            # runs only the 1 MiB one; CPU per GB and per FETCH/RETR/login.
+            for sc, size in (("fetch-imap-4k", 4096), ("fetch-imap-1m", 1 << 20),
+                             ("fetch-pop3-4k", 4096), ("fetch-pop3-1m", 1 << 20)):
+                rec = doc["results"][sc][t]
+                assert rec["bench"]["bytes"] == rec["bench"]["ops"] * size, (sc, t)
+                assert rec["proxy_cpu_s_per_gb"] is not None, (sc, t)
+                assert rec["proxy_cpu_us_per_fetch"] == rec["proxy_cpu_us_per_op"], (sc, t)
+            assert doc["results"]["login-imap"][t]["proxy_cpu_us_per_login"] is not None, t
+            if t in FLOORS:
+                continue
             idle = doc["results"]["idle-imap"][t]
             assert idle["sessions_ready"] == doc["params"]["idle_sessions"], (t, idle)
             assert idle["rss_per_session_kb"] > 0, (t, idle)
@@ -47,21 +63,28 @@ def test_compare_quick_mock(tmp_path):
         bars = root.findall(f".//{SVG_NS}rect[@data-target='{t}'][@class='bar']")
         lines = root.findall(f".//{SVG_NS}polyline[@data-target='{t}']")
         legend = root.findall(f".//{SVG_NS}rect[@data-target='{t}'][@class='legend-swatch']")
-        # one bar per scenario (direct has none in idle: no proxy to measure)
-        assert len(bars) == len(SCENARIOS) - (t == "direct"), (t, len(bars))
-        assert len(lines) == len(SCENARIOS), (t, len(lines))
+        # one bar per scenario (direct has none in idle: no proxy to measure;
+        # the floor does not run it)
+        assert len(bars) == len(SCENARIOS) - (t == "direct" or t in FLOORS), (t, len(bars))
+        assert len(lines) == len(SCENARIOS) - (t in FLOORS), (t, len(lines))
         assert len(legend) == 1, t
     rows = root.findall(f".//{SVG_NS}g[@class='row']")
     assert [g.get("data-scenario") for g in rows] == SCENARIOS
 
     md = r.stdout
     assert "bench/compare --quick --backend mock" in md
-    for title in ("IMAP login", "POP3 login", "IMAP fetch", "POP3 fetch", "IMAP idle", "mixed"):
+    for title in ("IMAP login", "POP3 login", "IMAP fetch, 4 KiB", "IMAP fetch, 1 MiB",
+                  "POP3 fetch, 4 KiB", "POP3 fetch, 1 MiB", "IMAP idle", "mixed"):
         assert f"**{title}" in md, title
     table_rows = [l for l in md.splitlines() if l.startswith("| ")]
     for t in TARGETS:
-        assert sum(1 for l in table_rows if l.startswith(f"| {t} |")) == len(SCENARIOS), t
-    assert "auth_http" in md
+        assert sum(1 for l in table_rows if l.startswith(f"| {t} |")) == \
+            len(SCENARIOS) - (t in FLOORS), t
+    assert "auth_http" in md and "proxy_buffer 64k" in md
+    # the CPU summary: a row per login and fetch scenario, the floor at 1.00× or more
+    assert "| proxy CPU, µs per operation (÷ floor) |" in md
+    assert "| IMAP fetch 1 MiB (FETCH BODY[]) |" in md
+    assert "TIME_WAIT sockets at the start of the runs" in r.stdout
 
 
 TLS_SCENARIOS = ["tls-login-imap", "tls-login-pop3", "tls-resume-imap", "tls-resume-pop3",
