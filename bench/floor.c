@@ -12,14 +12,19 @@
  *   copy    recv/send through a 64 KiB buffer per direction.
  *
  * Each socket is registered once, for input and output, edge-triggered, and
- * never modified again: any event on either side of a pair pumps both
- * directions until the kernel says EAGAIN. A direction whose destination is
- * full stops there; the destination's EPOLLOUT edge, when it drains, pumps it
- * again. A source's end of file is passed on as shutdown(SHUT_WR) once its
+ * never modified again. As in nginx, each socket keeps two flags, readable and
+ * writable: an edge sets them, a short read or write or an EAGAIN clears them,
+ * so that no call is made that the kernel would answer with EAGAIN (bar one
+ * case in splice mode, see floor_pump). Any event on a socket pumps both
+ * directions of its pair as far as the flags allow; a direction whose
+ * destination is full stops there, and the destination's EPOLLOUT edge pumps
+ * it again. A source's end of file is passed on as shutdown(SHUT_WR) once its
  * bytes are out; the pair closes when both directions ended, or on the first
  * error.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,9 +45,20 @@
 
 enum floor_mode { FLOOR_SPLICE, FLOOR_COPY };
 
+struct floor_pair;
+
+/* One socket of a pair; epoll events point at it (NULL: the listener). */
+struct floor_end {
+    struct floor_pair *pair;
+    int fd;
+    bool readable; /* an edge said so, and no read came back short since */
+    bool writable; /* an edge said so, and no write came back short since */
+    bool rdhup;    /* the peer's end of file (or an error) is queued behind the bytes */
+};
+
 /* One direction: bytes read from `from`, held in a pipe or a buffer, written to `to`. */
 struct floor_dir {
-    int from, to;
+    struct floor_end *from, *to;
     int pipe[2]; /* splice: [0] read end, [1] write end */
     char *buf;   /* copy: FLOOR_CHUNK bytes */
     size_t off;  /* copy: first byte held */
@@ -51,16 +67,8 @@ struct floor_dir {
     bool shut;   /* shutdown(to, SHUT_WR) done */
 };
 
-struct floor_pair;
-
-/* What an epoll event points at: one socket of a pair (NULL: the listener). */
-struct floor_end {
-    struct floor_pair *pair;
-};
-
 struct floor_pair {
-    int fd[2];               /* [0] client, [1] backend */
-    struct floor_end end[2]; /* epoll data of fd[0], fd[1] */
+    struct floor_end end[2]; /* [0] client, [1] backend */
     struct floor_dir dir[2]; /* [0] client -> backend, [1] backend -> client */
     bool connecting;         /* the backend's connect is in flight */
     bool dead;               /* closed; freed after this epoll batch */
@@ -71,6 +79,7 @@ static enum floor_mode mode;
 static struct sockaddr_storage backend_addr;
 static socklen_t backend_len;
 static int ep;
+static struct floor_pair *dead_list;
 
 static int floor_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -116,57 +125,70 @@ static void floor_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Reads what fits from d->from. Returns bytes read, 0 at end of file, -1 with errno. */
-static ssize_t floor_fill(struct floor_dir *d)
+/* Reads up to room bytes from d->from. Returns bytes read, 0 at end of file, -1 with errno. */
+static ssize_t floor_fill(struct floor_dir *d, size_t room)
 {
     if (mode == FLOOR_SPLICE)
-        return splice(d->from, NULL, d->pipe[1], NULL, FLOOR_CHUNK - d->held,
-                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    return recv(d->from, d->buf + d->off + d->held, FLOOR_CHUNK - d->off - d->held, 0);
+        return splice(d->from->fd, NULL, d->pipe[1], NULL, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    return recv(d->from->fd, d->buf + d->off + d->held, room, 0);
 }
 
 /* Writes what is held to d->to. Returns bytes written, -1 with errno. */
 static ssize_t floor_drain(struct floor_dir *d)
 {
     if (mode == FLOOR_SPLICE)
-        return splice(d->pipe[0], NULL, d->to, NULL, d->held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    ssize_t n = send(d->to, d->buf + d->off, d->held, MSG_NOSIGNAL);
+        return splice(d->pipe[0], NULL, d->to->fd, NULL, d->held,
+                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    ssize_t n = send(d->to->fd, d->buf + d->off, d->held, MSG_NOSIGNAL);
     if (n > 0)
         d->off += (size_t)n;
     return n;
 }
 
 /*
- * Moves bytes until neither side can go on: the source is empty (or ended)
- * or the holder is full, and nothing is held or the destination is full.
- * In splice mode a pipe can be full before FLOOR_CHUNK bytes (a page per
- * segment): splice into it then says EAGAIN, as an empty source does; either
- * way the next edge of one of the two sockets pumps again.
+ * Moves bytes until neither side can go on: the source is not readable (or
+ * ended) or the holder is full, and nothing is held or the destination is not
+ * writable. A short recv means the socket is empty, its next edge says when
+ * there is more; unless the end of file was seen (EPOLLRDHUP): then it waits
+ * behind the bytes, and only the next read returns it. In splice mode a short read, or EAGAIN, may
+ * instead mean that the pipe is full before FLOOR_CHUNK bytes (a slot per segment): the source
+ * counts as empty only when splice says EAGAIN to an empty pipe, the one call
+ * that may find nothing to do.
  * Returns 0, or -1 on an error of either socket.
  */
 static int floor_pump(struct floor_dir *d)
 {
     for (;;) {
         bool moved = false;
-        if (!d->eof && (mode == FLOOR_SPLICE ? d->held : d->off + d->held) < FLOOR_CHUNK) {
-            ssize_t n = floor_fill(d);
+        size_t room = FLOOR_CHUNK - d->held - (mode == FLOOR_COPY ? d->off : 0);
+        if (!d->eof && d->from->readable && room > 0) {
+            ssize_t n = floor_fill(d, room);
             if (n > 0) {
                 d->held += (size_t)n;
                 moved = true;
+                if (mode == FLOOR_COPY && (size_t)n < room && !d->from->rdhup)
+                    d->from->readable = false;
             } else if (n == 0) {
                 d->eof = true;
-            } else if (errno != EAGAIN && errno != EINTR) {
+            } else if (errno == EAGAIN) {
+                if (mode == FLOOR_COPY || d->held == 0)
+                    d->from->readable = false;
+            } else if (errno != EINTR) {
                 return -1;
             }
         }
-        if (d->held > 0) {
+        if (d->held > 0 && d->to->writable) {
             ssize_t n = floor_drain(d);
             if (n > 0) {
+                if ((size_t)n < d->held)
+                    d->to->writable = false; /* its send buffer is full */
                 d->held -= (size_t)n;
                 if (d->held == 0)
                     d->off = 0; /* copy: the buffer is empty, fill it from its start */
                 moved = true;
-            } else if (errno != EAGAIN && errno != EINTR) {
+            } else if (errno == EAGAIN) {
+                d->to->writable = false;
+            } else if (errno != EINTR) {
                 return -1;
             }
         }
@@ -175,14 +197,12 @@ static int floor_pump(struct floor_dir *d)
     }
     if (d->eof && d->held == 0 && !d->shut) {
         /* The source ended and all its bytes are out: pass the end on. */
-        if (shutdown(d->to, SHUT_WR) < 0 && errno != ENOTCONN)
+        if (shutdown(d->to->fd, SHUT_WR) < 0 && errno != ENOTCONN)
             return -1;
         d->shut = true;
     }
     return 0;
 }
-
-static struct floor_pair *dead_list;
 
 /* Closes both sockets and the pipes now; the memory goes after the epoll
  * batch, which may still hold an event that points at this pair. */
@@ -192,7 +212,7 @@ static void floor_close(struct floor_pair *p)
         return;
     p->dead = true;
     for (int i = 0; i < 2; i++) {
-        close(p->fd[i]);
+        close(p->end[i].fd);
         struct floor_dir *d = &p->dir[i];
         if (d->pipe[0] >= 0) {
             close(d->pipe[0]);
@@ -214,17 +234,24 @@ static void floor_free_dead(void)
     }
 }
 
-/* An event on either socket of p: finish the connect, then pump both ways. */
-static void floor_event(struct floor_pair *p, uint32_t events, int side)
+/* An event on socket e: note what it says, finish the connect, pump both ways. */
+static void floor_event(struct floor_end *e, uint32_t events)
 {
+    struct floor_pair *p = e->pair;
     if (p->dead)
         return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        e->readable = true; /* the read says what: bytes, end of file or the error */
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        e->rdhup = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        e->writable = true;
     if (p->connecting) {
-        if (side == 0)
+        if (e == &p->end[0])
             return; /* the client's bytes wait in its socket until the backend is up */
         int err = 0;
         socklen_t len = sizeof(err);
-        getsockopt(p->fd[1], SOL_SOCKET, SO_ERROR, &err, &len);
+        getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
             fprintf(stderr, "forestgate-floor: connect to the backend: %s\n", strerror(err));
             floor_close(p);
@@ -239,17 +266,16 @@ static void floor_event(struct floor_pair *p, uint32_t events, int side)
         floor_close(p);
 }
 
-static int floor_add(int fd, struct floor_end *e)
+static int floor_add(struct floor_end *e)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = e};
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    return epoll_ctl(ep, EPOLL_CTL_ADD, e->fd, &ev);
 }
 
-static int floor_dir_init(struct floor_dir *d, int from, int to)
+static int floor_dir_init(struct floor_dir *d, struct floor_end *from, struct floor_end *to)
 {
     d->from = from;
     d->to = to;
-    d->pipe[0] = d->pipe[1] = -1;
     if (mode == FLOOR_COPY) {
         d->buf = malloc(FLOOR_CHUNK);
         return d->buf ? 0 : -1;
@@ -274,18 +300,20 @@ static void floor_accepted(int cfd)
             close(bfd);
         return;
     }
-    p->fd[0] = cfd;
-    p->fd[1] = bfd;
-    p->end[0].pair = p->end[1].pair = p;
+    p->end[0] = (struct floor_end){.pair = p, .fd = cfd, .writable = true};
+    p->end[1] = (struct floor_end){.pair = p, .fd = bfd};
+    p->dir[0].pipe[0] = p->dir[1].pipe[0] = -1;
+    p->dir[0].pipe[1] = p->dir[1].pipe[1] = -1;
     floor_nodelay(cfd);
     floor_nodelay(bfd);
-    p->dir[0].pipe[0] = p->dir[1].pipe[0] = -1;
-    if (floor_dir_init(&p->dir[0], cfd, bfd) < 0 || floor_dir_init(&p->dir[1], bfd, cfd) < 0)
+    if (floor_dir_init(&p->dir[0], &p->end[0], &p->end[1]) < 0 ||
+        floor_dir_init(&p->dir[1], &p->end[1], &p->end[0]) < 0)
         goto fail;
     p->connecting = true;
     if (connect(bfd, (struct sockaddr *)&backend_addr, backend_len) < 0 && errno != EINPROGRESS)
         goto fail;
-    if (floor_add(cfd, &p->end[0]) < 0 || floor_add(bfd, &p->end[1]) < 0)
+    /* Added ready, a socket reports at once what it already has. */
+    if (floor_add(&p->end[0]) < 0 || floor_add(&p->end[1]) < 0)
         goto fail;
     return;
 fail:
@@ -389,7 +417,7 @@ int main(int argc, char **argv)
             if (!e)
                 floor_accept_all(lfd);
             else
-                floor_event(e->pair, evs[i].events, (int)(e - e->pair->end));
+                floor_event(e, evs[i].events);
         }
         floor_free_dead();
     }
