@@ -26,7 +26,7 @@ demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
 # bench/dirbench: Dovecot's LDAP passdb (dovecot-ldap) and a private slapd.
-# bench/dovecot-writes: strace; perf profiles (BENCHMARKS.md): linux-perf.
+# bench/dovecot-writes: strace.
 bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3 slapd ldap-utils strace)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx-light)
 
