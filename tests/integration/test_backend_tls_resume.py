@@ -16,6 +16,7 @@ when the next connection reaches the same process."""
 import imaplib
 import os
 import poplib
+import time
 
 import pytest
 
@@ -56,8 +57,16 @@ def backend_tls(pki, mode="implicit", name="backend.test"):
 def gateway(make_fg, pki, dc, mode="implicit", name="backend.test", workers=1):
     imap = dc.imaps_port if mode == "implicit" else dc.imap_port
     pop3 = dc.pop3s_port if mode == "implicit" else dc.pop3_port
-    return make_fg(backend_tls(pki, mode, name), workers=workers, imap_backend_port=imap,
-                   pop3_backend_port=pop3)
+    settings = backend_tls(pki, mode, name)
+    settings["backend"]["FailoverBackoff"] = "00:00:01"
+    return make_fg(settings, workers=workers, imap_backend_port=imap, pop3_backend_port=pop3)
+
+
+def wait_backend_retry(fg, timeout=10.0):
+    """Until the host that failed is probed again (FailoverBackoff)."""
+    deadline = time.monotonic() + timeout
+    while "down" in fg.ask("show backends") and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def imap_logon(fg):
@@ -105,3 +114,72 @@ def test_each_worker_resumes_on_its_own(make_fg, pki, tls_dovecot):
         imap_logon(fg)
     hs, resumed = counts(fg)
     assert hs == 6 and 4 <= resumed <= 5, (hs, resumed)
+
+
+@pytest.mark.parametrize("ssl_options", ["", "no_ticket"])
+def test_tls12_resumes_by_ticket_and_by_session_id(workroot, make_fg, pki, ssl_options):
+    """A backend that speaks TLS 1.2 only (no TLS 1.3 suite): resumption by
+    a TLS 1.2 ticket, and with Dovecot's no_ticket by session ID."""
+    # Dovecot has no ssl_max_protocol: its OpenSSL is told by its own
+    # configuration file, which the login processes get through
+    # import_environment.
+    cnf = os.path.join(workroot, f"openssl-tls12-{ssl_options or 'ticket'}.cnf")
+    with open(cnf, "w") as f:
+        f.write("openssl_conf = fg\n[fg]\nssl_conf = fg_ssl\n[fg_ssl]\n"
+                "system_default = fg_sys\n[fg_sys]\nMaxProtocol = TLSv1.2\n")
+    dc = start_dovecot(workroot, f"dovecot-tls12-{ssl_options or 'ticket'}", pki["backend"],
+                       ssl_extra=(f"ssl_options = {ssl_options}\n"
+                                  f"import_environment = TZ OPENSSL_CONF={cnf}\n"))
+    try:
+        fg = gateway(make_fg, pki, dc)
+        for _ in range(3):
+            imap_logon(fg)
+        assert counts(fg) == (3, 2)
+        logins = [e for e in fg.events("login") if e["result"] == "ok"]
+        assert [e["backend_tls"] for e in logins] == ["TLSv1.2"] * 3
+    finally:
+        dc.stop()
+
+
+def test_a_backend_that_declines_or_fails_verification(workroot, make_fg, pki):
+    """The backend restarts with a new key (its login processes have new
+    ticket keys: the session offered is declined): a full handshake, the
+    new certificate verified, the logon made, and the next one resumes.
+    Restarted with a certificate of another CA, the logon fails rather
+    than resuming past the check; back with a good one, it succeeds."""
+    d = os.path.join(workroot, "pki-resume-change")
+    os.makedirs(os.path.join(d, "bad"))
+    dc = start_dovecot(workroot, "dovecot-change", pki["backend"])
+    try:
+        fg = gateway(make_fg, pki, dc)
+        imap_logon(fg)
+        imap_logon(fg)
+        assert counts(fg) == (2, 1)
+
+        dc.stop()
+        dc.tls = make_cert(d, pki["ca_key"], "backend.test")  # same name, new key
+        dc.start()
+        imap_logon(fg)
+        assert counts(fg) == (3, 1)  # declined: a full handshake
+        imap_logon(fg)
+        assert counts(fg) == (4, 2)  # the new session resumes
+
+        dc.stop()
+        dc.tls = make_cert(os.path.join(d, "bad"), pki["other_ca"], "backend.test")
+        dc.start()
+        m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=15)
+        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+            m.login(USER, PASSWORD)
+        m.logout()
+        assert "TLS" in fg.events("backend_error")[-1]["reason"]
+        assert counts(fg) == (4, 2)
+
+        dc.stop()
+        dc.tls = pki["backend"]
+        dc.start()
+        wait_backend_retry(fg)
+        imap_logon(fg)
+        imap_logon(fg)
+        assert counts(fg) == (6, 3)
+    finally:
+        dc.stop()
