@@ -343,19 +343,23 @@ static void tls_resume_keep(struct tls_conn *c)
     c->rkey = NULL;
 }
 
-/* The handshake ended: a session the backend declined is forgotten; a full
- * TLS 1.2 handshake's session (or a new ticket) is kept at once, while TLS
- * 1.3 waits for its ticket. */
+/* The handshake ended: a session the backend declined, or offered to a
+ * handshake that failed, is forgotten. A full handshake's session, or a new
+ * ticket, is kept: TLS 1.2's at once (its ticket comes within the
+ * handshake), TLS 1.3's once its ticket comes (tls_conn_read). */
 static void tls_resume_after_handshake(struct tls_conn *c, bool ok)
 {
     bool resumed = ok && wolfSSL_session_reused(c->ssl);
     if (!ok || (c->roffered && !resumed))
         tls_resume_drop(c->rkey);
-    if (!ok) {
+    if (ok && !c->rticket && wolfSSL_version(c->ssl) == TLS1_3_VERSION)
+        return;
+    if (ok && (c->rticket || !resumed)) {
+        tls_resume_keep(c);
+    } else {
         free(c->rkey);
         c->rkey = NULL;
-    } else if (c->rticket || (!resumed && wolfSSL_version(c->ssl) != TLS1_3_VERSION))
-        tls_resume_keep(c);
+    }
 }
 
 /* ---- connections ---- */
