@@ -54,11 +54,11 @@ def backend_tls(pki, mode="implicit", name="backend.test"):
     return {"backend": {"Tls": mode, "TlsCaFile": pki["ca"], "TlsServerName": name}}
 
 
-def gateway(make_fg, pki, dc, mode="implicit", name="backend.test", workers=1):
+def gateway(make_fg, pki, dc, mode="implicit", name="backend.test", workers=1, **backend):
     imap = dc.imaps_port if mode == "implicit" else dc.imap_port
     pop3 = dc.pop3s_port if mode == "implicit" else dc.pop3_port
     settings = backend_tls(pki, mode, name)
-    settings["backend"]["FailoverBackoff"] = "00:00:01"
+    settings["backend"].update(FailoverBackoff="00:00:01", **backend)
     return make_fg(settings, workers=workers, imap_backend_port=imap, pop3_backend_port=pop3)
 
 
@@ -114,6 +114,16 @@ def test_each_worker_resumes_on_its_own(make_fg, pki, tls_dovecot):
         imap_logon(fg)
     hs, resumed = counts(fg)
     assert hs == 6 and 4 <= resumed <= 5, (hs, resumed)
+
+
+def test_tls_resume_false_offers_no_session(make_fg, pki, tls_dovecot):
+    """TlsResume = false (for a backend that mishandles resumption): every
+    logon a full handshake; show settings says so."""
+    fg = gateway(make_fg, pki, tls_dovecot, TlsResume="false")
+    for _ in range(3):
+        imap_logon(fg)
+    assert counts(fg) == (3, 0)
+    assert "TlsResume = false" in fg.ask("show settings backend")
 
 
 @pytest.mark.parametrize("ssl_options", ["", "no_ticket"])
