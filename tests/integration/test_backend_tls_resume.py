@@ -14,14 +14,17 @@ keeps its own ticket keys, so with the default four a session resumes only
 when the next connection reaches the same process."""
 
 import imaplib
+import json
 import os
 import poplib
+import subprocess
 import time
 
 import pytest
 
 from conftest import PASSWORDS
 from tests.lib.dovecot import Dovecot
+from tests.lib.forestgate import bench_binary, binary
 from tests.lib.pki import make_ca, make_cert
 
 USER, PASSWORD = "alice", PASSWORDS["alice"]
@@ -193,3 +196,22 @@ def test_a_backend_that_declines_or_fails_verification(workroot, make_fg, pki):
         assert counts(fg) == (6, 3)
     finally:
         dc.stop()
+
+
+def test_resumebench_measures_both(workroot):
+    """bench/resumebench, briefly: a run that resumes and one that does not,
+    without errors (its figures are for BENCHMARKS.md, not asserted)."""
+    out = os.path.join(workroot, "resumebench.json")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([os.path.join(root, "bench", "resumebench"), "--duration", "1",
+                        "--repeat", "1", "--conns", "2", "--json", out],
+                       env={**os.environ, "FG_BIN": binary(), "FGB_BIN": bench_binary()},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ratio" in r.stdout
+    with open(out) as f:
+        runs = {run["resume"]: run for run in json.load(f)["runs"]}
+    assert runs[True]["logons"] > 2 and runs[False]["logons"] > 2
+    assert runs[True]["errors"] == 0 and runs[False]["errors"] == 0
+    assert runs[True]["backend_resumed"] >= runs[True]["logons"] - 2
+    assert runs[False]["backend_resumed"] == 0
