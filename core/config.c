@@ -98,6 +98,7 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("TlsCaFile", CT_STR, struct backend_conf, policy.ca_file, 1, 0),
         KEY("TlsVerify", CT_BOOL, struct backend_conf, policy.verify, 0, 0),
         KEY("TlsServerName", CT_STR, struct backend_conf, policy.server_name, 1, 0),
+        KEY("TlsResume", CT_BOOL, struct backend_conf, policy.resume, 0, 0),
         KEY("FailoverBackoff", CT_TIME, struct backend_conf, backoff, 1, 3600),
         KEY("FailoverBackoffMax", CT_TIME, struct backend_conf, backoff_max, 1, 86400),
         KEY("SendProxyProtocol", CT_ENUM, struct backend_conf, policy.send_proxy, EN_SEND_PROXY, 0),
@@ -111,6 +112,7 @@ const struct cfg_key cfg_database_keys[] = {
         KEY("TlsCaFile", CT_STR, struct database_conf, policy.ca_file, 1, 0),
         KEY("TlsVerify", CT_BOOL, struct database_conf, policy.verify, 0, 0),
         KEY("TlsServerName", CT_STR, struct database_conf, policy.server_name, 1, 0),
+        KEY("TlsResume", CT_BOOL, struct database_conf, policy.resume, 0, 0),
         KEY("ImapPort", CT_UINT, struct database_conf, policy.port[FG_PROTO_IMAP], 1, 65535),
         KEY("Pop3Port", CT_UINT, struct database_conf, policy.port[FG_PROTO_POP3], 1, 65535),
         KEY("SendProxyProtocol", CT_ENUM, struct database_conf, policy.send_proxy, EN_SEND_PROXY,
@@ -653,6 +655,7 @@ static void cfg_defaults(struct fg_config *cfg)
     cfg->backend.backoff = 2;
     cfg->backend.backoff_max = 60;
     cfg->backend.policy.verify = true;
+    cfg->backend.policy.resume = true;
     cfg->backend.target.policy = &cfg->backend.policy;
     cfg->dir.threads = 2;
     cfg->dir.request_timeout = 10;

@@ -46,6 +46,16 @@ static void stats_cache_info(const struct route_cache *rc, FILE *out)
 }
 
 /* The limits' refusals, the accept pauses, and what the limits count now. */
+/* Backend TLS handshakes that resumed a session (tls_conn_resume): also
+ * tls_resumptions_total{side="backend"} in the metrics. */
+static void stats_backend_resumed_info(const struct stats *st, FILE *out)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < st->nworkers; i++)
+        n += atomic_load(&st->workers[i].metrics.backend_tls_resumed);
+    fprintf(out, "backend_tls_resumed_total: %llu\n", (unsigned long long)n);
+}
+
 static void stats_limits_info(const struct stats *st, FILE *out)
 {
     uint64_t conns = 0, ip = 0, user = 0, paused = 0;
@@ -199,6 +209,7 @@ static void stats_info(const struct stats *st, FILE *out)
             "logins_backend_clear_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
+    stats_backend_resumed_info(st, out);
     fprintf(out, "waits_total: %llu\nbatched_waits_total: %llu\n", (unsigned long long)waits,
             (unsigned long long)bwaits);
     stats_limits_info(st, out);

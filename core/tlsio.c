@@ -173,6 +173,12 @@ int tlsio_backend_start(struct conn *c)
      * dNSHostName, DefaultServer), unless TlsServerName overrides it. */
     if (!(c->btls = tls_client_conn(t->policy->tls_cl, backend_tls_name(t, lg->addr_idx))))
         return FG_ERROR;
+    /* This worker's last session with this address, name and policy. */
+    if (t->policy->resume) {
+        char peer[64];
+        net_addr_str(&c->baddr, peer, sizeof peer);
+        tls_conn_resume(c->btls, peer);
+    }
     c->flags |= CF_B_TLS_HS;
     lg->bl.out = &lg->bout;
     /* The ClientHello goes out at once. */

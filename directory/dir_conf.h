@@ -42,6 +42,7 @@ enum backend_send_proxy {
 struct backend_policy {
     uint8_t tls;                   /* Tls: enum backend_tls */
     bool verify;                   /* TlsVerify: check the certificate and the name */
+    bool resume;                   /* TlsResume: offer each host its last session again */
     char ca_file[PATH_MAX];        /* TlsCaFile */
     char server_name[256];         /* TlsServerName: the name to verify instead of each host's */
     uint16_t port[FG_PROTO_COUNT]; /* the backend port per protocol, following tls */

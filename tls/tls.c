@@ -16,6 +16,7 @@
 #include <wolfssl/ssl.h>
 
 #include "../base/common.h"
+#include "tls_resume.h"
 
 /* AEAD with ECDHE only; TLS 1.3's three suites first. */
 static const char TLS_CIPHERS[] =
@@ -52,7 +53,10 @@ struct tls_buf {
 struct tls_client {
     WOLFSSL_CTX *ctx;
     bool verify;
+    uint64_t id; /* names the policy in resumption keys: never reused */
 };
+
+static _Atomic uint64_t tls_client_ids;
 
 struct tls_conn {
     struct tls_server *srv; /* NULL on the client side */
@@ -61,6 +65,12 @@ struct tls_conn {
     int done; /* handshake complete */
     char sni[TLS_NAME_MAX + 1];
     char err[128];
+    /* Client side, with resumption (tls_conn_resume): the session's key in
+     * the cache until this connection's session is kept there. */
+    uint64_t cl_id;
+    char *rkey;
+    bool roffered; /* a cached session went out in the ClientHello */
+    bool rticket;  /* a ticket came since the session was last kept */
 };
 
 int tls_init(void)
@@ -234,6 +244,10 @@ struct tls_client *tls_client_new(const char *ca_file, bool verify, char *err, s
         return NULL;
     }
     cl->verify = verify;
+    cl->id = atomic_fetch_add(&tls_client_ids, 1) + 1;
+    /* TLS 1.2 resumes by ticket where the backend issues them, else by
+     * session ID; TLS 1.3 always by ticket. */
+    wolfSSL_CTX_UseSessionTicket(cl->ctx);
     wolfSSL_CTX_set_verify(cl->ctx, verify ? WOLFSSL_VERIFY_PEER : WOLFSSL_VERIFY_NONE, NULL);
     return cl;
 }
@@ -277,8 +291,75 @@ struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name)
         return NULL;
     }
     memcpy(c->sni, name, len + 1);
+    c->cl_id = cl->id;
     tls_set_io(c);
     return c;
+}
+
+/* ---- resumption of backend sessions (tls_resume.h keeps them) ---- */
+
+/* wolfSSL has stored a ticket in the connection's session (TLS 1.3: after
+ * the handshake, in the first reads). The session is kept by the caller of
+ * the call that read it. */
+static int tls_on_ticket(WOLFSSL *ssl, const unsigned char *t, int n, void *ctx)
+{
+    struct tls_conn *c = ctx;
+    (void)ssl, (void)t, (void)n;
+    c->rticket = true;
+    return 0;
+}
+
+int tls_conn_resume(struct tls_conn *c, const char *peer)
+{
+    char key[32 + 64 + TLS_NAME_MAX];
+    if (c->srv || c->done || c->rkey)
+        return 0;
+    snprintf(key, sizeof key, "%llu %s %s", (unsigned long long)c->cl_id, peer, c->sni);
+    if (!(c->rkey = strdup(key)))
+        return 0;
+    wolfSSL_set_SessionTicket_cb(c->ssl, tls_on_ticket, c);
+    WOLFSSL_SESSION *s = tls_resume_get(key);
+    if (!s)
+        return 0;
+    /* wolfSSL refuses a session past its lifetime: it is of no more use. */
+    if (wolfSSL_set_session(c->ssl, s) != WOLFSSL_SUCCESS) {
+        tls_resume_drop(key);
+        return 0;
+    }
+    c->roffered = true;
+    return 1;
+}
+
+/* Keeps the connection's session for the next connection to the same host
+ * and name. wolfSSL goes on updating that session while the connection
+ * lives (a later ticket), so it is kept once. */
+static void tls_resume_keep(struct tls_conn *c)
+{
+    WOLFSSL_SESSION *s = wolfSSL_get1_session(c->ssl);
+    c->rticket = false;
+    if (s)
+        tls_resume_put(c->rkey, s);
+    free(c->rkey);
+    c->rkey = NULL;
+}
+
+/* The handshake ended: a session the backend declined, or offered to a
+ * handshake that failed, is forgotten. A full handshake's session, or a new
+ * ticket, is kept: TLS 1.2's at once (its ticket comes within the
+ * handshake), TLS 1.3's once its ticket comes (tls_conn_read). */
+static void tls_resume_after_handshake(struct tls_conn *c, bool ok)
+{
+    bool resumed = ok && wolfSSL_session_reused(c->ssl);
+    if (!ok || (c->roffered && !resumed))
+        tls_resume_drop(c->rkey);
+    if (ok && !c->rticket && wolfSSL_version(c->ssl) == TLS1_3_VERSION)
+        return;
+    if (ok && (c->rticket || !resumed)) {
+        tls_resume_keep(c);
+    } else {
+        free(c->rkey);
+        c->rkey = NULL;
+    }
 }
 
 /* ---- connections ---- */
@@ -299,6 +380,7 @@ void tls_conn_free(struct tls_conn *c)
         return;
     if (c->ssl)
         wolfSSL_free(c->ssl);
+    free(c->rkey);
     tbuf_free(&c->in);
     tbuf_free(&c->out);
     if (c->srv)
@@ -448,9 +530,15 @@ int tls_conn_handshake(struct tls_conn *c)
             return rc;
     }
     int ret = c->srv ? wolfSSL_accept(c->ssl) : wolfSSL_connect(c->ssl);
-    if (ret != WOLFSSL_SUCCESS)
-        return tls_fail(c, ret);
+    if (ret != WOLFSSL_SUCCESS) {
+        int rc = tls_fail(c, ret);
+        if (rc == FG_ERROR && c->rkey)
+            tls_resume_after_handshake(c, false);
+        return rc;
+    }
     c->done = 1;
+    if (c->rkey)
+        tls_resume_after_handshake(c, true);
     return FG_OK;
 }
 
@@ -460,6 +548,8 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t n)
         return FG_ERROR;
     int want = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
     int ret = wolfSSL_read(c->ssl, buf, want);
+    if (FG_UNLIKELY(c->rticket) && c->rkey)
+        tls_resume_keep(c);
     if (ret > 0)
         return ret;
     if (wolfSSL_get_error(c->ssl, ret) == WOLFSSL_ERROR_ZERO_RETURN) {

@@ -19,6 +19,8 @@
  * encrypts them with keys kept per certificate context (shared by every
  * worker, so a ticket from one worker resumes on another) and rotates the
  * keys itself (WOLFSSL_TICKET_KEY_LIFETIME, one hour by default).
+ * Backend connections resume too, from a per-thread cache of the sessions
+ * their backends gave (tls_conn_resume, tls_resume.h).
  */
 #ifndef FG_TLS_H
 #define FG_TLS_H
@@ -82,6 +84,14 @@ struct tls_client *tls_client_new(const char *ca_file, bool verify, char *err, s
 void tls_client_free(struct tls_client *cl);
 /* A client-side connection to the host `name`; NULL when out of memory. */
 struct tls_conn *tls_client_conn(struct tls_client *cl, const char *name);
+/*
+ * Client side, before the handshake: resumes the session of this thread's
+ * last connection to the same peer ("address:port"), name and tls_client,
+ * if it has one that has not expired, and keeps this connection's session
+ * for the next (see tls_resume.h). Returns 1 when a session was offered.
+ * Whether the backend took it: tls_conn_resumed() after the handshake.
+ */
+int tls_conn_resume(struct tls_conn *c, const char *peer);
 
 /* A server-side connection; NULL when out of memory. */
 struct tls_conn *tls_conn_new(struct tls_server *s);
@@ -133,7 +143,8 @@ const char *tls_conn_sni(const struct tls_conn *c);
  * this name. A name longer than TLS_NAME_MAX is ignored.
  */
 void tls_conn_sni_hint(struct tls_conn *c, const char *name);
-/* After the handshake: 1 when it resumed a session (from a ticket), else 0. */
+/* After the handshake: 1 when it resumed a session (a ticket, or on the
+ * client side a TLS 1.2 session ID), else 0. */
 int tls_conn_resumed(struct tls_conn *c);
 /* Why the last call failed, for the event log. */
 const char *tls_conn_error(const struct tls_conn *c);

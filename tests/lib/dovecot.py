@@ -221,7 +221,8 @@ class Dovecot:
                  proxy_host: str = "127.0.0.1", info_log: bool = True,
                  tls: tuple[str, str] | None = None, listen_host: str = "127.0.0.1",
                  imaps_port: int | None = None, pop3s_port: int | None = None,
-                 mail_procs_min: int = 0, haproxy: bool = False):
+                 mail_procs_min: int = 0, haproxy: bool = False,
+                 login_procs: int | None = None, ssl_extra: str = ""):
         self.workdir = os.path.abspath(workdir)
         if not _SAFE_PATH_RE.match(self.workdir):
             raise ValueError("workdir may only contain [A-Za-z0-9._/+-] "
@@ -271,6 +272,11 @@ class Dovecot:
         self.proxy_login_clients = int(proxy_login_clients)
         self.proxy_host = proxy_host
         self.info_log = bool(info_log)
+        # login_procs: login processes per service (default 4). One makes
+        # TLS resumption certain: each login process has its own ticket keys
+        # and session cache. ssl_extra: more ssl_* lines (tls only).
+        self.login_procs = login_procs
+        self.ssl_extra = ssl_extra
 
         self.conf_path = os.path.join(self.workdir, "dovecot.conf")
         self.passwd_path = os.path.join(self.workdir, "passwd")
@@ -474,6 +480,8 @@ class Dovecot:
             login_procs = self.proxy_login_procs
             login_clients = self.proxy_login_clients
             client_limit = _FD_LIMIT_CAP
+        if self.login_procs:
+            login_procs = int(self.login_procs)
         return dict(login_procs=login_procs, login_clients=login_clients,
                     default_client_limit=client_limit, default_process_limit=100)
 
@@ -481,7 +489,8 @@ class Dovecot:
         if not self.tls:
             return "ssl = no"
         cert, key = self.tls
-        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
+        return (f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n"
+                + self.ssl_extra)
 
     def _passdb_text(self) -> str:
         if self.proxy_to is None:

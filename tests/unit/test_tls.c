@@ -9,6 +9,7 @@
 
 #include "../../base/common.h"
 #include "../../tls/tls.h"
+#include "../../tls/tls_resume.h"
 #include "harness.h"
 
 static char cert_dir[512];
@@ -432,6 +433,94 @@ static void test_backend_client(void)
     tls_server_free(s);
 }
 
+static size_t kept_at_handshake; /* sessions cached when the last handshake ended */
+
+/* One backend logon through cl to `peer` by `name`, against s: the
+ * handshake, then the greeting (after which a TLS 1.3 ticket is in).
+ * Returns -1 when the handshake failed, else whether it resumed; *offered
+ * says whether a cached session went out. */
+static int backend_logon(struct tls_client *cl, struct tls_server *s, const char *peer,
+                         const char *name, int *offered)
+{
+    struct tls_conn *cli = tls_client_conn(cl, name);
+    struct tls_conn *srv = tls_conn_new(s);
+    CHECK(cli != NULL && srv != NULL);
+    *offered = tls_conn_resume(cli, peer);
+    int rc = -1;
+    if (engines_handshake(cli, srv)) {
+        CHECK_INT(tls_conn_resumed(cli), tls_conn_resumed(srv));
+        kept_at_handshake = tls_resume_count();
+        CHECK_INT(tls_conn_write(srv, "* OK\r\n", 6), FG_OK);
+        pump(srv, cli);
+        char got[16];
+        CHECK_INT(tls_conn_read(cli, got, sizeof got), 6);
+        rc = tls_conn_resumed(cli);
+    }
+    tls_conn_free(cli);
+    tls_conn_free(srv);
+    return rc;
+}
+
+/* Backend sessions: kept per policy, address and name, offered to that
+ * one only; a declined one replaced; one whose handshake fails dropped. */
+static void test_backend_resumption(void)
+{
+    struct tls_server *s = two_sites();
+    char err[256] = "";
+    struct tls_client *cl = tls_client_new(path("b.crt"), true, err, sizeof(err));
+    struct tls_client *cl2 = tls_client_new(path("b.crt"), true, err, sizeof(err));
+    struct tls_client *any = tls_client_new("", false, err, sizeof(err));
+    CHECKF(cl && cl2 && any, "tls_client_new: %s", err);
+    const char *p1 = "127.0.0.1:993", *p2 = "127.0.0.2:993";
+    int offered;
+
+    CHECK_INT(tls_resume_count(), 0);
+    CHECK_INT(backend_logon(cl, s, p1, "b.example", &offered), 0);
+    /* TLS 1.3: the session is kept once its ticket came, not before. */
+    CHECK(!offered && kept_at_handshake == 0 && tls_resume_count() == 1);
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(backend_logon(cl, s, p1, "b.example", &offered), 1);
+        CHECK(offered);
+    }
+    CHECK_INT(tls_resume_count(), 1);
+    /* Another address, another policy (the same CA, another tls_client),
+     * another name: each a full handshake, and a session of its own. */
+    CHECK_INT(backend_logon(cl, s, p2, "b.example", &offered), 0);
+    CHECK(!offered);
+    CHECK_INT(backend_logon(cl2, s, p1, "b.example", &offered), 0);
+    CHECK(!offered);
+    CHECK_INT(backend_logon(any, s, p1, "a.example", &offered), 0);
+    CHECK(!offered);
+    CHECK_INT(backend_logon(any, s, p1, "x.example", &offered), 0);
+    CHECK(!offered);
+    CHECK_INT(backend_logon(any, s, p1, "x.example", &offered), 1);
+    CHECK_INT(tls_resume_count(), 5);
+
+    /* The backend restarted (new ticket keys): the session is declined, a
+     * full handshake verifies the certificate, and its session replaces it. */
+    struct tls_server *s2 = two_sites();
+    CHECK_INT(backend_logon(cl, s2, p1, "b.example", &offered), 0);
+    CHECK(offered);
+    CHECK_INT(backend_logon(cl, s2, p1, "b.example", &offered), 1);
+    CHECK_INT(tls_resume_count(), 5);
+
+    /* Then a certificate that does not verify: the logon fails, and the
+     * session is dropped rather than offered again. */
+    struct tls_server *bad = one_site("a.crt", "a.key");
+    CHECK_INT(backend_logon(cl, bad, p1, "b.example", &offered), -1);
+    CHECK(offered);
+    CHECK_INT(tls_resume_count(), 4);
+    CHECK_INT(backend_logon(cl, s2, p1, "b.example", &offered), 0);
+    CHECK(!offered);
+
+    tls_server_free(bad);
+    tls_server_free(s2);
+    tls_client_free(any);
+    tls_client_free(cl2);
+    tls_client_free(cl);
+    tls_server_free(s);
+}
+
 static void test_not_tls(void)
 {
     struct tls_server *s = two_sites();
@@ -500,6 +589,7 @@ int main(void)
     test_resumption();
     test_reload();
     test_backend_client();
+    test_backend_resumption();
     test_not_tls();
     test_bad_certificates();
     tls_cleanup();
