@@ -8,6 +8,7 @@
 #include "../proto/proxy_proto.h"
 #include "../tls/tls.h"
 #include "conn.h"
+#include "srcaddr.h"
 #include "tlsio.h"
 
 #include <errno.h>
@@ -351,6 +352,7 @@ static void login_connect(struct worker *w, struct conn *c)
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    srcaddr_bind(&w->cfg->backend.sources, fd, c->baddr.sa.sa_family);
     c->bfd = fd;
     STAT_ADD(w, backend_fds, 1);
     FG_SW_ADD(&w->metrics.backend_connects, 1);
