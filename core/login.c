@@ -7,6 +7,7 @@
 
 #include "../proto/proxy_proto.h"
 #include "../tls/tls.h"
+#include "bclose.h"
 #include "conn.h"
 #include "srcaddr.h"
 #include "tlsio.h"
@@ -167,7 +168,9 @@ static void login_abort(struct worker *w, struct conn *c)
 {
     if (c->bfd < 0)
         return;
+    int bye = bclose_login_keep(c); /* the backend closes first (bclose.h) */
     conn_close_fd(w, c, c->bfd, OP_B_CANCEL);
+    bclose_login_bye(w, bye, c->proto);
     c->bops += 2;
     c->bfd = -1;
     c->flags |= CF_B_ABORTED;
