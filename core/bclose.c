@@ -3,12 +3,10 @@
 
 #include "ring.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 static const char bclose_imap_logout[] = "fgZ LOGOUT\r\n";
 static const char bclose_pop3_quit[] = "QUIT\r\n";
