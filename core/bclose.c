@@ -78,12 +78,11 @@ static const struct __kernel_timespec bclose_grace = {
 
 /* Not tagged to the connection (conn_tag): the slot is not held for it, and
  * its generation tells whether the connection is still the same. */
-static void bclose_arm(struct worker *w, struct conn *c, enum fg_op op,
-                       const struct __kernel_timespec *ts)
+static void bclose_arm(struct worker *w, struct conn *c, const struct __kernel_timespec *ts)
 {
     struct io_uring_sqe *sqe = ring_sqe(w);
     io_uring_prep_timeout(sqe, (struct __kernel_timespec *)ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, ud_make(op, conn_slot(w, c), c->gen));
+    io_uring_sqe_set_data64(sqe, ud_make(OP_B_BYE, conn_slot(w, c), c->gen));
 }
 
 void bclose_relay_eof(struct worker *w, struct conn *c)
@@ -92,8 +91,13 @@ void bclose_relay_eof(struct worker *w, struct conn *c)
         shutdown(c->bfd, SHUT_WR); /* the backend closed first already */
         return;
     }
-    bclose_arm(w, c, c->proto == FG_PROTO_IMAP && !c->btls ? OP_B_BYE_LOGOUT : OP_B_BYE_FIN,
-               &bclose_grace);
+    if (c->proto == FG_PROTO_IMAP && !c->btls) {
+        ssize_t FG_UNUSED rc = send(c->bfd, bclose_imap_logout, strlen(bclose_imap_logout),
+                                    MSG_DONTWAIT | MSG_NOSIGNAL);
+        bclose_arm(w, c, &bclose_wait);
+    } else {
+        bclose_arm(w, c, &bclose_grace);
+    }
 }
 
 void bclose_on_timer(struct worker *w, uint64_t ud)
@@ -102,13 +106,6 @@ void bclose_on_timer(struct worker *w, uint64_t ud)
     if (slot >= w->nslots)
         return;
     struct conn *c = &w->conns[slot];
-    if (c->gen != ud_gen(ud) || c->state != CONN_RELAY || c->bfd < 0)
-        return;
-    if (ud_op(ud) == OP_B_BYE_LOGOUT && !bclose_peer_done(c->bfd)) {
-        ssize_t FG_UNUSED rc = send(c->bfd, bclose_imap_logout, strlen(bclose_imap_logout),
-                                    MSG_DONTWAIT | MSG_NOSIGNAL);
-        bclose_arm(w, c, OP_B_BYE_FIN, &bclose_wait);
-        return;
-    }
-    shutdown(c->bfd, SHUT_WR);
+    if (c->gen == ud_gen(ud) && c->state == CONN_RELAY && c->bfd >= 0)
+        shutdown(c->bfd, SHUT_WR);
 }

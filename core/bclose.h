@@ -13,15 +13,15 @@
  * a chain of linked operations on the worker's ring that nothing answers
  * (OP_NONE): the connection closes its own descriptor at once, as before, and
  * is neither held nor told. In the relay the connection itself waits: it
- * closes at the backend's FIN, as it always did, and two timers on the ring
- * (which hold no descriptor and no slot) bound the wait.
+ * closes at the backend's FIN, as it always did, and a timer on the ring
+ * (which holds no descriptor and no slot) bounds the wait.
  */
 #ifndef FG_BCLOSE_H
 #define FG_BCLOSE_H
 
 #include "conn_types.h"
 
-#define BCLOSE_GRACE_MS 100
+#define BCLOSE_GRACE_MS 20
 #define BCLOSE_WAIT_MS  1000
 
 /*
@@ -39,19 +39,19 @@ void bclose_login_bye(struct worker *w, int fd, int proto);
 
 /*
  * In the relay: the client has ended its side. Passing that on at once with
- * a FIN would make forestgate the first to close. Instead the backend is
- * given BCLOSE_GRACE_MS to close by itself (it is answering the client's own
- * LOGOUT or QUIT); then an IMAP backend in the clear is sent LOGOUT
- * (harmless in any state) and given BCLOSE_WAIT_MS more; forestgate's FIN
- * goes out once the backend's has come in, or when the time is up. POP3
- * gets no QUIT: it would commit the client's deletions, which only the
- * client may ask for; nor does a TLS backend, which has had its
- * close_notify. They are given the grace alone.
+ * a FIN would make forestgate the first to close. Instead an IMAP backend in
+ * the clear is sent LOGOUT (harmless in any state; a backend that has closed
+ * already, after the client's own LOGOUT, is not), and forestgate's FIN goes
+ * out once the backend's has come in, or BCLOSE_WAIT_MS later at most. POP3
+ * gets no QUIT: it would commit the client's deletions, which only the client
+ * may ask for; nor does a TLS backend, which has had its close_notify. They
+ * are given BCLOSE_GRACE_MS to close by themselves (a client's QUIT just
+ * before its close), then forestgate's FIN goes out.
  */
 void bclose_relay_eof(struct worker *w, struct conn *c);
 
-/* A timer that bclose_relay_eof armed: OP_B_BYE_LOGOUT or OP_B_BYE_FIN. A
- * connection that has closed meanwhile is left alone. */
+/* The timer bclose_relay_eof armed (OP_B_BYE). A connection that has closed
+ * meanwhile is left alone. */
 void bclose_on_timer(struct worker *w, uint64_t user_data);
 
 #endif

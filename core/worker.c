@@ -357,8 +357,7 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_NONE:
         break;
-    case OP_B_BYE_LOGOUT:
-    case OP_B_BYE_FIN:
+    case OP_B_BYE:
         bclose_on_timer(w, cqe->user_data);
         break;
     default:
