@@ -9,6 +9,7 @@ to the host; each test uses its own, so what ss shows is its own traffic.
 """
 
 import imaplib
+import json
 import poplib
 import subprocess
 import time
@@ -190,3 +191,25 @@ def test_a_failed_login_leaves_no_time_wait_on_forestgate(make_fg, dovecot, prot
         time.sleep(0.05)
     assert fg_side({"TIME-WAIT"}) - before == set()
     (client.logout if proto == "imap" else client.quit)()
+
+
+def test_portbench_quick(tmp_path):
+    """bench/portbench, small and short, end to end: both runs log on at the
+    rate asked, without failures or EADDRNOTAVAIL, and the backend holds the
+    TIME_WAITs of the backend leg."""
+    root = __file__.rsplit("/tests/", 1)[0]
+    out = tmp_path / "portbench.json"
+    r = subprocess.run(["/usr/bin/python3", f"{root}/bench/portbench", "--rate", "200",
+                        "--duration", "3", "--sources", "2", "--conns", "50", "--threads", "1",
+                        "--json", str(out)], cwd=root, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-4000:]}"
+    runs = {x["run"]: x for x in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"with", "without"}
+    assert runs["with"]["source_addresses"] == ["127.0.0.21", "127.0.0.22"]
+    for x in runs.values():
+        assert x["logons"] >= 500, x
+        assert x["client_errors_total"] == 0 and x["eaddrnotavail"] == 0, x
+        assert x["forestgate"]["logins_failed_total"] == 0, x
+        assert x["time_wait_end"]["backend"] > 0, x
+    assert "| with (2 addresses) |" in r.stdout
