@@ -11,6 +11,12 @@
 
 enum fgb_proto { FGB_IMAP, FGB_POP3 };
 
+/* How the mock backend cuts a message into writes (--serve-writes). */
+enum fgb_writes {
+    FGB_WRITES_DOVECOT, /* as Dovecot 2.3 does: 8 KiB (IMAP) or 4 KiB (POP3) writes */
+    FGB_WRITES_BULK,    /* all that is queued, in sendmsg calls of up to 64 segments */
+};
+
 /* Options of the mock backend: forestgate-bench --serve imap|pop3 ... */
 struct fgb_serve_opts {
     enum fgb_proto proto;
@@ -20,7 +26,8 @@ struct fgb_serve_opts {
     int messages;     /* messages in every user's INBOX, default 10 */
     size_t msg_size;  /* bytes of every message (CRLF lines), default 102400 */
     double duration;  /* seconds to run, 0 = until SIGINT/SIGTERM */
-    int quiet;        /* no start-up line on stderr */
+    enum fgb_writes writes;
+    int quiet; /* no start-up line on stderr */
 };
 
 /* Runs the mock backend until the duration ends or a signal; returns the exit code. */

@@ -69,6 +69,8 @@ static void usage(FILE *f)
             "MOCK backend (accepts any login but an empty password):\n"
             "  --serve imap|pop3 --port P [--host H] [--threads N] [--messages N]\n"
             "  [--msg-size BYTES] [--duration S]   (default 10 messages of 102400 bytes)\n"
+            "  --serve-writes dovecot|bulk   a message in writes cut as Dovecot 2.3 cuts them\n"
+            "                           (default), or all queued output per sendmsg\n"
             "\n"
             "  --version, --help\n");
 }
@@ -276,6 +278,7 @@ struct cli {
 enum {
     O_PROTO = 256,
     O_SERVE,
+    O_SERVE_WRITES,
     O_HOST,
     O_PORT,
     O_IMAP_PORT,
@@ -311,6 +314,7 @@ enum {
 static const struct option long_opts[] = {
         {"proto", required_argument, NULL, O_PROTO},
         {"serve", required_argument, NULL, O_SERVE},
+        {"serve-writes", required_argument, NULL, O_SERVE_WRITES},
         {"host", required_argument, NULL, O_HOST},
         {"port", required_argument, NULL, O_PORT},
         {"imap-port", required_argument, NULL, O_IMAP_PORT},
@@ -457,6 +461,11 @@ static int take_text(struct cli *c, int id, const char *val)
         c->serve = 1;
         return parse_proto(val, &c->so.proto) ? bad("--serve must be imap or pop3, not '%s'", val)
                                               : 0;
+    case O_SERVE_WRITES:
+        if (strcmp(val, "dovecot") != 0 && strcmp(val, "bulk") != 0)
+            return bad("--serve-writes must be dovecot or bulk, not '%s'", val);
+        c->so.writes = strcmp(val, "bulk") == 0 ? FGB_WRITES_BULK : FGB_WRITES_DOVECOT;
+        return 0;
     case O_SCENARIO:
         return take_scenario(o, val);
     case O_AUTH:

@@ -17,6 +17,12 @@
  *    of a turn (a partial command, unsent output) moves to memory of the
  *    connection's own;
  *  - a connection whose output is backed up is not read, which bounds memory.
+ *
+ * A message goes out in writes cut as Dovecot 2.3 cuts them (--serve-writes
+ * dovecot, the default; measured with strace, see bench/dovecot-writes and
+ * BENCHMARKS.md "How Dovecot writes"), so that a proxy meets the chunks a real
+ * backend sends: a relay that splices gains far less from 8 KiB writes than
+ * from the megabyte-long sendmsg calls of --serve-writes bulk.
  */
 #include "fgb.h"
 
@@ -57,6 +63,8 @@
 #define SRV_LINE_MAX 76           /* the last line may be longer: lines stay <= 78 with CRLF */
 #define SRV_PAUSE_NS 100000000ull /* accepts rest this long after EMFILE */
 #define SRV_SEC_NS   1000000000ull
+#define SRV_DC_IMAP  8192 /* Dovecot's IMAP literal writes: its 8 KiB reads of the mail file */
+#define SRV_DC_POP3  4096 /* Dovecot's POP3 RETR/TOP writes, the status line in the first */
 
 /* The mailbox every user sees; the header and envelope must say the same. */
 #define SRV_DATE  "Mon, 01 Jan 2024 00:00:00 +0000"
@@ -123,14 +131,17 @@ struct srv_mail {
 struct srv_shared {
     const struct srv_proto *proto;
     struct srv_mail mail;
+    enum fgb_writes writes;
     int stop_fd;                       /* eventfd: readable once the loops must stop */
     _Atomic uint64_t accept_warned_ns; /* the last EMFILE warning, to print one a second */
 };
 
-/* A piece of output: shared memory (p set) or the queue's own text (p NULL). */
+/* A piece of output: shared memory (p set) or the queue's own text (p NULL).
+ * cut: a write ends with this piece (only --serve-writes dovecot sets it). */
 struct srv_seg {
     const char *p;
     size_t off, len;
+    bool cut;
 };
 
 struct srv_out {
@@ -165,6 +176,7 @@ struct srv_conn {
     bool closing;  /* close once the output is sent */
     bool broken;   /* close now */
     bool drain;    /* read what the peer sent before closing, so no RST eats our reply */
+    bool lit_cut;  /* a short literal was queued: a write ends with its FETCH line */
     uint8_t tag_len, user_len;
     char *in; /* leftover input (a partial command), or NULL */
     uint32_t in_len;
@@ -426,13 +438,13 @@ static void srv_out_text(struct srv_conn *c, const char *s, size_t n)
         return;
     memcpy(o->text + o->tlen, s, n);
     struct srv_seg *last = o->slen > o->shead ? &o->segs[o->slen - 1] : NULL;
-    if (last && !last->p && last->off + last->len == o->tlen) {
+    if (last && !last->p && !last->cut && last->off + last->len == o->tlen) {
         last->len += n;
     } else {
         struct srv_seg *g = srv_out_seg(o);
         if (!g)
             return;
-        *g = (struct srv_seg){NULL, o->tlen, n};
+        *g = (struct srv_seg){NULL, o->tlen, n, false};
     }
     o->tlen += n;
     o->bytes += n;
@@ -463,8 +475,16 @@ static void srv_out_ref(struct srv_conn *c, const char *p, size_t n)
     struct srv_seg *g = srv_out_seg(o);
     if (!g)
         return;
-    *g = (struct srv_seg){p, 0, n};
+    *g = (struct srv_seg){p, 0, n, false};
     o->bytes += n;
+}
+
+/* Ends a write after what is queued so far, when writing as Dovecot does. */
+static void srv_out_cut(struct srv_conn *c)
+{
+    struct srv_out *o = srv_out_get(c);
+    if (c->loop->sh->writes == FGB_WRITES_DOVECOT && o->slen > o->shead)
+        o->segs[o->slen - 1].cut = true;
 }
 
 static void srv_out_release(struct srv_conn *c)
@@ -508,11 +528,13 @@ static int srv_out_flush(struct srv_conn *c)
     while (o->shead < o->slen) {
         struct iovec iov[SRV_IOV];
         size_t k = 0, want = 0;
-        for (size_t i = o->shead; i < o->slen && k < SRV_IOV; i++, k++) {
+        for (size_t i = o->shead; i < o->slen && k < SRV_IOV; i++) {
             const struct srv_seg *s = &o->segs[i];
             iov[k].iov_base = (void *)((s->p ? s->p : o->text) + s->off);
-            iov[k].iov_len = s->len;
+            iov[k++].iov_len = s->len;
             want += s->len;
+            if (s->cut)
+                break;
         }
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -584,13 +606,47 @@ struct srv_view {
     size_t n[2];
 };
 
+/* Queues the view in writes of block bytes (the first counts from the view's
+ * start); cut_tail also ends a write after a last, shorter block. */
+static void srv_out_blocks(struct srv_conn *c, const struct srv_view *v, size_t block,
+                           bool cut_tail)
+{
+    size_t room = block;
+    if (c->loop->sh->writes == FGB_WRITES_BULK)
+        room = block = SIZE_MAX; /* whole pieces: fewer segments per sendmsg */
+    for (int j = 0; j < 2; j++) {
+        const char *p = v->p[j];
+        for (size_t n = v->n[j], k; n > 0; p += k, n -= k) {
+            k = n < room ? n : room;
+            srv_out_ref(c, p, k);
+            room -= k;
+            if (room == 0) {
+                srv_out_cut(c);
+                room = block;
+            }
+        }
+    }
+    if (cut_tail && room != block)
+        srv_out_cut(c);
+}
+
+/* Dovecot reads the mail in 8 KiB blocks and writes each as it comes; a mail
+ * of less than one block stays in its output buffer with the FETCH line around
+ * it, and goes out in one write at the line's end (srv_fetch_one). */
 static void srv_out_literal(struct srv_conn *c, const struct srv_view *v)
 {
+    size_t n = v->n[0] + v->n[1];
     srv_out_text(c, "{", 1);
-    srv_out_num(c, v->n[0] + v->n[1]);
+    srv_out_num(c, n);
     srv_out_text(c, "}\r\n", 3);
-    srv_out_ref(c, v->p[0], v->n[0]);
-    srv_out_ref(c, v->p[1], v->n[1]);
+    if (c->loop->sh->writes == FGB_WRITES_BULK || n < SRV_DC_IMAP) {
+        srv_out_ref(c, v->p[0], v->n[0]);
+        srv_out_ref(c, v->p[1], v->n[1]);
+        c->lit_cut = true;
+        return;
+    }
+    srv_out_cut(c);
+    srv_out_blocks(c, v, SRV_DC_IMAP, true);
 }
 
 /* ------------------------------------------------------------------ framing */
@@ -1229,6 +1285,9 @@ static void srv_fetch_one(struct srv_conn *c, const struct srv_fetch *f, uint32_
         srv_fetch_emit(c, &f->it[k], i);
     }
     srv_out_text(c, ")\r\n", 3);
+    if (c->lit_cut)
+        srv_out_cut(c);
+    c->lit_cut = false;
 }
 
 /* FETCH and UID FETCH: all is checked before the first byte is queued. */
@@ -1737,13 +1796,16 @@ static void srv_pop3_uidl(struct srv_conn *c, char *arg, size_t n)
     srv_pop3_listing(c, arg, n, true);
 }
 
-/* The headers, then body_bytes of the dot-stuffed body, then the end mark. */
+/* The headers, then body_bytes of the dot-stuffed body, then the end mark.
+ * Dovecot writes the status line with the first 4 KiB of the mail, then 4 KiB
+ * at a time; the end mark joins the last block unless that one was full. */
 static void srv_pop3_send(struct srv_conn *c, uint32_t i, size_t body_bytes)
 {
     const struct srv_mail *m = &c->loop->sh->mail;
-    srv_out_ref(c, srv_mail_hdr(m, i), m->hdr_len);
-    srv_out_ref(c, m->stuffed, body_bytes);
+    struct srv_view v = {{srv_mail_hdr(m, i), m->stuffed}, {m->hdr_len, body_bytes}};
+    srv_out_blocks(c, &v, SRV_DC_POP3, false);
     srv_out_text(c, ".\r\n", 3);
+    srv_out_cut(c);
 }
 
 static void srv_pop3_retr(struct srv_conn *c, char *arg, size_t n)
@@ -2233,7 +2295,9 @@ static int srv_run(struct srv_loop *loops, int n, struct srv_shared *sh, int sig
 
 int fgb_serve(const struct fgb_serve_opts *o)
 {
-    struct srv_shared sh = {.proto = o->proto == FGB_POP3 ? &srv_pop3 : &srv_imap, .stop_fd = -1};
+    struct srv_shared sh = {.proto = o->proto == FGB_POP3 ? &srv_pop3 : &srv_imap,
+                            .writes = o->writes,
+                            .stop_fd = -1};
     int threads = o->threads > 0 ? o->threads : 1, port = o->port, rc = 1, sigfd = -1, tfd;
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -2273,9 +2337,9 @@ int fgb_serve(const struct fgb_serve_opts *o)
         if (!o->quiet)
             fprintf(stderr,
                     "forestgate-bench: MOCK %s backend on %s, %d thread%s, %d messages of %zu "
-                    "bytes\n",
+                    "bytes, %s writes\n",
                     sh.proto->name, where, threads, threads == 1 ? "" : "s", sh.mail.count,
-                    sh.mail.size);
+                    sh.mail.size, o->writes == FGB_WRITES_BULK ? "bulk" : "Dovecot-like");
         rc = srv_run(loops, threads, &sh, sigfd, tfd);
     }
     for (int i = 0; loops && i < threads; i++)

@@ -35,6 +35,7 @@ static cfg_dump_fn cfg_dump_search_order, cfg_dump_domains, cfg_dump_default_dom
 static const struct cfg_key cfg_global_keys[] = {
         KEY("Workers", CT_UINT, struct fg_config, workers, 0, 256),
         KEY("RelayPipes", CT_UINT, struct fg_config, relay_pipes, 1, 4096),
+        KEY("BatchWaitMicroseconds", CT_UINT, struct fg_config, batch_wait_us, 0, 1000),
         KEY("LogLevel", CT_ENUM, struct fg_config, log_level, EN_LOG_LEVEL, 0),
         KEY("LogFileLocation", CT_STR, struct fg_config, log_dir, 1, 0),
         KEY("StatsSocket", CT_STR, struct fg_config, stats_socket, 1, 0),
@@ -681,6 +682,7 @@ static void cfg_defaults(struct fg_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = LOG_INFO;
     cfg->relay_pipes = 256;
+    cfg->batch_wait_us = 200;
     cfg->ipv6_prefix = 64;
     snprintf(cfg->log_dir, sizeof cfg->log_dir, "/var/log/forestgate");
     cfg->log_roll.roll = LOG_ROLL_DAILY;

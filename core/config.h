@@ -91,8 +91,9 @@ struct backend_conf {
 
 struct fg_config {
     char path[PATH_MAX];
-    unsigned workers;     /* 0: one per core */
-    uint32_t relay_pipes; /* per worker */
+    unsigned workers;       /* 0: one per core */
+    uint32_t relay_pipes;   /* per worker */
+    uint32_t batch_wait_us; /* BatchWaitMicroseconds (ring_wait) */
     enum log_level log_level;
     char log_dir[PATH_MAX];        /* LogFileLocation, for protocol logs */
     char event_log[PATH_MAX];      /* EventLogFile; empty: stderr */

@@ -89,7 +89,8 @@ struct conn {
     uint16_t flags;
     uint8_t state;
     uint8_t proto;
-    uint8_t bops; /* backend operations in flight */
+    uint8_t bops;        /* backend operations in flight */
+    uint8_t batch_epoch; /* the worker's batch window of its last completion */
     int fd, bfd;
     uint32_t started;
     struct ring_timer timer; /* the phase's timeout */

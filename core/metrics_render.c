@@ -234,6 +234,11 @@ static void metrics_relay_tls(const struct stats *st, FILE *out)
     ml(out, "relayed_bytes_total", "direction", "backend_to_client", SUM_STAT(st, relayed[1]));
     m1(out, "relay_copies_total", "counter",
        "Relay chunks copied through memory because no pipe was free.", SUM_STAT(st, relay_copies));
+    m1(out, "worker_waits_total", "counter",
+       "Times a worker slept in the kernel waiting for completions.", SUM_STAT(st, waits));
+    m1(out, "worker_batched_waits_total", "counter",
+       "Of those, the waits that gathered completions for BatchWaitMicroseconds.",
+       SUM_STAT(st, batched_waits));
     m1(out, "relay_pipes", "gauge", "Relay pipes open.", SUM_STAT(st, pipes));
     m1(out, "relay_pipes_busy", "gauge", "Relay pipes holding bytes now.",
        SUM_STAT(st, pipes_busy));

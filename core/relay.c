@@ -108,14 +108,10 @@ static void relay_count(struct worker *w, struct conn *c, int d, size_t n)
     STAT_RELAY_ADD(w, relayed[d], (uint64_t)n);
 }
 
-/* Moves up to a buffer of t's queued ciphertext into the direction's buffer. */
-static ssize_t relay_take(struct tls_conn *t, struct relay_buf *b)
+static size_t relay_queued(const struct tls_conn *t)
 {
     const uint8_t *p;
-    size_t n = FG_MIN(tls_conn_pending(t, &p), (size_t)RELAY_BUF_CAP);
-    memcpy(b->data, p, n);
-    tls_conn_sent(t, n);
-    return (ssize_t)n;
+    return tls_conn_pending(t, &p);
 }
 
 /*
@@ -157,20 +153,31 @@ static ssize_t relay_decrypt(struct worker *w, struct conn *c, int d, struct tls
     }
 }
 
-/* The copy path with TLS on either side. Returns the bytes now pending for
- * the destination, 0 at the end of the stream, or -errno. */
+/*
+ * The copy path with TLS on either side. Returns the bytes now pending for
+ * the destination, 0 at the end of the stream, or -errno.
+ *
+ * Toward a TLS destination the records are sent from its TLS output queue
+ * itself (relay_write): no buffer of the direction's own, no second copy.
+ * Toward a plain one the plaintext is decrypted into the direction's buffer.
+ */
 static ssize_t relay_read_tls(struct worker *w, struct conn *c, int d)
 {
     struct relay_dir *rd = &c->rd[d];
     struct tls_conn *src = relay_src_tls(c, d), *dst = relay_dst_tls(c, d);
+    char *plain;
 
-    if (!rd->buf && !(rd->buf = malloc(sizeof *rd->buf)))
-        return -ENOMEM;
-    rd->buf->off = 0;
-    /* Records already queued for the destination go first. */
-    if (dst && tls_conn_pending(dst, &(const uint8_t *){NULL}) > 0)
-        return relay_take(dst, rd->buf);
-    char *plain = dst ? w->tls_plain : rd->buf->data;
+    if (dst) {
+        size_t queued = relay_queued(dst);
+        if (queued > 0) /* records already queued for the destination go first */
+            return (ssize_t)queued;
+        plain = w->tls_plain;
+    } else {
+        if (!rd->buf && !(rd->buf = malloc(sizeof *rd->buf)))
+            return -ENOMEM;
+        rd->buf->off = 0;
+        plain = rd->buf->data;
+    }
     ssize_t n = src ? relay_decrypt(w, c, d, src, plain)
                     : recv(relay_src(c, d), plain, FG_TLS_CHUNK, MSG_DONTWAIT);
     if (n < 0 && !src)
@@ -182,7 +189,7 @@ static ssize_t relay_read_tls(struct worker *w, struct conn *c, int d)
         return n;
     if (tls_conn_write(dst, plain, (size_t)n) != FG_OK)
         return -EPROTO;
-    return relay_take(dst, rd->buf);
+    return (ssize_t)relay_queued(dst);
 }
 
 /*
@@ -218,11 +225,20 @@ static ssize_t relay_read(struct worker *w, struct conn *c, int d)
 static ssize_t relay_write(struct worker *w, struct conn *c, int d)
 {
     struct relay_dir *rd = &c->rd[d];
+    struct tls_conn *dst = relay_dst_tls(c, d);
     ssize_t m;
 
     if (rd->pipe >= 0) {
         m = splice(w->pipes.fds[rd->pipe][0], NULL, relay_dst(c, d), NULL, rd->pending,
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } else if (dst) {
+        /* Only the bytes counted as pending: a KeyUpdate answer queued since
+         * (relay_answer) goes with the next read, in order. */
+        const uint8_t *p;
+        size_t n = FG_MIN(tls_conn_pending(dst, &p), (size_t)rd->pending);
+        m = send(relay_dst(c, d), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (m > 0)
+            tls_conn_sent(dst, (size_t)m);
     } else {
         m = send(relay_dst(c, d), rd->buf->data + rd->buf->off, rd->pending,
                  MSG_DONTWAIT | MSG_NOSIGNAL);

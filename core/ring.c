@@ -11,6 +11,22 @@
 #define RING_SQ_ENTRIES 1024
 #define RING_CQ_ENTRIES 8192
 
+#define RING_BATCH_WINDOW_MS  10
+#define RING_BATCH_MIN_ACTIVE 4 /* sessions busy in a window before waits batch */
+#define RING_BATCH_WANT       8
+
+/* io_uring_enter's min_wait_usec (IORING_FEAT_MIN_TIMEOUT, Linux 6.12). */
+#define RING_FEAT_MIN_TIMEOUT (1U << 15)
+
+/* The kernel's struct io_uring_getevents_arg since 6.12; liburing 2.3 (Debian
+ * 12) still calls min_wait_usec "pad". */
+struct ring_wait_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec;
+    uint64_t ts;
+};
+
 uint32_t ring_clock(void)
 {
     struct timespec ts;
@@ -72,6 +88,13 @@ static int ring_create(struct worker *w)
                                     .cq_entries = RING_CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_SQ_ENTRIES, &w->ring, &p);
         if (rc == 0) {
+            if (p.features & RING_FEAT_MIN_TIMEOUT)
+                w->batch.wait_us = w->cfg->batch_wait_us;
+            else if (w->cfg->batch_wait_us && w->id == 0)
+                log_msg(LOG_INFO, "io_uring",
+                        "kernel cannot batch waits (6.12+); "
+                        "BatchWaitMicroseconds has no effect");
+            w->batch.want = 1;
             if (i > 0 && w->id == 0)
                 log_msg(LOG_WARN, "io_uring", "kernel lacks some ring flags; using set %zu", i);
             return FG_OK;
@@ -106,6 +129,53 @@ static int ring_buffers(struct worker *w)
                               (unsigned short)i, io_uring_buf_ring_mask(FG_RECV_BUFS), (int)i);
     io_uring_buf_ring_advance(w->br, FG_RECV_BUFS);
     return FG_OK;
+}
+
+/* What io_uring_submit() does before it enters the kernel: publish the
+ * SQEs queued since, and count what the kernel has not consumed. */
+static unsigned ring_flush_sq(struct io_uring *r)
+{
+    struct io_uring_sq *sq = &r->sq;
+    unsigned tail = sq->sqe_tail;
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    return tail - io_uring_smp_load_acquire(sq->khead);
+}
+
+int ring_wait(struct worker *w)
+{
+    struct io_uring *r = &w->ring;
+    if (io_uring_cq_ready(r) > 0)
+        return io_uring_submit(r);
+    STAT_ADD(w, waits, 1);
+    if (w->batch.want <= 1)
+        return io_uring_submit_and_wait(r, 1);
+    STAT_ADD(w, batched_waits, 1);
+    /* min_wait only applies with a timeout: without one the kernel returns
+     * when min_wait ends even with nothing ready. A second is longer than
+     * the worker's tick, so the timeout itself never fires. */
+    struct __kernel_timespec ts = {.tv_sec = 1};
+    struct ring_wait_arg arg = {.min_wait_usec = w->batch.wait_us, .ts = (uintptr_t)&ts};
+    int rc = io_uring_enter2((unsigned)r->ring_fd, ring_flush_sq(r), w->batch.want,
+                             IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
+                             sizeof arg);
+    return rc == -ETIME ? 0 : rc;
+}
+
+void ring_batch_window(struct worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (ms - w->batch.window_start < RING_BATCH_WINDOW_MS)
+        return;
+    bool busy = w->batch.wait_us && w->batch.active >= RING_BATCH_MIN_ACTIVE;
+    w->batch.want = busy ? RING_BATCH_WANT : 1;
+    w->batch.active = 0;
+    w->batch.epoch++;
+    w->batch.window_start = ms;
 }
 
 int ring_setup(struct worker *w)

@@ -139,8 +139,9 @@ struct pipe_pool {
  * the metrics (metrics.h has the rest). */
 struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
-    _Atomic uint64_t relay_copies; /* relay chunks copied because no pipe was free */
-    _Atomic uint64_t relayed[2];   /* bytes: client to backend, backend to client */
+    _Atomic uint64_t relay_copies;         /* relay chunks copied because no pipe was free */
+    _Atomic uint64_t waits, batched_waits; /* the loop's sleeps in the kernel (ring_wait) */
+    _Atomic uint64_t relayed[2];           /* bytes: client to backend, backend to client */
     _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
     _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
     /* refused by MaxConnections, MaxConnectionFromSingleIP, MaxConnectionsPerUser */
@@ -160,6 +161,22 @@ struct fg_shared {
 };
 
 struct conn;
+
+/*
+ * Batched waiting (ring_wait). While several sessions are busy, the worker
+ * asks the kernel to wake it once RING_BATCH_WANT completions are ready or
+ * BatchWaitMicroseconds have passed, whichever comes first, instead of at
+ * every completion: one sleep and wake-up then serves several sessions, and
+ * each finds more bytes waiting. A lone session never waits (want is 1), and
+ * a worker with nothing to do sleeps until the first completion as before.
+ */
+struct ring_batch {
+    uint32_t wait_us;      /* BatchWaitMicroseconds; 0 when off or unsupported */
+    uint32_t want;         /* completions to wait for: 1 or RING_BATCH_WANT */
+    uint32_t active;       /* sessions with a completion in this window */
+    uint8_t epoch;         /* the window's number, as a session last saw it */
+    uint64_t window_start; /* ms, CLOCK_MONOTONIC_COARSE */
+};
 
 struct worker {
     unsigned id;
@@ -199,6 +216,7 @@ struct worker {
     pthread_mutex_t ready_lock;
     pthread_cond_t ready_cond;
     struct __kernel_timespec tick_ts;
+    struct ring_batch batch;
     uint32_t refused_logged, refused_quiet; /* log rate limit for refusals */
     uint32_t sid_counter;
     uint8_t sid_salt[3];
@@ -221,6 +239,23 @@ struct worker {
 /* Creates the ring (the best flags the kernel has) and its provided receive
  * buffers. FG_OK, or FG_ERROR after logging why. On the worker's thread. */
 int ring_setup(struct worker *w);
+
+/* Submits what is queued and waits for completions (see struct ring_batch).
+ * Returns what io_uring_submit_and_wait returns. */
+int ring_wait(struct worker *w);
+
+/* Once per loop: closes the activity window every RING_BATCH_WINDOW_MS and
+ * chooses how many completions the next waits ask for. */
+void ring_batch_window(struct worker *w);
+
+/* A session had a completion: counts it once per window. */
+static inline void ring_batch_mark(struct worker *w, uint8_t *epoch)
+{
+    if (*epoch != w->batch.epoch) {
+        *epoch = w->batch.epoch;
+        w->batch.active++;
+    }
+}
 
 /* Seconds of CLOCK_MONOTONIC_COARSE: the worker's clock for timeouts. */
 uint32_t ring_clock(void);

@@ -149,7 +149,7 @@ static void stats_latency_info(const struct stats *st, FILE *out)
 static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
-    uint64_t hs = 0, res = 0, tfail = 0, bhs = 0, btls = 0, bclear = 0;
+    uint64_t hs = 0, res = 0, tfail = 0, bhs = 0, btls = 0, bclear = 0, waits = 0, bwaits = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -161,6 +161,8 @@ static void stats_info(const struct stats *st, FILE *out)
         berr += atomic_load(&s->backend_errors);
         tmo += atomic_load(&s->timeouts);
         pw += atomic_load(&s->relay_copies);
+        waits += atomic_load(&s->waits);
+        bwaits += atomic_load(&s->batched_waits);
         rel0 += atomic_load(&s->relayed[0]);
         rel1 += atomic_load(&s->relayed[1]);
         hs += atomic_load(&s->tls_handshakes);
@@ -197,6 +199,8 @@ static void stats_info(const struct stats *st, FILE *out)
             "logins_backend_clear_total: %llu\n",
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
+    fprintf(out, "waits_total: %llu\nbatched_waits_total: %llu\n", (unsigned long long)waits,
+            (unsigned long long)bwaits);
     stats_limits_info(st, out);
     stats_proxy_info(st, out);
     stats_latency_info(st, out);

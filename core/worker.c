@@ -292,6 +292,7 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
     if (op == OP_LOGIN_DONE && c->lg)
         dir_request_taken(&c->lg->req);
     c->inflight--;
+    ring_batch_mark(w, &c->batch_epoch);
     if (c->state == CONN_CLOSING) {
         if (c->inflight == 0)
             conn_release(w, c);
@@ -378,7 +379,7 @@ static void worker_loop(struct worker *w)
     worker_arm_tick(w);
 
     while (!(w->stopping && atomic_load(&w->stats.conns) == 0)) {
-        int rc = io_uring_submit_and_wait(&w->ring, 1);
+        int rc = ring_wait(w);
         if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
             log_msg(LOG_ERROR, "io_uring", "submit failed: %s", strerror(-rc));
             break;
@@ -392,6 +393,7 @@ static void worker_loop(struct worker *w)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
+        ring_batch_window(w);
     }
 }
 

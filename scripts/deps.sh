@@ -16,15 +16,18 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
 # tests/integration/test_package.py builds, checks and installs the .deb.
 # tmux + socat: tests/integration/test_ctl.py runs ctl watch in a tmux pane and
 # sends the stats socket's commands through socat too.
+# strace: tests/integration/test_bench_serve_writes.py checks where the mock
+# backend cuts its writes.
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest fail2ban
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy
            prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser
-           tmux socat)
+           tmux socat strace)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.
 # bench/dirbench: Dovecot's LDAP passdb (dovecot-ldap) and a private slapd.
-bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3 slapd ldap-utils)
+# bench/dovecot-writes: strace.
+bench_pkgs=(libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-ldap python3 slapd ldap-utils strace)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || bench_pkgs+=(nginx-light)
 
 case "${1:-build}" in
