@@ -90,6 +90,7 @@ static const struct cfg_key cfg_backend_keys[] = {
         KEY("MasterUser", CT_STR, struct backend_conf, master_user, 1, 0),
         KEY("MasterPasswordFile", CT_STR, struct backend_conf, master_password_file, 1, 0),
         KEY("ConnectTimeout", CT_TIME, struct backend_conf, connect_timeout, 1, 300),
+        KEY("SourceAddresses", CT_ADDRS, struct backend_conf, sources, 0, 0),
         KEY("ForwardClientAddress", CT_BOOL, struct backend_conf, forward, 0, 0),
         KEY("ProxyTtl", CT_UINT, struct backend_conf, ttl, 1, 100),
         KEY("AllowUncheckedMasterLogin", CT_BOOL, struct backend_conf, allow_unchecked_master, 0,
@@ -404,6 +405,56 @@ static int cfg_set_cidrs(struct cfg_parse *cp, const struct cfg_key *k, struct c
     return FG_OK;
 }
 
+/* One local address: IPv4, or IPv6 with or without brackets. */
+static const char *cfg_parse_addr(const char *tok, union net_addr *a)
+{
+    char t[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(tok);
+    if (n >= sizeof t)
+        return "not an IPv4 or IPv6 address";
+    memcpy(t, tok, n + 1);
+    memset(a, 0, sizeof *a);
+    if (inet_pton(AF_INET, t, &a->v4.sin_addr) == 1) {
+        a->sa.sa_family = AF_INET;
+        return a->v4.sin_addr.s_addr == INADDR_ANY ? "the unspecified address binds nothing" : NULL;
+    }
+    if (t[0] == '[' && n > 2 && t[n - 1] == ']') {
+        t[n - 1] = 0;
+        memmove(t, t + 1, n - 1);
+    }
+    if (inet_pton(AF_INET6, t, &a->v6.sin6_addr) != 1)
+        return "not an IPv4 or IPv6 address";
+    a->sa.sa_family = AF_INET6;
+    return IN6_IS_ADDR_UNSPECIFIED(&a->v6.sin6_addr) ? "the unspecified address binds nothing"
+                                                     : NULL;
+}
+
+/* SourceAddresses: "10.0.0.1, 10.0.0.2 2001:db8::1", commas or spaces. */
+static int cfg_set_addrs(struct cfg_parse *cp, const struct cfg_key *k, struct source_addrs *l,
+                         const char *v)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", v);
+    l->n = 0;
+    for (char *save = NULL, *tok = strtok_r(tmp, ", \t", &save); tok;
+         tok = strtok_r(NULL, ", \t", &save)) {
+        if (l->n == CFG_MAX_SOURCES) {
+            cfg_error(cp, cp->line, "%s: more than %d addresses", k->name, CFG_MAX_SOURCES);
+            return FG_ERROR;
+        }
+        const char *why = cfg_parse_addr(tok, &l->a[l->n]);
+        for (unsigned i = 0; !why && i < l->n; i++)
+            if (net_addr_same(&l->a[i], &l->a[l->n]))
+                why = "listed twice";
+        if (why) {
+            cfg_error(cp, cp->line, "%s: \"%s\": %s", k->name, tok, why);
+            return FG_ERROR;
+        }
+        l->n++;
+    }
+    return FG_OK;
+}
+
 static void cfg_set_uint(void *field, size_t size, uint32_t v)
 {
     if (size == sizeof(uint16_t))
@@ -525,6 +576,8 @@ static int cfg_set_field(struct cfg_parse *cp, const struct cfg_key *k, void *fi
         return cfg_set_enum(cp, k, field, v);
     case CT_CIDRS:
         return cfg_set_cidrs(cp, k, field, v);
+    case CT_ADDRS:
+        return cfg_set_addrs(cp, k, field, v);
     case CT_SIZE:
         return cfg_set_size(cp, k, field, v);
     }
@@ -1104,6 +1157,15 @@ static void cfg_dump_cidrs(FILE *out, const struct cidrs *l)
     }
 }
 
+static void cfg_dump_addrs(FILE *out, const struct source_addrs *l)
+{
+    for (unsigned i = 0; i < l->n; i++) {
+        char a[INET6_ADDRSTRLEN];
+        net_addr_ip(&l->a[i], a, sizeof a);
+        fprintf(out, "%s%s", i ? ", " : "", a);
+    }
+}
+
 static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field)
 {
     const struct bindings *b = field;
@@ -1133,6 +1195,9 @@ static void cfg_dump_value(FILE *out, const struct cfg_key *k, const void *field
     case CT_CIDRS:
         cfg_dump_cidrs(out, field);
         break;
+    case CT_ADDRS:
+        cfg_dump_addrs(out, field);
+        break;
     case CT_SIZE:
         fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)field);
         break;
@@ -1151,6 +1216,8 @@ static void cfg_dump_section(const struct fg_config *cfg, FILE *out, const char 
             k->dump(cfg, base, out);
         } else if (k->type == CT_STR && k->min > 0 && !*(const char *)field) {
             fprintf(out, "# %s = (not set)\n", k->name);
+        } else if (k->type == CT_ADDRS && !((const struct source_addrs *)field)->n) {
+            fprintf(out, "# %s = (not set: the kernel picks)\n", k->name);
         } else {
             fprintf(out, "%s = ", k->name);
             cfg_dump_value(out, k, field);

@@ -32,6 +32,15 @@ struct bindings {
 
 #define CFG_MAX_CIDRS 32
 
+#define CFG_MAX_SOURCES 16
+
+/* SourceAddresses: local addresses, without ports, to bind backend
+ * connections to (core/srcaddr.c). */
+struct source_addrs {
+    unsigned n;
+    union net_addr a[CFG_MAX_SOURCES];
+};
+
 /* An address list such as TrustedProxies: addresses and prefixes. */
 struct cidrs {
     unsigned n;
@@ -72,6 +81,7 @@ struct backend_conf {
     char *master_pass; /* in memory excluded from core dumps */
     size_t master_pass_len;
     _Atomic uint32_t connect_timeout; /* seconds; set may change it (core/tune.c) */
+    struct source_addrs sources;      /* SourceAddresses: empty, the kernel picks */
     uint32_t backoff;     /* FailoverBackoff, seconds: a down host is skipped this long */
     uint32_t backoff_max; /* FailoverBackoffMax: the back-off doubles up to this */
     bool forward;

@@ -41,6 +41,7 @@ enum cfg_type {
     CT_BINDINGS,
     CT_ENUM,  /* one of the names of cfg_enums[min] */
     CT_CIDRS, /* struct cidrs: addresses and prefixes, comma-separated */
+    CT_ADDRS, /* struct source_addrs: addresses without ports, comma- or space-separated */
     CT_SIZE,  /* uint64_t bytes: "10MB", "10 MB", "10485760", "Unlimited" (0); min, max (0: none) */
 };
 

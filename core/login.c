@@ -7,7 +7,9 @@
 
 #include "../proto/proxy_proto.h"
 #include "../tls/tls.h"
+#include "bclose.h"
 #include "conn.h"
+#include "srcaddr.h"
 #include "tlsio.h"
 
 #include <errno.h>
@@ -166,7 +168,9 @@ static void login_abort(struct worker *w, struct conn *c)
 {
     if (c->bfd < 0)
         return;
+    int bye = bclose_login_keep(c); /* the backend closes first (bclose.h) */
     conn_close_fd(w, c, c->bfd, OP_B_CANCEL);
+    bclose_login_bye(w, bye, c->proto);
     c->bops += 2;
     c->bfd = -1;
     c->flags |= CF_B_ABORTED;
@@ -351,6 +355,7 @@ static void login_connect(struct worker *w, struct conn *c)
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    srcaddr_bind(&w->cfg->backend.sources, fd, c->baddr.sa.sa_family);
     c->bfd = fd;
     STAT_ADD(w, backend_fds, 1);
     FG_SW_ADD(&w->metrics.backend_connects, 1);

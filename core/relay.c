@@ -25,6 +25,7 @@
 #include "relay.h"
 
 #include "../tls/tls.h"
+#include "bclose.h"
 #include "conn.h"
 #include "pipes.h"
 #include "tlsio.h"
@@ -98,7 +99,7 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
     c->rd[0].wait = RD_EOF;
     if (c->btls)
         tlsio_close_notify(c->btls, c->bfd);
-    shutdown(c->bfd, SHUT_WR);
+    bclose_relay_eof(w, c);
 }
 
 static void relay_count(struct worker *w, struct conn *c, int d, size_t n)
@@ -344,7 +345,7 @@ static void relay_try_begin(struct worker *w, struct conn *c)
         if (sendq_idle(&c->lg->bq)) {
             if (c->flags & CF_C_EOF) {
                 c->rd[0].wait = RD_EOF;
-                shutdown(c->bfd, SHUT_WR);
+                bclose_relay_eof(w, c);
             } else {
                 relay_arm(w, c, 0, false);
             }

@@ -52,6 +52,7 @@ enum fg_op {
     OP_CLOSE,
     OP_B_CANCEL, /* giving up a backend socket during the login */
     OP_B_CLOSE,
+    OP_B_BYE, /* relay, the client gone: the backend's time to close is up (bclose.c) */
 };
 
 static inline uint64_t ud_make(enum fg_op op, uint32_t slot, uint32_t gen)

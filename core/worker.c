@@ -7,6 +7,7 @@
  */
 #include "worker.h"
 
+#include "bclose.h"
 #include "client.h"
 #include "conn.h"
 #include "login.h"
@@ -356,6 +357,9 @@ static void worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
         worker_on_mail(w);
         break;
     case OP_NONE:
+        break;
+    case OP_B_BYE:
+        bclose_on_timer(w, cqe->user_data);
         break;
     default:
         worker_conn_event(w, cqe, op);

@@ -212,6 +212,19 @@ static const struct bad_case bad[] = {
          "t.ini:3: warning: TrustedProxies without ProxyProtocolBindings"},
         {"[imap]\n[backend]\nDefaultServer = 127.0.0.1\nSendProxyProtocol = v1\n",
          "t.ini:4: SendProxyProtocol: expected no or v2, got \"v1\""},
+        /* SourceAddresses: addresses without ports. */
+        {"[backend]\nSourceAddresses = 10.0.0.1, 10.0.0.300\n",
+         "t.ini:2: SourceAddresses: \"10.0.0.300\": not an IPv4 or IPv6 address"},
+        {"[backend]\nSourceAddresses = 10.0.0.1:25\n",
+         "t.ini:2: SourceAddresses: \"10.0.0.1:25\": not an IPv4 or IPv6 address"},
+        {"[backend]\nSourceAddresses = 10.0.0.0/24\n", "t.ini:2: SourceAddresses: \"10.0.0.0/24\""},
+        {"[backend]\nSourceAddresses = 0.0.0.0\n",
+         "t.ini:2: SourceAddresses: \"0.0.0.0\": the unspecified address binds nothing"},
+        {"[backend]\nSourceAddresses = [::]\n", "the unspecified address binds nothing"},
+        {"[backend]\nSourceAddresses = 10.0.0.1 10.0.0.2,10.0.0.1\n",
+         "t.ini:2: SourceAddresses: \"10.0.0.1\": listed twice"},
+        {"[backend]\nSourceAddresses = mail.example\n",
+         "t.ini:2: SourceAddresses: \"mail.example\": not an IPv4 or IPv6 address"},
 };
 
 static char *dump_of(const struct fg_config *cfg);
@@ -1136,6 +1149,7 @@ static void test_dump_has_every_key_and_loads_again(void)
                        "[backend]\nLoginMode = MasterUser\nMasterUser = m\n"
                        "MasterPasswordFile = @D/../master.pw\nTls = implicit\n"
                        "TlsCaFile = @D/mail.example.crt\n"
+                       "SourceAddresses = 10.0.0.1 [2001:db8::1],10.0.0.2\n"
                        "[directory]\nSearchOrder = acc\n"
                        "[forest:org]\nRole = Organization\nLdif = @D/../acc.ldif\n"
                        "Domains = A:a.example:DC=acc,DC=example\n"
@@ -1157,6 +1171,7 @@ static void test_dump_has_every_key_and_loads_again(void)
     CHECK(strstr(dump, "[imap]\n") && strstr(dump, "ProxyTargetPort = 993\n"));
     CHECK(strstr(dump, "MaxConnectionFromSingleIP = 2147483647\nMaxConnectionsPerUser = 16\n"));
     CHECK(strstr(dump, "IPv6PrefixLength = 64\n") != NULL);
+    CHECK(strstr(dump, "SourceAddresses = 10.0.0.1, 2001:db8::1, 10.0.0.2\n") != NULL);
     free(msgs);
     /* The dump is a configuration that gives the same dump. */
     char *again;
