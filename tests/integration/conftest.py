@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from tests.lib.dovecot import Dovecot  # noqa: E402
 from tests.lib.forestgate import Forestgate  # noqa: E402
+from tests.lib.mock import Mock  # noqa: E402
 
 # Passwords of every class a client can send (RFC 3501 atoms, quoted strings and literals; SASL PLAIN; POP3 PASS), by user name.
 PASSWORDS = {
@@ -81,3 +82,18 @@ def make_fg(workroot, dovecot):
 @pytest.fixture
 def fg(make_fg):
     return make_fg()
+
+
+@pytest.fixture
+def make_mock(tmp_path):
+    """Starts MOCK backends (forestgate-bench --serve); stops them after the test."""
+    started = []
+
+    def make(*args, **kw):
+        m = Mock(tmp_path, *args, **kw)
+        started.append(m)
+        return m
+
+    yield make
+    for m in started:
+        assert m.stop() == 0, m.log_text()

@@ -27,20 +27,6 @@ MSG_SIZE = 5000  # enough lines for the lone "." line (body line 50)
 MESSAGES = 5
 
 
-@pytest.fixture
-def make_mock(tmp_path):
-    started = []
-
-    def make(*args, **kw):
-        m = Mock(tmp_path, *args, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        assert m.stop() == 0, m.log_text()
-
-
 @pytest.fixture(scope="module")
 def imap_mock(tmp_path_factory):
     m = Mock(tmp_path_factory.mktemp("mock-imap"), "imap")

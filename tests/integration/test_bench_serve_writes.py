@@ -16,28 +16,10 @@ import signal
 import subprocess
 import time
 
-import pytest
-
-from tests.lib.mock import Mock
-
 MIB = 1 << 20
 WRITE_RX = re.compile(r"^(?:\d+\s+)?(sendmsg|write|writev)\((\d+),.* = (\d+)$")
 # Literal lengths around Dovecot's 8 KiB block: one write below it, blocks from it.
 PARTIALS = [(0, 100), (0, 4096), (0, 8191), (0, 8192), (5, 8193), (100, 20000), (0, 70000)]
-
-
-@pytest.fixture
-def make_mock(tmp_path):
-    started = []
-
-    def make(*args, **kw):
-        m = Mock(tmp_path, *args, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        assert m.stop() == 0, m.log_text()
 
 
 def imap_login(mock) -> imaplib.IMAP4:

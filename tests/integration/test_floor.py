@@ -15,19 +15,14 @@ import time
 import pytest
 
 from tests.lib.dovecot import free_port, wire_bytes
-from tests.lib.forestgate import ROOT, SANITIZER_RE
+from tests.lib.forestgate import SANITIZER_RE, bench_tool
 
 USER, PASSWORD = "flooruser", "floor pw"
 MODES = ["splice", "copy"]
 
 
 def floor_binary() -> str:
-    fg = os.environ.get("FG_BIN")
-    if fg:
-        near = os.path.join(os.path.dirname(fg), "bench", "forestgate-floor")
-        if os.path.exists(near):
-            return near
-    return os.path.join(ROOT, "build", "bench", "forestgate-floor")
+    return bench_tool("forestgate-floor")
 
 
 def message(size: int, seed: bytes) -> bytes:

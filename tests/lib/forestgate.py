@@ -52,17 +52,21 @@ def knows(path: str, setting: bytes) -> bool:
     return _KNOWS[key]
 
 
-def bench_binary() -> str:
-    """FGB_BIN, else the forestgate-bench beside FG_BIN (so the ASan run of
-    scripts/test.sh tests the ASan build), else the release build."""
-    if os.environ.get("FGB_BIN"):
-        return os.environ["FGB_BIN"]
+def bench_tool(name: str) -> str:
+    """A bench/ program (forestgate-bench, forestgate-floor) beside FG_BIN (so
+    the ASan run of scripts/test.sh tests the ASan build), else the release
+    build's."""
     fg = os.environ.get("FG_BIN")
     if fg:
-        near = os.path.join(os.path.dirname(fg), "bench", "forestgate-bench")
+        near = os.path.join(os.path.dirname(fg), "bench", name)
         if os.path.exists(near):
             return near
-    return os.path.join(ROOT, "build", "bench", "forestgate-bench")
+    return os.path.join(ROOT, "build", "bench", name)
+
+
+def bench_binary() -> str:
+    """FGB_BIN, else forestgate-bench as bench_tool finds it."""
+    return os.environ.get("FGB_BIN") or bench_tool("forestgate-bench")
 
 
 def knows_setting(name: str, bin: str | None = None) -> bool:
