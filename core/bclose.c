@@ -46,7 +46,9 @@ static void bclose_room(struct worker *w, unsigned n)
 
 int bclose_login_keep(const struct conn *c)
 {
-    if (c->bfd < 0 || !(c->flags & CF_GREETED) || c->btls)
+    /* A STARTTLS route says nothing more in the clear than STARTTLS, not
+     * even LOGOUT: the backend may be an impostor that refused it. */
+    if (c->bfd < 0 || !(c->flags & CF_GREETED) || c->btls || (c->lg && c->lg->par.starttls))
         return -1;
     return fcntl(c->bfd, F_DUPFD_CLOEXEC, 0);
 }

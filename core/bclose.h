@@ -29,7 +29,7 @@
  * logon, a host that misbehaved). Call before closing c->bfd; returns a
  * second descriptor of the socket to pass to bclose_login_bye once c->bfd's
  * close is queued, or -1 when there is nothing to say (no greeting yet, TLS
- * to the backend) or no descriptor to spare: then c->bfd's close is all.
+ * or a STARTTLS route to the backend) or no descriptor to spare: then c->bfd's close is all.
  */
 int bclose_login_keep(const struct conn *c);
 
