@@ -178,8 +178,10 @@ static ssize_t relay_read_tls(struct worker *w, struct conn *c, int d)
         rd->buf->off = 0;
         plain = rd->buf->data;
     }
+    /* From a plain source, up to four records' worth: they go out in one
+     * send, as nginx's SSL_write of its whole buffer does. */
     ssize_t n = src ? relay_decrypt(w, c, d, src, plain)
-                    : recv(relay_src(c, d), plain, FG_TLS_CHUNK, MSG_DONTWAIT);
+                    : recv(relay_src(c, d), plain, FG_TLS_PLAIN_SZ, MSG_DONTWAIT);
     if (n < 0 && !src)
         n = -errno;
     if (n <= 0)

@@ -123,6 +123,8 @@ struct fg_tls {
 };
 
 #define FG_TLS_CHUNK (16 * 1024) /* a TLS record's plaintext */
+/* Plaintext read for a TLS destination at once: four records, one send. */
+#define FG_TLS_PLAIN_SZ (64 * 1024)
 
 /* Pipes for the relay, taken only while bytes are in flight. */
 struct pipe_pool {
@@ -187,7 +189,7 @@ struct worker {
     struct dir *dir;
     const struct fg_tls *tls;
     char *tls_raw;   /* FG_TLS_CHUNK bytes: ciphertext read by the relay */
-    char *tls_plain; /* FG_TLS_CHUNK bytes: plaintext between two TLS sides */
+    char *tls_plain; /* FG_TLS_PLAIN_SZ bytes: plaintext for a TLS destination */
 
     struct listener *ls;
     unsigned nls;

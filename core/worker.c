@@ -489,7 +489,7 @@ int worker_init(struct worker *w, unsigned id, const struct fg_config *cfg,
         w->sid_salt[0] = (uint8_t)getpid();
     w->stop_fd = eventfd(0, EFD_CLOEXEC);
     w->tls_raw = malloc(FG_TLS_CHUNK);
-    w->tls_plain = malloc(FG_TLS_CHUNK);
+    w->tls_plain = malloc(FG_TLS_PLAIN_SZ);
     if (w->stop_fd < 0 || worker_slots(w, nslots) != FG_OK || !w->tls_raw || !w->tls_plain ||
         pipes_init(&w->pipes, cfg->relay_pipes) != FG_OK) {
         log_msg(LOG_ERROR, "worker", "worker %u: out of memory", id);
@@ -552,7 +552,7 @@ void worker_free(struct worker *w)
     free(w->free_slots);
     free(w->bufs);
     if (w->tls_plain)
-        explicit_bzero(w->tls_plain, FG_TLS_CHUNK); /* the last record's plaintext */
+        explicit_bzero(w->tls_plain, FG_TLS_PLAIN_SZ); /* the last records' plaintext */
     free(w->tls_plain);
     free(w->tls_raw);
     if (w->conns)
