@@ -189,7 +189,6 @@ bool conn_limit_ip(struct worker *w, struct conn *c)
 
 struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
 {
-    int one = 1;
     socklen_t len = sizeof(union net_addr);
     conn_fd_acquire(fd); /* before anything uses the number, refusal included */
     struct conn *c = conn_alloc(w, l, fd);
@@ -211,8 +210,6 @@ struct conn *conn_new(struct worker *w, const struct listener *l, int fd)
     STAT_ADD(w, accepted, 1);
     FG_SW_ADD(&w->metrics.accepted[c->proto], 1);
     conn_make_sid(w, c);
-    /* Commands and replies are small: send them at once. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     conn_set_state(w, c, CONN_PREAUTH);
     return c;
 }
@@ -221,6 +218,9 @@ void conn_tag(struct worker *w, struct conn *c, struct io_uring_sqe *sqe, enum f
 {
     io_uring_sqe_set_data64(sqe, ud_make(op, conn_slot(w, c), c->gen));
     c->inflight++;
+    int side = conn_op_side(op);
+    if (side >= 0)
+        c->sideops[side]++;
 }
 
 void conn_enter(struct worker *w, struct conn *c, enum conn_state st)
@@ -345,6 +345,34 @@ void conn_close_fd(struct worker *w, struct conn *c, int fd, enum fg_op cancel_o
     conn_tag(w, c, sqe, cancel_op + 1);
 }
 
+/* The client's socket as the connection ends: its close is the completion
+ * that releases the slot, so it always goes through the ring; the cancel
+ * only when something is in flight on it. */
+static void conn_close_client(struct worker *w, struct conn *c)
+{
+    if (c->sideops[SIDE_CLIENT] > 0) {
+        conn_close_fd(w, c, c->fd, OP_CANCEL);
+        return;
+    }
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    conn_fd_release(c->fd);
+    io_uring_prep_close(sqe, c->fd);
+    conn_tag(w, c, sqe, OP_CLOSE);
+}
+
+/* The backend's socket as the connection ends. Usually nothing is in flight
+ * on it (the backend's FIN was its last completion): then close(2) at once,
+ * instead of a cancel and a close and their two completions. */
+static void conn_close_backend(struct worker *w, struct conn *c)
+{
+    if (c->sideops[SIDE_BACKEND] > 0) {
+        conn_close_fd(w, c, c->bfd, OP_CANCEL);
+        return;
+    }
+    conn_fd_release(c->bfd);
+    close(c->bfd);
+}
+
 void conn_close(struct worker *w, struct conn *c, const char *reason)
 {
     struct log_line l;
@@ -365,10 +393,10 @@ void conn_close(struct worker *w, struct conn *c, const char *reason)
         tlsio_close_notify(c->tls, c->fd);
     pipes_release(w, &c->rd[0]);
     pipes_release(w, &c->rd[1]);
-    conn_close_fd(w, c, c->fd, OP_CANCEL);
+    conn_close_client(w, c);
     c->fd = -1;
     if (c->bfd >= 0) {
-        conn_close_fd(w, c, c->bfd, OP_CANCEL);
+        conn_close_backend(w, c);
         c->bfd = -1;
         STAT_SUB(w, backend_fds, 1);
     }

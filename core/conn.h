@@ -33,6 +33,30 @@ enum conn_side {
     SIDE_BACKEND, /* c->bfd, queue c->lg->bq */
 };
 
+/* The socket an operation works on: SIDE_CLIENT, SIDE_BACKEND, or -1 for
+ * one on neither (cancels, closes, the directory's answer). Counted in
+ * c->sideops from conn_tag() to its completion, so that a socket with
+ * nothing in flight is closed without a cancel. A relay NOP that stands for
+ * a poll counts as one: the count may be high, never low. */
+static inline int conn_op_side(enum fg_op op)
+{
+    switch (op) {
+    case OP_C_RECV:
+    case OP_C_SEND:
+    case OP_C_POLLIN:
+    case OP_C_POLLOUT:
+        return SIDE_CLIENT;
+    case OP_B_CONNECT:
+    case OP_B_RECV:
+    case OP_B_SEND:
+    case OP_B_POLLIN:
+    case OP_B_POLLOUT:
+        return SIDE_BACKEND;
+    default:
+        return -1;
+    }
+}
+
 /* A slot for an accepted socket, in CONN_PREAUTH without a session yet, or
  * NULL after refusing the client (no slot, MaxConnections,
  * MaxConnectionFromSingleIP, shutting down):

@@ -91,6 +91,7 @@ struct conn {
     uint8_t proto;
     uint8_t bops;        /* backend operations in flight */
     uint8_t batch_epoch; /* the worker's batch window of its last completion */
+    uint8_t sideops[2];  /* operations in flight on fd and on bfd (conn_op_side) */
     int fd, bfd;
     uint32_t started;
     struct ring_timer timer; /* the phase's timeout */

@@ -72,8 +72,13 @@ void login_start(struct worker *w, struct conn *c)
         lg->started_us = lg->dir_queued_us;
     }
     uint64_t ud = ud_make(OP_LOGIN_DONE, conn_slot(w, c), c->gen);
-    while (dir_submit(w->dir, &w->ring, &lg->req, ud) == FG_AGAIN)
+    int rc;
+    while ((rc = dir_submit(w->dir, &w->ring, &lg->req, ud)) == FG_AGAIN)
         io_uring_submit(&w->ring);
+    if (rc == FG_DONE) {
+        login_on_directory(w, c); /* the static route: the same phase goes on */
+        return;
+    }
     c->inflight++;
 }
 
@@ -409,6 +414,7 @@ static bool login_user_full(struct worker *w, struct conn *c)
     return true;
 }
 
+/* The directory's answer (login_start, or its completion). */
 void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;

@@ -239,6 +239,9 @@ static void metrics_relay_tls(const struct stats *st, FILE *out)
     m1(out, "worker_batched_waits_total", "counter",
        "Of those, the waits that gathered completions for BatchWaitMicroseconds.",
        SUM_STAT(st, batched_waits));
+    m1(out, "worker_completions_total", "counter",
+       "io_uring completions the workers handled (waits per completion: how well they batch).",
+       SUM_STAT(st, completions));
     m1(out, "relay_pipes", "gauge", "Relay pipes open.", SUM_STAT(st, pipes));
     m1(out, "relay_pipes_busy", "gauge", "Relay pipes holding bytes now.",
        SUM_STAT(st, pipes_busy));

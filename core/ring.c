@@ -14,6 +14,11 @@
 #define RING_BATCH_WINDOW_MS  10
 #define RING_BATCH_MIN_ACTIVE 4 /* sessions busy in a window before waits batch */
 #define RING_BATCH_WANT       8
+/* Completions a batched wait must expect, at the last window's rate, before
+ * waits batch. A batched wait ends on its timer: when fewer than two
+ * completions come in that time, it costs as many wake-ups as it saves (and
+ * two when none came), and each completion waits longer. */
+#define RING_BATCH_EXPECT 2
 
 /* io_uring_enter's min_wait_usec (IORING_FEAT_MIN_TIMEOUT, Linux 6.12). */
 #define RING_FEAT_MIN_TIMEOUT (1U << 15)
@@ -32,6 +37,14 @@ uint32_t ring_clock(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint32_t)ts.tv_sec;
+}
+
+uint64_t ring_clock_ms(struct worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    w->now = (uint32_t)ts.tv_sec;
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 struct io_uring_sqe *ring_sqe(struct worker *w)
@@ -164,16 +177,20 @@ int ring_wait(struct worker *w)
     return rc == -ETIME ? 0 : rc;
 }
 
-void ring_batch_window(struct worker *w)
+void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    if (ms - w->batch.window_start < RING_BATCH_WINDOW_MS)
+    w->batch.cqes += ncqes;
+    STAT_ADD(w, completions, ncqes);
+    uint64_t span = ms - w->batch.window_start;
+    if (span < RING_BATCH_WINDOW_MS)
         return;
-    bool busy = w->batch.wait_us && w->batch.active >= RING_BATCH_MIN_ACTIVE;
+    /* Several sessions busy, and completions coming fast enough that one
+     * wait of wait_us gathers RING_BATCH_EXPECT of them. */
+    bool busy = w->batch.wait_us && w->batch.active >= RING_BATCH_MIN_ACTIVE &&
+                (uint64_t)w->batch.cqes * w->batch.wait_us >= RING_BATCH_EXPECT * span * 1000;
     w->batch.want = busy ? RING_BATCH_WANT : 1;
     w->batch.active = 0;
+    w->batch.cqes = 0;
     w->batch.epoch++;
     w->batch.window_start = ms;
 }

@@ -143,6 +143,7 @@ struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
     _Atomic uint64_t relay_copies;         /* relay chunks copied because no pipe was free */
     _Atomic uint64_t waits, batched_waits; /* the loop's sleeps in the kernel (ring_wait) */
+    _Atomic uint64_t completions;          /* completions the loop handled */
     _Atomic uint64_t relayed[2];           /* bytes: client to backend, backend to client */
     _Atomic uint64_t tls_handshakes, tls_resumed, tls_failed, backend_tls_handshakes;
     _Atomic uint64_t logins_backend_tls, logins_backend_clear; /* by the backend leg */
@@ -169,13 +170,16 @@ struct conn;
  * asks the kernel to wake it once RING_BATCH_WANT completions are ready or
  * BatchWaitMicroseconds have passed, whichever comes first, instead of at
  * every completion: one sleep and wake-up then serves several sessions, and
- * each finds more bytes waiting. A lone session never waits (want is 1), and
- * a worker with nothing to do sleeps until the first completion as before.
+ * each finds more bytes waiting. Only while completions come fast enough for
+ * a wait to gather several (a trickle of logons would pay a timer wake-up
+ * per completion, and its latency). A lone session never waits (want is 1),
+ * and a worker with nothing to do sleeps until the first completion.
  */
 struct ring_batch {
     uint32_t wait_us;      /* BatchWaitMicroseconds; 0 when off or unsupported */
     uint32_t want;         /* completions to wait for: 1 or RING_BATCH_WANT */
     uint32_t active;       /* sessions with a completion in this window */
+    uint32_t cqes;         /* completions in this window */
     uint8_t epoch;         /* the window's number, as a session last saw it */
     uint64_t window_start; /* ms, CLOCK_MONOTONIC_COARSE */
 };
@@ -246,9 +250,10 @@ int ring_setup(struct worker *w);
  * Returns what io_uring_submit_and_wait returns. */
 int ring_wait(struct worker *w);
 
-/* Once per loop: closes the activity window every RING_BATCH_WINDOW_MS and
- * chooses how many completions the next waits ask for. */
-void ring_batch_window(struct worker *w);
+/* Once per loop, with the completions it handled: closes the activity window
+ * every RING_BATCH_WINDOW_MS and chooses how many completions the next waits
+ * ask for. */
+void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes);
 
 /* A session had a completion: counts it once per window. */
 static inline void ring_batch_mark(struct worker *w, uint8_t *epoch)
@@ -258,6 +263,9 @@ static inline void ring_batch_mark(struct worker *w, uint8_t *epoch)
         w->batch.active++;
     }
 }
+
+/* Once per loop: sets w->now and returns the same clock in milliseconds. */
+uint64_t ring_clock_ms(struct worker *w);
 
 /* Seconds of CLOCK_MONOTONIC_COARSE: the worker's clock for timeouts. */
 uint32_t ring_clock(void);

@@ -160,6 +160,7 @@ static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
     uint64_t hs = 0, res = 0, tfail = 0, bhs = 0, btls = 0, bclear = 0, waits = 0, bwaits = 0;
+    uint64_t cqes = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -173,6 +174,7 @@ static void stats_info(const struct stats *st, FILE *out)
         pw += atomic_load(&s->relay_copies);
         waits += atomic_load(&s->waits);
         bwaits += atomic_load(&s->batched_waits);
+        cqes += atomic_load(&s->completions);
         rel0 += atomic_load(&s->relayed[0]);
         rel1 += atomic_load(&s->relayed[1]);
         hs += atomic_load(&s->tls_handshakes);
@@ -210,8 +212,8 @@ static void stats_info(const struct stats *st, FILE *out)
             (unsigned long long)hs, (unsigned long long)res, (unsigned long long)tfail,
             (unsigned long long)bhs, (unsigned long long)btls, (unsigned long long)bclear);
     stats_backend_resumed_info(st, out);
-    fprintf(out, "waits_total: %llu\nbatched_waits_total: %llu\n", (unsigned long long)waits,
-            (unsigned long long)bwaits);
+    fprintf(out, "waits_total: %llu\nbatched_waits_total: %llu\ncompletions_total: %llu\n",
+            (unsigned long long)waits, (unsigned long long)bwaits, (unsigned long long)cqes);
     stats_limits_info(st, out);
     stats_proxy_info(st, out);
     stats_latency_info(st, out);

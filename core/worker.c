@@ -292,6 +292,9 @@ static void worker_conn_event(struct worker *w, struct io_uring_cqe *cqe, enum f
     if (op == OP_LOGIN_DONE && c->lg)
         dir_request_taken(&c->lg->req);
     c->inflight--;
+    int side = conn_op_side(op);
+    if (side >= 0)
+        c->sideops[side]--;
     ring_batch_mark(w, &c->batch_epoch);
     if (c->state == CONN_CLOSING) {
         if (c->inflight == 0)
@@ -384,7 +387,7 @@ static void worker_loop(struct worker *w)
             log_msg(LOG_ERROR, "io_uring", "submit failed: %s", strerror(-rc));
             break;
         }
-        w->now = ring_clock();
+        uint64_t ms = ring_clock_ms(w);
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -393,7 +396,7 @@ static void worker_loop(struct worker *w)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
-        ring_batch_window(w);
+        ring_batch_window(w, ms, n);
     }
 }
 

@@ -1026,8 +1026,8 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
         dt_wake(t);
         return FG_OK;
     }
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-    if (!sqe)
+    struct io_uring_sqe *sqe = NULL;
+    if (req->hold_ms && !(sqe = io_uring_get_sqe(ring)))
         return FG_AGAIN;
     if (req->status == LOGIN_OK && req->refuse) {
         req->status = LOGIN_FAILED;
@@ -1035,15 +1035,13 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
     }
     if (req->status == LOGIN_OK)
         dir_static_route(d, req);
-    if (req->hold_ms) {
-        /* Without a pool the ring holds it: the kernel reads hold_ts when
-         * the worker submits, and posts the answer when it runs out. */
-        req->hold_ts.tv_sec = req->hold_ms / 1000;
-        req->hold_ts.tv_nsec = (long long)(req->hold_ms % 1000) * 1000000;
-        io_uring_prep_timeout(sqe, &req->hold_ts, 0, 0);
-    } else {
-        io_uring_prep_nop(sqe);
-    }
+    if (!req->hold_ms)
+        return FG_DONE; /* a completion for it would cost a trip through the ring */
+    /* Without a pool the ring holds it: the kernel reads hold_ts when the
+     * worker submits, and posts the answer when it runs out. */
+    req->hold_ts.tv_sec = req->hold_ms / 1000;
+    req->hold_ts.tv_nsec = (long long)(req->hold_ms % 1000) * 1000000;
+    io_uring_prep_timeout(sqe, &req->hold_ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ud);
     return FG_OK;
 }

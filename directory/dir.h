@@ -2,13 +2,14 @@
  * The directory: turns a client's credentials into a route (which backend,
  * which mailbox), or a refusal.
  *
- * A lookup is always asynchronous for the worker: dir_submit() returns at
- * once and the outcome arrives later as a completion on the worker's own
- * ring, carrying the user_data the worker chose.
+ * The worker never waits for the directory: dir_submit() returns at once,
+ * with the outcome when it is known at once, or later as a completion on the
+ * worker's own ring, carrying the user_data the worker chose.
  *
  * Without forests ([forest:NAME]) every login goes to DefaultServer under
  * the name typed, and the backend checks the password: the answer is known
- * at once and posted with a NOP. With forests, the request goes to the
+ * at once (FG_DONE), or after the failed-logon delay, held by a timeout on
+ * the ring. With forests, the request goes to the
  * directory pool: DirectoryThreads threads, each an event loop that runs
  * many resolutions (resolve.h) at once against the forests' stores -- the
  * LDIF file in memory answers at once, LDAP (ldap_store.h) later -- and
@@ -152,9 +153,11 @@ void dir_cache_show(struct dir *d, const char *prefix, FILE *out);
 unsigned dir_cache_flush(struct dir *d, const char *name);
 
 /*
- * Starts resolving req. The result is written to req before the completion
- * with user_data ud is posted to ring. Returns FG_OK, or FG_AGAIN when no
- * submission slot is free (the caller flushes its ring and retries).
+ * Starts resolving req. Returns FG_DONE when req holds the answer already
+ * (the static route: no completion follows); FG_OK when the answer is
+ * written to req before the completion with user_data ud is posted to ring;
+ * or FG_AGAIN when no submission slot is free (the caller flushes its ring
+ * and retries).
  */
 int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, uint64_t ud);
 

@@ -6,6 +6,7 @@ import concurrent.futures
 import imaplib
 import platform
 import subprocess
+import time
 
 from conftest import PASSWORDS
 from tests.lib.forestgate import binary
@@ -78,6 +79,34 @@ def test_a_lone_session_never_waits_for_others(make_fg, dovecot):
     after = fg.stats()
     assert after["waits_total"] > before["waits_total"]
     assert after["batched_waits_total"] == before["batched_waits_total"]
+
+
+def noop_trickle(fg, seconds: float) -> bool:
+    m = imaplib.IMAP4("127.0.0.1", fg.imap_port, timeout=30)
+    m.login(USER, PASSWORDS[USER])
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if m.noop()[0] != "OK":
+            return False
+        time.sleep(0.005)
+    m.logout()
+    return True
+
+
+def test_a_trickle_of_commands_does_not_batch(make_fg, dovecot):
+    """Eight sessions, each a NOOP every 5 ms: every 10 ms window sees more
+    than 4 busy sessions, but a few thousand completions a second, far from
+    the 10,000 at which a 200 us wait would gather two. Batching them would
+    only add a timer wake-up and latency to every command."""
+    fg = make_fg({"global": {"Workers": "1", "BatchWaitMicroseconds": "200"}})
+    before = fg.stats()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(lambda _: noop_trickle(fg, 3.0), range(8)))
+    after = fg.stats()
+    cqes = int(after["completions_total"]) - int(before["completions_total"])
+    waits = int(after["waits_total"]) - int(before["waits_total"])
+    assert cqes > 8 * 200, (cqes, waits)  # every NOOP and its reply are completions
+    assert after["batched_waits_total"] == before["batched_waits_total"], (cqes, waits)
 
 
 def test_out_of_range_is_a_configuration_error(tmp_path):
