@@ -137,3 +137,29 @@ def test_compare_ref_target_measures_another_build(tmp_path):
         b = doc["results"]["login-imap"][t]["bench"]
         assert b and b["ops"] > 0 and b["errors_total"] == 0, (t, b)
     assert "| forestgate-ref |" in r.stdout
+
+
+def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
+    """--ref-set puts a setting into forestgate-ref's configuration (a wrong one
+    stops the run with forestgate's own file:line error); with --repeat, each
+    target's CPU per operation is also given over the floor's within each
+    round."""
+    base = ["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"), "--quick",
+            "--backend", "mock", "--scenarios", "login-imap", "--skip-deps"]
+    r = subprocess.run(base + ["--targets", "forestgate,forestgate-ref", "--ref-set", "nodot=1",
+                               "--out", str(tmp_path / "x")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "not SECTION.KEY=VALUE" in r.stderr
+    r = subprocess.run(base + ["--targets", "forestgate,forestgate-ref",
+                               "--ref-set", "global.NoSuchSetting=1", "--out", str(tmp_path / "y")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "NoSuchSetting" in r.stdout + r.stderr, r.stdout[-3000:]
+    out = tmp_path / "out"
+    r = subprocess.run(base + ["--targets", "forestgate,floor-copy", "--repeat", "2",
+                               "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+    doc = json.loads((out / "compare-mock.json").read_text())
+    pr = doc["results"]["login-imap"]["forestgate"]["cpu_ratio_floor_paired"]
+    assert pr["rounds"] == 2 and 0 < pr["low"] <= pr["median"] <= pr["high"], pr
+    assert "per round" in r.stdout
