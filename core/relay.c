@@ -105,6 +105,7 @@ static void relay_eof(struct worker *w, struct conn *c, int d)
 static void relay_count(struct worker *w, struct conn *c, int d, size_t n)
 {
     c->relayed[d] += (uint64_t)n;
+    ring_batch_bytes(w, n);
     STAT_RELAY_ADD(w, relayed[d], (uint64_t)n);
 }
 

@@ -14,11 +14,17 @@
 #define RING_BATCH_WINDOW_MS  10
 #define RING_BATCH_MIN_ACTIVE 4 /* sessions busy in a window before waits batch */
 #define RING_BATCH_WANT       8
-/* Completions a batched wait must expect, at the last window's rate, before
- * waits batch. A batched wait ends on its timer: when fewer than two
- * completions come in that time, it costs as many wake-ups as it saves (and
- * two when none came), and each completion waits longer. */
-#define RING_BATCH_EXPECT 2
+/* What a batched wait must gather, on average over a window, for waits to
+ * go on batching: two completions, or 16 KiB relayed. One that ends on its
+ * timer with one completion and a few bytes costs as many wake-ups as it
+ * saves (two when none came), and each completion waited longer: a trickle
+ * of logons does that. Large messages may bring one completion per wait, but
+ * each moves more bytes for the wait (fewer splices per megabyte): they go
+ * on batching. After a window that gathered too little, waits do not batch
+ * for RING_BATCH_BACKOFF windows, then try again. */
+#define RING_BATCH_EXPECT  2
+#define RING_BATCH_BYTES   16384
+#define RING_BATCH_BACKOFF 20
 
 /* io_uring_enter's min_wait_usec (IORING_FEAT_MIN_TIMEOUT, Linux 6.12). */
 #define RING_FEAT_MIN_TIMEOUT (1U << 15)
@@ -174,23 +180,27 @@ int ring_wait(struct worker *w)
     int rc = io_uring_enter2((unsigned)r->ring_fd, ring_flush_sq(r), w->batch.want,
                              IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
                              sizeof arg);
+    w->batch.waits++;
+    w->batch.gathered += io_uring_cq_ready(r);
     return rc == -ETIME ? 0 : rc;
 }
 
 void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes)
 {
-    w->batch.cqes += ncqes;
     STAT_ADD(w, completions, ncqes);
-    uint64_t span = ms - w->batch.window_start;
-    if (span < RING_BATCH_WINDOW_MS)
+    if (ms - w->batch.window_start < RING_BATCH_WINDOW_MS)
         return;
-    /* Several sessions busy, and completions coming fast enough that one
-     * wait of wait_us gathers RING_BATCH_EXPECT of them. */
-    bool busy = w->batch.wait_us && w->batch.active >= RING_BATCH_MIN_ACTIVE &&
-                (uint64_t)w->batch.cqes * w->batch.wait_us >= RING_BATCH_EXPECT * span * 1000;
-    w->batch.want = busy ? RING_BATCH_WANT : 1;
-    w->batch.active = 0;
-    w->batch.cqes = 0;
+    struct ring_batch *b = &w->batch;
+    if (b->waits > 0 && b->gathered < RING_BATCH_EXPECT * b->waits &&
+        b->bytes < (uint64_t)RING_BATCH_BYTES * b->waits)
+        b->backoff = RING_BATCH_BACKOFF;
+    else if (b->backoff > 0)
+        b->backoff--;
+    bool busy = b->wait_us && b->active >= RING_BATCH_MIN_ACTIVE && b->backoff == 0;
+    b->want = busy ? RING_BATCH_WANT : 1;
+    b->active = 0;
+    b->waits = b->gathered = 0;
+    b->bytes = 0;
     w->batch.epoch++;
     w->batch.window_start = ms;
 }

@@ -170,16 +170,20 @@ struct conn;
  * asks the kernel to wake it once RING_BATCH_WANT completions are ready or
  * BatchWaitMicroseconds have passed, whichever comes first, instead of at
  * every completion: one sleep and wake-up then serves several sessions, and
- * each finds more bytes waiting. Only while completions come fast enough for
- * a wait to gather several (a trickle of logons would pay a timer wake-up
- * per completion, and its latency). A lone session never waits (want is 1),
- * and a worker with nothing to do sleeps until the first completion.
+ * each finds more bytes waiting. Only while the waits do gather: a window
+ * whose batched waits brought fewer than two completions and 16 KiB each (a
+ * trickle of logons, which would pay a timer wake-up per completion, and its
+ * latency) stops batching for a while. A lone session never waits (want is
+ * 1), and a worker with nothing to do sleeps until the first completion.
  */
 struct ring_batch {
     uint32_t wait_us;      /* BatchWaitMicroseconds; 0 when off or unsupported */
     uint32_t want;         /* completions to wait for: 1 or RING_BATCH_WANT */
     uint32_t active;       /* sessions with a completion in this window */
-    uint32_t cqes;         /* completions in this window */
+    uint32_t waits;        /* batched waits in this window */
+    uint32_t gathered;     /* the completions they brought */
+    uint32_t backoff;      /* windows left without batching: they gathered too little */
+    uint64_t bytes;        /* relayed in this window (ring_batch_bytes) */
     uint8_t epoch;         /* the window's number, as a session last saw it */
     uint64_t window_start; /* ms, CLOCK_MONOTONIC_COARSE */
 };
@@ -254,6 +258,13 @@ int ring_wait(struct worker *w);
  * every RING_BATCH_WINDOW_MS and chooses how many completions the next waits
  * ask for. */
 void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes);
+
+/* The relay moved n bytes: what a batched wait brings is measured in bytes
+ * too. */
+static inline void ring_batch_bytes(struct worker *w, size_t n)
+{
+    w->batch.bytes += n;
+}
 
 /* A session had a completion: counts it once per window. */
 static inline void ring_batch_mark(struct worker *w, uint8_t *epoch)

@@ -95,9 +95,10 @@ def noop_trickle(fg, seconds: float) -> bool:
 
 def test_a_trickle_of_commands_does_not_batch(make_fg, dovecot):
     """Eight sessions, each a NOOP every 5 ms: every 10 ms window sees more
-    than 4 busy sessions, but a few thousand completions a second, far from
-    the 10,000 at which a 200 us wait would gather two. Batching them would
-    only add a timer wake-up and latency to every command."""
+    than 4 busy sessions, but a wait of 200 us gathers one completion or
+    none, and a few bytes. Batching them would only add a timer wake-up and latency to every
+    command: after a window that shows it, waits stop batching for 20 windows
+    and then try again, so only the tries batch."""
     fg = make_fg({"global": {"Workers": "1", "BatchWaitMicroseconds": "200"}})
     before = fg.stats()
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
@@ -105,8 +106,9 @@ def test_a_trickle_of_commands_does_not_batch(make_fg, dovecot):
     after = fg.stats()
     cqes = int(after["completions_total"]) - int(before["completions_total"])
     waits = int(after["waits_total"]) - int(before["waits_total"])
+    batched = int(after["batched_waits_total"]) - int(before["batched_waits_total"])
     assert cqes > 8 * 200, (cqes, waits)  # every NOOP and its reply are completions
-    assert after["batched_waits_total"] == before["batched_waits_total"], (cqes, waits)
+    assert batched <= waits // 5, (cqes, waits, batched)
 
 
 def test_out_of_range_is_a_configuration_error(tmp_path):
