@@ -143,7 +143,7 @@ def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
     """--ref-set puts a setting into forestgate-ref's configuration (a wrong one
     stops the run with forestgate's own file:line error); with --repeat, each
     target's CPU per operation is also given over the floor's within each
-    round."""
+    round; --login-rate runs the logins in open loop."""
     base = ["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"), "--quick",
             "--backend", "mock", "--scenarios", "login-imap", "--skip-deps"]
     r = subprocess.run(base + ["--targets", "forestgate,forestgate-ref", "--ref-set", "nodot=1",
@@ -156,10 +156,15 @@ def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
     assert r.returncode != 0 and "NoSuchSetting" in r.stdout + r.stderr, r.stdout[-3000:]
     out = tmp_path / "out"
     r = subprocess.run(base + ["--targets", "forestgate,floor-copy", "--repeat", "2",
-                               "--out", str(out)],
+                               "--login-rate", "40", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
     doc = json.loads((out / "compare-mock.json").read_text())
     pr = doc["results"]["login-imap"]["forestgate"]["cpu_ratio_floor_paired"]
     assert pr["rounds"] == 2 and 0 < pr["low"] <= pr["median"] <= pr["high"], pr
     assert "per round" in r.stdout
+    # --login-rate: open loop, the same schedule for every target.
+    for t in ("forestgate", "floor-copy"):
+        b = doc["results"]["login-imap"][t]["bench"]
+        assert b["rate"] == 40 and b["errors_total"] == 0 and b["ops"] > 0, (t, b)
+    assert "open loop, 40 logins/s scheduled" in r.stdout
