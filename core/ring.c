@@ -201,8 +201,8 @@ void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes)
     b->active = 0;
     b->waits = b->gathered = 0;
     b->bytes = 0;
-    w->batch.epoch++;
-    w->batch.window_start = ms;
+    b->epoch++;
+    b->window_start = ms;
 }
 
 int ring_setup(struct worker *w)
