@@ -45,14 +45,12 @@ static inline int conn_op_side(enum fg_op op)
     case OP_C_SEND:
     case OP_C_POLLIN:
     case OP_C_POLLOUT:
-    case OP_C_RELAY_RECV:
         return SIDE_CLIENT;
     case OP_B_CONNECT:
     case OP_B_RECV:
     case OP_B_SEND:
     case OP_B_POLLIN:
     case OP_B_POLLOUT:
-    case OP_B_RELAY_RECV:
         return SIDE_BACKEND;
     default:
         return -1;

@@ -234,12 +234,6 @@ static void metrics_relay_tls(const struct stats *st, FILE *out)
     ml(out, "relayed_bytes_total", "direction", "backend_to_client", SUM_STAT(st, relayed[1]));
     m1(out, "relay_copies_total", "counter",
        "Relay chunks copied through memory because no pipe was free.", SUM_STAT(st, relay_copies));
-    m1(out, "relay_received_total", "counter",
-       "Relay chunks taken by a receive into a ring buffer and sent at once (small chunks).",
-       SUM_STAT(st, relay_received));
-    m1(out, "relay_ring_full_total", "counter",
-       "Relay receives that found every relay ring buffer in use, and spliced instead.",
-       SUM_STAT(st, relay_ring_full));
     m1(out, "worker_waits_total", "counter",
        "Times a worker slept in the kernel waiting for completions.", SUM_STAT(st, waits));
     m1(out, "worker_batched_waits_total", "counter",

@@ -1,12 +1,5 @@
 /*
- * The relay after login. In clear, a direction waits with a receive into
- * the ring's provided buffers: most chunks are small (a command, a reply, a
- * 4 KiB message) and go out at once with one send(2), so a chunk costs one
- * completion and one system call. A receive of a block or more (4 KiB)
- * may be the start of a stream: the direction then moves what follows
- * zero-copy, socket to pipe to socket with splice(2), until the source is
- * drained, and waits with a receive again. Neither way holds memory while the session is idle:
- * the ring picks a buffer only when bytes arrive.
+ * The relay after login: zero-copy, socket to pipe to socket, with splice(2).
  *
  * Why not IORING_OP_SPLICE: io_uring always punts splice to its io-wq
  * threads (io_splice() refuses IO_URING_F_NONBLOCK), costing a thread hand-off
@@ -45,8 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RELAY_ROUNDS 8    /* chunks per wake-up, so that one session cannot starve the others */
-#define RELAY_BULK   4096 /* a received chunk this large hands the direction to splice */
+#define RELAY_ROUNDS 8 /* chunks per wake-up, so that one session cannot starve the others */
 static bool relay_is_tls(const struct conn *c)
 {
     return c->tls || c->btls;
@@ -76,30 +68,13 @@ static int relay_dst(const struct conn *c, int d)
 static const enum fg_op relay_ops[2][2] = {{OP_C_POLLIN, OP_B_POLLOUT},
                                            {OP_B_POLLIN, OP_C_POLLOUT}};
 
-static void relay_poll(struct worker *w, struct conn *c, int d, bool out)
+static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
 {
     struct io_uring_sqe *sqe = ring_sqe(w);
 
     io_uring_prep_poll_add(sqe, out ? relay_dst(c, d) : relay_src(c, d), out ? POLLOUT : POLLIN);
     conn_tag(w, c, sqe, relay_ops[d][out]);
     c->rd[d].wait = out ? RD_OUT : RD_IN;
-}
-
-/* Waits for the source (out false) or for room at the destination. In
- * clear the wait for the source is a receive; TLS waits for readiness and
- * reads whole records itself. */
-static void relay_arm(struct worker *w, struct conn *c, int d, bool out)
-{
-    if (out || relay_is_tls(c)) {
-        relay_poll(w, c, d, out);
-        return;
-    }
-    struct io_uring_sqe *sqe = ring_sqe(w);
-    io_uring_prep_recv(sqe, relay_src(c, d), NULL, FG_RELAY_BUF_SZ, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = FG_RELAY_BUF_GROUP;
-    conn_tag(w, c, sqe, d == 0 ? OP_C_RELAY_RECV : OP_B_RELAY_RECV);
-    c->rd[d].wait = RD_IN;
 }
 
 /* Comes back to the direction after the other sessions had their turn. */
@@ -345,63 +320,6 @@ void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res)
         return;
     }
     relay_pump(w, c, d);
-}
-
-/* What the destination did not take of a received chunk waits in the
- * direction's copy buffer, for POLLOUT (the ring buffer goes back now). */
-static bool relay_keep(struct worker *w, struct conn *c, int d, const char *p, size_t n)
-{
-    struct relay_dir *rd = &c->rd[d];
-    if (!(rd->buf = malloc(sizeof *rd->buf))) {
-        conn_close(w, c, strerror(ENOMEM));
-        return false;
-    }
-    memcpy(rd->buf->data, p, n);
-    rd->buf->off = 0;
-    rd->pending = (uint32_t)n;
-    relay_arm(w, c, d, true);
-    return true;
-}
-
-void relay_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe, enum fg_op op)
-{
-    int d = op == OP_C_RELAY_RECV ? 0 : 1, res = cqe->res;
-
-    if (res == -ENOBUFS) { /* every ring buffer is in use: splice instead */
-        STAT_RELAY_ADD(w, relay_ring_full, 1);
-        relay_poll(w, c, d, false);
-        return;
-    }
-    if (res == 0) {
-        relay_eof(w, c, d);
-        return;
-    }
-    if (res < 0) {
-        conn_close(w, c, strerror(-res));
-        return;
-    }
-    relay_count(w, c, d, (size_t)res);
-    STAT_RELAY_ADD(w, relay_received, 1);
-    ring_timer_touch(w, &c->timer, TL_AUTH + c->proto);
-    const char *data = ring_buf(w, cqe);
-    ssize_t m = send(relay_dst(c, d), data, (size_t)res, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (m < 0 && errno != EAGAIN) {
-        conn_close(w, c, strerror(errno));
-        return;
-    }
-    if (m < 0)
-        m = 0;
-    if (m < res) {
-        relay_keep(w, c, d, data + m, (size_t)(res - m));
-        return;
-    }
-    /* A block or more (Dovecot writes 4 and 8 KiB blocks): a stream may be
-     * under way, and splice moves what follows cheaper than receives of a
-     * chunk each. It finds nothing (EAGAIN) when a 4 KiB message came whole. */
-    if (res >= RELAY_BULK)
-        relay_pump(w, c, d);
-    else
-        relay_arm(w, c, d, false);
 }
 
 /* Both directions run: nothing of the login stays in memory. */

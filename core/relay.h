@@ -1,9 +1,8 @@
 /*
  * The relay phase (CONN_RELAY): bytes both ways between the client and the
  * backend until either side closes or AuthenticatedConnectionTimeout
- * passes. In clear, a chunk from a receive into a ring buffer, and splice
- * through a pipe when the chunks are large; a record at a time through a
- * buffer when either side is TLS (see relay.c for why).
+ * passes. splice through a pipe when neither side is TLS, a record at a time
+ * through a buffer when either is (see relay.c for why).
  *
  * Contract: the dispatcher calls relay_start() when the login phase has
  * named CONN_RELAY, and the handlers below for the connection's completions
@@ -23,9 +22,6 @@ void relay_start(struct worker *w, struct conn *c);
 /* A POLLIN/POLLOUT (or a yield's NOP) for one direction: move what can be
  * moved, then wait again. */
 void relay_on_poll(struct worker *w, struct conn *c, enum fg_op op, int res);
-
-/* A direction's receive into a ring buffer (its next chunk, when small). */
-void relay_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe, enum fg_op op);
 
 /* The client receive armed during the login completed after it. */
 void relay_on_client_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);

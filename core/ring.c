@@ -78,24 +78,17 @@ void ring_timer_remove(struct ring_timer *t)
     t->list = TL_COUNT;
 }
 
-static struct ring_bufs *ring_bufs_of(struct worker *w, uint16_t bid)
-{
-    return &w->bufs[bid >= FG_RECV_BUFS];
-}
-
 char *ring_buf(struct worker *w, struct io_uring_cqe *cqe)
 {
     uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    struct ring_bufs *b = ring_bufs_of(w, bid);
-    return b->mem + (size_t)(bid - b->first_bid) * b->size;
+    return w->bufs + (size_t)bid * FG_RECV_BUF_SZ;
 }
 
 void ring_buf_recycle(struct worker *w, uint16_t bid)
 {
-    struct ring_bufs *b = ring_bufs_of(w, bid);
-    io_uring_buf_ring_add(b->br, b->mem + (size_t)(bid - b->first_bid) * b->size, b->size, bid,
-                          io_uring_buf_ring_mask(b->count), 0);
-    io_uring_buf_ring_advance(b->br, 1);
+    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ, bid,
+                          io_uring_buf_ring_mask(FG_RECV_BUFS), 0);
+    io_uring_buf_ring_advance(w->br, 1);
 }
 
 static int ring_create(struct worker *w)
@@ -132,40 +125,29 @@ static int ring_create(struct worker *w)
     return FG_ERROR;
 }
 
-static int ring_buffers(struct worker *w, unsigned group, uint32_t count, uint32_t size,
-                        uint16_t first_bid)
+static int ring_buffers(struct worker *w)
 {
-    struct ring_bufs *b = &w->bufs[group];
-    size_t ring_sz = count * sizeof(struct io_uring_buf);
+    size_t ring_sz = FG_RECV_BUFS * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, ring_sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return FG_ERROR;
-    *b = (struct ring_bufs){.br = mem, .size = size, .count = count, .first_bid = first_bid};
-    io_uring_buf_ring_init(b->br);
+    w->br = mem;
+    io_uring_buf_ring_init(w->br);
     struct io_uring_buf_reg reg = {
-            .ring_addr = (uintptr_t)mem, .ring_entries = count, .bgid = (uint16_t)group};
+            .ring_addr = (uintptr_t)mem, .ring_entries = FG_RECV_BUFS, .bgid = FG_BUF_GROUP};
     int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
     if (rc < 0) {
         log_msg(LOG_ERROR, "io_uring", "cannot register the buffer ring: %s", strerror(-rc));
         return FG_ERROR;
     }
-    b->mem = malloc((size_t)count * size);
-    if (!b->mem)
+    w->bufs = malloc((size_t)FG_RECV_BUFS * FG_RECV_BUF_SZ);
+    if (!w->bufs)
         return FG_ERROR;
-    for (uint32_t i = 0; i < count; i++)
-        io_uring_buf_ring_add(b->br, b->mem + (size_t)i * size, size, (uint16_t)(first_bid + i),
-                              io_uring_buf_ring_mask(count), (int)i);
-    io_uring_buf_ring_advance(b->br, (int)count);
+    for (unsigned i = 0; i < FG_RECV_BUFS; i++)
+        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * FG_RECV_BUF_SZ, FG_RECV_BUF_SZ,
+                              (unsigned short)i, io_uring_buf_ring_mask(FG_RECV_BUFS), (int)i);
+    io_uring_buf_ring_advance(w->br, FG_RECV_BUFS);
     return FG_OK;
-}
-
-void ring_buffers_free(struct worker *w)
-{
-    for (size_t i = 0; i < FG_ARRAY_SIZE(w->bufs); i++) {
-        free(w->bufs[i].mem);
-        if (w->bufs[i].br)
-            munmap(w->bufs[i].br, w->bufs[i].count * sizeof(struct io_uring_buf));
-    }
 }
 
 /* What io_uring_submit() does before it enters the kernel: publish the
@@ -225,11 +207,5 @@ void ring_batch_window(struct worker *w, uint64_t ms, unsigned ncqes)
 
 int ring_setup(struct worker *w)
 {
-    return ring_create(w) == FG_OK &&
-                           ring_buffers(w, FG_BUF_GROUP, FG_RECV_BUFS, FG_RECV_BUF_SZ, 0) ==
-                                   FG_OK &&
-                           ring_buffers(w, FG_RELAY_BUF_GROUP, FG_RELAY_BUFS, FG_RELAY_BUF_SZ,
-                                        FG_RECV_BUFS) == FG_OK
-                   ? FG_OK
-                   : FG_ERROR;
+    return ring_create(w) == FG_OK && ring_buffers(w) == FG_OK ? FG_OK : FG_ERROR;
 }

@@ -24,17 +24,8 @@
 #define FG_BUF_GROUP   0
 #define FG_RECV_BUF_SZ 4096
 #define FG_RECV_BUFS   512 /* a power of two */
-/* The relay's receives (relay.c): a chunk that fills one is a large
- * transfer, moved by splice; a 4 KiB message with its reply line is not.
- * A buffer is held from the kernel's receive to the end of its completion's
- * handler, and the kernel runs at most 20 deferred receives per wait (6.x):
- * 64 leave a wide margin. When none is free the receive fails with ENOBUFS
- * and the direction splices instead. */
-#define FG_RELAY_BUF_GROUP 1
-#define FG_RELAY_BUF_SZ    (16 * 1024)
-#define FG_RELAY_BUFS      64 /* a power of two; buffer ids follow FG_RECV_BUFS' */
-#define FG_PIPE_SZ         (64 * 1024)
-#define FG_PIPES_IDLE      32 /* idle pipes kept for reuse */
+#define FG_PIPE_SZ     (64 * 1024)
+#define FG_PIPES_IDLE  32 /* idle pipes kept for reuse */
 
 /*
  * user_data of every SQE: the operation, the connection slot and the slot's
@@ -61,9 +52,7 @@ enum fg_op {
     OP_CLOSE,
     OP_B_CANCEL, /* giving up a backend socket during the login */
     OP_B_CLOSE,
-    OP_B_BYE,        /* relay, the client gone: the backend's time to close is up (bclose.c) */
-    OP_C_RELAY_RECV, /* relay, client to backend: a small chunk into a ring buffer */
-    OP_B_RELAY_RECV, /* relay, backend to client: the same */
+    OP_B_BYE, /* relay, the client gone: the backend's time to close is up (bclose.c) */
 };
 
 static inline uint64_t ud_make(enum fg_op op, uint32_t slot, uint32_t gen)
@@ -153,8 +142,6 @@ struct pipe_pool {
 struct worker_stats {
     _Atomic uint64_t accepted, refused, logins_ok, logins_failed, backend_errors, timeouts;
     _Atomic uint64_t relay_copies;         /* relay chunks copied because no pipe was free */
-    _Atomic uint64_t relay_received;       /* relay chunks taken by a ring receive (small ones) */
-    _Atomic uint64_t relay_ring_full;      /* relay receives that found no ring buffer free */
     _Atomic uint64_t waits, batched_waits; /* the loop's sleeps in the kernel (ring_wait) */
     _Atomic uint64_t completions;          /* completions the loop handled */
     _Atomic uint64_t relayed[2];           /* bytes: client to backend, backend to client */
@@ -201,15 +188,6 @@ struct ring_batch {
     uint64_t window_start; /* ms, CLOCK_MONOTONIC_COARSE */
 };
 
-/* A provided-buffer ring: the kernel picks a buffer when bytes arrive, so
- * a waiting receive holds none. */
-struct ring_bufs {
-    struct io_uring_buf_ring *br;
-    char *mem;
-    uint32_t size, count;
-    uint16_t first_bid; /* buffer ids of the two groups do not overlap */
-};
-
 struct worker {
     unsigned id;
     pthread_t thread;
@@ -229,7 +207,8 @@ struct worker {
     uint32_t *free_slots;
     uint32_t nfree;
 
-    struct ring_bufs bufs[2]; /* FG_BUF_GROUP, FG_RELAY_BUF_GROUP */
+    struct io_uring_buf_ring *br;
+    char *bufs;
 
     struct pipe_pool pipes;
     struct timer_list tl[TL_COUNT];
@@ -310,7 +289,6 @@ struct io_uring_sqe *ring_sqe(struct worker *w);
  * wipes what may be a secret: the buffer is not cleared for its next use). */
 char *ring_buf(struct worker *w, struct io_uring_cqe *cqe);
 void ring_buf_recycle(struct worker *w, uint16_t bid);
-void ring_buffers_free(struct worker *w);
 
 /* Puts t at the tail of timer list tc (it expires after that list's
  * timeout without another touch), or takes it off its list. */

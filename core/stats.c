@@ -160,7 +160,7 @@ static void stats_info(const struct stats *st, FILE *out)
 {
     uint64_t acc = 0, ref = 0, ok = 0, fail = 0, berr = 0, tmo = 0, rel0 = 0, rel1 = 0, pw = 0;
     uint64_t hs = 0, res = 0, tfail = 0, bhs = 0, btls = 0, bclear = 0, waits = 0, bwaits = 0;
-    uint64_t cqes = 0, rrecv = 0, rfull = 0;
+    uint64_t cqes = 0;
     uint32_t conns = 0, pre = 0, login = 0, relay = 0, closing = 0, bfds = 0, pipes = 0, busy = 0;
 
     for (unsigned i = 0; i < st->nworkers; i++) {
@@ -172,8 +172,6 @@ static void stats_info(const struct stats *st, FILE *out)
         berr += atomic_load(&s->backend_errors);
         tmo += atomic_load(&s->timeouts);
         pw += atomic_load(&s->relay_copies);
-        rrecv += atomic_load(&s->relay_received);
-        rfull += atomic_load(&s->relay_ring_full);
         waits += atomic_load(&s->waits);
         bwaits += atomic_load(&s->batched_waits);
         cqes += atomic_load(&s->completions);
@@ -201,12 +199,12 @@ static void stats_info(const struct stats *st, FILE *out)
             "accepted_total: %llu\nrefused_total: %llu\nlogins_ok_total: %llu\n"
             "logins_failed_total: %llu\nbackend_errors_total: %llu\ntimeouts_total: %llu\n"
             "relayed_client_to_backend_bytes: %llu\nrelayed_backend_to_client_bytes: %llu\n"
-            "relay_copies_total: %llu\nrelay_received_total: %llu\nrelay_ring_full_total: %llu\n",
+            "relay_copies_total: %llu\n",
             FG_VERSION, FG_WOLFSSL_BUILD, st->nworkers, st->slots, conns, pre, login, relay,
             closing, bfds, pipes, busy, (unsigned long long)acc, (unsigned long long)ref,
             (unsigned long long)ok, (unsigned long long)fail, (unsigned long long)berr,
             (unsigned long long)tmo, (unsigned long long)rel0, (unsigned long long)rel1,
-            (unsigned long long)pw, (unsigned long long)rrecv, (unsigned long long)rfull);
+            (unsigned long long)pw);
     fprintf(out,
             "tls_handshakes_total: %llu\ntls_resumed_total: %llu\ntls_failed_total: %llu\n"
             "backend_tls_handshakes_total: %llu\nlogins_backend_tls_total: %llu\n"

@@ -271,10 +271,6 @@ static void worker_route(struct worker *w, struct conn *c, struct io_uring_cqe *
     case OP_B_POLLOUT:
         relay_on_poll(w, c, op, cqe->res);
         break;
-    case OP_C_RELAY_RECV:
-    case OP_B_RELAY_RECV:
-        relay_on_recv(w, c, cqe, op);
-        break;
     default:
         break;
     }
@@ -557,13 +553,15 @@ void worker_free(struct worker *w)
     pipes_free(&w->pipes);
     free(w->ls);
     free(w->free_slots);
+    free(w->bufs);
     if (w->tls_plain)
         explicit_bzero(w->tls_plain, FG_TLS_PLAIN_SZ); /* the last records' plaintext */
     free(w->tls_plain);
     free(w->tls_raw);
     if (w->conns)
         munmap(w->conns, (size_t)w->nslots * sizeof(struct conn));
-    ring_buffers_free(w);
+    if (w->br)
+        munmap(w->br, FG_RECV_BUFS * sizeof(struct io_uring_buf));
     if (w->stop_fd >= 0)
         close(w->stop_fd);
     pthread_mutex_destroy(&w->ready_lock);
