@@ -168,3 +168,23 @@ def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
         b = doc["results"]["login-imap"][t]["bench"]
         assert b["rate"] == 40 and b["errors_total"] == 0 and b["ops"] > 0, (t, b)
     assert "open loop, 40 logins/s scheduled" in r.stdout
+    # The chart says so too, in the row's title.
+    titles = "".join(ET.parse(out / "compare-mock.svg").getroot().itertext())
+    assert "IMAP login (40 logins/s)" in titles and "closed loop" not in titles, titles[:2000]
+
+
+def test_compare_from_json_redraws_older_files(tmp_path):
+    """--from-json redraws a run's tables and chart without running anything,
+    also from a file written before --login-rate existed (run GL's closed
+    loop), whose params lack it."""
+    res = os.path.join(ROOT, "bench", "results", "relay-floor", "logins-GL")
+    for name, title in (("compare-dovecot-closed.json", "IMAP login (closed loop)"),
+                        ("compare-dovecot-rate500.json", "IMAP login (500 logins/s)")):
+        out = tmp_path / name
+        r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "compare"),
+                            "--from-json", os.path.join(res, name), "--out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "proxy CPU per login" in r.stdout
+        titles = "".join(ET.parse(out / "compare-dovecot.svg").getroot().itertext())
+        assert title in titles, (name, titles[:2000])
