@@ -155,8 +155,10 @@ def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "NoSuchSetting" in r.stdout + r.stderr, r.stdout[-3000:]
     out = tmp_path / "out"
+    # CPU is read in 4 ms ticks: 3 s at 100 logins/s give each round tens of
+    # them (at --quick's 1 s and 40/s a round could read 0, and have no ratio).
     r = subprocess.run(base + ["--targets", "forestgate,floor-copy", "--repeat", "2",
-                               "--login-rate", "40", "--out", str(out)],
+                               "--duration", "3", "--login-rate", "100", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
     doc = json.loads((out / "compare-mock.json").read_text())
@@ -166,11 +168,11 @@ def test_compare_ref_set_and_paired_floor_ratios(tmp_path):
     # --login-rate: open loop, the same schedule for every target.
     for t in ("forestgate", "floor-copy"):
         b = doc["results"]["login-imap"][t]["bench"]
-        assert b["rate"] == 40 and b["errors_total"] == 0 and b["ops"] > 0, (t, b)
-    assert "open loop, 40 logins/s scheduled" in r.stdout
+        assert b["rate"] == 100 and b["errors_total"] == 0 and b["ops"] > 0, (t, b)
+    assert "open loop, 100 logins/s scheduled" in r.stdout
     # The chart says so too, in the row's title.
     titles = "".join(ET.parse(out / "compare-mock.svg").getroot().itertext())
-    assert "IMAP login (40 logins/s)" in titles and "closed loop" not in titles, titles[:2000]
+    assert "IMAP login (100 logins/s)" in titles and "closed loop" not in titles, titles[:2000]
 
 
 def test_compare_from_json_redraws_older_files(tmp_path):
