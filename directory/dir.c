@@ -277,7 +277,8 @@ static void dc_learn_bind(struct dir *d, struct dir_job *j, uint64_t now)
     if (req->status == LOGIN_OK)
         rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, dj_hash(d, j),
                     dir_ms(cred_ttl), now);
-    else if (j->rs.why == RW_BAD_PASSWORD || j->rs.why == RW_EXPIRED)
+    else if (j->rs.why == RW_BAD_PASSWORD || j->rs.why == RW_EXPIRED || j->rs.why == RW_DISABLED ||
+             j->rs.why == RW_ACCOUNT_EXPIRED || j->rs.why == RW_LOCKED_OUT)
         rc_cred_set(&d->cache, req->key, req->key_len, req->key_hash, NULL, 0, now);
 }
 
@@ -674,7 +675,7 @@ static void dj_bind_done(struct dir_thread *t, struct dir_job *j, bool answered)
     enum thr_outcome o = THR_BIND_NONE;
     if (answered && j->rs.res.status == STORE_OK)
         o = THR_BIND_OK;
-    else if (answered && j->rs.res.status == STORE_BIND_FAILED)
+    else if (answered && store_bind_refused(j->rs.res.status))
         o = THR_BIND_FAILED;
     thr_account_done(thr, &j->tk, o, dir_clock_ms());
 }

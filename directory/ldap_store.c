@@ -23,6 +23,7 @@
 
 #include "../base/log.h"
 
+#include <ctype.h>
 #include <ldap.h>
 #include <limits.h>
 #include <pthread.h>
@@ -91,9 +92,30 @@ struct ldap_store {
 
 /* ---- small helpers ---- */
 
-bool ldap_bind_says_expired(const char *diag)
+enum store_status ldap_bind_status(const char *diag)
 {
-    return diag && (strstr(diag, "data 532") || strstr(diag, "data 773"));
+    static const struct {
+        unsigned code;
+        enum store_status status;
+    } map[] = {{0x532, STORE_BIND_EXPIRED},
+               {0x773, STORE_BIND_EXPIRED},
+               {0x533, STORE_BIND_DISABLED},
+               {0x701, STORE_BIND_ACCOUNT_EXPIRED},
+               {0x775, STORE_BIND_LOCKED}};
+    const char *p = diag ? strstr(diag, "error, data ") : NULL;
+    if (!p)
+        return STORE_BIND_FAILED;
+    p += strlen("error, data ");
+    if (!isxdigit((unsigned char)*p))
+        return STORE_BIND_FAILED;
+    char *end;
+    unsigned long code = strtoul(p, &end, 16);
+    if (end - p > 8 || (*end && *end != ',' && *end != ' '))
+        return STORE_BIND_FAILED;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (map[i].code == code)
+            return map[i].status;
+    return STORE_BIND_FAILED;
 }
 
 int ldap_store_parse_uris(const char *uris, char out[][256], unsigned max, char *err, size_t errlen)
@@ -695,8 +717,9 @@ static void lds_bind_done(struct ldap_store *ls, struct ldap_op *lop, int rc, co
     if (rc == LDAP_SUCCESS) {
         lop->res->status = STORE_OK;
     } else if (rc == LDAP_INVALID_CREDENTIALS) {
-        lop->res->status = lop->op->dn[0] && ldap_bind_says_expired(diag) ? STORE_BIND_EXPIRED
-                                                                          : STORE_BIND_FAILED;
+        /* A dummy bind (no DN) checks a password against nobody: whatever
+         * the server adds, it is a wrong password. */
+        lop->res->status = lop->op->dn[0] ? ldap_bind_status(diag) : STORE_BIND_FAILED;
     } else if (lds_retryable(rc) && lop->attempts < LDS_MAX_ATTEMPTS) {
         lop->attempts++;
         lds_op_begin(ls, lop, now);

@@ -102,9 +102,14 @@ void ldap_store_process(struct ldap_store *ls, uint64_t now_ms);
  * back-off ending), or UINT64_MAX. */
 uint64_t ldap_store_next_timer(const struct ldap_store *ls);
 
-/* AD's bind diagnostic: "... data 532 ..." (password expired) or "data 773"
- * (must change it) mean the password was right but has to be changed. */
-bool ldap_bind_says_expired(const char *diag);
+/*
+ * What an AD bind refusal (invalidCredentials) says in its diagnostic text,
+ * "... AcceptSecurityContext error, data 775, v4563": 532 (password expired)
+ * and 773 (must change it) mean the password was right but has to be
+ * changed; 533 disabled, 701 account expired, 775 locked out; anything else
+ * (52e, no diagnostic, another directory) is a wrong password.
+ */
+enum store_status ldap_bind_status(const char *diag);
 
 /*
  * Discovers a forest's domains from its crossRef objects (CN=Partitions of

@@ -188,6 +188,13 @@ static enum resolve_step rs_bind_refused(struct resolution *rs)
         return rs_done(rs, LOGIN_EXPIRED, RW_EXPIRED);
     case STORE_BIND_FAILED:
         return rs_fail(rs, RW_BAD_PASSWORD);
+    /* The client hears a wrong password; the audit line, the truth. */
+    case STORE_BIND_DISABLED:
+        return rs_fail(rs, RW_DISABLED);
+    case STORE_BIND_ACCOUNT_EXPIRED:
+        return rs_fail(rs, RW_ACCOUNT_EXPIRED);
+    case STORE_BIND_LOCKED:
+        return rs_fail(rs, RW_LOCKED_OUT);
     default:
         return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
     }
@@ -518,6 +525,8 @@ const char *resolve_why_text(enum resolve_why why)
             [RW_WRONG_DOMAIN] = "wasn't found in Active Directory (not in that domain)",
             [RW_BAD_PASSWORD] = "wrong password",
             [RW_EXPIRED] = "the password has expired or must be changed",
+            [RW_ACCOUNT_EXPIRED] = "the account has expired (accountExpires)",
+            [RW_LOCKED_OUT] = "the account is locked out",
             [RW_ADMIN] = "administrators may not log on (AllowAdminLogon)",
             [RW_NO_MAILBOX] = "the account has no mailbox",
             [RW_MAILBOX_AMBIGUOUS] = "more than one mailbox matches",

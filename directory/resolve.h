@@ -109,9 +109,21 @@ struct dir_entry {
 enum store_status {
     STORE_OK,
     STORE_UNAVAILABLE,  /* server down, timed out: [UNAVAILABLE] */
-    STORE_BIND_FAILED,  /* SOP_BIND: wrong password or any other refusal */
-    STORE_BIND_EXPIRED, /* SOP_BIND: AD's data 532 / 773 */
+    STORE_BIND_FAILED,  /* SOP_BIND: wrong password (AD's data 52e) or any other refusal */
+    STORE_BIND_EXPIRED, /* SOP_BIND: AD's data 532 / 773: the password was right */
+    /* SOP_BIND refusals the client sees as a wrong password, the audit by name: */
+    STORE_BIND_DISABLED,        /* data 533 */
+    STORE_BIND_ACCOUNT_EXPIRED, /* data 701 */
+    STORE_BIND_LOCKED,          /* data 775 */
 };
+
+/* A bind refused as the client must see a wrong password: counted by the
+ * throttle, dropping a remembered credential. */
+static inline bool store_bind_refused(enum store_status s)
+{
+    return s == STORE_BIND_FAILED || s == STORE_BIND_DISABLED || s == STORE_BIND_ACCOUNT_EXPIRED ||
+           s == STORE_BIND_LOCKED;
+}
 
 struct store_result {
     enum store_status status;
@@ -141,6 +153,8 @@ enum resolve_why {
     RW_WRONG_DOMAIN, /* domain\upn: the UPN's account lies in another domain (a child too) */
     RW_BAD_PASSWORD,
     RW_EXPIRED,
+    RW_ACCOUNT_EXPIRED, /* AD's data 701 */
+    RW_LOCKED_OUT,      /* AD's data 775 */
     RW_ADMIN,
     RW_NO_MAILBOX,
     RW_MAILBOX_AMBIGUOUS,

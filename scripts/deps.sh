@@ -18,10 +18,14 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
 # sends the stats socket's commands through socat too.
 # strace: tests/integration/test_bench_serve_writes.py checks where the mock
 # backend cuts its writes.
+# samba-ad-dc + python3-samba + ldb-tools + faketime: tests/lib/samba.py runs
+# private Samba AD domain controllers (real AD: its diagnostics, SIDs,
+# linked attributes); faketime dates a password in the past. krb5-user:
+# kinit and klist for the Kerberos tests against Samba's KDC.
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest fail2ban
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy
            prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser
-           tmux socat strace)
+           tmux socat strace samba-ad-dc python3-samba ldb-tools faketime krb5-user)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.

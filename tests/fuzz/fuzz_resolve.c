@@ -118,9 +118,11 @@ static void answer(struct fz *f, struct resolution *rs, struct seen *sn)
     res->status = (s & 3) == 1 ? STORE_UNAVAILABLE : STORE_OK;
     sn->unavailable |= res->status == STORE_UNAVAILABLE;
     if (rs->op.kind == SOP_BIND) {
-        static const enum store_status bind[] = {STORE_OK, STORE_UNAVAILABLE, STORE_BIND_FAILED,
-                                                 STORE_BIND_EXPIRED};
-        res->status = bind[s & 3];
+        static const enum store_status bind[] = {
+                STORE_OK,           STORE_UNAVAILABLE,          STORE_BIND_FAILED,
+                STORE_BIND_EXPIRED, STORE_BIND_ACCOUNT_EXPIRED, STORE_BIND_LOCKED,
+                STORE_OK,           STORE_BIND_DISABLED};
+        res->status = bind[s & 7];
         /* The store's contract: a bind as "" (nobody) fails. */
         if (rs->op.dn[0] == 0 && res->status != STORE_UNAVAILABLE)
             res->status = STORE_BIND_FAILED;
@@ -196,6 +198,12 @@ static void check_outcome(const struct resolution *rs, const struct seen *sn)
              rs->why == RW_NO_DATABASE_SERVER);
     FZ_CHECK(rs->status != LOGIN_EXPIRED || sn->last_bind == STORE_BIND_EXPIRED);
     FZ_CHECK(rs->why != RW_BAD_PASSWORD || sn->last_bind == STORE_BIND_FAILED);
+    /* AD's other refusals end as failures, told only in the audit */
+    FZ_CHECK(rs->why != RW_LOCKED_OUT ||
+             (sn->last_bind == STORE_BIND_LOCKED && rs->status == LOGIN_FAILED));
+    FZ_CHECK(rs->why != RW_ACCOUNT_EXPIRED ||
+             (sn->last_bind == STORE_BIND_ACCOUNT_EXPIRED && rs->status == LOGIN_FAILED));
+    FZ_CHECK(!store_bind_refused(sn->last_bind) || rs->status != LOGIN_OK);
     if (rs->status != LOGIN_OK)
         return;
     struct logon_name ln;

@@ -42,17 +42,38 @@ static void test_escape(void)
     CHECK_INT(ldap_filter_escape("abc", 3, out, sizeof out), 3);
 }
 
-static void test_expired(void)
+static void test_bind_status(void)
 {
-    CHECK(ldap_bind_says_expired("80090308: LdapErr: DSID-0C09044E, comment: "
-                                 "AcceptSecurityContext error, data 773, v4563"));
-    CHECK(ldap_bind_says_expired("80090308: LdapErr: DSID-0C09044E, comment: "
-                                 "AcceptSecurityContext error, data 532, v4563"));
-    CHECK(!ldap_bind_says_expired("80090308: LdapErr: DSID-0C09044E, comment: "
-                                  "AcceptSecurityContext error, data 52e, v4563"));
-    CHECK(!ldap_bind_says_expired("80090308: ... data 533, v4563")); /* disabled */
-    CHECK(!ldap_bind_says_expired(""));
-    CHECK(!ldap_bind_says_expired(NULL));
+    static const char *const pre = "80090308: LdapErr: DSID-0C09044E, comment: "
+                                   "AcceptSecurityContext error, data ";
+    static const struct {
+        const char *code;
+        enum store_status want;
+    } t[] = {{"773, v4563", STORE_BIND_EXPIRED},
+             {"532, v4563", STORE_BIND_EXPIRED},
+             {"52e, v4563", STORE_BIND_FAILED},
+             {"533, v4563", STORE_BIND_DISABLED},
+             {"701, v1db1", STORE_BIND_ACCOUNT_EXPIRED},
+             {"775, v1db1", STORE_BIND_LOCKED},
+             {"775", STORE_BIND_LOCKED},
+             {"52E, v4563", STORE_BIND_FAILED},
+             {"5320, v4563", STORE_BIND_FAILED},
+             {"7750, v1", STORE_BIND_FAILED},
+             {"77", STORE_BIND_FAILED},
+             {"775x, v1", STORE_BIND_FAILED},
+             {", v1", STORE_BIND_FAILED},
+             {"", STORE_BIND_FAILED},
+             {"ffffffffff, v1", STORE_BIND_FAILED}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char diag[200];
+        snprintf(diag, sizeof diag, "%s%s", pre, t[i].code);
+        CHECK_INT(ldap_bind_status(diag), t[i].want);
+    }
+    /* only after "error, data ": a DN or a comment that says "data 775" is not it */
+    CHECK_INT(ldap_bind_status("80090308: ... data 533, v4563"), STORE_BIND_FAILED);
+    CHECK_INT(ldap_bind_status("data 775, v1"), STORE_BIND_FAILED);
+    CHECK_INT(ldap_bind_status(""), STORE_BIND_FAILED);
+    CHECK_INT(ldap_bind_status(NULL), STORE_BIND_FAILED);
 }
 
 static void test_uris(void)
@@ -77,7 +98,7 @@ static void test_uris(void)
 int main(void)
 {
     test_escape();
-    test_expired();
+    test_bind_status();
     test_uris();
     return th_finish("test_ldap_store");
 }
