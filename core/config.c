@@ -133,6 +133,7 @@ static const struct cfg_key cfg_directory_keys[] = {
         KEY("AllowSmtpAddressLogin", CT_BOOL, struct dir_conf, allow_smtp_login, 0, 0),
         KEY("AllowAdminLogon", CT_BOOL, struct dir_conf, allow_admin, 0, 0),
         KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
+        KEY("DelegateCheck", CT_ENUM, struct dir_conf, delegate_check, EN_DELEGATE_CHECK, 0),
         KEY("BackendLoginAttribute", CT_STR, struct dir_conf, login_attr, 1, 0),
         KEYD("SearchOrder", CT_STR, struct dir_conf, search_order, 1, 0, cfg_dump_search_order),
         {NULL, 0, 0, 0, 0, 0, NULL},
@@ -345,6 +346,8 @@ static const char *const cfg_roles[] = {"", "Organization", "Account"};
 static const char *const cfg_ldap_tls[] = {"none", "starttls", "ldaps"};
 static const char *const cfg_send_proxy[] = {"no", "v2"};
 static const char *const cfg_log_roll[] = {"Hourly", "Daily"};
+/* In enum delegate_check's order. */
+static const char *const cfg_delegate_check[] = {"security-descriptor", "delegate-list", "both"};
 
 const char *config_login_type_name(enum login_type t)
 {
@@ -480,6 +483,7 @@ static const struct cfg_enum_def cfg_enums[] = {
         [EN_LDAP_TLS] = {cfg_ldap_tls, FG_ARRAY_SIZE(cfg_ldap_tls), 0},
         [EN_SEND_PROXY] = {cfg_send_proxy, FG_ARRAY_SIZE(cfg_send_proxy), 0},
         [EN_LOG_ROLL] = {cfg_log_roll, FG_ARRAY_SIZE(cfg_log_roll), 0},
+        [EN_DELEGATE_CHECK] = {cfg_delegate_check, FG_ARRAY_SIZE(cfg_delegate_check), 0},
 };
 
 /* A name from the key's list, any case; else "Key: expected A, B or C". */

@@ -317,6 +317,7 @@ void cfg_check_directory(struct cfg_parse *cp)
     dc->rules.allow_admin = dc->allow_admin;
     dc->rules.login_attr = dc->login_attr;
     dc->rules.delegate_attr = dc->delegate_attr;
+    dc->rules.delegate_check = dc->delegate_check;
     dc->rules.allow_delegates = cp->cfg->backend.mode == BACKEND_LOGIN_MASTER;
     cfg_check_databases(cp);
     cfg_check_cache(cp);

@@ -55,6 +55,7 @@ enum cfg_enum_kind {
     EN_LDAP_TLS,
     EN_SEND_PROXY,
     EN_LOG_ROLL,
+    EN_DELEGATE_CHECK,
 };
 
 /* Prints a key's effective value when it is not simply the field's (it is

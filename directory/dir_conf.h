@@ -123,6 +123,7 @@ struct dir_conf {
     bool allow_smtp_login;            /* AllowSmtpAddressLogin */
     bool allow_admin;                 /* AllowAdminLogon */
     char delegate_attr[64];           /* DelegateAttribute */
+    uint8_t delegate_check;           /* DelegateCheck: enum delegate_check */
     char login_attr[64];              /* BackendLoginAttribute: the backend login name */
     char search_order[256];           /* SearchOrder: account forests, in order */
     unsigned nforests;

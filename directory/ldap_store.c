@@ -11,6 +11,8 @@
  *   SOP_FIND_ALIAS  (&(objectClass=user)(homeMDB=*)(mailNickname=K))
  *   SOP_FIND_SID    (&(objectClass=user)(objectSid=SID))
  *   SOP_DATABASE    base search of the database, then of each owning server
+ *   SOP_TOKEN_GROUPS base search of the account for tokenGroups (AD computes
+ *                   it for a base search only, nested groups included)
  *   SOP_BIND        a simple bind on a bind connection
  *
  * A search over a whole forest is one search per domain naming context, all
@@ -20,6 +22,7 @@
  */
 #include "ldap_store.h"
 #include "ldap_filter.h"
+#include "secdesc.h"
 
 #include "../base/log.h"
 
@@ -379,6 +382,7 @@ static void lds_track(struct ldap_conn *c, struct ldap_op *lop, int msgid, int d
 static const char *const lds_attrs_base[] = {
         "objectSid", "msExchMasterAccountSid", "userAccountControl", "adminCount",
         "homeMDB",   "mailNickname",           "protocolSettings"};
+static char lds_sd_attr[] = "msExchMailboxSecurityDescriptor";
 
 /* The filter of a search operation; 0 when the key cannot be put in one. */
 static size_t lds_filter(const struct store_op *op, char *f, size_t cap)
@@ -437,7 +441,7 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
 {
     const struct store_op *op = lop->op;
     char filter[LDS_FILTER_MAX];
-    const char *attrs[FG_ARRAY_SIZE(lds_attrs_base) + 3];
+    const char *attrs[FG_ARRAY_SIZE(lds_attrs_base) + 4];
     unsigned na = 0;
 
     if (op->kind == SOP_DATABASE) {
@@ -450,10 +454,16 @@ static bool lds_send(struct ldap_store *ls, struct ldap_op *lop, uint64_t now)
                 return false;
         return true;
     }
+    if (op->kind == SOP_TOKEN_GROUPS) {
+        char *a[] = {"tokenGroups", NULL};
+        return lds_search(ls, lop, op->dn, -1, LDAP_SCOPE_BASE, "(objectClass=*)", a, now);
+    }
     for (size_t i = 0; i < FG_ARRAY_SIZE(lds_attrs_base); i++)
         attrs[na++] = lds_attrs_base[i];
     if (op->kind == SOP_FIND_ALIAS && op->delegate_attr)
         attrs[na++] = op->delegate_attr;
+    if (op->kind == SOP_FIND_ALIAS && op->token)
+        attrs[na++] = lds_sd_attr;
     if (op->login_attr)
         attrs[na++] = op->login_attr;
     attrs[na] = NULL;
@@ -635,6 +645,35 @@ static void lds_fill(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, const char
         }
         ldap_value_free_len(v);
     }
+    if (op->kind == SOP_FIND_ALIAS && op->token) {
+        v = ldap_get_values_len(ld, e, lds_sd_attr);
+        out->sd_access = v && v[0]
+                                 ? (uint8_t)sd_check((const uint8_t *)v[0]->bv_val, v[0]->bv_len,
+                                                     op->token, op->token_len, SD_RIGHT_FULL_ACCESS)
+                                 : SD_NONE;
+        ldap_value_free_len(v);
+    }
+}
+
+/* tokenGroups' SIDs, appended to the op's token; a value that is no SID is
+ * skipped, one that does not fit marks the token incomplete. */
+static void lds_token_groups(LDAP *ld, LDAPMessage *e, struct ldap_op *lop)
+{
+    const struct store_op *op = lop->op;
+    struct store_result *res = lop->res;
+    struct berval **v = ldap_get_values_len(ld, e, "tokenGroups");
+    for (size_t i = 0; v && v[i] && !res->token_overflow; i++) {
+        size_t n = v[i]->bv_len;
+        if (sd_sid_len((const uint8_t *)v[i]->bv_val, n) != n)
+            continue;
+        if (n > op->token_cap - res->token_len) {
+            res->token_overflow = true;
+            break;
+        }
+        memcpy(op->token_out + res->token_len, v[i]->bv_val, n);
+        res->token_len += n;
+    }
+    ldap_value_free_len(v);
 }
 
 /* An entry of a search of domain (or -1). A server that keeps a child
@@ -658,6 +697,10 @@ static void lds_account(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, int dom
 static void lds_entry(struct ldap_store *ls, LDAP *ld, LDAPMessage *e, int domain,
                       struct ldap_op *lop)
 {
+    if (lop->op->kind == SOP_TOKEN_GROUPS) {
+        lds_token_groups(ld, e, lop);
+        return;
+    }
     if (lop->op->kind != SOP_DATABASE) {
         lds_account(ls, ld, e, domain, lop);
         return;

@@ -1,5 +1,6 @@
 /* The LDIF store: see ldif_store.h. */
 #include "ldif_store.h"
+#include "secdesc.h"
 
 #include "../base/base64.h"
 
@@ -436,6 +437,12 @@ static void lp_fill(const struct ldif_entry *e, int forest, const char *rights_o
         out->delegate_ok =
                 lp_has_value(e, op->delegate_attr ? op->delegate_attr : "msExchDelegateListLink",
                              rights_of, strlen(rights_of), true);
+    if (op->kind == SOP_FIND_ALIAS && op->token) {
+        v = lp_first(e, "msExchMailboxSecurityDescriptor");
+        out->sd_access = v ? (uint8_t)sd_check((const uint8_t *)v->p, v->n, op->token,
+                                               op->token_len, SD_RIGHT_FULL_ACCESS)
+                           : SD_NONE;
+    }
 }
 
 static bool lp_match(const struct ldif_entry *e, const struct dir_forest *fo,
@@ -513,6 +520,25 @@ static void lp_database(const struct ldif_store *st, const struct store_op *op,
     }
 }
 
+/* tokenGroups: AD computes them; an LDIF forest stores them on the account. */
+static void lp_token_groups(const struct ldif_store *st, const struct store_op *op,
+                            struct store_result *res)
+{
+    const struct ldif_entry *e = lp_by_dn(st, op->dn);
+    const struct ldif_attr *g = e ? ldif_attr(e, "tokenGroups") : NULL;
+    for (unsigned i = 0; g && i < g->nvals; i++) {
+        const struct ldif_value *v = &g->vals[i];
+        if (sd_sid_len((const uint8_t *)v->p, v->n) != v->n)
+            continue; /* not a SID: no group */
+        if (v->n > op->token_cap - res->token_len) {
+            res->token_overflow = true;
+            return;
+        }
+        memcpy(op->token_out + res->token_len, v->p, v->n);
+        res->token_len += v->n;
+    }
+}
+
 void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest, int forest_index,
                     const struct store_op *op, struct store_result *res)
 {
@@ -524,6 +550,10 @@ void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest
     }
     if (op->kind == SOP_DATABASE) {
         lp_database(st, op, res);
+        return;
+    }
+    if (op->kind == SOP_TOKEN_GROUPS) {
+        lp_token_groups(st, op, res);
         return;
     }
     /* Like an LDAP search with size limit 2: two are enough to say "not one". */

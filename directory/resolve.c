@@ -3,6 +3,7 @@
  * operation it asked for and either asks for the next one or ends.
  */
 #include "resolve.h"
+#include "secdesc.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,7 @@ enum rs_state {
     S_SID,  /* a linked mailbox's master account, forest by forest */
     S_BIND,
     S_LINKED, /* the account's own mailbox, linked by SID */
+    S_GROUPS, /* the account's tokenGroups, for a mailbox's security descriptor */
     S_ALIAS,
     S_DB,
     S_DUMMY,     /* a bind that cannot succeed, so that a miss costs what a wrong password does */
@@ -341,6 +343,77 @@ static enum resolve_step rs_checks(struct resolution *rs)
     return r;
 }
 
+static enum resolve_step rs_ask_alias(struct resolution *rs)
+{
+    enum resolve_step r = rs_ask(rs, S_ALIAS, SOP_FIND_ALIAS, (int)rs->topo->org);
+    rs->op.key = rs_part(rs, rs->ln.alias);
+    rs->op.key_len = rs->ln.alias.len;
+    rs->op.dn = rs->mailbox.dn; /* "" without an own mailbox: nobody's rights */
+    if (rs->token_len) {
+        rs->op.token = rs->token;
+        rs->op.token_len = rs->token_len;
+    }
+    return r;
+}
+
+/* The descriptor is read only for another's mailbox: an alias that names
+ * the account's own mailbox needs no token. */
+static bool rs_wants_token(const struct resolution *rs, const struct dir_entry *own)
+{
+    if (rs->conf->delegate_check == DELEGATE_LIST)
+        return false;
+    return !own || strlen(own->alias) != rs->ln.alias.len ||
+           strncasecmp(own->alias, rs_part(rs, rs->ln.alias), rs->ln.alias.len) != 0;
+}
+
+/* The token starts with the account's SID and the two groups every logon
+ * holds, Everyone (S-1-1-0) and Authenticated Users (S-1-5-11); AD's
+ * tokenGroups follow. */
+static enum resolve_step rs_ask_groups(struct resolution *rs)
+{
+    static const uint8_t everyone[] = {1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+    static const uint8_t authenticated[] = {1, 1, 0, 0, 0, 0, 0, 5, 11, 0, 0, 0};
+    size_t n = 0;
+    if (sd_sid_len(rs->account.sid, rs->account.sid_len) == rs->account.sid_len) {
+        memcpy(rs->token, rs->account.sid, rs->account.sid_len);
+        n = rs->account.sid_len;
+    }
+    memcpy(rs->token + n, everyone, sizeof everyone);
+    n += sizeof everyone;
+    memcpy(rs->token + n, authenticated, sizeof authenticated);
+    rs->token_len = n + sizeof authenticated;
+    enum resolve_step r = rs_ask(rs, S_GROUPS, SOP_TOKEN_GROUPS, rs->account.forest);
+    rs->op.dn = rs->account.dn;
+    rs->op.token_out = rs->token + rs->token_len;
+    rs->op.token_cap = sizeof rs->token - rs->token_len;
+    return r;
+}
+
+static enum resolve_step rs_on_groups(struct resolution *rs)
+{
+    if (rs_down(rs))
+        return rs_done(rs, LOGIN_UNAVAILABLE, RW_UNAVAILABLE);
+    /* A deny for a group left out could not be seen: judge nothing. */
+    if (rs->res.token_overflow)
+        return rs_done(rs, LOGIN_DENIED, RW_TOO_MANY_GROUPS);
+    rs->token_len += FG_MIN(rs->res.token_len, sizeof rs->token - rs->token_len);
+    return rs_ask_alias(rs);
+}
+
+/* Full Access to target, another's mailbox, as DelegateCheck reads it. */
+static bool rs_full_access(const struct resolution *rs, const struct dir_entry *target)
+{
+    bool listed = rs->mailbox.dn[0] && target->delegate_ok;
+    switch (rs->conf->delegate_check) {
+    case DELEGATE_LIST:
+        return listed;
+    case DELEGATE_BOTH:
+        return target->sd_access == SD_ALLOWED || (listed && target->sd_access != SD_DENIED);
+    default:
+        return target->sd_access == SD_ALLOWED;
+    }
+}
+
 /* The account's own mailbox is known (or known to be none). */
 static enum resolve_step rs_after_own(struct resolution *rs, const struct dir_entry *own)
 {
@@ -354,11 +427,9 @@ static enum resolve_step rs_after_own(struct resolution *rs, const struct dir_en
         rs->mailbox = *own; /* kept to compare with the alias's mailbox */
     else
         memset(&rs->mailbox, 0, sizeof rs->mailbox);
-    enum resolve_step r = rs_ask(rs, S_ALIAS, SOP_FIND_ALIAS, (int)rs->topo->org);
-    rs->op.key = rs_part(rs, rs->ln.alias);
-    rs->op.key_len = rs->ln.alias.len;
-    rs->op.dn = rs->mailbox.dn; /* "" without an own mailbox: nobody's rights */
-    return r;
+    if (rs_wants_token(rs, own))
+        return rs_ask_groups(rs);
+    return rs_ask_alias(rs);
 }
 
 static enum resolve_step rs_on_bind(struct resolution *rs)
@@ -398,7 +469,7 @@ static enum resolve_step rs_on_alias(struct resolution *rs)
         return rs_fail(rs, RW_MAILBOX_AMBIGUOUS);
     const struct dir_entry *target = &rs->res.e[0];
     bool own = rs_dn_eq(rs->mailbox.dn, target->dn);
-    if (!own && !(rs->mailbox.dn[0] && target->delegate_ok))
+    if (!own && !rs_full_access(rs, target))
         return rs_done(rs, LOGIN_DENIED, RW_NO_RIGHTS);
     /* PassThrough logs in with the client's own password, which opens only
      * the client's own mailbox: refused here, before any backend is asked. */
@@ -461,6 +532,8 @@ enum resolve_step resolve_next(struct resolution *rs)
         return rs_on_bind(rs);
     case S_LINKED:
         return rs_on_linked(rs);
+    case S_GROUPS:
+        return rs_on_groups(rs);
     case S_ALIAS:
         return rs_on_alias(rs);
     case S_DB:
@@ -532,6 +605,7 @@ const char *resolve_why_text(enum resolve_why why)
             [RW_MAILBOX_AMBIGUOUS] = "more than one mailbox matches",
             [RW_NO_SUCH_ALIAS] = "no mailbox has that alias",
             [RW_NO_RIGHTS] = "no full access to that mailbox",
+            [RW_TOO_MANY_GROUPS] = "the account is in more groups than a token holds here",
             [RW_DELEGATE_NEEDS_MASTER] = "delegate logons need LoginMode MasterUser",
             [RW_PROTOCOL_DISABLED] = "the protocol is disabled for the mailbox (protocolSettings)",
             [RW_NO_DATABASE_SERVER] = "the mailbox's database has no reachable server",

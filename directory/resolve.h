@@ -25,6 +25,11 @@
 #define DIR_LOGIN_MAX   255
 #define DIR_HOST_MAX    255
 #define DIR_MAX_HOSTS   4
+/* An access token: the account's SID, Everyone, Authenticated Users and its
+ * tokenGroups, for a mailbox's security descriptor. 8 KiB holds about 290
+ * domain SIDs; an account in more groups is refused Full Access (see
+ * RW_TOO_MANY_GROUPS) rather than judged on part of its groups. */
+#define DIR_TOKEN_MAX 8192
 
 /* ---- what the resolver knows of the forests (configured or discovered) ---- */
 
@@ -55,22 +60,33 @@ struct resolve_conf {
     bool allow_delegates;      /* LoginMode = MasterUser: the backend can open another's mailbox */
     const char *login_attr;    /* BackendLoginAttribute; NULL: mailNickname */
     const char *delegate_attr; /* DelegateAttribute; NULL: msExchDelegateListLink */
+    uint8_t delegate_check;    /* DelegateCheck: enum delegate_check */
+};
+
+/* DelegateCheck: where Full Access to another's mailbox is read. */
+enum delegate_check {
+    DELEGATE_SD,   /* the mailbox's msExchMailboxSecurityDescriptor, as Exchange does */
+    DELEGATE_LIST, /* DelegateAttribute (msExchDelegateListLink): auto-mapping's back link */
+    DELEGATE_BOTH, /* either grants; a deny in the descriptor still wins */
 };
 
 /* ---- the store interface ---- */
 
 enum store_op_kind {
-    SOP_FIND_SAM,    /* enabled accounts: sAMAccountName = key (domain < 0: whole forest) */
-    SOP_FIND_UPN,    /* accounts, disabled ones too: userPrincipalName = key, whole forest */
-    SOP_FIND_SMTP,   /* organisation forest: proxyAddresses = smtp:key */
-    SOP_BIND,        /* simple bind as dn with the password, in the forest; dn "" is
-                        nobody: check the password against no account at the cost of
-                        a real check, and fail */
-    SOP_FIND_LINKED, /* organisation forest: mailboxes whose msExchMasterAccountSid = sid */
-    SOP_FIND_ALIAS,  /* organisation forest: mailboxes whose mailNickname = key; for each,
-                        delegate_ok says whether dn is in its delegate_attr */
-    SOP_DATABASE,    /* the servers of database dn (homeMDB): their dNSHostName */
-    SOP_FIND_SID,    /* accounts whose objectSid = sid, whole forest */
+    SOP_FIND_SAM,     /* enabled accounts: sAMAccountName = key (domain < 0: whole forest) */
+    SOP_FIND_UPN,     /* accounts, disabled ones too: userPrincipalName = key, whole forest */
+    SOP_FIND_SMTP,    /* organisation forest: proxyAddresses = smtp:key */
+    SOP_BIND,         /* simple bind as dn with the password, in the forest; dn "" is
+                         nobody: check the password against no account at the cost of
+                         a real check, and fail */
+    SOP_FIND_LINKED,  /* organisation forest: mailboxes whose msExchMasterAccountSid = sid */
+    SOP_FIND_ALIAS,   /* organisation forest: mailboxes whose mailNickname = key; for each,
+                         delegate_ok says whether dn is in its delegate_attr, and
+                         sd_access what its security descriptor gives token */
+    SOP_DATABASE,     /* the servers of database dn (homeMDB): their dNSHostName */
+    SOP_FIND_SID,     /* accounts whose objectSid = sid, whole forest */
+    SOP_TOKEN_GROUPS, /* the account dn's tokenGroups (AD computes them, nested groups too),
+                         appended to token_out: res.token_len, res.token_overflow */
 };
 
 struct store_op {
@@ -86,6 +102,10 @@ struct store_op {
     size_t pass_len;
     const char *login_attr;    /* searches: the attribute that fills dir_entry.login */
     const char *delegate_attr; /* SOP_FIND_ALIAS: the attribute that lists full access */
+    const uint8_t *token;      /* SOP_FIND_ALIAS: whose Full Access the descriptor is asked; */
+    size_t token_len;          /*   NULL: not asked */
+    uint8_t *token_out;        /* SOP_TOKEN_GROUPS: where the groups' SIDs go */
+    size_t token_cap;
 };
 
 /* An account or mailbox as the resolver needs it. */
@@ -98,6 +118,7 @@ struct dir_entry {
     bool admin;                    /* adminCount = 1 */
     bool has_mailbox;              /* homeMDB is set */
     bool delegate_ok;              /* SOP_FIND_ALIAS only */
+    uint8_t sd_access;             /* SOP_FIND_ALIAS with a token: enum sd_access */
     uint8_t proto_disabled;        /* 1 << fg_proto, from protocolSettings */
     char alias[DIR_ALIAS_MAX + 1]; /* mailNickname */
     char login[DIR_LOGIN_MAX + 1]; /* BackendLoginAttribute: the backend login name */
@@ -131,6 +152,8 @@ struct store_result {
     struct dir_entry e[2];
     unsigned nhosts; /* SOP_DATABASE */
     char hosts[DIR_MAX_HOSTS][DIR_HOST_MAX + 1];
+    size_t token_len;    /* SOP_TOKEN_GROUPS: bytes written to op.token_out */
+    bool token_overflow; /* SOP_TOKEN_GROUPS: some groups did not fit */
 };
 
 /* ---- a resolution ---- */
@@ -160,6 +183,7 @@ enum resolve_why {
     RW_MAILBOX_AMBIGUOUS,
     RW_NO_SUCH_ALIAS,
     RW_NO_RIGHTS,
+    RW_TOO_MANY_GROUPS,       /* the token did not fit: Full Access by descriptor not judged */
     RW_DELEGATE_NEEDS_MASTER, /* full access, but PassThrough cannot open another's mailbox */
     RW_PROTOCOL_DISABLED,
     RW_NO_DATABASE_SERVER,
@@ -195,6 +219,8 @@ struct resolution {
     uint8_t found;                   /* UPN matches across forests */
     bool pass_known;                 /* warm: the credential cache matched */
     int domain_forest, domain_index; /* the typed domain, once known */
+    size_t token_len;                /* the account's access token, for DelegateCheck */
+    uint8_t token[DIR_TOKEN_MAX];
 };
 
 /* Prepares a resolution; the strings must outlive it. */

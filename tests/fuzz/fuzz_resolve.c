@@ -40,7 +40,7 @@ static const struct dir_forest templates[4] = {
 /* What the harness saw of the conversation. */
 struct seen {
     unsigned ops;
-    bool bind_ok, bind_nobody, unavailable;
+    bool bind_ok, bind_nobody, unavailable, groups_asked;
     enum store_status last_bind;
     char bound_dn[DIR_DN_MAX];
 };
@@ -106,6 +106,8 @@ static void fill_entry(struct fz *f, const struct resolution *rs, struct dir_ent
         pick_raw(f, e->home_mdb, 64);
     snprintf(e->alias, sizeof e->alias, "%s", aliases[c % 4]);
     snprintf(e->login, sizeof e->login, "%s", e->alias);
+    if (rs->op.kind == SOP_FIND_ALIAS && rs->op.token)
+        e->sd_access = (uint8_t)(fz_u8(f) % 4); /* enum sd_access */
 }
 
 /* The store's answer to rs->op, read off the input. */
@@ -130,6 +132,14 @@ static void answer(struct fz *f, struct resolution *rs, struct seen *sn)
         sn->bind_nobody |= rs->op.dn[0] == 0;
         sn->bind_ok = res->status == STORE_OK && rs->op.dn[0] != 0;
         snprintf(sn->bound_dn, sizeof sn->bound_dn, "%s", rs->op.dn);
+    } else if (rs->op.kind == SOP_TOKEN_GROUPS) {
+        /* SIDs or not, any bytes up to the room given; or "too many" */
+        size_t n = FG_MIN((size_t)fz_u8(f), rs->op.token_cap);
+        for (size_t i = 0; i < n; i++)
+            rs->op.token_out[i] = fz_u8(f);
+        res->token_len = n;
+        res->token_overflow = (s & 0x20) != 0;
+        sn->groups_asked = true;
     } else if (rs->op.kind == SOP_DATABASE) {
         res->nhosts = (s >> 2) % (DIR_MAX_HOSTS + 1);
         for (unsigned h = 0; h < res->nhosts; h++)
@@ -179,6 +189,13 @@ static void check_op(const struct resolution *rs)
     case SOP_DATABASE:
         FZ_CHECK(op->dn && strnlen(op->dn, DIR_DN_MAX) < DIR_DN_MAX);
         break;
+    case SOP_TOKEN_GROUPS:
+        /* the account's own forest, and room that lies inside the resolution's token */
+        FZ_CHECK(op->dn == rs->account.dn && op->forest == rs->account.forest);
+        FZ_CHECK(op->token_out >= rs->token && op->token_cap > 0 &&
+                 op->token_out + op->token_cap == rs->token + sizeof rs->token);
+        FZ_CHECK(rs->conf->delegate_check != DELEGATE_LIST && rs->ln.alias.len > 0);
+        break;
     default:
         FZ_CHECK(false);
     }
@@ -204,6 +221,7 @@ static void check_outcome(const struct resolution *rs, const struct seen *sn)
     FZ_CHECK(rs->why != RW_ACCOUNT_EXPIRED ||
              (sn->last_bind == STORE_BIND_ACCOUNT_EXPIRED && rs->status == LOGIN_FAILED));
     FZ_CHECK(!store_bind_refused(sn->last_bind) || rs->status != LOGIN_OK);
+    FZ_CHECK(rs->why != RW_TOO_MANY_GROUPS || (sn->groups_asked && rs->status == LOGIN_DENIED));
     if (rs->status != LOGIN_OK)
         return;
     struct logon_name ln;
@@ -226,6 +244,7 @@ static void setup(struct fz *f, struct dir_topology *t, struct resolve_conf *con
     conf->allow_delegates = c & 4;
     conf->login_attr = (c & 8) ? "uid" : NULL;
     conf->delegate_attr = (c & 16) ? "fgFullAccess" : NULL;
+    conf->delegate_check = (uint8_t)((c >> 5) % 3);
     memset(t, 0, sizeof *t);
     t->nforests = 1 + tb % 4;
     t->org = (tb >> 2) % t->nforests;

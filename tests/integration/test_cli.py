@@ -53,6 +53,17 @@ def test_check_config_lists_every_error_with_file_and_line(tmp_path):
     assert "3 errors" in r.stderr
 
 
+def test_delegate_check_names_its_choices(tmp_path):
+    path = tmp_path / "bad.ini"
+    text = ISSUE_CONFIG + "[directory]\nDelegateCheck = acl\n"
+    path.write_text(text)
+    r = run("-c", str(path), "--check-config")
+    line = text.count("\n")
+    assert r.returncode == 1
+    assert (f"{path}:{line}: DelegateCheck: expected security-descriptor, delegate-list or both"
+            in r.stderr), r.stderr
+
+
 def test_missing_file_and_bad_arguments(tmp_path):
     r = run("-c", str(tmp_path / "nope.ini"), "--check-config")
     assert r.returncode == 1 and "cannot open" in r.stderr

@@ -234,6 +234,69 @@ def test_admin_refused_after_its_password(env_a):
     assert fg.events("login")[-1]["reason"] == "wrong password"
 
 
+# Full Access to another's mailbox (docs/login-rules.md section 4), read by
+# default from the mailbox's security descriptor, as Exchange does: (typed,
+# account key, mailbox alias or None, database, the refusal's IMAP code).
+FULL_ACCESS_A = [
+    ("UCLABOR\\tuser\\other", "tuser", "other", "DB02", None),
+    ("UCLABOR\\helper\\shared", "helper", "shared", "DB02", None),      # nested groups
+    ("helper@uclabor.de\\shared", "helper", "shared", "DB02", None),
+    ("UCLABOR\\denied\\shared", "denied", None, None, "AUTHORIZATIONFAILED"),  # a deny ACE
+    ("UCLABOR\\sdonly\\other", "sdonly", "other", "DB02", None),        # not auto-mapped
+    ("UCLABOR\\sdonly\\shared", "sdonly", None, None, "AUTHORIZATIONFAILED"),
+    ("UCLABOR\\helper\\other", "helper", None, None, "AUTHORIZATIONFAILED"),
+    ("UCLABOR\\helper", "helper", None, None, "AUTHENTICATIONFAILED"),    # no mailbox of its own
+]
+FULL_ACCESS_B = [
+    # the linked account's own SID, from the account forest, in a RES mailbox's descriptor
+    ("ACC\\auser\\resuser", "auser", "resuser", "DB01", None),
+    ("auser@acc.example\\resuser", "auser", "resuser", "DB01", None),
+    ("ACC\\nolink\\resuser", "nolink", None, None, "AUTHORIZATIONFAILED"),
+]
+# DelegateCheck = delegate-list reads msExchDelegateListLink alone; both:
+# either grants, and the descriptor's deny still wins.
+DELEGATE_CHECK_A = {
+    "delegate-list": {"UCLABOR\\tuser\\other": True, "UCLABOR\\sdonly\\other": False,
+                      "UCLABOR\\helper\\shared": False, "UCLABOR\\tuser\\shared": True},
+    "both": {"UCLABOR\\tuser\\other": True, "UCLABOR\\sdonly\\other": True,
+             "UCLABOR\\helper\\shared": True, "UCLABOR\\denied\\shared": False},
+}
+
+
+@pytest.mark.parametrize("typed,key,alias,db,code", FULL_ACCESS_A, ids=[c[0] for c in FULL_ACCESS_A])
+def test_full_access_a(env_a, typed, key, alias, db, code):
+    A, fg = env_a
+    ok, err, body = imap_login(fg, typed, A.passwords[key])
+    ev = fg.events("login")[-1]
+    if alias is None:
+        assert not ok and code in err, (err, ev)
+        return
+    assert ok, (err, ev)
+    assert f"the mailbox of {alias} on {db}" in body and ev["mailbox"] == alias
+
+
+def test_delegate_check_modes(workroot, env_a):
+    """DelegateCheck chooses where Full Access is read; the default is the
+    security descriptor (every row of FULL_ACCESS_A above)."""
+    A, fg0 = env_a
+    ports = (int(fg0.sections["imap"]["ProxyTargetPort"]),
+             int(fg0.sections["pop3"]["ProxyTargetPort"]))
+    for mode, rows in DELEGATE_CHECK_A.items():
+        fg = gateway(workroot, f"fg-dir-check-{mode}", [("uclabor", "Organization", A)], *ports,
+                     extra={"directory": {"DelegateCheck": mode}})
+        try:
+            for typed, works in rows.items():
+                key = typed.split("\\")[1]
+                ok, err, _ = imap_login(fg, typed, A.passwords[key])
+                ev = fg.events("login")[-1]
+                assert ok == works, (mode, typed, err, ev)
+                if not works:
+                    assert "AUTHORIZATIONFAILED" in err
+                    assert ev["reason"] == "no full access to that mailbox", ev
+        finally:
+            assert fg.stop() == 0
+
+
 SETUP_B = [
     ("ACC\\auser", "auser", "linked", "DB01"),
     ("ACC\\auser\\linked", "auser", "linked", "DB01"),
@@ -262,6 +325,18 @@ def test_setup_b(env_b, typed, key, alias, db):
     assert f"the mailbox of {alias} on {db}" in body
     assert ev["mailbox"] == alias
     assert ev["backend"].startswith("127.0.0.1:" if db == "DB01" else "127.0.0.2:")
+
+
+@pytest.mark.parametrize("typed,key,alias,db,code", FULL_ACCESS_B, ids=[c[0] for c in FULL_ACCESS_B])
+def test_full_access_b(env_b, typed, key, alias, db, code):
+    B, fg = env_b
+    ok, err, body = imap_login(fg, typed, B.acc.passwords[key])
+    ev = fg.events("login")[-1]
+    if alias is None:
+        assert not ok and code in err, (err, ev)
+        return
+    assert ok, (err, ev)
+    assert f"the mailbox of {alias} on {db}" in body and ev["forest"] == "acc"
 
 
 def test_setup_b_audit_names_the_account_forest(env_b):
@@ -346,7 +421,10 @@ def test_delegate_attribute_is_read_from_the_ldif(workroot, env_a):
         return text.replace("msExchDelegateListLink:", "fgFullAccess:")
 
     for attr, works in (("fgFullAccess", True), (None, False)):
-        extra = {"directory": {"DelegateAttribute": attr}} if attr else None
+        # The list alone: the mailbox's security descriptor would grant it too.
+        extra = {"directory": {"DelegateCheck": "delegate-list"}}
+        if attr:
+            extra["directory"]["DelegateAttribute"] = attr
         fg = gateway(workroot, f"fg-dir-delegattr-{works}", [("uclabor", "Organization", A)],
                      *ports, ldif=moved, extra=extra)
         try:

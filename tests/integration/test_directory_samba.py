@@ -24,14 +24,17 @@ them the suite fails and says why, it does not skip.
     /usr/bin/python3 -m pytest -q tests/integration/test_directory_samba.py
 """
 
+import base64
 import os
+import re
+import subprocess
 import time
 
 import pytest
 
 from tests.integration import test_directory_ldap as ldap_suite
 from tests.integration import test_directory_ldif as ldif_suite
-from tests.ldap.fixtures import setup_a, setup_b
+from tests.ldap.fixtures import mailbox_sd, setup_a, setup_b, sid_text
 from tests.lib.samba import SambaDC, diagnostic, load_forest, require_samba
 from tests.lib.slapd import Slapd
 
@@ -291,6 +294,53 @@ def test_setup_b_run_time_changes(env_b):
         expect_refused(ok, err, ev, "imap")
     finally:
         res.replace(la.dn, "userPrincipalName", la.upn)
+
+
+# ------------------------------------------------ Full Access, as stored
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+@pytest.mark.parametrize("typed,key,alias,db,code", ldif_suite.FULL_ACCESS_A,
+                         ids=[c[0] for c in ldif_suite.FULL_ACCESS_A])
+def test_full_access_a(env_a, typed, key, alias, db, code, proto):
+    """msExchMailboxSecurityDescriptor written by Samba's SDDL encoder,
+    tokenGroups computed by AD from nested groups: as on slapd."""
+    fg, ref, _ = env_a
+    ok, err, body, ev = compare("A", fg, ref, proto, typed, A.passwords[key])
+    if alias is None:
+        expect_refused(ok, err, ev, proto, code)
+    else:
+        expect_mailbox(ok, err, body, ev, alias, db)
+
+
+@pytest.mark.parametrize("typed,key,alias,db,code", ldif_suite.FULL_ACCESS_B,
+                         ids=[c[0] for c in ldif_suite.FULL_ACCESS_B])
+def test_full_access_b(env_b, typed, key, alias, db, code):
+    fg, ref, _, _ = env_b
+    ok, err, body, ev = compare("B", fg, ref, "imap", typed, B.acc.passwords[key])
+    if alias is None:
+        expect_refused(ok, err, ev, "imap", code)
+    else:
+        expect_mailbox(ok, err, body, ev, alias, db)
+
+
+def test_what_ad_computes_and_stores(env_a):
+    """The lookup account reads tokenGroups (AD computes it: Helpdesk, and
+    Mailbox Managers through it); the descriptor Samba stored is, byte for
+    byte, the one the slapd fixture writes."""
+    _, _, dc = env_a
+    h = A.accounts["helper"]
+    out = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", dc.uri, "-D", A.bind_dn, "-w",
+                          A.bind_password, "-b", h.dn, "-s", "base", "tokenGroups"],
+                         capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    got = {sid_text(base64.b64decode(v)) for v in re.findall(r"^tokenGroups:: (\S+)", out.stdout,
+                                                             re.M)}
+    assert {A.groups["helpdesk"].sid, A.groups["managers"].sid} <= got, got
+    assert got == set(A.token_groups(h)), (got, A.token_groups(h))
+    for key in ("other", "shared", "tuser"):
+        a = A.accounts[key]
+        raw = dc.search(a.dn, "(objectClass=*)", ["msExchMailboxSecurityDescriptor"],
+                        scope="base")[0]["msExchMailboxSecurityDescriptor"][0]
+        assert bytes(raw) == mailbox_sd(*A.mailbox_grants(a)), key
 
 
 # --------------------------------------------- AD's own bind diagnostics

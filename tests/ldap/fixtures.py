@@ -48,7 +48,7 @@ import uuid
 from dataclasses import dataclass, field
 
 __all__ = ["sid_bytes", "sid_text", "sid_filter", "ssha", "rdn_escape", "Domain", "Account",
-           "Database", "Forest", "SetupB", "setup_a", "setup_b", "ADMIN_GROUP",
+           "Database", "Forest", "Group", "mailbox_sd", "mailbox_sddl", "SetupB", "setup_a", "setup_b", "ADMIN_GROUP",
            "UAC_NORMAL", "UAC_DISABLED", "UAC_NORMAL_NOEXPIRE", "SECTION"]
 
 SECTION = "\u00a7"                    # §, UTF-8 C2 A7 on the wire
@@ -89,6 +89,45 @@ def sid_filter(sid) -> str:
     """The escaped-bytes form for filters: ``(objectSid=\\01\\05\\00...)``."""
     raw = sid_bytes(sid) if isinstance(sid, str) else sid
     return "".join(f"\\{b:02x}" for b in raw)
+
+
+# ------------------------------------------------- security descriptors
+SELF_SID = "S-1-5-10"          # PS: the mailbox itself
+SYSTEM_SID = "S-1-5-18"        # SY
+FULL_ACCESS = 0x1              # Exchange's MailboxRights.FullAccess (SDDL CC)
+READ_CONTROL = 0x20000         # RC
+ACE_FLAG_CI = 0x2              # CONTAINER_INHERIT
+
+
+def _ace(kind: int, flags: int, mask: int, sid: str) -> bytes:
+    raw = sid_bytes(sid)
+    return struct.pack("<BBHI", kind, flags, 8 + len(raw), mask) + raw
+
+
+def mailbox_sd(allow: list[str], deny: list[str] = ()) -> bytes:
+    """A mailbox's msExchMailboxSecurityDescriptor as Exchange writes it:
+    self-relative, owner and group SYSTEM, a DACL of Full Access (CC) and
+    read permission (RC) for SELF and each SID of allow, after a deny of
+    Full Access for each SID of deny (canonical order: denies first). The
+    bytes are those Samba's SDDL encoder gives for mailbox_sddl() (checked
+    against Samba in test_directory_samba.py)."""
+    aces = [_ace(1, 0, FULL_ACCESS, s) for s in deny]
+    aces += [_ace(0, ACE_FLAG_CI, FULL_ACCESS | READ_CONTROL, s) for s in [SELF_SID, *allow]]
+    dacl = struct.pack("<BBHHH", 4, 0, 8 + sum(map(len, aces)), len(aces), 0) + b"".join(aces)
+    owner = group = sid_bytes(SYSTEM_SID)
+    # header: revision, sbz1, control (SELF_RELATIVE | DACL_PRESENT), then
+    # the offsets of owner, group, SACL (none) and DACL, as Samba lays them
+    off_owner = 20
+    off_group = off_owner + len(owner)
+    off_dacl = off_group + len(group)
+    head = struct.pack("<BBHIIII", 1, 0, 0x8004, off_owner, off_group, 0, off_dacl)
+    return head + owner + group + dacl
+
+
+def mailbox_sddl(allow: list[str], deny: list[str] = ()) -> str:
+    """mailbox_sd() in SDDL, for Samba's own encoder."""
+    return ("O:SYG:SYD:" + "".join(f"(D;;CC;;;{s})" for s in deny) + "(A;CI;CCRC;;;PS)" +
+            "".join(f"(A;CI;CCRC;;;{s})" for s in allow))
 
 
 def ssha(password: str | bytes, salt: bytes | None = None) -> str:
@@ -134,6 +173,26 @@ class Domain:
 
 
 @dataclass
+class Group:
+    """A global security group; members are fixture keys of accounts or
+    groups (nesting) of the same forest."""
+    key: str
+    domain: Domain
+    sam: str
+    rid: int
+    members: list[str] = field(default_factory=list)
+    container: str = "CN=Users"
+
+    @property
+    def dn(self) -> str:
+        return f"CN={rdn_escape(self.sam)},{self.container},{self.domain.base_dn}"
+
+    @property
+    def sid(self) -> str:
+        return f"{self.domain.sid}-{self.rid}"
+
+
+@dataclass
 class Database:
     name: str                     # DB01
     dn: str                       # the msExchPrivateMDB object (homeMDB value)
@@ -165,6 +224,10 @@ class Account:
     type_details: int | None = None
     mail: str | None = None
     description: str = ""
+    # Full Access in the mailbox's security descriptor beyond delegate_keys:
+    # Accounts or Groups (of any forest: a linked account's own SID)
+    sd_grants: list = field(default_factory=list)
+    sd_denies: list = field(default_factory=list)
 
     @property
     def dn(self) -> str:
@@ -213,6 +276,7 @@ class Forest:
         self.upn_suffixes = list(upn_suffixes)
         self.org_name = org_name
         self.accounts: dict[str, Account] = {}
+        self.groups: dict[str, Group] = {}
         self.databases: dict[str, Database] = {}
         self._ous: list[str] = []
 
@@ -287,6 +351,33 @@ class Forest:
         self.accounts[acc.key] = acc
         return acc
 
+    def add_group(self, g: Group) -> Group:
+        if g.key in self.groups or g.key in self.accounts:
+            raise ValueError(f"duplicate fixture key {g.key}")
+        self.groups[g.key] = g
+        return g
+
+    def token_groups(self, a: Account) -> list[str]:
+        """The SIDs AD puts in the account's tokenGroups: Domain Users (its
+        primary group), BUILTIN\\Users, and every group it is in, nested
+        ones too."""
+        out = [f"{a.domain.sid}-513", "S-1-5-32-545"]
+        todo, seen = [a.key], set()
+        while todo:
+            k = todo.pop()
+            for g in self.groups.values():
+                if k in g.members and g.key not in seen:
+                    seen.add(g.key)
+                    out.append(g.sid)
+                    todo.append(g.key)
+        return out
+
+    def mailbox_grants(self, a: Account) -> tuple[list[str], list[str]]:
+        """(allowed SIDs, denied SIDs) of the mailbox's Full Access: its
+        delegates, as Exchange lists them, and the grants beyond."""
+        allow = [self.accounts[k].sid for k in a.delegate_keys] + [x.sid for x in a.sd_grants]
+        return allow, [x.sid for x in a.sd_denies]
+
     def _resolve_delegates(self) -> None:
         for a in self.accounts.values():
             a.delegates = [self.accounts[k].dn for k in a.delegate_keys]
@@ -312,6 +403,11 @@ class Forest:
                                      ("ou", ou.split("=", 1)[1])]))
         for a in self.accounts.values():
             out.append((a.dn, self._account_attrs(a)))
+        for g in self.groups.values():
+            out.append((g.dn, [("objectClass", ["top", "group"]), ("cn", g.sam),
+                               ("sAMAccountName", g.sam), ("objectSid", sid_bytes(g.sid)),
+                               ("objectGUID", _guid(g.dn)),
+                               ("member", [self._member_dn(m) for m in g.members] or None)]))
         out += self._config_records()
         return out
 
@@ -328,6 +424,7 @@ class Forest:
             ("adminCount", a.admin_count),
             ("userPassword", ssha(a.password)),
             ("description", a.description or None),
+            ("tokenGroups", [sid_bytes(s) for s in self.token_groups(a)]),
         ]
         if a.has_mailbox:
             attrs += [
@@ -337,8 +434,12 @@ class Forest:
                 ("msExchMasterAccountSid", a.master_sid_bytes),
                 ("msExchDelegateListLink", a.delegates or None),
                 ("msExchRecipientTypeDetails", a.type_details),
+                ("msExchMailboxSecurityDescriptor", mailbox_sd(*self.mailbox_grants(a))),
             ]
         return attrs
+
+    def _member_dn(self, key: str) -> str:
+        return (self.accounts[key] if key in self.accounts else self.groups[key]).dn
 
     def _config_records(self) -> list[tuple[str, list]]:
         c, p = self.config_dn, self.partitions_dn
@@ -447,6 +548,15 @@ def setup_a() -> Forest:
                    mailbox on DB02
     childtuser     CHILD\\tuser: same sAMAccountName as UCLABOR\\tuser, no
                    mailbox, its own password (plain `tuser` must not see it)
+    helper         no mailbox; in group Helpdesk, which is in group Mailbox
+                   Managers: Full Access to `shared` through nested groups
+    denied         no mailbox; in Helpdesk too, but `shared` denies it
+    sdonly         no mailbox; Full Access to `other` in its security
+                   descriptor only (granted with auto-mapping off: not in
+                   msExchDelegateListLink)
+    groups: managers (Mailbox Managers, holds helpdesk), helpdesk (Helpdesk)
+    Every mailbox has msExchMailboxSecurityDescriptor: SELF and its delegates
+    (other, shared: tuser) with Full Access, plus the grants above.
     """
     root = Domain("UCLABOR", "uclabor.de", "S-1-5-21-1004336348-1177238915-682003330")
     child = Domain("CHILD", "child.uclabor.de", "S-1-5-21-2718281828-459045235-360287471")
@@ -486,6 +596,19 @@ def setup_a() -> Forest:
          "DB02", upn="childonly@child.uclabor.de", smtp="childonly@child.uclabor.de")
     f.add(Account("childtuser", child, "tuser", "Child Tuser", "ChildTuser-Pass10", 1106,
                   upn="tuser@child.uclabor.de"))
+    helper = f.add(Account("helper", root, "helper", "Help Desk Helper", "Helper-Pass11", 1114,
+                           container="OU=Staff", upn="helper@uclabor.de"))
+    denied = f.add(Account("denied", root, "denied", "Denied Helper", "Denied-Pass12", 1115,
+                           container="OU=Staff", upn="denied@uclabor.de"))
+    sdonly = f.add(Account("sdonly", root, "sdonly", "Sd Only", "SdOnly-Pass13", 1116,
+                           container="OU=Staff", upn="sdonly@uclabor.de"))
+    helpdesk = f.add_group(Group("helpdesk", root, "Helpdesk", 1301,
+                                 members=[helper.key, denied.key]))
+    managers = f.add_group(Group("managers", root, "Mailbox Managers", 1300,
+                                 members=[helpdesk.key]))
+    f.accounts["shared"].sd_grants.append(managers)
+    f.accounts["shared"].sd_denies.append(denied)
+    f.accounts["other"].sd_grants.append(sdonly)
     return f
 
 
@@ -514,7 +637,8 @@ def setup_b() -> SetupB:
                    time for the "two accounts bear the UPN" row)
       auser        RES\\auser, DISABLED, no mailbox, its own password (enable
                    it at run time: slapd.set_enabled(dn, True))
-      resuser      ordinary RES mailbox (DB01)
+      resuser      ordinary RES mailbox (DB01); its security descriptor gives
+                   ACC\\auser (the account forest's SID) Full Access
       devuser      RESDEV\\devuser mailbox (DB02): plain `devuser` must fail
       dupacc       linked mailbox of ACC\\dupuser
       dupeu        linked mailbox of ACC2\\dupuser
@@ -574,7 +698,7 @@ def setup_b() -> SetupB:
     res.add(Account("auser", res_root, "auser", "auser (RES)", "Auser-Res-Pass1", 1107,
                     upn="auser.res@res.example", uac=UAC_DISABLED))
     _mbx(res, "resuser", res_root, "resuser", "Res User", "ResUser-Pass2", 1108, "resuser",
-         "DB01", upn="resuser@res.example")
+         "DB01", upn="resuser@res.example", sd_grants=[auser])
     _mbx(res, "devuser", res_dev, "devuser", "Dev User", "DevUser-Pass3", 1105, "devuser",
          "DB02", upn="devuser@dev.res.example")
     linked("dupacc", "dupacc", 1109, dup1)

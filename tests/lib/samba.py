@@ -388,10 +388,24 @@ def load_forest(dc: SambaDC, forest, skip_domains: tuple[str, ...] = ()) -> list
             left_out.append(a.key)
             continue
         _load_account(dc, a)
+    _load_groups(dc, forest)
     for a in accounts:
         if a.key not in left_out and a.has_mailbox:
             _load_mailbox(dc, forest, a)
     return left_out
+
+
+def _load_groups(dc: SambaDC, forest) -> None:
+    """Global security groups, nesting as the fixture says; AD computes
+    each member's tokenGroups from them."""
+    for g in forest.groups.values():
+        dc.add(g.dn, {"objectClass": "group", "sAMAccountName": g.sam})
+        dom, _, rid = dc.sid_of(g.dn).rpartition("-")
+        assert dom == g.domain.sid
+        g.rid = int(rid)
+    for g in forest.groups.values():
+        if g.members:
+            dc.replace(g.dn, "member", [forest._member_dn(m) for m in g.members])
 
 
 def _load_account(dc: SambaDC, a) -> None:
@@ -419,10 +433,21 @@ def _load_mailbox(dc: SambaDC, forest, a) -> None:
              "proxyAddresses": a.proxy or None, "protocolSettings": a.protocol_settings or None,
              "msExchRecipientTypeDetails": str(a.type_details) if a.type_details else None,
              "msExchMasterAccountSid": a.master_sid_bytes,
-             "msExchDelegateListLink": [forest.accounts[k].dn for k in a.delegate_keys] or None}
+             "msExchDelegateListLink": [forest.accounts[k].dn for k in a.delegate_keys] or None,
+             "msExchMailboxSecurityDescriptor": _sd(forest, a)}
     for k, v in attrs.items():
         if v is not None:
             dc.replace(a.dn, k, v)
+
+
+def _sd(forest, a) -> bytes:
+    """The mailbox's security descriptor, written by Samba's own SDDL reader
+    and NDR encoder from the fixture's SDDL."""
+    from samba.dcerpc import security
+    from samba.ndr import ndr_pack
+    from tests.ldap.fixtures import mailbox_sddl
+    sddl = mailbox_sddl(*forest.mailbox_grants(a))
+    return ndr_pack(security.descriptor.from_sddl(sddl, security.dom_sid(forest.root.sid)))
 
 
 def _load_exchange_config(dc: SambaDC, forest) -> None:

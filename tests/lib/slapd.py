@@ -119,7 +119,8 @@ def _tool_path(tool: str) -> str:
     return shutil.which(tool) or shutil.which(tool, path=_PATH) or tool
 
 # Attributes whose values are binary: search() returns them as bytes.
-BINARY_ATTRS = {"objectsid", "objectguid", "msexchmasteraccountsid", "userpassword"}
+BINARY_ATTRS = {"objectsid", "objectguid", "msexchmasteraccountsid", "userpassword",
+                "tokengroups", "msexchmailboxsecuritydescriptor"}
 
 _live: "set[Slapd]" = set()
 _instances = itertools.count(1)

@@ -225,7 +225,8 @@ static struct resolution *run_with(const struct resolve_conf *conf, const char *
 
 static struct resolution *run(const char *name, const char *pass, enum fg_proto proto)
 {
-    static const struct resolve_conf conf = {.allow_delegates = true};
+    static const struct resolve_conf conf = {.allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST};
     return run_with(&conf, name, pass, proto);
 }
 
@@ -282,7 +283,8 @@ static void test_resolve_through_the_store(void)
 static void test_backend_login_attribute(void)
 {
     static const struct resolve_conf conf = {.login_attr = "sAMAccountName",
-                                             .allow_delegates = true};
+                                             .allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST};
     struct resolution *rs = run_with(&conf, "UCLABOR\\tuser\\other", "pw-t", FG_PROTO_IMAP);
     CHECK_INT(rs->status, LOGIN_OK);
     CHECK(strcmp(rs->mailbox.alias, "other") == 0 && strcmp(rs->mailbox.login, "other") == 0);
@@ -295,7 +297,8 @@ static void test_backend_login_attribute(void)
 static void test_delegate_attribute(void)
 {
     static const struct resolve_conf conf = {.delegate_attr = "fgFullAccess",
-                                             .allow_delegates = true};
+                                             .allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST};
     struct resolution *rs = run_with(&conf, "CHILD\\childonly\\other", "pw-t", FG_PROTO_IMAP);
     CHECKF(rs->status == LOGIN_OK && strcmp(rs->mailbox.alias, "other") == 0, "status %d (%s)",
            rs->status, resolve_why_text(rs->why));

@@ -9,6 +9,7 @@
  * operations were asked for, so "no lookup made" is proven, not assumed.
  */
 #include "../../directory/resolve.h"
+#include "../../directory/secdesc.h"
 #include "harness.h"
 
 #include <stdio.h>
@@ -25,6 +26,10 @@ struct fx {
     const char *sid, *master_sid;
     const char *delegates[3];
     const char *smtp;
+    const uint8_t *sd; /* msExchMailboxSecurityDescriptor */
+    size_t sd_len;
+    const uint8_t *groups; /* tokenGroups */
+    size_t groups_len;
 };
 
 /* Setup A: one forest, UCLABOR / uclabor.de, and a child domain. */
@@ -249,6 +254,47 @@ static struct fx setup_b[] = {
 
 static const struct fx *cur;
 static size_t ncur;
+
+/* Setup S: Full Access from security descriptors. The mailbox "team"
+ * allows Full Access to group MGR (S-1-5-21-1-2-3-1201) and denies it to
+ * group DENY (...-1202), in that canonical order (deny first); its
+ * delegate list names tuser's and dmbx's own mailboxes. */
+#define SUB(x) (x) & 0xff, (x) >> 8, 0, 0
+#define DOM3   1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0
+static const uint8_t sid_mgr[] = {DOM3, SUB(1201)}, sid_deny[] = {DOM3, SUB(1202)};
+static const uint8_t sd_team[] = {
+        1, 0, 0x04, 0x80, 0, 0, 0, 0, 0,    0,         0, 0, 0, 0, 0, 0, 20, 0, 0, 0, /* header */
+        2, 0, 80,   0,    2, 0, 0, 0,                                                 /* ACL */
+        1, 0, 36,   0,    1, 0, 0, 0, DOM3, SUB(1202), /* deny Full Access to DENY */
+        0, 0, 36,   0,    1, 0, 0, 0, DOM3, SUB(1201), /* allow Full Access to MGR */
+};
+static const uint8_t groups_mgr[] = {DOM3, SUB(1201)};
+static const uint8_t groups_both[] = {DOM3, SUB(1201), DOM3, SUB(1202)};
+static const uint8_t groups_deny[] = {DOM3, SUB(1202)};
+static uint8_t groups_many[DIR_TOKEN_MAX]; /* more than any token holds */
+
+#define FX_USER(name_, box_, alias_, grp_, len_)                                                   \
+    {                                                                                              \
+        .dn = "CN=" name_ ",DC=uclabor,DC=de", .sam = name_, .password = "pw-" name_, .uac = 512,  \
+        .mdb = box_, .alias = alias_, .sid = "S-" name_, .groups = grp_, .groups_len = len_        \
+    }
+static const struct fx setup_s[] = {
+        FX_USER("tuser", "CN=DB01,CN=Databases", "testalias", NULL, 0),
+        FX_USER("helper", NULL, NULL, groups_mgr, sizeof groups_mgr),
+        FX_USER("blocked", NULL, NULL, groups_both, sizeof groups_both),
+        FX_USER("dmbx", "CN=DB01,CN=Databases", "dmbx", groups_deny, sizeof groups_deny),
+        FX_USER("many", NULL, NULL, groups_many, sizeof groups_many),
+        {.dn = "CN=team,DC=uclabor,DC=de",
+         .sam = "team",
+         .password = "-",
+         .uac = 514,
+         .mdb = "CN=DB02,CN=Databases",
+         .alias = "team",
+         .sid = "S-team",
+         .delegates = {"CN=tuser,DC=uclabor,DC=de", "CN=dmbx,DC=uclabor,DC=de"},
+         .sd = sd_team,
+         .sd_len = sizeof sd_team},
+};
 static bool b_res_auser_enabled, b_linked_has_upn;
 
 static uint32_t fx_uac(const struct fx *f)
@@ -322,8 +368,8 @@ static char oplog[512];
 
 static void run_op(const struct store_op *op, struct store_result *res)
 {
-    static const char *const names[] = {"sam",    "upn",   "smtp", "bind",
-                                        "linked", "alias", "db",   "sid"};
+    static const char *const names[] = {"sam",   "upn", "smtp", "bind",  "linked",
+                                        "alias", "db",  "sid",  "groups"};
     size_t o = strlen(oplog);
     snprintf(oplog + o, sizeof oplog - o, "%s%s", o ? " " : "", names[op->kind]);
     if (store_down) {
@@ -340,6 +386,16 @@ static void run_op(const struct store_op *op, struct store_result *res)
                         strcmp(cur[i].password, "expired") == 0 ? STORE_BIND_EXPIRED : STORE_OK;
         return;
     }
+    if (op->kind == SOP_TOKEN_GROUPS) {
+        for (size_t i = 0; i < ncur; i++) {
+            if (strcmp(cur[i].dn, op->dn) != 0 || !cur[i].groups)
+                continue;
+            res->token_overflow = cur[i].groups_len > op->token_cap;
+            res->token_len = res->token_overflow ? 0 : cur[i].groups_len;
+            memcpy(op->token_out, cur[i].groups, res->token_len);
+        }
+        return;
+    }
     if (op->kind == SOP_DATABASE) {
         if (strstr(op->dn, "DB01"))
             snprintf(res->hosts[res->nhosts++], DIR_HOST_MAX, "mbx1.example");
@@ -347,9 +403,15 @@ static void run_op(const struct store_op *op, struct store_result *res)
             snprintf(res->hosts[res->nhosts++], DIR_HOST_MAX, "mbx2.example");
         return;
     }
-    for (size_t i = 0; i < ncur && res->n < 2; i++)
-        if (fx_match(&cur[i], op))
-            fx_fill(&cur[i], &res->e[res->n++], op->kind == SOP_FIND_ALIAS ? op->dn : NULL);
+    for (size_t i = 0; i < ncur && res->n < 2; i++) {
+        if (!fx_match(&cur[i], op))
+            continue;
+        struct dir_entry *e = &res->e[res->n++];
+        fx_fill(&cur[i], e, op->kind == SOP_FIND_ALIAS ? op->dn : NULL);
+        if (op->kind == SOP_FIND_ALIAS && op->token && cur[i].sd)
+            e->sd_access = (uint8_t)sd_check(cur[i].sd, cur[i].sd_len, op->token, op->token_len,
+                                             SD_RIGHT_FULL_ACCESS);
+    }
 }
 
 static struct dir_topology topo_a, topo_b;
@@ -382,11 +444,14 @@ static struct resolution *resolve(char setup, const char *name, const char *pass
 {
     static struct resolution rs;
     /* MasterUser, as in the field tests: delegates may log on. */
-    static const struct resolve_conf dflt = {.allow_delegates = true};
-    cur = setup == 'A' ? setup_a : setup_b;
-    ncur = setup == 'A' ? FG_ARRAY_SIZE(setup_a) : FG_ARRAY_SIZE(setup_b);
+    static const struct resolve_conf dflt = {.allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST};
+    cur = setup == 'A' ? setup_a : setup == 'S' ? setup_s : setup_b;
+    ncur = setup == 'A'   ? FG_ARRAY_SIZE(setup_a)
+           : setup == 'S' ? FG_ARRAY_SIZE(setup_s)
+                          : FG_ARRAY_SIZE(setup_b);
     oplog[0] = 0;
-    resolve_init(&rs, setup == 'A' ? &topo_a : &topo_b, conf ? conf : &dflt, name, strlen(name),
+    resolve_init(&rs, setup == 'B' ? &topo_b : &topo_a, conf ? conf : &dflt, name, strlen(name),
                  pass, strlen(pass), proto);
     int guard = 0;
     while (resolve_next(&rs) == RESOLVE_OP && guard++ < 20)
@@ -505,7 +570,8 @@ static void test_setup_a(void)
     rs = resolve('A', "noimap", "pw-n", FG_PROTO_POP3, NULL);
     CHECK_INT(rs->status, LOGIN_OK);
     /* AllowAdminLogon */
-    struct resolve_conf admins = {.allow_admin = true, .allow_delegates = true};
+    struct resolve_conf admins = {
+            .allow_admin = true, .allow_delegates = true, .delegate_check = DELEGATE_LIST};
     rs = resolve('A', "administrator", "pw-a", FG_PROTO_IMAP, &admins);
     CHECK_INT(rs->status, LOGIN_OK);
     /* the directory down: unavailable, never "failed" */
@@ -535,7 +601,8 @@ static void test_setup_b(void)
                NULL);
     b_linked_has_upn = false;
     /* AllowSmtpAddressLogin: the linked mailbox's address logs on as its master. */
-    struct resolve_conf smtp = {.allow_smtp_login = true, .allow_delegates = true};
+    struct resolve_conf smtp = {
+            .allow_smtp_login = true, .allow_delegates = true, .delegate_check = DELEGATE_LIST};
     check_case(&(struct rcase){'B', "linked@res.example", "pw-au", LOGIN_OK, "linked", RW_NONE,
                                "upn upn smtp sid bind linked db"},
                &smtp);
@@ -550,7 +617,8 @@ static void test_setup_b(void)
  * its alias still works. */
 static void test_passthrough_delegates(void)
 {
-    static const struct resolve_conf pt = {.allow_delegates = false};
+    static const struct resolve_conf pt = {.allow_delegates = false,
+                                           .delegate_check = DELEGATE_LIST};
     static const struct rcase cases[] = {
             {'A', "UCLABOR\\tuser\\other", "pw-t", LOGIN_DENIED, NULL, RW_DELEGATE_NEEDS_MASTER,
              "sam bind alias"},
@@ -578,8 +646,10 @@ static void test_passthrough_delegates(void)
  * cold resolution's. */
 static void test_warm(void)
 {
-    static const struct resolve_conf master = {.allow_delegates = true};
-    static const struct resolve_conf admins = {.allow_delegates = true, .allow_admin = true};
+    static const struct resolve_conf master = {.allow_delegates = true,
+                                               .delegate_check = DELEGATE_LIST};
+    static const struct resolve_conf admins = {
+            .allow_delegates = true, .allow_admin = true, .delegate_check = DELEGATE_LIST};
     static const struct {
         const char *pass;
         bool admin, known;
@@ -662,9 +732,73 @@ static void test_helpers(void)
         CHECK(resolve_why_text((enum resolve_why)w) != NULL);
 }
 
+/* DelegateCheck: Full Access by the mailbox's security descriptor (the
+ * default, Exchange's), by the delegate list, or by either with the
+ * descriptor's deny winning. The token (the account and its tokenGroups) is
+ * asked for only when the alias names another's mailbox. */
+static void test_delegate_check(void)
+{
+    static const struct resolve_conf sd = {.allow_delegates = true},
+                                     list = {.allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST},
+                                     both = {.allow_delegates = true,
+                                             .delegate_check = DELEGATE_BOTH};
+    static const struct {
+        const struct resolve_conf *conf;
+        struct rcase c;
+    } rows[] = {
+            {&sd,
+             {'S', "UCLABOR\\helper\\team", "pw-helper", LOGIN_OK, "team", RW_NONE,
+              "sam bind linked groups alias db"}},
+            {&sd,
+             {'S', "UCLABOR\\blocked\\team", "pw-blocked", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+              "sam bind linked groups alias"}},
+            {&sd,
+             {'S', "UCLABOR\\tuser\\team", "pw-tuser", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+              "sam bind groups alias"}},
+            {&sd,
+             {'S', "UCLABOR\\tuser\\testalias", "pw-tuser", LOGIN_OK, "testalias", RW_NONE,
+              "sam bind alias db"}},
+            {&sd,
+             {'S', "UCLABOR\\many\\team", "pw-many", LOGIN_DENIED, NULL, RW_TOO_MANY_GROUPS,
+              "sam bind linked groups"}},
+            {&sd,
+             {'S', "UCLABOR\\helper\\team", "wrong", LOGIN_FAILED, NULL, RW_BAD_PASSWORD,
+              "sam bind"}},
+            {&list,
+             {'S', "UCLABOR\\helper\\team", "pw-helper", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+              "sam bind linked alias"}},
+            {&list,
+             {'S', "UCLABOR\\tuser\\team", "pw-tuser", LOGIN_OK, "team", RW_NONE,
+              "sam bind alias db"}},
+            {&list,
+             {'S', "UCLABOR\\dmbx\\team", "pw-dmbx", LOGIN_OK, "team", RW_NONE,
+              "sam bind alias db"}},
+            {&both,
+             {'S', "UCLABOR\\tuser\\team", "pw-tuser", LOGIN_OK, "team", RW_NONE,
+              "sam bind groups alias db"}},
+            {&both,
+             {'S', "UCLABOR\\helper\\team", "pw-helper", LOGIN_OK, "team", RW_NONE,
+              "sam bind linked groups alias db"}},
+            {&both,
+             {'S', "UCLABOR\\dmbx\\team", "pw-dmbx", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+              "sam bind groups alias"}},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(rows); i++)
+        check_case(&rows[i].c, rows[i].conf);
+    /* the token holds the account's SID (when binary), Everyone and
+     * Authenticated Users before its groups */
+    struct resolution *rs = resolve('S', "UCLABOR\\helper\\team", "pw-helper", FG_PROTO_IMAP, &sd);
+    static const uint8_t everyone[] = {1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+    CHECK(rs->status == LOGIN_OK && sd_token_has(rs->token, rs->token_len, everyone, 12) &&
+          sd_token_has(rs->token, rs->token_len, sid_mgr, sizeof sid_mgr) &&
+          !sd_token_has(rs->token, rs->token_len, sid_deny, sizeof sid_deny));
+}
+
 int main(void)
 {
     topologies();
+    test_delegate_check();
     test_setup_a();
     test_setup_b();
     test_helpers();
