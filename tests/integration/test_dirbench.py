@@ -87,3 +87,28 @@ def test_dirbench_quick(tmp_path):
                 "| dovecot-proxy-cache | user |", "| IMAP | user | dovecot-proxy-cache |",
                 "| direct | alias |", "Unknown user vs wrong password"):
         assert row in md, row
+
+
+def test_dirbench_against_samba(tmp_path):
+    """--directory samba: the same forest in a real AD DC (Samba), logons of
+    every form through forestgate and Dovecot's LDAP proxy; no LDAP
+    operation counts (Samba logs none), so none are claimed."""
+    out = tmp_path / "out"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "dirbench"), "--quick",
+                        "--skip-deps", "--directory", "samba", "--targets",
+                        "forestgate,dovecot-proxy", "--forms", "user,domain-user-alias,upn",
+                        "--out", str(out)],
+                       cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+    doc = json.loads((out / "dirbench-quick.json").read_text())
+    assert not doc["target_errors"], doc["target_errors"]
+    assert doc["params"]["directory"] == "samba" and "Samba AD DC" in doc["setup"]["directory"]
+    for key in ("forestgate|user|imap", "forestgate|domain-user-alias|imap",
+                "forestgate|upn|imap", "dovecot-proxy|user|imap"):
+        rec = doc["results"][key]
+        b = rec["bench"]
+        assert b is not None and b["ops"] > 0 and b["errors_total"] == 0, (key, rec)
+        assert rec["ldap"] is None and "ldap_ops_per_logon" not in rec
+        assert rec["slapd_cpu_s"] > 0      # Samba's processes, all of them
+    assert "samba CPU / logon" in (out / "dirbench-quick.md").read_text()
