@@ -14,7 +14,10 @@ written to WORKROOT/samba-vs-slapd.md.
 Beyond the table: AD's own bind diagnostics for real (52e wrong password,
 533 disabled, 701 account expired, 773 must change password, 532 password
 expired, 775 locked out), each mapped to the client's reply and the audit's
-reason, with a locked-out account answered exactly as a wrong password.
+reason, with a locked-out account answered exactly as a wrong password; Full
+Access from mailbox security descriptors Samba encoded and tokenGroups it
+computed; and failover under load between two DCs of one domain, the second
+joined with samba-tool domain join.
 
 Samba runs one domain per forest here (it cannot add a child domain to a
 forest), so the rows of the child domains (CHILD, RESDEV, ACC2) stay with the
@@ -44,6 +47,7 @@ expect_mailbox, expect_refused = ldap_suite.expect_mailbox, ldap_suite.expect_re
 
 # Samba's LDAP and Kerberos ports are fixed: each DC has an address of its own.
 ADDR_A, ADDR_RES, ADDR_ACC = "127.0.0.61", "127.0.0.62", "127.0.0.63"
+ADDR_PAIR = ("127.0.0.65", "127.0.0.66")   # two DCs of one domain (.64: bench/dirbench)
 
 # Fresh fixture objects: loading them into Samba writes Samba's RIDs into
 # them, and the slapd forests built afterwards from the same objects carry
@@ -427,6 +431,73 @@ def test_locked_out_looks_like_a_wrong_password(diag):
         expect_mailbox(*login(fg, "imap", "tuser", A.passwords["tuser"]), "testalias", "DB01")
     finally:
         dc.tool("domain", "passwordsettings", "set", "--account-lockout-threshold=0")
+
+
+# ------------------------------------------------------------- failover
+@pytest.fixture(scope="module")
+def samba_pair(sambaroot):
+    """Two DCs of one domain: the second joined to the first with
+    samba-tool domain join, holding the users and their password hashes by
+    replication. Fixture objects of their own (Samba gives its own RIDs)."""
+    F = setup_a()
+    dc1 = SambaDC(os.path.join(sambaroot, "pair1"), F.root.dns, F.root.netbios, ADDR_PAIR[0],
+                  admin_password=F.passwords["administrator"], domain_sid=F.root.sid,
+                  host="pdc1", replication=True)
+    dc1.provision().start()
+    load_forest(dc1, F)
+    dc2 = dc1.join(os.path.join(sambaroot, "pair2"), ADDR_PAIR[1], host="pdc2").start()
+    yield F, dc1, dc2
+    dc2.stop()
+    dc1.stop()
+
+
+def refuses(dc):
+    """Nothing listens on the DC's LDAP port: it is really down."""
+    import socket
+    try:
+        socket.create_connection((dc.address, 389), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_failover_between_two_samba_dcs(workroot, mbx_a, samba_pair):
+    """Logons under load while the first DC is killed, comes back, and the
+    second is killed: every logon succeeds. Neither the route cache nor the
+    credential cache is on, so each logon was a search and a bind answered
+    by the DC still up (Samba keeps no lastLogon for a simple bind to show
+    it)."""
+    F, dc1, dc2 = samba_pair
+    ip, pp = mbx_a
+    dom = f"{F.root.netbios}:{F.root.dns}:{F.root.base_dn}"
+    fg = ldap_gateway(workroot, "fg-samba-failover",
+                      [LdapForest("uclabor", "Organization", F, [dc1.uri, dc2.uri],
+                                  domains=dom)], ip, pp)
+    t = F.accounts["tuser"]
+    load = ldap_suite.LoginLoad(fg, [("tuser", t.password), ("UCLABOR\\tuser\\other", t.password),
+                                     ("tuser.upn@upn.uclabor.de", t.password)])
+    try:
+        load.start()
+        time.sleep(1.5)
+        t_kill1 = time.monotonic()
+        dc1.kill()
+        time.sleep(3.0)
+        after1 = load.since(t_kill1)
+        assert refuses(dc1)
+        dc1.start()
+        time.sleep(9.0)     # the first DC's back-off (at most 8 s) ends
+        t_kill2 = time.monotonic()
+        dc2.kill()
+        time.sleep(3.0)
+        load.stop()
+        after2 = load.since(t_kill2)
+        assert refuses(dc2)
+    finally:
+        load.stop()
+        stop_ok(fg)
+    failed = [r for r in load.results if not r[1]]
+    assert len(after1) >= 10 and len(after2) >= 10, (len(after1), len(after2))
+    assert failed == [], (len(failed), len(load.results), failed[:10])
 
 
 # ------------------------------------------------------------- the table

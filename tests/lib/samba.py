@@ -42,11 +42,19 @@ Exchange's schema
     msExchMailboxSecurityDescriptor and the database and server classes are
     attributes and classes of the schema, checked by Samba like any other.
 
+Failover
+    ``SambaDC(..., replication=True)`` also serves DCE/RPC and replication;
+    ``dc.join(workdir, address)`` makes a second DC of the same domain with
+    ``samba-tool domain join ... DC`` (about 6 s), holding every object and
+    password hash by replication. ``kill()`` crashes a DC, ``start()`` brings
+    it back on its data.
+
 What Samba cannot do here (so the slapd suite keeps those cases)
-    * a child domain: Samba 4.17 cannot join a DC as a new domain of an
-      existing forest (``samba-tool domain join --server-role=dc`` joins
-      the same domain only); CHILD, RESDEV and ACC2 of the fixtures are left
-      out of its forests;
+    * a child domain: Samba 4.17 cannot add a domain to an existing forest
+      (``samba-tool domain join`` offers DC, RODC and MEMBER of the same
+      domain only); CHILD, RESDEV and ACC2 of the fixtures are left out of
+      its forests;
+    * lastLogon: Samba does not keep it for an LDAP simple bind;
     * ports: LDAP is always 389/636 (and 3268/3269 for the global catalog).
 """
 
@@ -114,12 +122,16 @@ class SambaDC:
     """One Samba AD DC of a one-domain forest, in workdir, on address."""
 
     def __init__(self, workdir: str, dns: str, netbios: str, address: str,
-                 admin_password: str, domain_sid: str | None = None, host: str = "dc1"):
+                 admin_password: str, domain_sid: str | None = None, host: str = "dc1",
+                 replication: bool = False):
         self.workdir = os.path.abspath(workdir)
         self.dns, self.netbios, self.address = dns.lower(), netbios.upper(), address
         self.admin_password = admin_password
         self.domain_sid = domain_sid
         self.host = host
+        # A DC that another joins serves DCE/RPC (the join replicates over
+        # DRSUAPI) and runs its replication service.
+        self.services = "ldap, cldap, kdc" + (", rpc, drepl" if replication else "")
         self.base_dn = ",".join(f"DC={p}" for p in self.dns.split("."))
         self.config_dn = f"CN=Configuration,{self.base_dn}"
         self.schema_dn = f"CN=Schema,{self.config_dn}"
@@ -164,7 +176,7 @@ class SambaDC:
 
     def _options(self) -> list[str]:
         w = self.workdir
-        return ["server services = ldap, cldap, kdc", f"interfaces = {self.address}",
+        return [f"server services = {self.services}", f"interfaces = {self.address}",
                 "bind interfaces only = yes", f"log file = {w}/log.%m", "log level = 1",
                 f"pid directory = {w}/run", f"ncalrpc dir = {w}/run/ncalrpc",
                 f"winbindd socket directory = {w}/run/winbindd",
@@ -183,6 +195,26 @@ class SambaDC:
         text = text.rstrip("\n") + "\n\tldap server require strong auth = no\n"
         with open(self.conf, "w") as f:
             f.write(text)
+
+    def join(self, workdir: str, address: str, host: str = "dc2") -> "SambaDC":
+        """A second DC of this domain (samba-tool domain join ... DC), in
+        workdir on address: it replicates every naming context, users and
+        password hashes included, from this one (which must be running and
+        made with replication=True). Not started. About 6 s."""
+        dc = SambaDC(workdir, self.dns, self.netbios, address, self.admin_password,
+                     self.domain_sid, host, replication=True)
+        ensure_address(address)
+        if os.path.exists(dc.workdir):
+            shutil.rmtree(dc.workdir)
+        os.makedirs(os.path.join(dc.workdir, "run"))
+        cmd = [_tool("samba-tool"), "domain", "join", self.dns, "DC",
+               f"--server={self.address}", f"-UAdministrator%{self.admin_password}",
+               "--use-kerberos=off", f"--targetdir={dc.workdir}", "--dns-backend=NONE",
+               f"--option=netbios name = {host.upper()}"]
+        cmd += [f"--option={opt}" for opt in dc._options()]
+        dc._run(cmd, "join", timeout=300)
+        dc._trim_conf()
+        return dc
 
     def load_schema(self, path: str) -> None:
         """Loads a schema LDIF (${SCHEMADN} replaced); "# --- commit" lines
@@ -244,6 +276,19 @@ class SambaDC:
                            text=True, timeout=10)
         return r.returncode == 0 and "dnsHostName" in r.stdout
 
+    def kill(self) -> None:
+        """SIGKILL to every process: a DC that crashed. start() brings it
+        back on the same data."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self.proc = None
+        _live.discard(self)
+
     def pause(self) -> None:
         """SIGSTOP to every process: the ports accept, nothing answers."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
@@ -298,7 +343,13 @@ class SambaDC:
             from samba.samdb import SamDB
             lp = LoadParm()
             lp.load(self.conf)
-            self._samdb = SamDB(url=self.sam, session_info=system_session(), lp=lp)
+            # global_schema=False: each DC's schema of its own. Samba's
+            # bindings otherwise share the first one loaded in the process,
+            # and another domain's attribute IDs for Exchange's attributes
+            # (assigned when its schema was extended) would be written into
+            # this one's replication metadata.
+            self._samdb = SamDB(url=self.sam, session_info=system_session(), lp=lp,
+                                global_schema=False)
         return self._samdb
 
     def add(self, dn: str, attrs: dict) -> None:
