@@ -8,6 +8,7 @@ a child domain; setup B: the resource forest RES and the account forest ACC),
 served from their LDIF. forestgate logs in to Dovecot as a master user, so the
 passwords checked are the directory's."""
 
+import contextlib
 import imaplib
 import os
 import poplib
@@ -43,6 +44,17 @@ def mailbox_servers(workroot, name, forest, tls=None, ports=None,
                        .encode())
         servers[db] = dc
     return servers, imap_port, pop3_port
+
+
+@contextlib.contextmanager
+def mailboxes(workroot, name, forest):
+    """mailbox_servers() for a with block: (IMAP port, POP3 port)."""
+    servers, ip, pp = mailbox_servers(workroot, name, forest)
+    try:
+        yield ip, pp
+    finally:
+        for s in servers.values():
+            s.stop()
 
 
 DATABASES = {"DB01": "127.0.0.1", "DB02": "127.0.0.2"}

@@ -114,18 +114,14 @@ def samba_b(sambaroot):
 
 @pytest.fixture(scope="module")
 def mbx_a(workroot):
-    servers, ip, pp = ldif_suite.mailbox_servers(workroot, "samba-a", A)
-    yield ip, pp
-    for s in servers.values():
-        s.stop()
+    with ldif_suite.mailboxes(workroot, "samba-a", A) as ports:
+        yield ports
 
 
 @pytest.fixture(scope="module")
 def mbx_b(workroot):
-    servers, ip, pp = ldif_suite.mailbox_servers(workroot, "samba-b", B.res)
-    yield ip, pp
-    for s in servers.values():
-        s.stop()
+    with ldif_suite.mailboxes(workroot, "samba-b", B.res) as ports:
+        yield ports
 
 
 @pytest.fixture(scope="module")
