@@ -1018,6 +1018,13 @@ static void cfg_check_event_log(struct cfg_parse *cp)
 
 /* User and Group name accounts of this machine (core/privdrop.c switches to
  * them); root is no account to drop to. */
+/* getpwnam_r(3): a name that is not there may come back as 0, ENOENT,
+ * ESRCH, EBADF or EPERM, depending on the NSS modules (winbind, sss, ...). */
+static bool cfg_not_found(int rc)
+{
+    return rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM;
+}
+
 static void cfg_check_user(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -1033,7 +1040,8 @@ static void cfg_check_user(struct cfg_parse *cp)
     struct passwd pw, *pwp = NULL;
     int rc = getpwnam_r(cfg->user, &pw, buf, sizeof buf, &pwp);
     if (!pwp) {
-        cfg_error(cp, ul, "User %s: %s", cfg->user, rc ? strerror(rc) : "no such user");
+        cfg_error(cp, ul, "User %s: %s", cfg->user,
+                  cfg_not_found(rc) ? "no such user" : strerror(rc));
         return;
     }
     if (pw.pw_uid == 0)
@@ -1045,7 +1053,8 @@ static void cfg_check_user(struct cfg_parse *cp)
     struct group gr, *grp = NULL;
     rc = getgrnam_r(cfg->group, &gr, buf, sizeof buf, &grp);
     if (!grp)
-        cfg_error(cp, gl, "Group %s: %s", cfg->group, rc ? strerror(rc) : "no such group");
+        cfg_error(cp, gl, "Group %s: %s", cfg->group,
+                  cfg_not_found(rc) ? "no such group" : strerror(rc));
     else
         cfg->run_gid = gr.gr_gid;
 }

@@ -37,6 +37,26 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
+def sid(rid: int) -> bytes:
+    """S-1-5-21-7-8-9-RID in binary (MS-DTYP 2.4.2.2)."""
+    return (bytes([1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0]) +
+            b"".join(x.to_bytes(4, "little") for x in (7, 8, 9, rid)))
+
+
+def full_access_sd(*sids: bytes) -> bytes:
+    """A mailbox's msExchMailboxSecurityDescriptor as Exchange writes it
+    (self-relative, owner and group SYSTEM): Full Access and read permission
+    (CC, RC) for SELF and for each SID given."""
+    system, self_ = bytes([1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0]), bytes([1, 1, 0, 0, 0, 0, 0, 5,
+                                                                          10, 0, 0, 0])
+    aces = b"".join(bytes([0, 2]) + (8 + len(s)).to_bytes(2, "little") +
+                    (0x20001).to_bytes(4, "little") + s for s in (self_, *sids))
+    dacl = bytes([4, 0]) + (8 + len(aces)).to_bytes(2, "little") + \
+        (1 + len(sids)).to_bytes(2, "little") + bytes(2) + aces
+    head = bytes([1, 0, 0x04, 0x80]) + b"".join(o.to_bytes(4, "little") for o in (20, 32, 0, 44))
+    return head + system + system + dacl
+
+
 def demo_ldif() -> str:
     """The directory: DEMO\\alice, bob and carol with mailboxes in DB01; bob's
     mailbox gives alice full access (DEMO\\alice\\bob)."""
@@ -44,16 +64,18 @@ def demo_ldif() -> str:
            f"dnsRoot: demo.example\nnCName: {BASE}\nsystemFlags: 3\n",
            f"dn: CN=DB01,CN=Databases,{CONF}\nobjectClass: msExchMDB\n"]
     for i, (user, pw) in enumerate(USERS.items()):
-        rid = 1100 + i
-        sid = base64.b64encode(bytes([1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0]) +
-                               b"".join(x.to_bytes(4, "little") for x in (7, 8, 9, rid))).decode()
+        b64 = base64.b64encode(sid(1100 + i)).decode()
         entry = (f"dn: CN={user},CN=Users,{BASE}\nobjectClass: user\nsAMAccountName: {user}\n"
-                 f"userPrincipalName: {user}@demo.example\nobjectSid:: {sid}\n"
+                 f"userPrincipalName: {user}@demo.example\nobjectSid:: {b64}\n"
                  f"userAccountControl: 512\nmailNickname: {user}\n"
                  f"homeMDB: CN=DB01,CN=Databases,{CONF}\n"
                  f"proxyAddresses: SMTP:{user}@demo.example\nuserPassword: {ssha(pw)}\n")
         if user == "bob":
-            entry += f"msExchDelegateListLink: CN=alice,CN=Users,{BASE}\n"
+            # Full Access for alice where Exchange keeps it (DelegateCheck's
+            # default), and the auto-mapping back link beside it.
+            sd = base64.b64encode(full_access_sd(sid(1100))).decode()
+            entry += (f"msExchMailboxSecurityDescriptor:: {sd}\n"
+                      f"msExchDelegateListLink: CN=alice,CN=Users,{BASE}\n")
         out.append(entry)
     return "\n".join(out)
 
