@@ -23,6 +23,10 @@ void cred_free(struct cred *c)
 {
     if (!c)
         return;
+    if (c->blob) {
+        explicit_bzero(c->blob, c->blob_len);
+        free(c->blob);
+    }
     explicit_bzero(c, sizeof *c);
     free(c);
 }

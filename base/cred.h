@@ -16,11 +16,15 @@ enum cred_mech {
     CRED_MECH_LOGIN,    /* IMAP LOGIN */
     CRED_MECH_USERPASS, /* POP3 USER + PASS */
     CRED_MECH_PLAIN,    /* SASL PLAIN (IMAP AUTHENTICATE, POP3 AUTH) */
+    CRED_MECH_GSSAPI,   /* SASL GSSAPI: one client response of the exchange, in blob */
 };
 
 struct cred {
     uint16_t authzid_len, user_len, pass_len;
     uint8_t mech;
+    bool gss_first;  /* GSSAPI: the exchange's first response: a new context */
+    uint32_t blob_len;
+    uint8_t *blob;   /* GSSAPI: the decoded response; malloc'd, wiped when freed */
     char authzid[CRED_NAME_MAX + 1];
     char user[CRED_NAME_MAX + 1];
     char pass[CRED_PASS_MAX + 1];

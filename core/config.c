@@ -77,6 +77,7 @@ static const struct cfg_key cfg_proto_keys[] = {
         KEY("MaxConnectionFromSingleIP", CT_UINT, struct proto_conf, max_per_ip, 1, INT32_MAX),
         KEY("MaxConnectionsPerUser", CT_UINT, struct proto_conf, max_per_user, 1, INT32_MAX),
         KEY("ProtocolLogEnabled", CT_BOOL, struct proto_conf, protocol_log, 0, 0),
+        KEY("EnableGSSAPIAndNTLMAuth", CT_BOOL, struct proto_conf, gssapi, 0, 0),
         KEY("ProxyTargetPort", CT_UINT, struct proto_conf, target_port, 1, 65535),
         KEY("ProxyProtocolBindings", CT_BINDINGS, struct proto_conf, proxy, 0, 0),
         KEY("TrustedProxies", CT_CIDRS, struct proto_conf, trusted, 0, 0),
@@ -135,6 +136,7 @@ static const struct cfg_key cfg_directory_keys[] = {
         KEY("DelegateAttribute", CT_STR, struct dir_conf, delegate_attr, 1, 0),
         KEY("DelegateCheck", CT_ENUM, struct dir_conf, delegate_check, EN_DELEGATE_CHECK, 0),
         KEY("BackendLoginAttribute", CT_STR, struct dir_conf, login_attr, 1, 0),
+        KEY("KerberosKeytab", CT_STR, struct dir_conf, keytab, 1, 0),
         KEYD("SearchOrder", CT_STR, struct dir_conf, search_order, 1, 0, cfg_dump_search_order),
         {NULL, 0, 0, 0, 0, 0, NULL},
 };
@@ -855,6 +857,26 @@ static void cfg_check_proxy(struct cfg_parse *cp, int p)
                  "header, so the list is not used");
 }
 
+/* GSSAPI proves who the client is, never a password: the backend must
+ * take a master login, and the directory must map the principal. */
+static void cfg_check_gssapi(struct cfg_parse *cp, int p)
+{
+    const struct fg_config *cfg = cp->cfg;
+    unsigned line = cfg_key_line(cp, SEC_IMAP + p, "EnableGSSAPIAndNTLMAuth");
+    if (!cfg->proto[p].gssapi || cfg_line_bad(cp, line))
+        return;
+    if (!cfg->dir.enabled)
+        cfg_error(cp, line,
+                  "EnableGSSAPIAndNTLMAuth needs a directory ([forest:NAME]) to find the "
+                  "principal's account");
+    else if (!cfg->dir.keytab[0])
+        cfg_error(cp, line, "EnableGSSAPIAndNTLMAuth needs [directory] KerberosKeytab");
+    if (cfg->backend.mode != BACKEND_LOGIN_MASTER)
+        cfg_error(cp, line,
+                  "EnableGSSAPIAndNTLMAuth needs [backend] LoginMode = MasterUser: a Kerberos "
+                  "logon gives no password to pass through");
+}
+
 static void cfg_check_proto(struct cfg_parse *cp, int p)
 {
     struct proto_conf *pc = &cp->cfg->proto[p];
@@ -1070,6 +1092,9 @@ static void cfg_check(struct cfg_parse *cp)
             cfg_check_proto(cp, p);
     cfg_check_event_log(cp);
     cfg_check_directory(cp);
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (cfg->proto[p].enabled)
+            cfg_check_gssapi(cp, p); /* after the directory's: it asks for forests */
     /* Without a directory every login goes to DefaultServer; with one it is
      * the route of mailboxes whose database has no server. */
     if (!cfg->backend.server[0] && !cfg->dir.enabled)

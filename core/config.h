@@ -63,6 +63,7 @@ struct proto_conf {
     uint32_t max_per_ip;   /* MaxConnectionFromSingleIP */
     uint32_t max_per_user; /* MaxConnectionsPerUser */
     bool protocol_log;
+    bool gssapi;          /* EnableGSSAPIAndNTLMAuth: GSSAPI (NTLM is not offered) */
     uint16_t target_port; /* ProxyTargetPort */
     /* The PROXY protocol: bindings that expect its header first, who may
      * send one there, and how long the header may take. */

@@ -7,6 +7,7 @@
  */
 #include "config_int.h"
 
+#include "../directory/krb.h"
 #include "../directory/ldap_store.h"
 #include "../directory/ldif_store.h"
 #include "../tls/tls.h"
@@ -415,6 +416,32 @@ static void cfg_load_throttle_key(struct cfg_parse *cp)
     explicit_bzero(tmp, sizeof tmp);
 }
 
+/* KerberosKeytab: read now, before privileges drop, as a certificate's key;
+ * each protocol that offers GSSAPI needs a key for its service. */
+static void cfg_load_keytab(struct cfg_parse *cp)
+{
+    struct fg_config *cfg = cp->cfg;
+    struct dir_conf *dc = &cfg->dir;
+    unsigned line = cfg_key_line(cp, SEC_DIRECTORY, "KerberosKeytab");
+    static const char *const service[FG_PROTO_COUNT] = {"imap", "pop"};
+    char err[PATH_MAX + 300];
+    if (!dc->keytab[0] || cfg_line_bad(cp, line))
+        return;
+    if (!(dc->krb = krb_open(dc->keytab, err, sizeof err))) {
+        cfg_error(cp, line, "KerberosKeytab %s: %s", dc->keytab, err);
+        return;
+    }
+    for (int p = 0; p < FG_PROTO_COUNT; p++)
+        if (cfg->proto[p].enabled && cfg->proto[p].gssapi &&
+            !(krb_services(dc->krb) & (1u << p)))
+            cfg_error(cp, line,
+                      "KerberosKeytab %s holds no key for %s/HOST, which [%s] "
+                      "EnableGSSAPIAndNTLMAuth needs",
+                      dc->keytab, service[p], p == FG_PROTO_IMAP ? "imap" : "pop3");
+        else if (cfg->proto[p].gssapi)
+            cfg->proto[p].sess.gssapi = true;
+}
+
 void cfg_load(struct cfg_parse *cp)
 {
     struct fg_config *cfg = cp->cfg;
@@ -426,6 +453,7 @@ void cfg_load(struct cfg_parse *cp)
         cfg_load_forest(cp, i);
     cfg_load_backend(cp);
     cfg_load_throttle_key(cp);
+    cfg_load_keytab(cp);
 }
 
 void config_free(struct fg_config *cfg)
@@ -450,4 +478,6 @@ void config_free(struct fg_config *cfg)
         cfg_secret_free(&cfg->dir.forests[f].bind_pass, &cfg->dir.forests[f].bind_pass_len);
     cfg_secret_free(&cfg->backend.master_pass, &cfg->backend.master_pass_len);
     cfg_secret_free((char **)&cfg->throttle.key, &cfg->throttle.key_len);
+    krb_close(cfg->dir.krb);
+    cfg->dir.krb = NULL;
 }

@@ -5,6 +5,7 @@
 #include "conn.h"
 
 #include "../base/base64.h"
+#include "../directory/krb.h"
 #include "../tls/tls.h"
 #include "pipes.h"
 #include "proxyin.h"
@@ -281,6 +282,7 @@ void conn_drop_login(struct conn *c)
     if (!lg)
         return;
     backend_login_free(&lg->bl);
+    krb_sess_free(lg->req.krb);
     sendq_free(&lg->bq);
     buf_free(&lg->bout);
     explicit_bzero(lg, sizeof *lg);

@@ -5,6 +5,7 @@
  */
 #include "login.h"
 
+#include "../directory/krb.h"
 #include "../proto/proxy_proto.h"
 #include "../tls/tls.h"
 #include "bclose.h"
@@ -55,6 +56,18 @@ static void login_throttle(struct worker *w, struct conn *c)
     lg->addr_throttle = (uint8_t)r;
 }
 
+/* A GSSAPI exchange's first response starts a new security context; a
+ * cancelled or failed exchange's is dropped. False when out of memory. */
+static bool login_gss_begin(struct conn_login *lg)
+{
+    const struct cred *cr = lg->req.cred;
+    if (cr->mech != CRED_MECH_GSSAPI || !cr->gss_first)
+        return true;
+    krb_sess_free(lg->req.krb);
+    lg->req.krb = krb_sess_new();
+    return lg->req.krb != NULL;
+}
+
 void login_start(struct worker *w, struct conn *c)
 {
     if (!c->lg && !(c->lg = calloc(1, sizeof *c->lg))) {
@@ -65,6 +78,11 @@ void login_start(struct worker *w, struct conn *c)
     struct conn_login *lg = c->lg;
     lg->req.cred = c->s->cred;
     lg->req.proto = (enum fg_proto)c->proto;
+    if (!login_gss_begin(lg)) {
+        c->s->ops->login_done(c->s, LOGIN_UNAVAILABLE, NULL, 0);
+        conn_enter(w, c, CONN_PREAUTH);
+        return;
+    }
     login_throttle(w, c);
     lg->dir_queued_us = metrics_now_us();
     if (!lg->req.fresh) { /* a stale route's second resolution: the same logon */
@@ -141,9 +159,13 @@ static void login_log(struct conn *c, enum login_status st, const char *reason)
     log_cstr(&l, "result", login_status_name(st));
     if (cr && !c->user)
         log_cstr(&l, "mech",
-                 cr->mech == CRED_MECH_PLAIN   ? "plain"
-                 : cr->mech == CRED_MECH_LOGIN ? "login"
-                                               : "user");
+                 cr->mech == CRED_MECH_PLAIN    ? "plain"
+                 : cr->mech == CRED_MECH_LOGIN  ? "login"
+                 : cr->mech == CRED_MECH_GSSAPI ? "gssapi"
+                                                : "user");
+    if (cr && cr->mech == CRED_MECH_GSSAPI && c->lg && c->lg->req.krb &&
+        c->lg->req.krb->principal_len)
+        log_str(&l, "principal", c->lg->req.krb->principal, c->lg->req.krb->principal_len);
     if (c->lg && c->lg->req.status == LOGIN_OK)
         log_str(&l, "mailbox", c->lg->req.route.mailbox, c->lg->req.route.mailbox_len);
     const struct dir_audit *a = c->lg && (c->lg->req.audit.ops > 0 || c->lg->req.audit.why ||
@@ -415,11 +437,28 @@ static bool login_user_full(struct worker *w, struct conn *c)
 }
 
 /* The directory's answer (login_start, or its completion). */
+/* A Kerberos logon is known, from here on, by the name its principal
+ * mapped to: the audit line splits it, the limits count it. */
+static void login_gss_name(struct conn *c)
+{
+    struct cred *cr = c->s->cred;
+    const struct krb_sess *ks = c->lg->req.krb;
+    if (cr->mech == CRED_MECH_GSSAPI && ks && ks->name_len)
+        cred_set(cr->user, &cr->user_len, CRED_NAME_MAX, ks->name, ks->name_len);
+}
+
 void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;
 
     metrics_observe(&w->metrics.dir, metrics_now_us() - lg->dir_queued_us);
+    if (lg->req.sasl_continue) { /* GSSAPI goes on: the next challenge */
+        struct krb_sess *ks = lg->req.krb;
+        c->s->ops->sasl_challenge(c->s, ks->out, ks->out_len);
+        conn_enter(w, c, CONN_PREAUTH);
+        return;
+    }
+    login_gss_name(c);
     if (lg->req.status != LOGIN_OK) {
         login_fail(w, c, lg->req.status, "refused before the backend");
         return;

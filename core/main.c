@@ -413,6 +413,7 @@ static int main_run(struct fg_config *cfg)
         goto out;
     dir_init(&dir, &cfg->dir, &cfg->backend.target, &cfg->backend.policy);
     dir.thr = &thr;
+    dir.krb = cfg->dir.krb;
     if (dir_start(&dir) != FG_OK) {
         dir_stop(&dir);
         goto out;

@@ -5,6 +5,7 @@
 #include "dir.h"
 
 #include "../base/log.h"
+#include "krb.h"
 #include "ldap_store.h"
 #include "ldif_store.h"
 
@@ -32,6 +33,9 @@ void dir_init(struct dir *d, const struct dir_conf *conf, const struct backend_t
 /* Refusals that need no directory: they never reach a backend. */
 static enum login_status dir_precheck(const struct cred *c)
 {
+    /* GSSAPI: the ticket is the proof, checked on a directory thread. */
+    if (c->mech == CRED_MECH_GSSAPI)
+        return LOGIN_OK;
     /* An empty password must never be tried: to LDAP it is an anonymous bind,
      * which succeeds (RFC 4513 section 5.1.2). */
     if (c->pass_len == 0 || c->user_len == 0)
@@ -195,6 +199,10 @@ static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
     struct resolution *rs = &j->rs;
 
     req->status = rs->status;
+    if (req->sasl_continue) { /* a step of a GSSAPI exchange: no route yet */
+        req->elapsed_ms = (uint32_t)(now - j->start_ms);
+        return;
+    }
     if (j->kind == DJ_FULL) {
         dir_answer_full(d, req, rs);
     } else if (rs->status == LOGIN_OK) {
@@ -207,6 +215,8 @@ static void dir_answer(const struct dir *d, struct dir_job *j, uint64_t now)
     }
     req->route.port = req->route.target ? req->route.target->policy->port[req->proto] : 0;
     dir_audit(req, rs, d->conf, j->ldap_requests, j->throttled);
+    if (rs->why == RW_KERBEROS && req->krb && req->krb->why[0])
+        req->audit.why = req->krb->why; /* GSSAPI's own words; the login owns them */
     req->elapsed_ms = (uint32_t)(now - j->start_ms);
 }
 
@@ -439,6 +449,34 @@ static struct dir_job *dt_leader(struct dir_thread *t, const struct dir_request 
             return l;
     }
     return NULL;
+}
+
+/*
+ * A step of a GSSAPI exchange (krb.h). The last one names the principal,
+ * which is then resolved as a name with no password: no bind, the ticket
+ * was the proof. A failure is told as a wrong password, its reason audited.
+ */
+static void dj_start_gss(struct dir_thread *t, struct dir_job *j)
+{
+    const struct dir_conf *dc = t->d->conf;
+    struct dir_request *req = j->req;
+    struct krb_sess *ks = req->krb;
+    j->kind = DJ_FULL;
+    req->route.target = NULL;
+    enum krb_rc rc = KRB_FAILED;
+    if (ks && t->d->krb)
+        rc = krb_step(t->d->krb, ks, req->proto, req->cred->blob, req->cred->blob_len);
+    if (rc == KRB_DONE) {
+        resolve_init_principal(&j->rs, &dc->topo, &dc->rules, ks->name, ks->name_len,
+                               ks->enterprise, req->proto);
+        dj_step(t, j);
+        return;
+    }
+    resolve_init(&j->rs, &dc->topo, &dc->rules, "", 0, NULL, 0, req->proto);
+    req->sasl_continue = rc == KRB_CONTINUE;
+    j->rs.status = rc == KRB_CONTINUE ? LOGIN_OK : LOGIN_FAILED;
+    j->rs.why = rc == KRB_CONTINUE ? RW_NONE : RW_KERBEROS;
+    dj_finish(t, j);
 }
 
 static void dj_start_full(struct dir_thread *t, struct dir_job *j)
@@ -740,6 +778,8 @@ static void dj_start_now(struct dir_thread *t, struct dir_request *req, uint64_t
     if (req->refuse) {
         j->throttled = true;
         dj_answer_now(t, j, LOGIN_FAILED, RW_THROTTLED);
+    } else if (req->cred->mech == CRED_MECH_GSSAPI) {
+        dj_start_gss(t, j);
     } else if (req->audit.cache == DC_HIT) {
         dj_start_cached(t, j, now);
     } else if (req->audit.cache == DC_MISS) {
@@ -996,7 +1036,8 @@ static unsigned dir_lookup(struct dir *d, struct dir_request *req)
 {
     req->key_len = 0;
     req->stale_ok = false;
-    if (!d->cache_on ||
+    /* A Kerberos logon has no password to cache, nor a name until it ends. */
+    if (!d->cache_on || req->cred->mech == CRED_MECH_GSSAPI ||
         !(req->key_len = (uint16_t)route_key(req->cred->user, req->cred->user_len, req->key))) {
         req->audit.cache = DC_OFF;
         return atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed);
@@ -1015,6 +1056,9 @@ int dir_submit(struct dir *d, struct io_uring *ring, struct dir_request *req, ui
 {
     req->status = dir_precheck(req->cred);
     req->elapsed_ms = 0;
+    req->sasl_continue = false;
+    if (req->cred->mech == CRED_MECH_GSSAPI && !(d->conf->enabled && d->nthreads > 0 && d->krb))
+        req->status = LOGIN_UNAVAILABLE; /* the configuration check keeps this from happening */
     memset(&req->audit, 0, sizeof req->audit);
     atomic_store_explicit(&req->answered, false, memory_order_relaxed);
     if (req->status == LOGIN_OK && d->conf->enabled && d->nthreads > 0) {

@@ -72,7 +72,9 @@ struct dir_request {
     union net_addr client; /* for the throttle */
     uint32_t hold_ms;      /* the address throttle's delay before the request starts */
     bool refuse;           /* after the hold, answer LOGIN_FAILED: the address is refused */
+    struct krb_sess *krb;  /* a GSSAPI logon's exchange (cred->mech); the login owns it */
     /* out */
+    bool sasl_continue; /* GSSAPI: not done; send krb->out to the client as a challenge */
     enum login_status status;
     struct dir_route route;
     uint32_t elapsed_ms;
@@ -101,6 +103,7 @@ struct dir_request {
 };
 
 struct dir_thread;
+struct krb_acceptor;
 
 /* Counters for the stats socket's show info. */
 struct dir_stats {
@@ -122,7 +125,8 @@ struct dir {
     struct dir_stats stats;
     bool cache_on; /* RouteCacheTTL > 0 and forests */
     struct route_cache cache;
-    struct throttle *thr; /* set by the caller after dir_init */
+    struct throttle *thr;     /* set by the caller after dir_init */
+    struct krb_acceptor *krb; /* KerberosKeytab's keys; set by the caller, or NULL */
 };
 
 /* fallback and policy are [backend]'s DefaultServer and TLS policy. */

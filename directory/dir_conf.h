@@ -68,6 +68,7 @@ static inline const char *backend_tls_name(const struct backend_target *t, unsig
 #define CFG_MAX_DATABASES 64
 
 struct ldif_store;
+struct krb_acceptor;
 
 enum forest_role {
     FOREST_ROLE_UNSET,
@@ -126,6 +127,8 @@ struct dir_conf {
     uint8_t delegate_check;           /* DelegateCheck: enum delegate_check */
     char login_attr[64];              /* BackendLoginAttribute: the backend login name */
     char search_order[256];           /* SearchOrder: account forests, in order */
+    char keytab[PATH_MAX];            /* KerberosKeytab: imap/HOST and pop/HOST keys */
+    struct krb_acceptor *krb;         /* its keys, loaded (CONFIG_FILES); NULL without */
     unsigned nforests;
     struct forest_conf forests[DIR_MAX_FORESTS]; /* as configured */
     uint8_t order[DIR_MAX_FORESTS];              /* topology index -> forests[] index */

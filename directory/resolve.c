@@ -15,6 +15,7 @@ enum rs_state {
     S_START,
     S_SAM,  /* plain name: the organisation's default domain, then account forests */
     S_DSAM, /* domain\user */
+    S_KSAM, /* a Kerberos principal: sAMAccountName in the realm's domain, then its UPN */
     S_UPN,  /* every forest, counting matches */
     S_SMTP, /* AllowSmtpAddressLogin */
     S_SID,  /* a linked mailbox's master account, forest by forest */
@@ -60,6 +61,15 @@ void resolve_init_warm(struct resolution *rs, const struct dir_topology *topo,
     rs->pass_known = pass_known;
 }
 
+void resolve_init_principal(struct resolution *rs, const struct dir_topology *topo,
+                            const struct resolve_conf *conf, const char *name, size_t name_len,
+                            bool enterprise, enum fg_proto proto)
+{
+    resolve_init(rs, topo, conf, name, name_len, NULL, 0, proto);
+    rs->principal = true;
+    rs->enterprise = enterprise;
+}
+
 bool resolve_why_not_found(enum resolve_why why)
 {
     return why == RW_NOT_FOUND || why == RW_UNKNOWN_DOMAIN || why == RW_WRONG_DOMAIN;
@@ -88,6 +98,8 @@ static enum resolve_step rs_ask(struct resolution *rs, enum rs_state next, enum 
  */
 static enum resolve_step rs_miss(struct resolution *rs, enum resolve_why why)
 {
+    if (rs->principal) /* the ticket proved who asks: nothing to hide by timing */
+        return rs_fail(rs, why);
     enum resolve_step r = rs_ask(rs, S_DUMMY, SOP_BIND, rs->op.forest);
     rs->why = why;
     rs->op.dn = "";
@@ -202,15 +214,47 @@ static enum resolve_step rs_bind_refused(struct resolution *rs)
     }
 }
 
+static enum resolve_step rs_on_bind(struct resolution *rs);
+
 static enum resolve_step rs_bind(struct resolution *rs)
 {
     if (rs->account.uac & UAC_DISABLED)
         return rs_miss(rs, RW_DISABLED);
+    if (rs->principal) { /* the ticket was the proof: as if the bind succeeded */
+        memset(&rs->res, 0, sizeof rs->res);
+        rs->state = S_BIND;
+        return rs_on_bind(rs);
+    }
     return rs_ask_bind(rs, S_BIND);
+}
+
+/* A principal user@realm: the realm's domain's sAMAccountName first. */
+static enum resolve_step rs_begin_principal(struct resolution *rs)
+{
+    const char *upn = rs_part(rs, rs->ln.upn);
+    const char *at = memchr(upn, '@', rs->ln.upn.len);
+    size_t user = at ? (size_t)(at - upn) : 0;
+    if (rs->ln.form != LN_UPN && rs->ln.form != LN_UPN_ALIAS)
+        return rs_fail(rs, RW_INVALID_NAME);
+    if (!rs->enterprise && user > 0 &&
+        resolve_find_domain(rs->topo, at + 1, rs->ln.upn.len - user - 1, &rs->domain_forest,
+                            &rs->domain_index)) {
+        enum resolve_step r = rs_ask(rs, S_KSAM, SOP_FIND_SAM, rs->domain_forest);
+        rs->op.domain = rs->domain_index;
+        rs->op.key = upn;
+        rs->op.key_len = user;
+        return r;
+    }
+    return rs_find_upn(rs);
 }
 
 static enum resolve_step rs_begin(struct resolution *rs)
 {
+    if (rs->principal) {
+        if (logon_name_split(rs->name, rs->name_len, &rs->ln) == LN_INVALID)
+            return rs_fail(rs, RW_INVALID_NAME);
+        return rs_begin_principal(rs);
+    }
     if (rs->pass_len == 0)
         return rs_fail(rs, RW_EMPTY_PASSWORD); /* an anonymous bind would succeed */
     if (logon_name_split(rs->name, rs->name_len, &rs->ln) == LN_INVALID)
@@ -253,6 +297,8 @@ static enum resolve_step rs_on_sam(struct resolution *rs)
         rs->account = rs->res.e[0];
         return rs_bind(rs);
     }
+    if (rs->state == S_KSAM) /* not a sAMAccountName: the KDC tries the UPN next */
+        return rs_find_upn(rs);
     /* Not in this scope: the next account forest, searched as a whole. */
     if (rs->state == S_DSAM || ++rs->scope >= rs->topo->nforests)
         return rs_miss(rs, RW_NOT_FOUND);
@@ -271,7 +317,7 @@ static enum resolve_step rs_on_upn(struct resolution *rs)
     if (++rs->scope < rs->topo->nforests)
         return rs_find_upn(rs);
     if (rs->found == 0) {
-        if (rs->conf->allow_smtp_login && rs->ln.form == LN_UPN) {
+        if (rs->conf->allow_smtp_login && rs->ln.form == LN_UPN && !rs->principal) {
             enum resolve_step r = rs_ask(rs, S_SMTP, SOP_FIND_SMTP, (int)rs->topo->org);
             rs->op.key = rs_part(rs, rs->ln.upn);
             rs->op.key_len = rs->ln.upn.len;
@@ -521,6 +567,7 @@ enum resolve_step resolve_next(struct resolution *rs)
         return rs_begin(rs);
     case S_SAM:
     case S_DSAM:
+    case S_KSAM:
         return rs_on_sam(rs);
     case S_UPN:
         return rs_on_upn(rs);
@@ -611,6 +658,7 @@ const char *resolve_why_text(enum resolve_why why)
             [RW_NO_DATABASE_SERVER] = "the mailbox's database has no reachable server",
             [RW_UNAVAILABLE] = "the directory is unavailable",
             [RW_THROTTLED] = "refused by the throttle, without asking the directory",
+            [RW_KERBEROS] = "Kerberos: the ticket was refused",
     };
     return text[why];
 }

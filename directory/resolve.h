@@ -189,6 +189,7 @@ enum resolve_why {
     RW_NO_DATABASE_SERVER,
     RW_UNAVAILABLE,
     RW_THROTTLED, /* the password was not checked: the throttle (throttle.h) refused */
+    RW_KERBEROS,  /* the GSSAPI exchange failed: a bad, expired or replayed ticket (krb.h) */
     RW_COUNT,
 };
 
@@ -218,6 +219,8 @@ struct resolution {
     uint8_t scope;                   /* search scopes tried so far */
     uint8_t found;                   /* UPN matches across forests */
     bool pass_known;                 /* warm: the credential cache matched */
+    bool principal;                  /* a Kerberos principal: proven, no bind (resolve_init_principal) */
+    bool enterprise;                 /* an enterprise principal: a UPN, searched as one */
     int domain_forest, domain_index; /* the typed domain, once known */
     size_t token_len;                /* the account's access token, for DelegateCheck */
     uint8_t token[DIR_TOKEN_MAX];
@@ -239,6 +242,19 @@ void resolve_init_warm(struct resolution *rs, const struct dir_topology *topo,
                        const struct resolve_conf *conf, const char *name, size_t name_len,
                        const char *pass, size_t pass_len, enum fg_proto proto, const char *account,
                        int forest, bool admin, uint8_t proto_disabled, bool pass_known);
+
+/*
+ * Prepares the resolution of a Kerberos principal that a ticket proved
+ * (krb.h): name is krb_map_principal's, "user@realm" or "user@realm\alias".
+ * The account is the sAMAccountName user in the domain whose DNS name is
+ * the realm, else the one whose UPN is user@realm, as the KDC looks a
+ * client up (MS-KILE 3.3.5.6.1.1); an enterprise principal's by its UPN
+ * only. It must be enabled now: a ticket outlives a disabled account. Then
+ * the rules go on as after a password's bind: no bind, no dummy bind.
+ */
+void resolve_init_principal(struct resolution *rs, const struct dir_topology *topo,
+                            const struct resolve_conf *conf, const char *name, size_t name_len,
+                            bool enterprise, enum fg_proto proto);
 
 /* True when why means the name found no account: the negative cache keeps
  * those (never a wrong password). */

@@ -28,6 +28,8 @@ struct imap_session {
     struct imap_parser p;
     uint8_t state;
     bool authenticate; /* the pending login came from AUTHENTICATE, not LOGIN */
+    bool gss;          /* the SASL exchange under way is GSSAPI's, not PLAIN's */
+    bool gss_first;    /* GSSAPI: the next response is the exchange's first */
     char tag[IMAP_MAX_TAG + 1];
 };
 
@@ -68,10 +70,11 @@ static bool imap_starttls_offered(const struct session *s)
  * client must ask again after STARTTLS (RFC 9051 section 6.2.1). */
 static const char *imap_caps(const struct session *s, char *dst, size_t n)
 {
-    snprintf(dst, n, "IMAP4rev1 ID LITERAL+ SASL-IR%s%s%s",
+    snprintf(dst, n, "IMAP4rev1 ID LITERAL+ SASL-IR%s%s%s%s",
              imap_starttls_offered(s) ? " STARTTLS" : "",
              imap_login_allowed(s) ? "" : " LOGINDISABLED",
-             imap_auth_allowed(s) ? " AUTH=PLAIN" : "");
+             imap_auth_allowed(s) ? " AUTH=PLAIN" : "",
+             imap_auth_allowed(s) && s->conf->gssapi ? " AUTH=GSSAPI" : "");
     return dst;
 }
 
@@ -218,6 +221,20 @@ static void imap_log_redacted(struct imap_cmd_ctx *c, unsigned keep)
     sess_log_client(&c->is->s, line, o);
 }
 
+/* Waits for a SASL response line; GSSAPI's may be longer than a command. */
+static void imap_sasl_enter(struct imap_session *is)
+{
+    is->state = IMAP_S_SASL;
+    if (is->gss)
+        is->p.max_len = FG_MAX(is->s.conf->max_command, (uint32_t)SASL_GSS_LINE_MAX);
+}
+
+static void imap_sasl_leave(struct imap_session *is)
+{
+    is->state = IMAP_S_COMMAND;
+    is->p.max_len = is->s.conf->max_command;
+}
+
 /* Takes ownership of fresh credentials and asks the core for a login. */
 static enum sess_action imap_start_login(struct imap_session *is, struct cred *cr,
                                          bool authenticate)
@@ -262,9 +279,26 @@ static enum sess_action imap_cmd_login(struct imap_cmd_ctx *c)
     return imap_start_login(c->is, cr, false);
 }
 
+/* A GSSAPI response: the core runs the exchange's next step. */
+static enum sess_action imap_gss_response(struct imap_cmd_ctx *c, const char *b64, size_t n)
+{
+    bool bad_b64;
+    struct cred *cr = sess_gss_cred(b64, n, c->is->gss_first, &bad_b64);
+    if (!cr) {
+        if (bad_b64)
+            return imap_bad(c, "Invalid base64 in AUTHENTICATE response.");
+        sess_reply(&c->is->s, "%s NO [AUTHENTICATIONFAILED] AUTHENTICATE failed.", imap_tag(c));
+        return SESS_AGAIN;
+    }
+    c->is->gss_first = false;
+    return imap_start_login(c->is, cr, true);
+}
+
 /* Decodes a SASL PLAIN response ("=" is empty) and starts the login. */
 static enum sess_action imap_sasl_response(struct imap_cmd_ctx *c, const char *b64, size_t n)
 {
+    if (c->is->gss)
+        return imap_gss_response(c, b64, n);
     struct cred *cr = cred_new();
 
     if (!cr) {
@@ -291,7 +325,8 @@ static enum sess_action imap_cmd_authenticate(struct imap_cmd_ctx *c)
         (c->nargs == 4 && a[3].type != IMAP_ARG_ATOM))
         return imap_bad(c, "AUTHENTICATE expects a mechanism and an optional response.");
     imap_log_redacted(c, 3);
-    if (!fg_ieq(c->buf + a[2].off, a[2].len, "PLAIN")) {
+    bool gss = s->conf->gssapi && fg_ieq(c->buf + a[2].off, a[2].len, "GSSAPI");
+    if (!gss && !fg_ieq(c->buf + a[2].off, a[2].len, "PLAIN")) {
         sess_reply(s, "%s NO Unsupported authentication mechanism.", imap_tag(c));
         return SESS_AGAIN;
     }
@@ -302,9 +337,11 @@ static enum sess_action imap_cmd_authenticate(struct imap_cmd_ctx *c)
                    imap_tag(c));
         return SESS_AGAIN;
     }
+    c->is->gss = gss;
+    c->is->gss_first = gss;
     if (c->nargs == 4)
         return imap_sasl_response(c, c->buf + a[3].off, a[3].len);
-    c->is->state = IMAP_S_SASL;
+    imap_sasl_enter(c->is);
     sess_reply(s, "+ ");
     return SESS_AGAIN;
 }
@@ -387,7 +424,7 @@ static enum sess_action imap_complete(struct imap_session *is)
     if (is->state == IMAP_S_SASL) {
         const struct imap_arg *line = &is->p.args[0];
         sess_log_client(&is->s, "<SASL response redacted>", 24);
-        is->state = IMAP_S_COMMAND;
+        imap_sasl_leave(is);
         if (line->len == 1 && c.buf[0] == '*') {
             sess_reply(&is->s, "%s BAD AUTHENTICATE cancelled.", is->tag);
             return SESS_AGAIN;
@@ -419,7 +456,7 @@ static enum sess_action imap_input(struct session *s)
         if (rc == IMAP_PARSE_ERROR) {
             act = imap_parse_failed(is);
             if (is->state == IMAP_S_SASL)
-                is->state = IMAP_S_COMMAND;
+                imap_sasl_leave(is);
         } else {
             act = imap_complete(is);
             if (s->invalid == invalid_before && act != SESS_CLOSE)
@@ -479,6 +516,16 @@ static void imap_login_done(struct session *s, enum login_status st, const char 
     }
 }
 
+static void imap_sasl_challenge(struct session *s, const uint8_t *tok, size_t n)
+{
+    struct imap_session *is = imap_of(s);
+    cred_free(s->cred);
+    s->cred = NULL;
+    imap_sasl_enter(is);
+    imap_parser_expect_line(&is->p);
+    sess_challenge(s, tok, n);
+}
+
 static struct session *imap_create(const struct sess_conf *conf, struct buf *out)
 {
     struct imap_session *is = sess_alloc(sizeof *is, &imap_sess_ops, conf, out);
@@ -499,6 +546,7 @@ const struct sess_ops imap_sess_ops = {
         .greeting = imap_greeting,
         .input = imap_input,
         .login_done = imap_login_done,
+        .sasl_challenge = imap_sasl_challenge,
         .bye = {[SESS_BYE_TIMEOUT] = "* BYE Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "* BYE Server shutting down.",
                 [SESS_BYE_OVERLOAD] = "* BYE [UNAVAILABLE] Too many connections.",

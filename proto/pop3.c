@@ -20,6 +20,8 @@ struct pop3_session {
     struct session s;
     struct pop3_parser p;
     uint8_t state;
+    bool gss;          /* the SASL exchange under way is GSSAPI's, not PLAIN's */
+    bool gss_first;    /* GSSAPI: the next response is the exchange's first */
     uint16_t user_len; /* from USER, waiting for PASS */
     char user[CRED_NAME_MAX + 1];
 };
@@ -69,7 +71,7 @@ static enum sess_action pop3_cmd_capa(struct pop3_cmd_ctx *c)
     if (pop3_userpass_allowed(s))
         sess_reply(s, "USER");
     if (pop3_auth_allowed(s))
-        sess_reply(s, "SASL PLAIN");
+        sess_reply(s, s->conf->gssapi ? "SASL PLAIN GSSAPI" : "SASL PLAIN");
     if (s->conf->starttls && !s->tls)
         sess_reply(s, "STLS");
     sess_reply(s, "RESP-CODES");
@@ -166,9 +168,40 @@ static enum sess_action pop3_cmd_pass(struct pop3_cmd_ctx *c)
     return pop3_start_login(ps, cr);
 }
 
+/* Waits for a SASL response line; GSSAPI's may be longer than a command. */
+static void pop3_sasl_enter(struct pop3_session *ps)
+{
+    ps->state = POP3_S_SASL;
+    if (ps->gss)
+        ps->p.max_len = FG_MAX(ps->s.conf->max_command, (uint32_t)SASL_GSS_LINE_MAX);
+}
+
+static void pop3_sasl_leave(struct pop3_session *ps)
+{
+    ps->state = POP3_S_COMMAND;
+    ps->p.max_len = ps->s.conf->max_command;
+}
+
+/* A GSSAPI response: the core runs the exchange's next step. */
+static enum sess_action pop3_gss_response(struct pop3_session *ps, const char *b64, size_t n)
+{
+    bool bad_b64;
+    struct cred *cr = sess_gss_cred(b64, n, ps->gss_first, &bad_b64);
+    if (!cr) {
+        if (bad_b64)
+            return pop3_invalid(&ps->s, "Invalid base64 in AUTH response.");
+        sess_reply(&ps->s, "-ERR [AUTH] Logon failure: unknown user name or bad password.");
+        return SESS_AGAIN;
+    }
+    ps->gss_first = false;
+    return pop3_start_login(ps, cr);
+}
+
 /* Decodes a SASL PLAIN response and starts the login. */
 static enum sess_action pop3_sasl_response(struct pop3_session *ps, const char *b64, size_t n)
 {
+    if (ps->gss)
+        return pop3_gss_response(ps, b64, n);
     struct cred *cr = cred_new();
 
     if (!cr) {
@@ -198,10 +231,13 @@ static enum sess_action pop3_cmd_auth(struct pop3_cmd_ctx *c)
         sess_reply(s, "+OK");
         if (pop3_auth_allowed(s))
             sess_reply(s, "PLAIN");
+        if (pop3_auth_allowed(s) && s->conf->gssapi)
+            sess_reply(s, "GSSAPI");
         sess_reply(s, ".");
         return SESS_AGAIN;
     }
-    if (!fg_ieq(c->arg, mech_len, "PLAIN")) {
+    bool gss = s->conf->gssapi && fg_ieq(c->arg, mech_len, "GSSAPI");
+    if (!gss && !fg_ieq(c->arg, mech_len, "PLAIN")) {
         sess_reply(s, "-ERR Unsupported authentication mechanism.");
         return SESS_AGAIN;
     }
@@ -209,9 +245,11 @@ static enum sess_action pop3_cmd_auth(struct pop3_cmd_ctx *c)
         sess_reply(s, "-ERR [AUTH] Authentication is not allowed without TLS on this server.");
         return SESS_AGAIN;
     }
+    ps->gss = gss;
+    ps->gss_first = gss;
     if (sp)
         return pop3_sasl_response(ps, sp + 1, c->arg_len - mech_len - 1);
-    ps->state = POP3_S_SASL;
+    pop3_sasl_enter(ps);
     sess_reply(s, "+ ");
     return SESS_AGAIN;
 }
@@ -243,7 +281,7 @@ static void pop3_log_command(struct session *s, const char *line, uint32_t n,
 static enum sess_action pop3_sasl_line(struct pop3_session *ps, const char *line, uint32_t n)
 {
     sess_log_client(&ps->s, "<SASL response redacted>", 24);
-    ps->state = POP3_S_COMMAND;
+    pop3_sasl_leave(ps);
     if (n == 1 && line[0] == '*') {
         sess_reply(&ps->s, "-ERR Authentication cancelled.");
         return SESS_AGAIN;
@@ -348,6 +386,15 @@ static void pop3_login_done(struct session *s, enum login_status st, const char 
     }
 }
 
+static void pop3_sasl_challenge(struct session *s, const uint8_t *tok, size_t n)
+{
+    struct pop3_session *ps = pop3_of(s);
+    cred_free(s->cred);
+    s->cred = NULL;
+    pop3_sasl_enter(ps);
+    sess_challenge(s, tok, n);
+}
+
 static struct session *pop3_create(const struct sess_conf *conf, struct buf *out)
 {
     struct pop3_session *ps = sess_alloc(sizeof *ps, &pop3_sess_ops, conf, out);
@@ -368,6 +415,7 @@ const struct sess_ops pop3_sess_ops = {
         .greeting = pop3_greeting,
         .input = pop3_input,
         .login_done = pop3_login_done,
+        .sasl_challenge = pop3_sasl_challenge,
         .bye = {[SESS_BYE_TIMEOUT] = "-ERR Disconnected for inactivity.",
                 [SESS_BYE_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down.",
                 [SESS_BYE_OVERLOAD] = "-ERR [SYS/TEMP] Too many connections.",

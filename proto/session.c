@@ -1,6 +1,8 @@
 /* Helpers shared by the IMAP and POP3 sessions. */
 #include "session.h"
 
+#include "../base/base64.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,4 +66,43 @@ void sess_free(struct session *s, size_t size)
     sess_release(s);
     explicit_bzero(s, size);
     free(s);
+}
+
+void sess_challenge(struct session *s, const uint8_t *tok, size_t n)
+{
+    char *b64 = malloc(base64_encoded_len(n) + 1);
+    if (!b64) {
+        sess_reply(s, "+ ");
+        return;
+    }
+    base64_encode(tok, n, b64);
+    b64[base64_encoded_len(n)] = 0;
+    sess_reply(s, "+ %s", b64);
+    free(b64);
+}
+
+struct cred *sess_gss_cred(const char *b64, size_t n, bool first, bool *bad_b64)
+{
+    struct cred *cr;
+    *bad_b64 = false;
+    if (n == 1 && b64[0] == '=')
+        n = 0;
+    if (n > 0 && base64_decoded_max(n) == 0) {
+        *bad_b64 = true;
+        return NULL;
+    }
+    if (base64_decoded_max(n) > SASL_GSS_TOKEN_MAX || !(cr = cred_new()))
+        return NULL;
+    cr->mech = CRED_MECH_GSSAPI;
+    cr->gss_first = first;
+    if (n > 0) {
+        long len = (cr->blob = malloc(base64_decoded_max(n))) ? base64_decode(b64, n, cr->blob) : -1;
+        if (len < 0) {
+            *bad_b64 = cr->blob != NULL;
+            cred_free(cr);
+            return NULL;
+        }
+        cr->blob_len = (uint32_t)len;
+    }
+    return cr;
 }

@@ -21,7 +21,13 @@ struct sess_conf {
     uint32_t max_command; /* MaxCommandSize: a command, literals included */
     uint8_t login_type;
     bool starttls; /* a certificate is configured: STARTTLS/STLS are offered */
+    bool gssapi;   /* EnableGSSAPIAndNTLMAuth, with a key for the protocol's service */
 };
+
+/* A GSSAPI response line: base64 of a token of up to 48 KiB (Windows'
+ * MaxTokenSize), beyond MaxCommandSize's default. */
+#define SASL_GSS_TOKEN_MAX 49152
+#define SASL_GSS_LINE_MAX  65600
 
 enum sess_action {
     SESS_AGAIN,    /* waiting for more input */
@@ -67,6 +73,10 @@ struct sess_ops {
     /* The pending login finished. caps is the backend's post-login capability
      * list (IMAP), or NULL. The session wipes and frees s->cred. */
     void (*login_done)(struct session *s, enum login_status st, const char *caps, size_t caps_n);
+    /* A multi-step SASL login (GSSAPI) goes on: the server's next challenge
+     * is sent, and the session waits for the client's response. The session
+     * wipes and frees s->cred. */
+    void (*sasl_challenge)(struct session *s, const uint8_t *tok, size_t n);
     /* Last words before the core closes the connection, without CRLF. */
     const char *bye[SESS_BYE_COUNT];
 };
@@ -94,6 +104,14 @@ void *sess_alloc(size_t size, const struct sess_ops *ops, const struct sess_conf
 /* Frees a session from sess_alloc of that size: input, credentials and the
  * protocol's state are wiped first. NULL is ignored. */
 void sess_free(struct session *s, size_t size);
+
+/* Sends a SASL challenge: "+ " and the token in base64. */
+void sess_challenge(struct session *s, const uint8_t *tok, size_t n);
+
+/* A GSSAPI response line, decoded into a fresh credential record (NULL: bad
+ * base64, too long, or out of memory; *bad_b64 says which). "=" or an empty
+ * line is an empty response. first: the exchange's first response. */
+struct cred *sess_gss_cred(const char *b64, size_t n, bool first, bool *bad_b64);
 
 /* Counts an invalid command; true when the limit of five in a row is hit. */
 static inline bool sess_invalid(struct session *s)
