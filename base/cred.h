@@ -22,9 +22,9 @@ enum cred_mech {
 struct cred {
     uint16_t authzid_len, user_len, pass_len;
     uint8_t mech;
-    bool gss_first;  /* GSSAPI: the exchange's first response: a new context */
+    bool gss_first; /* GSSAPI: the exchange's first response: a new context */
     uint32_t blob_len;
-    uint8_t *blob;   /* GSSAPI: the decoded response; malloc'd, wiped when freed */
+    uint8_t *blob; /* GSSAPI: the decoded response; malloc'd, wiped when freed */
     char authzid[CRED_NAME_MAX + 1];
     char user[CRED_NAME_MAX + 1];
     char pass[CRED_PASS_MAX + 1];

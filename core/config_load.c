@@ -432,8 +432,7 @@ static void cfg_load_keytab(struct cfg_parse *cp)
         return;
     }
     for (int p = 0; p < FG_PROTO_COUNT; p++)
-        if (cfg->proto[p].enabled && cfg->proto[p].gssapi &&
-            !(krb_services(dc->krb) & (1u << p)))
+        if (cfg->proto[p].enabled && cfg->proto[p].gssapi && !(krb_services(dc->krb) & (1u << p)))
             cfg_error(cp, line,
                       "KerberosKeytab %s holds no key for %s/HOST, which [%s] "
                       "EnableGSSAPIAndNTLMAuth needs",

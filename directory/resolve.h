@@ -216,11 +216,11 @@ struct resolution {
     unsigned ops; /* store operations asked for, for the audit line */
     /* private */
     uint8_t state;
-    uint8_t scope;                   /* search scopes tried so far */
-    uint8_t found;                   /* UPN matches across forests */
-    bool pass_known;                 /* warm: the credential cache matched */
-    bool principal;                  /* a Kerberos principal: proven, no bind (resolve_init_principal) */
-    bool enterprise;                 /* an enterprise principal: a UPN, searched as one */
+    uint8_t scope;   /* search scopes tried so far */
+    uint8_t found;   /* UPN matches across forests */
+    bool pass_known; /* warm: the credential cache matched */
+    bool principal;  /* a Kerberos principal: proven, no bind (resolve_init_principal) */
+    bool enterprise; /* an enterprise principal: a UPN, searched as one */
     int domain_forest, domain_index; /* the typed domain, once known */
     size_t token_len;                /* the account's access token, for DelegateCheck */
     uint8_t token[DIR_TOKEN_MAX];

@@ -96,7 +96,8 @@ struct cred *sess_gss_cred(const char *b64, size_t n, bool first, bool *bad_b64)
     cr->mech = CRED_MECH_GSSAPI;
     cr->gss_first = first;
     if (n > 0) {
-        long len = (cr->blob = malloc(base64_decoded_max(n))) ? base64_decode(b64, n, cr->blob) : -1;
+        long len =
+                (cr->blob = malloc(base64_decoded_max(n))) ? base64_decode(b64, n, cr->blob) : -1;
         if (len < 0) {
             *bad_b64 = cr->blob != NULL;
             cred_free(cr);
