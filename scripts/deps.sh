@@ -5,8 +5,9 @@ set -euo pipefail
 
 # libwolfssl-dev is the fallback; scripts/wolfssl.sh builds a faster one from
 # Debian's source with dpkg-dev and the autotools.
+# libkrb5-dev: MIT's GSSAPI and krb5, for Kerberos logons (directory/krb.c).
 build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libinih-dev libwolfssl-dev libldap-dev liburcu-dev libhiredis-dev
-            dpkg-dev autoconf automake libtool)
+            libkrb5-dev dpkg-dev autoconf automake libtool)
 # slapd + ldap-utils: tests/lib/slapd.py runs private AD-like OpenLDAP
 # instances (its own slapd.conf and mdb folders; Debian's instance stays off).
 # fail2ban: tests/integration/test_logfiles.py runs fail2ban-regex on contrib/fail2ban.
@@ -21,11 +22,12 @@ build_pkgs=(meson ninja-build pkgconf gcc make liburing-dev libjemalloc-dev libi
 # samba-ad-dc + python3-samba + ldb-tools + faketime: tests/lib/samba.py runs
 # private Samba AD domain controllers (real AD: its diagnostics, SIDs,
 # linked attributes); faketime dates a password in the past. krb5-user:
-# kinit and klist for the Kerberos tests against Samba's KDC.
+# kinit, kvno and klist, and python3-gssapi the client, for the Kerberos tests
+# against Samba's KDC (tests/integration/test_kerberos.py).
 test_pkgs=(clang libclang-rt-14-dev clang-format dovecot-imapd dovecot-pop3d python3 python3-pytest fail2ban
            curl openssl procps iproute2 slapd ldap-utils redis-server haproxy
            prometheus python3-prometheus-client debhelper systemd man-db groff-base adduser
-           tmux socat strace samba-ad-dc python3-samba ldb-tools faketime krb5-user)
+           tmux socat strace samba-ad-dc python3-samba ldb-tools faketime krb5-user python3-gssapi)
 demo_pkgs=(dovecot-imapd dovecot-pop3d python3 curl)
 # bench/compare: the peers it measures forestgate against. nginx-light only
 # when no nginx flavour (core, full, extras) is installed: they conflict.

@@ -36,6 +36,7 @@ import pytest
 from tests.integration import test_directory_ldap as ldap_suite
 from tests.integration import test_directory_ldif as ldif_suite
 from tests.ldap.fixtures import setup_a
+from tests.lib.forestgate import binary
 from tests.lib.samba import SambaDC, load_forest, require_samba
 
 LdapForest, ldap_gateway, stop_ok = ldap_suite.LdapForest, ldap_suite.ldap_gateway, ldap_suite.stop_ok
@@ -523,6 +524,86 @@ def test_curl_logs_on_with_gssapi(fg, kdc):
     assert "the mailbox of other" in r.stdout
     ev = last_login(fg)
     assert ev["result"] == "ok" and ev["principal"] == f"other@{REALM}"
+
+
+def check_config(fg, edit):
+    """forestgate --check-config on fg's settings after edit(sections):
+    (exit status, stderr, the file's lines)."""
+    edit(fg.sections)
+    path = os.path.join(fg.workdir, "check.ini")
+    text = fg.config_text()
+    with open(path, "w") as f:
+        f.write(text)
+    r = subprocess.run([fg.bin or binary(), "-c", path, "--check-config"], capture_output=True,
+                       text=True, timeout=30)
+    return r.returncode, r.stderr, path, text.splitlines()
+
+
+def line_of(lines, prefix, section=None):
+    """The 1-based line of the first setting starting with prefix (after
+    [section], if given)."""
+    start = lines.index(f"[{section}]") if section else 0
+    return next(i + 1 for i, l in enumerate(lines) if i >= start and l.startswith(prefix))
+
+
+def test_settings_errors(workroot, kdc, mbx):
+    """Each mistake is named with file:line, and forestgate does not start."""
+    def fresh(name):
+        return gateway(workroot, kdc, mbx, name, start=False)
+
+    rc, err, path, lines = check_config(fresh("cfg-ok"), lambda s: None)
+    assert rc == 0, err
+    # no keytab
+    rc, err, path, lines = check_config(fresh("cfg-nokt"),
+                                        lambda s: s["directory"].pop("KerberosKeytab"))
+    n = line_of(lines, "EnableGSSAPIAndNTLMAuth", "imap")
+    assert rc == 1 and f"{path}:{n}: EnableGSSAPIAndNTLMAuth needs [directory] KerberosKeytab" in err
+    # a keytab that is not there
+    rc, err, path, lines = check_config(
+        fresh("cfg-missing"), lambda s: s["directory"].update(KerberosKeytab="/nonexistent.kt"))
+    n = line_of(lines, "KerberosKeytab")
+    assert rc == 1 and f"{path}:{n}: KerberosKeytab /nonexistent.kt: " in err, err
+    # a file that is no keytab
+    junk = os.path.join(workroot, "junk.keytab")
+    with open(junk, "w") as f:
+        f.write("not a keytab\n")
+    rc, err, path, lines = check_config(
+        fresh("cfg-junk"), lambda s: s["directory"].update(KerberosKeytab=junk))
+    assert rc == 1 and f"{path}:{n}: KerberosKeytab {junk}: " in err, err
+    # pop/ keys only, while [imap] offers GSSAPI
+    rc, err, path, lines = check_config(
+        fresh("cfg-poponly"), lambda s: s["directory"].update(KerberosKeytab=kdc.keytab_pop))
+    assert rc == 1 and f"holds no key for imap/HOST, which [imap] EnableGSSAPIAndNTLMAuth needs" \
+        in err, err
+    assert "[pop3]" not in err
+    # PassThrough: no password to pass through
+    rc, err, path, lines = check_config(
+        fresh("cfg-pass"), lambda s: s["backend"].update(LoginMode="PassThrough"))
+    n = line_of(lines, "EnableGSSAPIAndNTLMAuth", "pop3")
+    assert rc == 1 and f"{path}:{n}: EnableGSSAPIAndNTLMAuth needs [backend] LoginMode = " \
+        "MasterUser" in err, err
+    # a bad boolean
+    rc, err, path, lines = check_config(
+        fresh("cfg-bool"), lambda s: s["imap"].update(EnableGSSAPIAndNTLMAuth="perhaps"))
+    n = line_of(lines, "EnableGSSAPIAndNTLMAuth", "imap")
+    assert rc == 1 and f"{path}:{n}: EnableGSSAPIAndNTLMAuth" in err, err
+
+
+def test_not_offered_where_not_enabled(workroot, kdc, mbx):
+    """GSSAPI is offered per protocol: [pop3] without it neither lists it
+    nor takes it."""
+    g = gateway(workroot, kdc, mbx, "fg-krb-imap-only", pop3={"EnableGSSAPIAndNTLMAuth": "false"})
+    try:
+        p = poplib.POP3("127.0.0.1", g.pop3_port, timeout=10)
+        assert p.capa()["SASL"] == ["PLAIN"]
+        p._putcmd("AUTH GSSAPI")
+        assert p._getline()[0] == b"-ERR Unsupported authentication mechanism."
+        p.quit()
+        c = imaplib.IMAP4("127.0.0.1", g.imap_port, timeout=10)
+        assert "AUTH=GSSAPI" in c.capabilities
+        c.logout()
+    finally:
+        stop_ok(g)
 
 
 def test_expired_ticket_is_refused(fg, short_token):

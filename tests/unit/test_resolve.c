@@ -795,9 +795,71 @@ static void test_delegate_check(void)
           !sd_token_has(rs->token, rs->token_len, sid_deny, sizeof sid_deny));
 }
 
+/* Kerberos principals (resolve_init_principal): the ticket was the proof,
+ * so no bind is asked for, not even the dummy bind of a miss; the realm's
+ * domain's sAMAccountName first, then the UPN, as the KDC looks clients up;
+ * an enterprise principal by its UPN only. */
+static struct resolution *resolve_principal(char setup, const char *name, bool enterprise)
+{
+    static struct resolution rs;
+    static const struct resolve_conf dflt = {.allow_delegates = true,
+                                             .delegate_check = DELEGATE_LIST};
+    cur = setup == 'A' ? setup_a : setup_b;
+    ncur = setup == 'A' ? FG_ARRAY_SIZE(setup_a) : FG_ARRAY_SIZE(setup_b);
+    oplog[0] = 0;
+    resolve_init_principal(&rs, setup == 'B' ? &topo_b : &topo_a, &dflt, name, strlen(name),
+                           enterprise, FG_PROTO_IMAP);
+    int guard = 0;
+    while (resolve_next(&rs) == RESOLVE_OP && guard++ < 20)
+        run_op(&rs.op, &rs.res);
+    CHECKF(guard < 20, "%s: the resolver did not finish", name);
+    return &rs;
+}
+
+static void test_principal(void)
+{
+    static const struct {
+        struct rcase c;
+        bool enterprise;
+    } rows[] = {
+            {{'A', "tuser@UCLABOR.DE", "", LOGIN_OK, "testalias", RW_NONE, "sam db"}, false},
+            {{'A', "TUSER@uclabor.de", "", LOGIN_OK, "testalias", RW_NONE, "sam db"}, false},
+            /* not a sAMAccountName: the UPN, as the KDC tries next */
+            {{'A', "tuser.upn@upn.uclabor.de", "", LOGIN_OK, "testalias", RW_NONE, "upn db"}, true},
+            {{'A', "other@UCLABOR.DE", "", LOGIN_OK, "other", RW_NONE, "sam db"}, false},
+            {{'A', "tuser@UCLABOR.DE\\other", "", LOGIN_OK, "other", RW_NONE, "sam alias db"},
+             false},
+            {{'A', "other@UCLABOR.DE\\testalias", "", LOGIN_DENIED, NULL, RW_NO_RIGHTS,
+              "sam alias"},
+             false},
+            /* a miss asks for no bind: nothing to hide by timing */
+            {{'A', "nobody@UCLABOR.DE", "", LOGIN_FAILED, NULL, RW_NOT_FOUND, "sam upn"}, false},
+            {{'A', "tuser@ELSEWHERE.EXAMPLE", "", LOGIN_FAILED, NULL, RW_NOT_FOUND, "upn"}, false},
+            /* a ticket outlives a disabled account: found by its UPN, refused */
+            {{'A', "off@uclabor.de", "", LOGIN_FAILED, NULL, RW_DISABLED, "sam upn"}, false},
+            {{'A', "administrator@UCLABOR.DE", "", LOGIN_FAILED, NULL, RW_ADMIN, "sam"}, false},
+            {{'A', "nobox@UCLABOR.DE", "", LOGIN_FAILED, NULL, RW_NO_MAILBOX, "sam linked"}, false},
+            {{'A', "UCLABOR\\tuser", "", LOGIN_FAILED, NULL, RW_INVALID_NAME, ""}, false},
+            /* the account forest's realm: the linked mailbox */
+            {{'B', "auser@ACC.EXAMPLE", "", LOGIN_OK, "linked", RW_NONE, "sam linked db"}, false},
+    };
+    for (size_t i = 0; i < FG_ARRAY_SIZE(rows); i++) {
+        const struct rcase *c = &rows[i].c;
+        struct resolution *rs = resolve_principal(c->setup, c->typed, rows[i].enterprise);
+        CHECKF(rs->status == c->st && rs->why == c->why, "principal %s: status %d why %s", c->typed,
+               rs->status, resolve_why_text(rs->why));
+        CHECKF(strcmp(oplog, c->ops) == 0, "principal %s: ops \"%s\", expected \"%s\"", c->typed,
+               oplog, c->ops);
+        if (c->mailbox)
+            CHECKF(strcmp(rs->mailbox.alias, c->mailbox) == 0, "principal %s: mailbox %s", c->typed,
+                   rs->mailbox.alias);
+    }
+}
+
 int main(void)
 {
     topologies();
+    test_principal();
     test_delegate_check();
     test_setup_a();
     test_setup_b();
