@@ -662,17 +662,9 @@ static void lds_token_groups(LDAP *ld, LDAPMessage *e, struct ldap_op *lop)
     const struct store_op *op = lop->op;
     struct store_result *res = lop->res;
     struct berval **v = ldap_get_values_len(ld, e, "tokenGroups");
-    for (size_t i = 0; v && v[i] && !res->token_overflow; i++) {
-        size_t n = v[i]->bv_len;
-        if (sd_sid_len((const uint8_t *)v[i]->bv_val, n) != n)
-            continue;
-        if (n > op->token_cap - res->token_len) {
-            res->token_overflow = true;
+    for (size_t i = 0; v && v[i] && !res->token_overflow; i++)
+        if (!store_token_append(op, res, (const uint8_t *)v[i]->bv_val, v[i]->bv_len))
             break;
-        }
-        memcpy(op->token_out + res->token_len, v[i]->bv_val, n);
-        res->token_len += n;
-    }
     ldap_value_free_len(v);
 }
 

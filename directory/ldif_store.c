@@ -526,17 +526,9 @@ static void lp_token_groups(const struct ldif_store *st, const struct store_op *
 {
     const struct ldif_entry *e = lp_by_dn(st, op->dn);
     const struct ldif_attr *g = e ? ldif_attr(e, "tokenGroups") : NULL;
-    for (unsigned i = 0; g && i < g->nvals; i++) {
-        const struct ldif_value *v = &g->vals[i];
-        if (sd_sid_len((const uint8_t *)v->p, v->n) != v->n)
-            continue; /* not a SID: no group */
-        if (v->n > op->token_cap - res->token_len) {
-            res->token_overflow = true;
+    for (unsigned i = 0; g && i < g->nvals; i++)
+        if (!store_token_append(op, res, (const uint8_t *)g->vals[i].p, g->vals[i].n))
             return;
-        }
-        memcpy(op->token_out + res->token_len, v->p, v->n);
-        res->token_len += v->n;
-    }
 }
 
 void ldif_store_run(const struct ldif_store *st, const struct dir_forest *forest, int forest_index,

@@ -597,6 +597,20 @@ enum resolve_step resolve_next(struct resolution *rs)
     }
 }
 
+bool store_token_append(const struct store_op *op, struct store_result *res, const uint8_t *v,
+                        size_t n)
+{
+    if (sd_sid_len(v, n) != n)
+        return true; /* not a SID: no group */
+    if (n > op->token_cap - res->token_len) {
+        res->token_overflow = true;
+        return false;
+    }
+    memcpy(op->token_out + res->token_len, v, n);
+    res->token_len += n;
+    return true;
+}
+
 bool resolve_find_domain(const struct dir_topology *topo, const char *name, size_t n, int *forest_r,
                          int *domain_r)
 {

@@ -156,6 +156,12 @@ struct store_result {
     bool token_overflow; /* SOP_TOKEN_GROUPS: some groups did not fit */
 };
 
+/* SOP_TOKEN_GROUPS, for the stores: appends one tokenGroups value to
+ * op->token_out. A value that is no SID is passed over; one that does not
+ * fit sets res->token_overflow and returns false: stop, the token is cut. */
+bool store_token_append(const struct store_op *op, struct store_result *res, const uint8_t *v,
+                        size_t n);
+
 /* ---- a resolution ---- */
 
 enum resolve_step {

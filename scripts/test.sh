@@ -157,7 +157,8 @@ fi
 # to the workers (the directory tests); the workers share the backend hosts'
 # table (backend, failover, routes), the counters and the TLS certificates
 # (tls), the connection limits' table (limits), and the throttle's tables,
-# which workers and directory threads share (throttle). Any report in
+# which workers and directory threads share (throttle), and a Kerberos
+# logon's state, which a directory thread steps and a worker reads (kerberos). Any report in
 # forestgate's log fails its test (tests/lib/forestgate.py). A route cache's
 # tests, test_route_cache*.py, join once they exist. The other integration
 # tests ran clean under it when this stage was added; they cost minutes and
@@ -169,7 +170,7 @@ if build build-tsan -Dbuildtype=debug -Db_sanitize=thread -Djemalloc=false; then
         tests/integration/test_backend.py tests/integration/test_backend_failover.py
         tests/integration/test_backend_routes.py tests/integration/test_tls.py
         tests/integration/test_limits.py tests/integration/test_throttle.py \
-        tests/integration/test_throttle_store.py)
+        tests/integration/test_throttle_store.py tests/integration/test_kerberos.py)
     for t in tests/integration/test_route_cache*.py; do
         [ -e "$t" ] && tsan_tests+=("$t")
     done

@@ -199,6 +199,7 @@ static void check_op(const struct resolution *rs)
     default:
         FZ_CHECK(false);
     }
+    FZ_CHECK(!rs->principal || (op->kind != SOP_BIND && op->kind != SOP_FIND_SMTP));
     bool org_only = op->kind == SOP_FIND_SMTP || op->kind == SOP_FIND_LINKED ||
                     op->kind == SOP_FIND_ALIAS || op->kind == SOP_DATABASE;
     FZ_CHECK(!org_only || op->forest == (int)t->org);
@@ -225,9 +226,16 @@ static void check_outcome(const struct resolution *rs, const struct seen *sn)
     if (rs->status != LOGIN_OK)
         return;
     struct logon_name ln;
-    FZ_CHECK(rs->pass_len > 0 && logon_name_split(rs->name, rs->name_len, &ln) != LN_INVALID);
-    FZ_CHECK(!logon_name_is_anonymous(rs->name, &ln));
-    FZ_CHECK(sn->bind_ok && !sn->bind_nobody && strcmp(sn->bound_dn, rs->account.dn) == 0);
+    enum logon_form form = logon_name_split(rs->name, rs->name_len, &ln);
+    if (rs->principal) {
+        /* the ticket was the proof: a UPN form, and no bind at all */
+        FZ_CHECK(form == LN_UPN || form == LN_UPN_ALIAS);
+        FZ_CHECK(!sn->bind_ok && !sn->bind_nobody);
+    } else {
+        FZ_CHECK(rs->pass_len > 0 && form != LN_INVALID);
+        FZ_CHECK(!logon_name_is_anonymous(rs->name, &ln));
+        FZ_CHECK(sn->bind_ok && !sn->bind_nobody && strcmp(sn->bound_dn, rs->account.dn) == 0);
+    }
     FZ_CHECK(!(rs->account.uac & 2)); /* a disabled account never logs on */
     FZ_CHECK(!rs->account.admin || rs->conf->allow_admin);
     FZ_CHECK(rs->mailbox.has_mailbox && !(rs->mailbox.proto_disabled & (1u << rs->proto)));
@@ -264,13 +272,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *p;
 
     setup(&f, &topo, &conf);
-    enum fg_proto proto = (fz_u8(&f) & 1) ? FG_PROTO_POP3 : FG_PROTO_IMAP;
+    /* bit 0: the protocol; bit 1: a Kerberos principal (no password, no
+     * bind); bit 2: an enterprise principal */
+    uint8_t mode = fz_u8(&f);
+    enum fg_proto proto = (mode & 1) ? FG_PROTO_POP3 : FG_PROTO_IMAP;
     size_t name_len = fz_bytes(&f, fz_u16(&f) % 300, &p);
     char *name = fz_dup(p, name_len);
     size_t pass_len = fz_bytes(&f, fz_u8(&f) % 16, &p);
     char *pass = fz_dup(p, pass_len);
 
-    resolve_init(&rs, &topo, &conf, name, name_len, pass, pass_len, proto);
+    if (mode & 2)
+        resolve_init_principal(&rs, &topo, &conf, name, name_len, (mode & 4) != 0, proto);
+    else
+        resolve_init(&rs, &topo, &conf, name, name_len, pass, pass_len, proto);
     /* Each forest is searched a few times at most, plus a fixed tail. */
     unsigned bound = 4 * topo.nforests + 8;
     while (resolve_next(&rs) == RESOLVE_OP) {

@@ -2,6 +2,9 @@
  * libFuzzer target: a whole client session (IMAP or POP3, picked by the
  * first byte) fed the rest in pieces; pending logins are answered with a
  * result taken from the input, and STARTTLS/STLS switches the session to TLS.
+ * With GSSAPI offered (a bit of the second byte), a GSSAPI step may instead
+ * be answered with a challenge made of input bytes, as the core does while
+ * the Kerberos exchange goes on.
  * While the session reads its input buffer, the bytes it has consumed and
  * the buffer's spare room are fenced off (ASan), and every protocol log
  * line is read whole.
@@ -33,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sess_conf conf = {.banner = "fuzz",
                              .max_command = 300,
                              .login_type = (uint8_t)(data[0] >> 1) % 3,
-                             .starttls = (data[0] & 0x80) != 0};
+                             .starttls = (data[0] & 0x80) != 0,
+                             .gssapi = (data[1] & 0x40) != 0};
     const struct sess_ops *ops = (data[0] & 1) ? &pop3_sess_ops : &imap_sess_ops;
     struct buf out = {0};
     struct session *s = ops->create(&conf, &out);
@@ -60,8 +64,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         while (act == SESS_LOGIN) {
             FZ_CHECK(s->cred && s->cred->user_len <= CRED_NAME_MAX &&
                      s->cred->pass_len <= CRED_PASS_MAX);
-            ops->login_done(s, (enum login_status)(data[off % size] % (LOGIN_TOO_MANY + 1)),
-                            "IMAP4rev1", 9);
+            FZ_CHECK(s->cred->mech != CRED_MECH_GSSAPI ||
+                     (conf.gssapi && s->cred->blob_len <= SASL_GSS_TOKEN_MAX &&
+                      (s->cred->blob != NULL) == (s->cred->blob_len > 0)));
+            uint8_t pick = data[off % size];
+            if (s->cred->mech == CRED_MECH_GSSAPI && (pick & 1)) {
+                size_t cn = FG_MIN((size_t)(pick >> 1), size - off);
+                ops->sasl_challenge(s, data + off, cn);
+            } else {
+                ops->login_done(s, (enum login_status)(pick % (LOGIN_TOO_MANY + 1)), "IMAP4rev1",
+                                9);
+            }
             act = input(s);
         }
         if (act == SESS_CLOSE)
