@@ -282,13 +282,19 @@ static enum krb_rc krb_accept(struct krb_acceptor *a, struct krb_sess *ks, enum 
         return krb_fail_text(ks, "the keytab holds no key for this protocol's service");
     /* AD gives every SPN of an account the same keys, and MIT's acceptor
      * takes a ticket any key of the keytab opens: the ticket's own service
-     * name is checked here, before it is decrypted. */
+     * name is checked here, before it is decrypted. That name travels in
+     * the clear, unprotected (RFC 4120 5.3), so this keeps honest clients
+     * and configurations straight; it is no boundary between two services
+     * of one account. Services of different accounts have different keys,
+     * and the protocol's acceptor holds only its own. */
     char svc[64];
     size_t sn = krb_token_service(in, n, svc, sizeof svc - 1);
     svc[sn] = 0;
     if (sn == 0)
         return krb_fail_text(ks, "the client's token is no Kerberos AP-REQ");
-    if (!krb_service_ok(svc, sn, proto)) {
+    /* One component, the service itself: "imap/x" as a first component
+     * (an escaped slash) is not imap. */
+    if (!krb_service_ok(svc, sn, proto) || memchr(svc, '/', sn) || memchr(svc, '@', sn)) {
         snprintf(ks->why, sizeof ks->why, "Kerberos: the ticket is for the service %s/, not %s/",
                  svc, proto == FG_PROTO_IMAP ? "imap" : "pop");
         ks->phase = KP_DONE;

@@ -95,7 +95,8 @@ enum krb_rc krb_step(struct krb_acceptor *a, struct krb_sess *ks, enum fg_proto 
  * mailbox; another names a mailbox alias, as in upn\alias. Returns the
  * length written to out (room for CRED_NAME_MAX + 1), or 0 when the
  * principal cannot name an account: a service (a/b@R), no realm, bytes
- * that a logon name cannot hold.
+ * that a logon name cannot hold (a control byte, a NUL, a '\' in the
+ * realm or the authzid, an escape other than \@ and \\ in the user).
  */
 size_t krb_map_principal(const char *principal, size_t n, const char *authzid, size_t an, char *out,
                          bool *enterprise);

@@ -48,6 +48,16 @@ static size_t krb_unescape(const char *s, size_t n, char *out, size_t max, bool 
     return o;
 }
 
+/* Bytes a logon name's part may hold: no control byte, no '\\' (which
+ * would be read as the separator of DOMAIN\\user or upn\\alias). */
+static bool krb_plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\')
+            return false;
+    return true;
+}
+
 static bool krb_ieq(const char *a, size_t an, const char *b, size_t bn)
 {
     return an == bn && strncasecmp(a, b, an) == 0;
@@ -62,7 +72,10 @@ size_t krb_map_principal(const char *principal, size_t n, const char *authzid, s
     /* A service (host/x@R) or a principal without a realm names no user. */
     if (at == 0 || realm_len == 0 || krb_unescaped(principal, at, '/') < at)
         return 0;
-    if (memchr(authzid, 0, an) || memchr(principal, 0, n))
+    /* The realm is no escaped name (MIT escapes nothing a realm should
+     * hold); the authzid comes from the client as it is. */
+    if (memchr(principal, 0, n) || memchr(authzid, 0, an) ||
+        !krb_plain(principal + at + 1, realm_len))
         return 0;
     size_t o = krb_unescape(principal, at, out, CRED_NAME_MAX, enterprise);
     if (o == 0)
@@ -79,7 +92,7 @@ size_t krb_map_principal(const char *principal, size_t n, const char *authzid, s
     bool own = an == 0 || krb_ieq(authzid, an, principal, n) || krb_ieq(authzid, an, out, o) ||
                krb_ieq(authzid, an, out, user_len);
     if (!own) {
-        if (o + 1 + an > CRED_NAME_MAX)
+        if (o + 1 + an > CRED_NAME_MAX || !krb_plain(authzid, an))
             return 0;
         out[o++] = '\\';
         memcpy(out + o, authzid, an);
