@@ -83,6 +83,14 @@ void login_start(struct worker *w, struct conn *c)
         conn_enter(w, c, CONN_PREAUTH);
         return;
     }
+    /* GSSAPI's empty answer to the AP-REP: the offer is ready, no trip to
+     * the directory pool. */
+    if (lg->req.cred->mech == CRED_MECH_GSSAPI && lg->req.krb &&
+        krb_step_here(lg->req.krb, lg->req.cred->blob_len)) {
+        c->s->ops->sasl_challenge(c->s, lg->req.krb->out, lg->req.krb->out_len);
+        conn_enter(w, c, CONN_PREAUTH);
+        return;
+    }
     login_throttle(w, c);
     lg->dir_queued_us = metrics_now_us();
     if (!lg->req.fresh) { /* a stale route's second resolution: the same logon */

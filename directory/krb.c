@@ -203,6 +203,7 @@ void krb_sess_free(struct krb_sess *ks)
     if (ctx != GSS_C_NO_CONTEXT)
         gss_delete_sec_context(&minor, &ctx, GSS_C_NO_BUFFER);
     krb_set_out(ks, NULL, 0);
+    free(ks->offer);
     explicit_bzero(ks, sizeof *ks);
     free(ks);
 }
@@ -252,8 +253,10 @@ static bool krb_display(gss_name_t name, char *out, size_t max, uint16_t *len)
     return ok;
 }
 
-/* Security layer "none" only, with no buffer size (RFC 4752 section 3.1). */
-static enum krb_rc krb_offer(struct krb_sess *ks)
+/* Security layer "none" only, with no buffer size (RFC 4752 section 3.1),
+ * wrapped into ks->offer as soon as the context is made: the client's empty
+ * answer to the AP-REP then needs no directory thread (krb_step_here). */
+static enum krb_rc krb_wrap_offer(struct krb_sess *ks)
 {
     OM_uint32 major, minor;
     static const uint8_t offer[4] = {0x01, 0, 0, 0};
@@ -261,12 +264,33 @@ static enum krb_rc krb_offer(struct krb_sess *ks)
     major = gss_wrap(&minor, ks->ctx, 0, GSS_C_QOP_DEFAULT, &in, NULL, &out);
     if (GSS_ERROR(major))
         return krb_fail(ks, "cannot wrap the security layer offer", major, minor);
-    krb_set_out(ks, out.value, out.length);
+    free(ks->offer);
+    ks->offer = out.length ? malloc(out.length) : NULL;
+    if (ks->offer)
+        memcpy(ks->offer, out.value, out.length);
+    ks->offer_len = ks->offer ? (uint32_t)out.length : 0;
     gss_release_buffer(&minor, &out);
-    if (!ks->out)
-        return krb_fail_text(ks, "out of memory");
+    return ks->offer ? KRB_CONTINUE : krb_fail_text(ks, "out of memory");
+}
+
+/* The offer becomes the next challenge. */
+static enum krb_rc krb_send_offer(struct krb_sess *ks)
+{
+    free(ks->out);
+    ks->out = ks->offer;
+    ks->out_len = ks->offer_len;
+    ks->offer = NULL;
+    ks->offer_len = 0;
     ks->phase = KP_OFFER;
-    return KRB_CONTINUE;
+    return ks->out ? KRB_CONTINUE : krb_fail_text(ks, "the offer was not made");
+}
+
+bool krb_step_here(struct krb_sess *ks, size_t n)
+{
+    if (ks->phase != KP_AP_REP || n != 0 || !ks->offer)
+        return false;
+    krb_send_offer(ks);
+    return true;
 }
 
 static enum krb_rc krb_accept(struct krb_acceptor *a, struct krb_sess *ks, enum fg_proto proto,
@@ -323,11 +347,13 @@ static enum krb_rc krb_accept(struct krb_acceptor *a, struct krb_sess *ks, enum 
     /* Integrity is what protects the offer and the answer: RFC 4752 needs it. */
     if (!(flags & GSS_C_INTEG_FLAG))
         return krb_fail_text(ks, "the context has no integrity protection");
+    if (krb_wrap_offer(ks) != KRB_CONTINUE)
+        return KRB_FAILED;
     if (ks->out_len) { /* mutual authentication: the AP-REP goes first */
         ks->phase = KP_AP_REP;
         return KRB_CONTINUE;
     }
-    return krb_offer(ks);
+    return krb_send_offer(ks);
 }
 
 /* The client's wrapped answer: layer "none", then the authorisation id. */
@@ -368,7 +394,7 @@ enum krb_rc krb_step(struct krb_acceptor *a, struct krb_sess *ks, enum fg_proto 
     case KP_AP_REP:
         if (n != 0)
             return krb_fail_text(ks, "the client's answer to the AP-REP is not empty");
-        return krb_offer(ks);
+        return krb_send_offer(ks);
     case KP_OFFER:
         return krb_answer(ks, in, n);
     default:

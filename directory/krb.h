@@ -66,8 +66,9 @@ struct krb_sess {
     void *ctx; /* gss_ctx_id_t */
     uint8_t phase;
     bool enterprise; /* an enterprise principal (a UPN): searched by UPN only */
-    uint32_t out_len;
-    uint8_t *out; /* the next challenge; malloc'd */
+    uint32_t out_len, offer_len;
+    uint8_t *out;   /* the next challenge; malloc'd */
+    uint8_t *offer; /* the wrapped security layer offer, made with the context */
     uint16_t principal_len, name_len;
     char principal[CRED_NAME_MAX + 1]; /* as GSSAPI displays it: user@REALM */
     char name[CRED_NAME_MAX + 1];      /* user@realm, or user@realm\alias */
@@ -81,6 +82,11 @@ void krb_sess_free(struct krb_sess *ks);
  * proto decides the service the ticket must be for. */
 enum krb_rc krb_step(struct krb_acceptor *a, struct krb_sess *ks, enum fg_proto proto,
                      const uint8_t *in, size_t n);
+
+/* The step the worker may run itself, as it touches only memory: the
+ * client's empty answer to the AP-REP gets the offer wrapped beforehand.
+ * True when done (send ks->out); false: the directory pool runs the step. */
+bool krb_step_here(struct krb_sess *ks, size_t n);
 
 /*
  * The pure parts, unit-tested and fuzzed:
