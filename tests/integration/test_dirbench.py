@@ -112,3 +112,22 @@ def test_dirbench_against_samba(tmp_path):
         assert rec["ldap"] is None and "ldap_ops_per_logon" not in rec
         assert rec["slapd_cpu_s"] > 0      # Samba's processes, all of them
     assert "samba CPU / logon" in (out / "dirbench-quick.md").read_text()
+
+
+def test_krbbench_quick(tmp_path):
+    """bench/krbbench --quick: Kerberos, password and direct logons, each
+    without an error, and Samba's CPU per logon far below a bind's."""
+    out = tmp_path / "out"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "krbbench"), "--quick",
+                        "--out", str(out)],
+                       cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-6000:]}"
+    doc = json.loads((out / "krbbench-quick.json").read_text())
+    med = doc["medians"]
+    for t in ("direct", "plain", "gssapi"):
+        assert med[t]["logons"] > 0 and med[t]["errors"] == 0, med[t]
+    assert med["gssapi"]["cpu_us_forestgate"] > 0 and med["plain"]["cpu_us_samba"] > 0
+    # A ticket asks Samba for searches, never a bind as the user.
+    assert med["gssapi"]["cpu_us_samba"] < med["plain"]["cpu_us_samba"]
+    assert "| gssapi |" in (out / "krbbench-quick.md").read_text()
