@@ -444,7 +444,6 @@ static bool login_user_full(struct worker *w, struct conn *c)
     return true;
 }
 
-/* The directory's answer (login_start, or its completion). */
 /* A Kerberos logon is known, from here on, by the name its principal
  * mapped to: the audit line splits it, the limits count it. */
 static void login_gss_name(struct conn *c)
@@ -455,6 +454,7 @@ static void login_gss_name(struct conn *c)
         cred_set(cr->user, &cr->user_len, CRED_NAME_MAX, ks->name, ks->name_len);
 }
 
+/* The directory's answer (login_start, or its completion). */
 void login_on_directory(struct worker *w, struct conn *c)
 {
     struct conn_login *lg = c->lg;

@@ -7,7 +7,6 @@
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
 #include <krb5.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,15 +17,15 @@ struct krb_acceptor {
     krb5_context kctx;
     krb5_keytab kt; /* MEMORY:, a copy of the file's keys */
     char kt_name[64];
-    /* One acceptor per protocol, named "imap" or "pop" without a host: MIT
-     * then takes a ticket for that service on any host of the keytab, and
-     * refuses one for another service. (AD gives every SPN of an account the
-     * same keys, so the key alone cannot tell imap/HOST from pop/HOST.) */
+    /* One acceptor per protocol, named "imap" or "pop" without a host: it
+     * holds the keys of that service's entries, for any host. (AD gives
+     * every SPN of an account the same keys, so a key cannot tell imap/HOST
+     * from pop/HOST: krb_accept reads the ticket's service name too.) The
+     * directory threads share them: MIT locks a credential while it
+     * accepts with it, and its replay cache file takes an OFD lock on each
+     * open, which keeps threads apart as well as processes. */
     gss_cred_id_t cred[FG_PROTO_COUNT];
     unsigned services; /* 1 << fg_proto */
-    /* MIT's file replay cache locks with fcntl, which does not keep two
-     * threads of one process apart: checks of tickets take turns. */
-    pthread_mutex_t lock;
 };
 
 unsigned krb_services(const struct krb_acceptor *a)
@@ -140,7 +139,6 @@ struct krb_acceptor *krb_open(const char *keytab, char *err, size_t errn)
         snprintf(err, errn, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&a->lock, NULL);
     for (int p = 0; p < FG_PROTO_COUNT; p++)
         a->cred[p] = GSS_C_NO_CREDENTIAL;
     krb5_error_code rc = krb5_init_context(&a->kctx);
@@ -171,7 +169,6 @@ void krb_close(struct krb_acceptor *a)
     if (a->kt)
         krb5_kt_close(a->kctx, a->kt);
     krb5_free_context(a->kctx);
-    pthread_mutex_destroy(&a->lock);
     free(a);
 }
 
@@ -324,10 +321,8 @@ static enum krb_rc krb_accept(struct krb_acceptor *a, struct krb_sess *ks, enum 
         ks->phase = KP_DONE;
         return KRB_FAILED;
     }
-    pthread_mutex_lock(&a->lock);
     major = gss_accept_sec_context(&minor, &ctx, a->cred[proto], &tok, GSS_C_NO_CHANNEL_BINDINGS,
                                    &src, &mech, &out, &flags, NULL, NULL);
-    pthread_mutex_unlock(&a->lock);
     OM_uint32 m2; /* the releases' own status must not hide the reason */
     ks->ctx = ctx;
     krb_set_out(ks, out.value, out.length);

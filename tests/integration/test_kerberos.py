@@ -513,6 +513,27 @@ def test_client_leaving_mid_exchange_leaves_nothing(fg, kdc):
     assert fg.fd_count() <= before
 
 
+def test_concurrent_logons(fg, kdc):
+    """Tickets checked on both directory threads at once: the acceptor and
+    MIT's replay cache are shared, and no logon is taken for a replay."""
+    import concurrent.futures
+
+    def one(_):
+        c, typ, data = imap_gss(fg, GssClient("imap"))
+        if c is not None:
+            c.logout()
+        return typ
+
+    n = len(fg.events("login"))
+    with tickets(kdc, "other", "concurrent"):
+        imap_ok(fg, GssClient("imap")).logout()   # the service ticket, cached once
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(48)))
+    assert results.count("OK") == 48, results
+    lines = fg.events("login")[n:]
+    assert len(lines) == 49 and all(e["result"] == "ok" for e in lines)
+
+
 def test_curl_logs_on_with_gssapi(fg, kdc):
     """A second real client: curl's own SASL GSSAPI."""
     with tickets(kdc, "other", "curl") as t:
