@@ -612,9 +612,20 @@ def test_settings_errors(workroot, kdc, mbx):
 
 def test_not_offered_where_not_enabled(workroot, kdc, mbx):
     """GSSAPI is offered per protocol: [pop3] without it neither lists it
-    nor takes it."""
-    g = gateway(workroot, kdc, mbx, "fg-krb-imap-only", pop3={"EnableGSSAPIAndNTLMAuth": "false"})
+    nor takes it. LoginType rules it as it rules PLAIN: SecureLogin in
+    clear text offers neither."""
+    g = gateway(workroot, kdc, mbx, "fg-krb-imap-only", pop3={"EnableGSSAPIAndNTLMAuth": "false"},
+                imap={"LoginType": "SecureLogin"})
     try:
+        s, f = raw_imap(g)
+        caps = say(f, b"a CAPABILITY")
+        assert b"AUTH=GSSAPI" not in caps and b"AUTH=PLAIN" not in caps, caps
+        f.readline()
+        assert say(f, b"b AUTHENTICATE GSSAPI").startswith(b"b NO [PRIVACYREQUIRED]")
+        s.close()
+        g.stop()
+        g.sections["imap"]["LoginType"] = "PlainTextLogin"
+        g.start()
         p = poplib.POP3("127.0.0.1", g.pop3_port, timeout=10)
         assert p.capa()["SASL"] == ["PLAIN"]
         p._putcmd("AUTH GSSAPI")
