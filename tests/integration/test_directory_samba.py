@@ -505,7 +505,8 @@ def test_comparison_table(workroot):
              "|---|---|---|" + "---|" * len(keys) + "---|"]
     for s, t, p, got, want in ROWS:
         cells = [str(got.get(k) or "").replace("|", "\\|") for k in keys]
-        lines.append(f"| {s} | `{t}` | {p} | " + " | ".join(cells) +
+        typed = t.replace("|", "\\|")
+        lines.append(f"| {s} | `{typed}` | {p} | " + " | ".join(cells) +
                      f" | {'yes' if got == want else 'NO'} |")
     with open(os.path.join(workroot, "samba-vs-slapd.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
