@@ -31,12 +31,6 @@
 
 struct krb_acceptor;
 
-/* The largest GSS token taken from a client: Windows' MaxTokenSize is 48000
- * bytes, which a ticket with a big PAC (many groups) may need. */
-#define KRB_TOKEN_MAX 49152
-/* The base64 line that carries it, with room to spare. */
-#define KRB_LINE_MAX 65600
-
 /* Which protocols' services the keytab holds keys for (1 << fg_proto). */
 unsigned krb_services(const struct krb_acceptor *a);
 
